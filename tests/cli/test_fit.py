@@ -485,14 +485,17 @@ def test_each_wide_help_says_how_its_command_fits() -> None:
         assert ("cut in the middle" in help_text) == (path == ("show",)), (path, help_text)
 
 
-def test_every_help_fits_80_columns() -> None:
-    """``tether [COMMAND [ACTION]] --help`` on an 80-column terminal: no line wraps (the
-    usage line of ``runs`` listed ``--status``' seven choices in 85 columns)."""
+@pytest.mark.parametrize("width", [40, 60, 80, 120])
+def test_every_help_fits_the_terminal(width: int) -> None:
+    """``tether [COMMAND [ACTION]] --help`` on a terminal ``width`` wide: no line wraps
+    (the usage line of ``runs`` listed ``--status``' seven choices in 85 columns; at 60
+    columns argparse indented ``[--log-level {debug,info,warning,error}]`` under
+    ``usage: tether schedules list`` to 69, and at 40 every command's usage went past)."""
     names = command_names()
     assert ("runs",) in names and ("schedules", "list") in names and ("db", "status") in names
     for path in names:
-        shown = terminal_output([sys.executable, "-m", "tether", *path, "--help"], 80)
-        assert long_lines(shown, 80) == [], (path, shown)
+        shown = terminal_output([sys.executable, "-m", "tether", *path, "--help"], width)
+        assert long_lines(shown, width) == [], (path, shown)
 
 
 # -- message lines ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -80,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     _logging.add_arguments(before, dest_prefix="before_")
     before.add_argument("--json", action="store_true", dest="before_json",
                         help="JSON output, for a command that has it")
-    # (argparse.ArgumentParser: a command's parser does not pick, ``_Parser`` does)
+    # (_CommandParser: a command's parser does not pick, ``_Parser`` does)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                parser_class=argparse.ArgumentParser)
+                                parser_class=_CommandParser)
     _worker.register(sub, common)
     _runs.register(sub, common)
     _approvals.register(sub, common)
@@ -98,12 +99,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help, its usage wrapped to the terminal: argparse indents the usage's
+    lines under ``usage: PROG`` and leaves an option longer than what that indent leaves
+    past the width (``[--log-level {debug,info,warning,error}]``, 61 columns under
+    ``tether schedules list`` on a 60-column terminal). Then each line after the first
+    is indented by 2, and an option longer than that leaves has a line to itself."""
+
+    def _format_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any) -> str:
+        text = super()._format_usage(usage, actions, groups, prefix)
+        width = self._width  # (argparse's: the terminal's less 2)
+        if usage is not None or all(len(line) <= width for line in text.splitlines()):
+            return text
+        head, _, rest = text.strip("\n").partition("\n")
+        lines = [head.split("[", 1)[0].rstrip()]  # ("usage: tether schedules list")
+        for part in re.findall(r"\(.*?\)+(?=\s|$)|\[.*?\]+(?=\s|$)|\S+",
+                               head[len(lines[0]):] + " " + rest):
+            if len(lines) > 1 and len(lines[-1]) + 1 + len(part) <= width:
+                lines[-1] += " " + part
+            else:
+                lines.append(("  " + part) if len(part) + 2 <= width else part)
+        return "\n".join(lines) + "\n\n"
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser (and its actions'): argparse's, its help ``_Formatter``'s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 class _Parser(argparse.ArgumentParser):
     """The ``tether`` parser: an option common to the commands given before COMMAND
     (``tether --log-level debug runs``) counts as given after it, unless it is given
     there too: the one after COMMAND wins. (Until 2026-12-06 only ``--version`` and
     ``--help`` could come first: ``tether --log-level debug runs`` was refused with
-    "invalid choice: 'debug'".)"""
+    "invalid choice: 'debug'".) Its help is ``_Formatter``'s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(  # type: ignore[override]
             self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,

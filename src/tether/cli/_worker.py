@@ -38,7 +38,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--queue", "-q", action="append", dest="queues", metavar="Q",
                    help="queue to serve (repeatable; default: the queues of the app's workflows)")
-    p.add_argument("--concurrency", "-c", type=positive_int, default=50,
+    p.add_argument("--concurrency", "-c", type=positive_int, default=50, metavar="N",
                    help="runs executed at once (default 50)")
     p.add_argument("--lease", type=positive_float, default=5.0, metavar="SECONDS",
                    help="lease time; a dead worker's runs are taken over once it has passed "
