@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,22 +53,51 @@ def fit_width(wide: bool, out: Any = None) -> int | None:
     return max(shutil.get_terminal_size().columns, MIN_WIDTH)
 
 
+def cells(text: str) -> int:
+    """How many columns ``text`` takes on a terminal: 2 for a wide character (CJK, most
+    emoji: ``🚀``), none for a combining mark, 1 for the others."""
+    if text.isascii():
+        return len(text)
+    return sum(_cell(char) for char in text)
+
+
+def _cell(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` then spaces up to ``width`` columns (``cells``)."""
+    return text + " " * max(width - cells(text), 0)
+
+
+def _head(text: str, width: int) -> str:
+    """The longest start of ``text`` in at most ``width`` columns."""
+    taken = 0
+    for i, char in enumerate(text):
+        taken += _cell(char)
+        if taken > width:
+            return text[:i]
+    return text
+
+
 def cut_end(text: str, width: int) -> str:
-    """``text`` in at most ``width`` characters, cut at its end (a message, a payload)."""
-    if len(text) <= width:
+    """``text`` in at most ``width`` columns, cut at its end (a message, a payload)."""
+    if cells(text) <= width:
         return text
-    return text[: max(width - 1, 0)] + ELLIPSIS
+    return _head(text, max(width - 1, 0)) + ELLIPSIS
 
 
 def cut_middle(text: str, width: int) -> str:
-    """``text`` in at most ``width`` characters, cut in its middle (an id or a name: what
+    """``text`` in at most ``width`` columns, cut in its middle (an id or a name: what
     tells two apart is as often at the end, a child's ``.N``, as at the start)."""
-    if len(text) <= width:
+    if cells(text) <= width:
         return text
     if width < 3:
         return cut_end(text, width)
-    tail = (width - 1) // 2
-    return text[: width - 1 - tail] + ELLIPSIS + text[len(text) - tail:]
+    tail = _head(text[::-1], (width - 1) // 2)[::-1]
+    return _head(text, width - 1 - cells(tail)) + ELLIPSIS + tail
 
 
 def pack(chunks: list[str], width: int, sep: str = "  ") -> list[str]:
@@ -75,7 +105,7 @@ def pack(chunks: list[str], width: int, sep: str = "  ") -> list[str]:
     (a chunk longer than a line has one to itself, whole)."""
     lines: list[str] = []
     for chunk in chunks:
-        if lines and len(lines[-1]) + len(sep) + len(chunk) <= width:
+        if lines and cells(lines[-1]) + len(sep) + cells(chunk) <= width:
             lines[-1] += sep + chunk
         else:
             lines.append(chunk)
@@ -119,7 +149,7 @@ def row_lines(titles: Sequence[str], rows: list[list[str]], width: int,
     read whole (a tool call's arguments, a run id): in its column if every row's fits
     the line whole, else wrapped under its row, after ``under``, when it has one (not
     ``-``)."""
-    if not under or sum(max([len(t), *(len(r[i]) for r in rows)])
+    if not under or sum(max([len(t), *(cells(r[i]) for r in rows)])
                         for i, t in enumerate(titles)) + len(titles) - 1 <= width:
         return key_table(titles, rows, width, give)
     head, groups = key_table(titles[:-1], [r[:-1] for r in rows], width, give)
@@ -139,13 +169,13 @@ def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
     column narrows to the keys the line still has room for. A key longer than its
     column has a line to itself, its row's cells under it. Returns the heading, and each
     row's lines."""
-    widths = [max([len(title), *(len(row[i]) for row in rows)])
+    widths = [max([len(title), *(cells(row[i]) for row in rows)])
               for i, title in enumerate(titles)]
     room = width - (sum(widths[1:]) + len(widths) - 1)  # what the other cells leave it
     # The column is as wide as the longest key it holds: every key up to KEY_MIN long
     # (the other cells cut for room if they must) and any longer the room has space for.
-    widths[0] = max([len(titles[0]), *(len(row[0]) for row in rows
-                                       if len(row[0]) <= max(room, KEY_MIN))])
+    widths[0] = max([len(titles[0]), *(cells(row[0]) for row in rows
+                                       if cells(row[0]) <= max(room, KEY_MIN))])
     cuts = []
     for i, least in give:
         cut = min(max(widths[0] - room, 0), widths[i] - max(least, len(titles[i])))
@@ -156,8 +186,8 @@ def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
         # Cut to their least, the other cells still leave the keys too little room (a
         # narrow terminal, long names): the column holds the keys that fit it, a longer
         # one has a line of its own, and what that frees goes back to the cells cut last.
-        widths[0] = max([len(titles[0]), *(len(row[0]) for row in rows
-                                           if len(row[0]) <= room)])
+        widths[0] = max([len(titles[0]), *(cells(row[0]) for row in rows
+                                           if cells(row[0]) <= room)])
         for i, cut in reversed(cuts):
             back = max(min(cut, room - widths[0]), 0)
             widths[i] += back
@@ -165,10 +195,10 @@ def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
     head = " ".join(f"{t:{w}}" for t, w in zip(titles, widths, strict=True)).rstrip()
     groups = []
     for row in rows:
-        cells = [row[0] if len(row[0]) <= widths[0] else ""]
-        cells += [cut_end(cell, w) for cell, w in zip(row[1:], widths[1:], strict=True)]
-        line = " ".join(f"{c:{w}}" for c, w in zip(cells, widths, strict=True)).rstrip()
-        groups.append([line] if cells[0] else [row[0], line])
+        shown = [row[0] if cells(row[0]) <= widths[0] else ""]
+        shown += [cut_end(cell, w) for cell, w in zip(row[1:], widths[1:], strict=True)]
+        line = " ".join(pad(c, w) for c, w in zip(shown, widths, strict=True)).rstrip()
+        groups.append([line] if shown[0] else [row[0], line])
     return head, groups
 
 
@@ -177,15 +207,29 @@ def hang(head: str, text: str, width: int) -> list[str]:
     ``width``, its lines after the first under its start while that leaves it half the
     line, else indented by 2 under the row (and all of it there if its first word does
     not fit beside ``head``). Nothing is cut."""
-    indent = " " * (len(head) if len(head) <= width // 2 else 2)
-    lines = textwrap.wrap(text, width, initial_indent=head, subsequent_indent=indent,
-                          break_on_hyphens=False, break_long_words=False)
-    if lines and len(lines[0]) > width and len(lines[0]) > len(head.rstrip()):
-        lines = [head.rstrip(), *textwrap.wrap(text, width, initial_indent=indent,
-                                               subsequent_indent=indent,
-                                               break_on_hyphens=False,
-                                               break_long_words=False)]
+    indent = " " * (cells(head) if cells(head) <= width // 2 else 2)
+    lines = _words(text, width, head, indent)
+    if lines and cells(lines[0]) > width and cells(lines[0]) > cells(head.rstrip()):
+        lines = [head.rstrip(), *_words(text, width, indent, indent)]
     return lines or [head.rstrip()]
+
+
+def _words(text: str, width: int, first: str, indent: str) -> list[str]:
+    """``textwrap.wrap(text, width, initial_indent=first, subsequent_indent=indent)``,
+    no word broken, by the columns a line takes on a terminal (``cells``) when the text
+    is not ASCII."""
+    if text.isascii() and first.isascii():
+        return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=indent,
+                             break_on_hyphens=False, break_long_words=False)
+    lines: list[str] = []
+    line = first
+    for word in text.split():
+        if line.strip() and cells(line) + 1 + cells(word) > width:
+            lines.append(line)
+            line = indent + word
+        else:
+            line += (" " if line.strip() else "") + word
+    return [*lines, line] if line.strip() else lines
 
 
 def say(text: str, indent: str = "  ") -> None:

@@ -665,6 +665,18 @@ def test_runs_of_a_long_queue_fit_the_narrowest_terminal(long_queue: str, width:
 
 # -- every table at every width ---------------------------------------------------------------
 
+#: A schedule's name of wide characters (8 characters, 15 columns).
+WIDE_NAME = "月次レポート-🚀"
+
+
+def columns_of(line: str) -> int:
+    """The columns ``line`` takes on a terminal: 2 for an East Asian wide or full-width
+    character (CJK, emoji), 1 for the others (the test's text has no combining marks)."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+
+
 #: A schedule of a long cron expression and time zone, its workflow of a long name on a
 #: queue of a name longer than a 60-column line leaves its column.
 LONG_CRON = "*/15 0-6,18-23 1-7,15-21 1,3,5,7,9,11 1-5"
@@ -692,6 +704,12 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
     async def tiny() -> None:
         return None
 
+    # Wide characters (two columns each on a terminal) in a name, a workflow and a queue.
+    @app.schedule("30 6 * * 1-5", timezone="Asia/Tokyo", name=WIDE_NAME)
+    @app.workflow(name="📊_月次レポートを顧客ごとに作成する", queue="レポート-🚀")
+    async def wide() -> None:
+        return None
+
     async def run() -> None:
         async with app, app.worker(poll_interval=0.05):  # (its worker creates them)
             await (await app.start(launch)).result(timeout=30)
@@ -712,9 +730,11 @@ def test_no_table_line_is_wider_than_the_terminal(sweep: str, command: tuple[str
     beside cron and time zone), ``approvals`` 57 (SINCE), ``queues`` 99 at 40 to 80 (the
     QUEUE column as wide as its longest name), ``versions`` a 50-column heading and
     ``show`` 55-column journal rows (NAME cut to 16 beside the other cells), attempts of
-    50 (the worker id) and "run ID" and "N  CHILD-ID" lines past the width."""
+    50 (the worker id) and "run ID" and "N  CHILD-ID" lines past the width. A wide
+    character counts two columns: a row of one took a column more per such character."""
     shown = on_terminal(*command, db=sweep, columns=width)
-    assert [line for line in long_lines(shown, width) if len(line.split()) > 1] == [], shown
+    assert [line for line in shown.splitlines()
+            if columns_of(line) > width and len(line.split()) > 1] == [], shown
     piped = tether_cli(*command, db=sweep).stdout
     if command[0] in ("queues", "versions"):  # (nothing cut: every word still there)
         assert sorted(shown.split()) == sorted(piped.split()), shown
@@ -724,8 +744,8 @@ def test_no_table_line_is_wider_than_the_terminal(sweep: str, command: tuple[str
 def test_schedules_keep_name_state_and_next_tick_on_a_narrow_terminal(sweep: str,
                                                                        width: int) -> None:
     """What an operator reads first stays in its row: the name (or above it, whole), the
-    state and the next tick (to the minute, at 50 columns); at 40 the cron expression
-    and time zone go under the row, whole."""
+    state and the next tick (to the minute); at 40 the cron expression and time zone go
+    under the row, whole (at 50 too when a name of 15 columns leaves them no room)."""
     shown = on_terminal("schedules", db=sweep, columns=width)
     lines = shown.splitlines()
     assert lines[0].split()[0] == "NAME" and "STATE" in lines[0], shown
@@ -738,4 +758,18 @@ def test_schedules_keep_name_state_and_next_tick_on_a_narrow_terminal(sweep: str
         assert "(America/Argentina/ComodRivadavia)" in shown.split(), shown
     else:
         assert LONG_CRON[:6] in shown, shown
-    assert (width == 40) == bool(cron), shown  # (50: cron and TZ cut in their columns)
+    assert cron or width == 50, shown  # (50: cut in their columns if the names leave room)
+
+
+def test_cells_are_cut_and_padded_by_the_columns_they_take() -> None:
+    """A wide character takes two columns on a terminal: cut to 9 columns, "月次レポート"
+    (12 columns) keeps 4 characters and the ellipsis; it kept 8 (a 12-column cell,
+    "…" included, where 9 were given)."""
+    from tether._fit import cells, pad
+
+    assert cells("月次レポート-🚀") == 15 and cells("abc") == 3 and cells("e\u0301") == 1
+    assert cut_end("月次レポート", 9) == "月次レポ…" and columns_of(cut_end("月次レポート", 9)) == 9
+    assert cut_middle("月次レポート-🚀-東京", 11) == "月次…-東京"  # (10: no half character)
+    assert pad("🚀", 4) == "🚀  "
+    assert columns(("NAME", "STATE"), [["月次レポート", "active"], ["hourly", "paused"]], 40) == [
+        "NAME         STATE", "月次レポート active", "hourly       paused"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from tether._fit import KEY_MIN, RUN_ID_KEPT, fit_width, row_lines, say, wide_help, wrap
+from tether._fit import KEY_MIN, RUN_ID_KEPT, cells, fit_width, row_lines, say, wide_help, wrap
 from tether.cli._common import (
     CliError,
     bounded_int,
@@ -146,8 +146,8 @@ def _approval_lines(found: list[Any], titles: tuple[str, ...], rows: list[list[s
 def _fits(lines: list[str], width: int, keys: set[str]) -> bool:
     """Every line within ``width`` but a run id longer than a line (alone on one), and
     every id up to ``KEY_MIN`` long on its row (as ``tether runs`` keeps them)."""
-    return all((len(line) <= width or line in keys)
-               and not (line in keys and len(line) <= KEY_MIN) for line in lines)
+    return all((cells(line) <= width or line in keys)
+               and not (line in keys and cells(line) <= KEY_MIN) for line in lines)
 
 
 def _short_since(text: str) -> str:

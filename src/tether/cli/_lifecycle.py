@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from tether._app import App
-from tether._fit import fit_width, hang, say, wide_help
+from tether._fit import cells, fit_width, hang, pad, say, wide_help
 from tether._lifecycle import (
     RunIdTaken,
     check_compatible,
@@ -259,11 +259,11 @@ async def versions(args: argparse.Namespace) -> int:
         if v is not None and v == newest and len(live) > 1:
             detail += " (newest: schedules' ticks run here)"
         workers = str(workers_of(v) or "-")
-        name, cells = safe(v or "(none)"), f"{sum(counts.values()):>6} {workers:>7}  "
-        head = f"{name:24} {cells}"
-        if fit and len(head.rstrip()) > fit:  # (a long name: a line of its own, whole)
+        name, figures = safe(v or "(none)"), f"{sum(counts.values()):>6} {workers:>7}  "
+        head = f"{pad(name, 24) if fit else f'{name:24}'} {figures}"
+        if fit and cells(head.rstrip()) > fit:  # (a long name: a line of its own, whole)
             print(name)
-            head = " " * 25 + cells
+            head = " " * 25 + figures
         print("\n".join(hang(head, detail, fit)) if fit else head + detail)
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether._fit import fit_width, hang, wide_help
+from tether._fit import cells, fit_width, hang, pad, wide_help
 from tether.cli._common import CliError, client, dumps, safe
 from tether.store._port import WORKER_STALE, QueueCounts, WorkerInfo
 
@@ -89,7 +89,7 @@ def queue_lines(queues: list[str], limits: dict[str, int], counts: dict[str, Que
         figures = " {:>5} {:>6} {:>3} {:>7} {:>7} {:>7}  "  # (40 columns: as narrow as titles)
     room = None if fit is None else fit - len(figures.format(*heads).rstrip())
     width = 0 if room is not None and room < 5 else max(
-        [5, *(len(n) for n in names.values() if room is None or len(n) <= room)])
+        [5, *(cells(n) for n in names.values() if room is None or cells(n) <= room)])
     if width == 0:  # (no room for a QUEUE column: every name above its row)
         figures = figures[1:]
     titles = (f"{'QUEUE':{width}}" if width else "") + figures.format(*heads)
@@ -101,13 +101,14 @@ def queue_lines(queues: list[str], limits: dict[str, int], counts: dict[str, Que
     lines = [f"{titles.rstrip()}\n  WORKFLOWS" if under else titles + "WORKFLOWS"]
     for q in queues:
         c = counts.get(q, QueueCounts())
-        cells = figures.format(limit_cell(limits.get(q)), c.queued, c.due, c.running,
-                               c.waiting, workers.get(q, 0))
-        if len(names[q]) > width:  # (a long name: a line of its own, whole)
+        row = figures.format(limit_cell(limits.get(q)), c.queued, c.due, c.running,
+                             c.waiting, workers.get(q, 0))
+        if cells(names[q]) > width:  # (a long name: a line of its own, whole)
             lines.append(names[q])
-            head = " " * width + cells
+            head = " " * width + row
         else:
-            head = f"{names[q]:{width}}" + cells
+            # (on a terminal by the columns a wide character takes, `cells`)
+            head = (f"{names[q]:{width}}" if fit is None else pad(names[q], width)) + row
         listed = ", ".join(map(safe, served[q])) or "-"
         if fit is None:
             lines.append(head + listed)

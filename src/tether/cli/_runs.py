@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from tether._app import App
-from tether._fit import KEY_MIN, RUN_ID_KEPT, WIDE_HELP, columns, fit_width, wide_help
+from tether._fit import KEY_MIN, RUN_ID_KEPT, WIDE_HELP, cells, columns, fit_width, wide_help
 from tether._lifecycle import RunIdTaken, live_versions
 from tether._show import (
     HELD_NOTE,
@@ -470,8 +470,8 @@ def fitted_runs(found: list[Any], width: int,
         # Every line within the width but a run id longer than a line (alone on one),
         # and every id up to KEY_MIN long on its row: a layout that took the RUN ID
         # column narrower (``key_table``) is for the last step alone.
-        return all((len(line) <= width or line in keys)
-                   and not (line in keys and len(line) <= KEY_MIN) for line in lines)
+        return all((cells(line) <= width or line in keys)
+                   and not (line in keys and cells(line) <= KEY_MIN) for line in lines)
 
     lines = columns(RUN_COLUMNS, rows, width, RUN_GIVE)
     if fits(lines):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether._fit import KEY_MIN, columns, fit_width, hang, key_table, wide_help
+from tether._fit import KEY_MIN, cells, columns, fit_width, hang, key_table, wide_help
 from tether._lifecycle import Cron, tick_overdue, trigger_schedule, zone_of
 from tether._show import schedule_dict, schedule_rows
 from tether._types import check_name
@@ -169,8 +169,8 @@ def fitted_schedules(found: list[Any], width: int, now: float | None = None) -> 
         # Every line within the width but a name or a word longer than a line (alone on
         # one), and every name up to KEY_MIN long on its row (as ``tether runs`` keeps
         # its ids).
-        return all((len(line) <= width or line in keys or len(line.split()) == 1)
-                   and not (line in keys and len(line) <= KEY_MIN) for line in lines)
+        return all((cells(line) <= width or line in keys or len(line.split()) == 1)
+                   and not (line in keys and cells(line) <= KEY_MIN) for line in lines)
 
     lines = columns(SCHEDULE_COLUMNS, rows, width, SCHEDULE_GIVE, under="last run")
     if fits(lines):
