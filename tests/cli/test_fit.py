@@ -721,7 +721,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("width", [40, 60, 80, 120])
 @pytest.mark.parametrize("command", [("runs",), ("approvals",), ("schedules",),
                                      ("schedules", "list"), ("queues",), ("versions",),
-                                     ("show", PARENT), ("show", FAILING), ("show", WAITER)])
+                                     ("show", PARENT), ("show", FAILING), ("show", WAITER),
+                                     ("db", "status")])
 def test_no_table_line_is_wider_than_the_terminal(sweep: str, command: tuple[str, ...],
                                                   width: int) -> None:
     """On a terminal ``width`` wide no line of these tables is wider than it, but a single

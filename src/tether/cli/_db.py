@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from tether._fit import fit_width
 from tether.cli._common import EXIT_USAGE, CliError, dumps, store_url
 from tether.cli._serve import _without_password
 from tether.store import open_store
@@ -88,8 +89,10 @@ async def status(args: argparse.Namespace) -> int:
         print(dumps({"migrations": [{"version": v, "name": n, "applied": bool(a)}
                                     for v, n, a in rows], "pending": pending}))
     else:
+        # (on a terminal the names' column as wide as the longest: 30 took a line to 43)
+        width = 30 if fit_width(False) is None else max([4, *(len(n) for _, n, _ in rows)])
         for version, name, applied in rows:
-            print(f"{version:04d} {name:30} {'applied' if applied else 'pending'}")
+            print(f"{version:04d} {name:{width}} {'applied' if applied else 'pending'}")
     if rows and pending == len(rows):
         # (a path mistyped, or sqlite:///x.db read as ./x.db where it is /x.db: every
         # line said "pending" as of a store to migrate, and `db migrate` made a new one)
