@@ -681,6 +681,8 @@ def columns_of(line: str) -> int:
 #: queue of a name longer than a 60-column line leaves its column.
 LONG_CRON = "*/15 0-6,18-23 1-7,15-21 1,3,5,7,9,11 1-5"
 SWEEP_QUEUE = "reporting-queue-for-quarterly-customer-reports-eu"
+#: The longest queue name, and one of a wide character (one column more than characters).
+WIDE_QUEUE = f"🚀-{SWEEP_QUEUE}"
 
 
 @pytest.fixture(scope="module")
@@ -706,7 +708,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     # Wide characters (two columns each on a terminal) in a name, a workflow and a queue.
     @app.schedule("30 6 * * 1-5", timezone="Asia/Tokyo", name=WIDE_NAME)
-    @app.workflow(name="📊_月次レポートを顧客ごとに作成する", queue="レポート-🚀")
+    @app.workflow(name="📊_月次レポートを顧客ごとに作成する", queue=WIDE_QUEUE)
     async def wide() -> None:
         return None
 
@@ -774,3 +776,17 @@ def test_cells_are_cut_and_padded_by_the_columns_they_take() -> None:
     assert pad("🚀", 4) == "🚀  "
     assert columns(("NAME", "STATE"), [["月次レポート", "active"], ["hourly", "paused"]], 40) == [
         "NAME         STATE", "月次レポート active", "hourly       paused"]
+
+
+def test_a_pipe_gets_each_queue_on_one_line(sweep: str) -> None:
+    """Into a pipe ``tether queues`` prints a row a line, however wide (a queue name of
+    wide characters too: what a terminal gets is fitted, a pipe's lines are not)."""
+    piped = tether_cli("queues", db=sweep)
+    assert piped.returncode == 0, piped.stderr
+    header, *rows = piped.stdout.splitlines()
+    assert header.split()[:2] == ["QUEUE", "LIMIT"] and header.endswith("WORKFLOWS"), header
+    assert {row.split()[0] for row in rows} == {"default", "payments", SWEEP_QUEUE,
+                                                WIDE_QUEUE}, piped.stdout
+    assert all(len(row.split()) >= 8 for row in rows), piped.stdout
+    # (its QUEUE column as many characters wide as the longest name, as it always was)
+    assert header.index(" LIMIT") == len(WIDE_QUEUE) + 2, piped.stdout

@@ -89,7 +89,8 @@ def queue_lines(queues: list[str], limits: dict[str, int], counts: dict[str, Que
         figures = " {:>5} {:>6} {:>3} {:>7} {:>7} {:>7}  "  # (40 columns: as narrow as titles)
     room = None if fit is None else fit - len(figures.format(*heads).rstrip())
     width = 0 if room is not None and room < 5 else max(
-        [5, *(cells(n) for n in names.values() if room is None or cells(n) <= room)])
+        [5, *(len(n) if room is None else cells(n) for n in names.values()
+              if room is None or cells(n) <= room)])
     if width == 0:  # (no room for a QUEUE column: every name above its row)
         figures = figures[1:]
     titles = (f"{'QUEUE':{width}}" if width else "") + figures.format(*heads)
@@ -103,7 +104,7 @@ def queue_lines(queues: list[str], limits: dict[str, int], counts: dict[str, Que
         c = counts.get(q, QueueCounts())
         row = figures.format(limit_cell(limits.get(q)), c.queued, c.due, c.running,
                              c.waiting, workers.get(q, 0))
-        if cells(names[q]) > width:  # (a long name: a line of its own, whole)
+        if (len if fit is None else cells)(names[q]) > width:  # (a line of its own, whole)
             lines.append(names[q])
             head = " " * width + row
         else:
