@@ -115,10 +115,13 @@ def pack(chunks: list[str], width: int, sep: str = "  ") -> list[str]:
 def wrap(text: str, width: int, label: str, *, max_lines: int = 8) -> list[str]:
     """``label`` then ``text`` wrapped at word boundaries to ``width``, the lines after
     the first indented under the text, at most ``max_lines`` (the last cut with an
-    ellipsis). Long words, such as ids and URLs, are kept whole where they fit a line."""
+    ellipsis). Long words, such as ids and URLs, are kept whole where they fit a line
+    (in text that is not ASCII, whole always: the lines are measured in ``cells``)."""
     indent = " " * min(len(label), width // 3)
     first = text.split(None, 1)[0] if text.strip() else ""
-    if label.strip() and len(label) + len(first) > width >= len(first):
+    if not text.isascii():  # (by the columns a wide character takes: ``cells``)
+        lines = _words(text, width, label, indent) or [label.rstrip()]
+    elif label.strip() and len(label) + len(first) > width >= len(first):
         # The first word (an id) fits a line of its own but not after the label: it
         # goes under the label whole, indented if there is room (textwrap cut it where
         # the label's line ended: "forked from run 01a24b4ed53177e2b3277fcb" /
@@ -131,7 +134,7 @@ def wrap(text: str, width: int, label: str, *, max_lines: int = 8) -> list[str]:
                               break_on_hyphens=False) or [label.rstrip()]
     if len(lines) > max_lines:
         lines = lines[:max_lines]
-        lines[-1] = lines[-1][: width - 1] + ELLIPSIS
+        lines[-1] = _head(lines[-1], width - 1) + ELLIPSIS
     return lines
 
 

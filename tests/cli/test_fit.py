@@ -665,6 +665,8 @@ def test_runs_of_a_long_queue_fit_the_narrowest_terminal(long_queue: str, width:
 
 # -- every table at every width ---------------------------------------------------------------
 
+#: A run whose workflow, step name and result hold wide characters.
+WIDE_RUN = "wide-run-1"
 #: A schedule's name of wide characters (8 characters, 15 columns).
 WIDE_NAME = "月次レポート-🚀"
 
@@ -712,9 +714,18 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
     async def wide() -> None:
         return None
 
+    @app.step(name="📦_倉庫から商品を確保する_reserve_items_for_the_order")
+    async def reserve() -> str:
+        return "倉庫 7 番で確保しました: 3 点、明日出荷予定 📦"
+
+    @app.workflow(name="📦_注文処理")
+    async def wide_steps() -> str:
+        return await reserve()
+
     async def run() -> None:
         async with app, app.worker(poll_interval=0.05):  # (its worker creates them)
             await (await app.start(launch)).result(timeout=30)
+            await (await app.start(wide_steps, run_id=WIDE_RUN)).result(timeout=30)
 
     asyncio.run(run())
     return url
@@ -724,7 +735,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("command", [("runs",), ("approvals",), ("schedules",),
                                      ("schedules", "list"), ("queues",), ("versions",),
                                      ("show", PARENT), ("show", FAILING), ("show", WAITER),
-                                     ("db", "status")])
+                                     ("show", WIDE_RUN), ("db", "status")])
 def test_no_table_line_is_wider_than_the_terminal(sweep: str, command: tuple[str, ...],
                                                   width: int) -> None:
     """On a terminal ``width`` wide no line of these tables is wider than it, but a single

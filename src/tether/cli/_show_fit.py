@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tether._fit import cut_end, cut_middle, hang, pack, wrap
+from tether._fit import cells, cut_end, cut_middle, hang, pack, pad, wrap
 from tether._show import HELD_NOTE, bookkeeping, error_origin, held, timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_time, safe, short
@@ -153,8 +153,8 @@ def layout(rows: list[Row], width: int) -> Layout:
     status = max([6, *(len(r.status) for r in rows)])
     took = max([8, *(len(r.took) for r in rows)])
     fixed = pos + 2 + kind + 1 + 1 + status + 1 + 3 + 2 + took + 2  # all but name, outcome
-    name_all = max([4, *(len(r.name) for r in rows)])
-    out_all = max([len("RESULT / ERROR"), *(len(r.outcome) for r in rows)])
+    name_all = max([4, *(cells(r.name) for r in rows)])
+    out_all = max([len("RESULT / ERROR"), *(cells(r.outcome) for r in rows)])
     room = width - fixed
     if name_all + out_all <= room:
         return Layout(pos, kind, status=status, took=took, name=name_all,
@@ -198,7 +198,7 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
     lines = []
     for r in rows:
         name = cut_middle(r.name, lay.name)  # (a step's name too: "agent.tool:NAME")
-        line = (f"{r.pos:>{lay.pos}}  {r.kind:{lay.kind}} {name:{lay.name}} "
+        line = (f"{r.pos:>{lay.pos}}  {r.kind:{lay.kind}} {pad(name, lay.name)} "
                 f"{r.status:{lay.status}} {r.att:>3}  {r.took:>{lay.took}}")
         if lay.name_under:
             line = (f"{r.pos:>{lay.pos}}  {r.kind:{lay.kind}} {r.status:{lay.status}} "
