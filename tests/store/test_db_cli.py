@@ -153,7 +153,7 @@ def test_queue_limit_and_queues_commands(tmp_path: Path) -> None:
     as_json = tether("queues", "--json", "--db", url)
     assert json.loads(as_json.stdout) == [{"queue": "llm", "limit": 2, "workflows": [],
                                            "queued": 0, "due": 0, "running": 0,
-                                           "waiting": 0, "workers": 0}]
+                                           "waiting": 0, "workers": 0, "paused": False}]
     for bad in ("-1", "two"):
         refused = tether("queue-limit", "llm", bad, "--db", url)
         assert refused.returncode == 2 and repr(bad) in refused.stderr

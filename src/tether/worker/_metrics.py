@@ -19,6 +19,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from tether._types import ENDED_VALUES
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ REQUEST_TIMEOUT = 5.0
 #: lists them too: the core does not import the worker).
 ATTEMPT_STATES = ("running", "ok", "error", "postponed", "cancelled")
 #: Final statuses a worker records (``WorkerCounts.ended``).
-END_STATUSES = ("completed", "failed", "cancelled", "blocked")
+END_STATUSES = (*ENDED_VALUES, "blocked")
 #: How a takeover's previous owner was known dead (``WorkerCounts.taken_over``).
 TAKEOVER_CAUSES = ("found_dead", "lease_expired")
 
