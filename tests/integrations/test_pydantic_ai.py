@@ -1424,32 +1424,96 @@ async def test_a_live_background_request_is_asked_plainly_then_polled(
     assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (3_000, 400)
 
 
-async def test_a_streamed_background_request_is_refused_before_it_is_sent(
-        sqlite_url: str) -> None:
-    """A request pydantic-ai streams itself (an ``event_stream_handler``) in OpenAI's
-    background mode cannot be made durable (a cut stream, or a crash while it streams,
-    would send it again as a second job, billed): the run fails with a ``ConfigError``
-    naming the alternatives, before anything is sent."""
-    async def handler(ctx: RunContext[None], events: Any) -> None:
-        async for _ in events:
-            pass
+async def streamed_background(sqlite_url: str, server: ScriptedResponsesServer, run_id: str
+                              ) -> tuple[str, Any, list[str], list[dict[str, Any]]]:
+    """Run the agent ``bgs`` (OpenAI's Responses API in background mode on ``server``,
+    streamed by pydantic-ai: an ``event_stream_handler``, live text on): (its output,
+    the run, the text its handler received, the ``llm.chunk`` events stored for
+    observers)."""
+    heard: list[str] = []
 
-    async with ScriptedResponsesServer(script=[Reply("never sent")]) as server:
-        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
-        model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
-                                     settings={"openai_background": True})
-        app = App(sqlite_url)
-        TetherAgent(Agent(model, name="bgs"), app=app,
-                    durability=TetherDurability(event_stream_handler=handler))
-        async with app, app.worker():
-            handle = await app.start("bgs", "Write a novel about otters", run_id="sb1")
-            with pytest.raises(RunFailed, match=(
-                    r"ConfigError.*agent 'bgs': a streamed request in OpenAI's background "
-                    r"mode .*cannot be made durable.*Run the agent without streaming "
-                    r"\(agent\.run, no event_stream_handler\).*or drop openai_background")):
-                await handle.result(timeout=60)
-        await provider.client.close()
-    assert server.requests == []
+    async def handler(ctx: RunContext[None], events: Any) -> None:
+        async for event in events:
+            if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                heard.append(event.part.content)
+            elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                heard.append(event.delta.content_delta)
+
+    provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+    model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
+                                 settings={"openai_background": True})
+    app = App(sqlite_url)
+    TetherAgent(Agent(model, name="bgs"), app=app,
+                durability=TetherDurability(event_stream_handler=handler))
+    observed: list[dict[str, Any]] = []
+    async with app, app.worker():
+        handle = await app.start("bgs", "Write a novel about otters", run_id=run_id)
+        answer = await handle.result(timeout=60)
+        info = await app.get_run(run_id)
+        observed = [json.loads(e.data or "{}") for e in
+                    await app.store.run_events_latest(run_id=run_id, kind="chunk")]
+    await provider.client.close()
+    return answer, info, heard, observed
+
+
+async def test_a_streamed_background_request_is_created_once_then_streamed(
+        sqlite_url: str) -> None:
+    """A request pydantic-ai streams (an ``event_stream_handler``) in OpenAI's
+    background mode (``"background": true, "stream": true``): its step ends at the
+    stream's ``response.created``, the job queued, journaled at once; pydantic-ai then
+    streams the job (``GET /v1/responses/{id}?stream=true&starting_after=0``) in the
+    next ``model.request_stream`` step, a poll. One create, one call in the ledger,
+    its usage once, the text heard once."""
+    async with ScriptedResponsesServer(script=[
+            Reply("Otters float on their backs.", input_tokens=3_000,
+                  output_tokens=400)]) as server:
+        answer, info, heard, observed = await streamed_background(sqlite_url, server, "sb1")
+    assert answer == "Otters float on their backs."
+    job = next(iter(server.background))
+    assert [(r.method, r.path, r.outcome) for r in server.requests] == [
+        ("POST", "/v1/responses", "reply"), ("GET", f"/v1/responses/{job}", "resumed")]
+    assert server.requests[0].body["background"] is True and server.requests[0].stream
+    assert server.requests[1].query == "starting_after=0&stream=true"
+    assert "".join(heard) == answer
+    assert "".join(e["text"] for e in observed if e["type"] == "llm.chunk") == answer
+    stream = "pydantic_ai:bgs__model.request_stream"
+    assert [(e["name"], e["attempts"]) for e in info.journal] == [(stream, 1), (stream, 1)]
+    queued, polled = (e["result"] for e in info.journal)
+    assert queued["result"]["state"] == "suspended" and "poll" not in queued
+    assert queued["result"]["provider_response_id"] == job
+    assert polled["poll"] is True
+    assert info.metrics["llm.calls"] == 1
+    assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (3_000, 400)
+
+
+async def test_a_cut_streamed_background_request_resumes_after_its_last_event(
+        sqlite_url: str) -> None:
+    """The job's stream is cut mid-way (the server resets it before its fifth chunk):
+    the step resumes the same job in the same attempt, ``starting_after`` the last
+    event it read, so one create (no second job billed), its usage once, and neither
+    the event handler nor the observers get a piece of text twice. Before, such a
+    request was refused (a cut made the step's retry send it again, a second job)."""
+    async with ScriptedResponsesServer(script=[
+            ResponsesReply("one two three four five six", resume_reset_after_chunks=4,
+                           input_tokens=700, output_tokens=60)]) as server:
+        answer, info, heard, observed = await streamed_background(sqlite_url, server, "sb2")
+    assert answer == "one two three four five six"
+    job = next(iter(server.background))
+    assert [(r.method, r.path, r.outcome) for r in server.requests] == [
+        ("POST", "/v1/responses", "reply"),
+        ("GET", f"/v1/responses/{job}", "fault:reset_mid_stream"),
+        ("GET", f"/v1/responses/{job}", "resumed")]
+    events, _ = server.background_streams[job]
+    fifth = [number for kind, _, number in events if kind == "content"][4]
+    assert [r.query for r in server.requests[1:]] == [
+        "starting_after=0&stream=true", f"starting_after={fifth - 1}&stream=true"]
+    assert "".join(heard) == answer
+    assert "".join(e["text"] for e in observed if e["type"] == "llm.chunk") == answer
+    stream = "pydantic_ai:bgs__model.request_stream"
+    assert [(e["name"], e["attempts"]) for e in info.journal] == [(stream, 1), (stream, 1)]
+    assert info.journal[1]["result"]["result"]["state"] == "complete"
+    assert info.metrics["llm.calls"] == 1
+    assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (700, 60)
 
 
 def test_a_polls_usage_is_what_the_job_used_beyond_the_polled_response() -> None:

@@ -54,7 +54,9 @@ import inspect
 import itertools
 import json
 import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -295,6 +297,9 @@ class _StepRequest:
     #: Whether to send it once (``max_retries=0``): the step's retry policy retries it,
     #: not the provider SDK's client (False for a model that ignores ``max_retries``).
     once: bool
+    #: Whether it is a request streamed in OpenAI's background mode, whose stream is
+    #: read through ``_resuming_client`` (it ends once the job is queued, or cut).
+    resumable: bool = False
 
 
 #: The model step running (set in its body, by ``_provider_attempt``): None in any other
@@ -333,7 +338,7 @@ def _step_settings(given: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return settings
 
 
-def _sent_once(model: Model) -> Model:
+def _sent_once(model: Model, *, resuming: bool = False) -> Model:
     """``model`` for an operation of the model step running whose pydantic-ai call takes
     no settings (the cancellation of a suspended response: ``responses.cancel(id)``)
     or drops the headers they give (the Responses API's compaction): a copy of it whose
@@ -345,12 +350,13 @@ def _sent_once(model: Model) -> Model:
     outside a model step, and for a model whose client is not an OpenAI SDK client (the
     only ones whose calls need it: Anthropic's compaction sends the settings' headers
     and retries, and no other model cancels a suspended response through its client):
-    it then sends as its client does."""
+    it then sends as its client does. With ``resuming`` (a request streamed in OpenAI's
+    background mode), the copy of the client is also a ``_resuming_client``."""
     step = _STEP_REQUEST.get()
-    if step is None or (step.key is None and not step.once):
+    if step is None or (step.key is None and not step.once and not resuming):
         return model
     if isinstance(model, WrapperModel):
-        inner = _sent_once(model.wrapped)
+        inner = _sent_once(model.wrapped, resuming=resuming)
         if inner is model.wrapped:
             return model
         wrapper = copy.copy(model)
@@ -373,6 +379,8 @@ def _sent_once(model: Model) -> Model:
         options["default_headers"] = step.key
     try:
         sent = with_options(**options)
+        if resuming:
+            sent.__class__ = _resuming_client(type(sent))
         clone = copy.copy(model)
         steps_provider = copy.copy(provider)
         steps_provider.__class__ = _client_given(type(provider))
@@ -399,8 +407,99 @@ def _client_given(kind: type) -> type:
     return found
 
 
+_RESUMING_CLIENT: dict[type, type] = {}
+
+
+def _resuming_client(kind: type) -> type:
+    """The subclass of OpenAI SDK client class ``kind`` whose event streams are those of
+    a request streamed in OpenAI's background mode read durably (``_durable_events``).
+    Its copies (``with_options``, which pydantic-ai makes to send ``max_retries``) keep
+    the class."""
+    found = _RESUMING_CLIENT.get(kind)
+    sent: Any = kind  # (an openai.AsyncOpenAI subclass)
+    if found is None:
+        async def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False,
+                          stream_cls: Any = None) -> Any:
+            got = await sent.request(self, cast_to, options, stream=stream,
+                                     stream_cls=stream_cls)
+            iterator = getattr(got, "_iterator", None) if stream else None
+            if iterator is not None:  # (an openai.AsyncStream)
+                async def resume(after: int) -> AsyncIterator[Any]:
+                    again = options.model_copy(update={
+                        "params": {**(options.params or {}), "starting_after": after}})
+                    return cast(AsyncIterator[Any], await sent.request(
+                        self, cast_to, again, stream=True, stream_cls=stream_cls))
+
+                resumable = _RETRIEVED.fullmatch(str(options.url)) is not None
+                got._iterator = _durable_events(iterator, resume if resumable else None)
+            return got
+
+        found = type(kind.__name__, (kind,), {"__module__": kind.__module__,
+                                              "request": request})
+        _RESUMING_CLIENT[kind] = found
+    return found
+
+
+#: The path of a background response's retrieve (``GET /responses/{id}``).
+_RETRIEVED = re.compile(r"/?responses/[^/?]+")
+
+
+async def _durable_events(events: AsyncIterator[Any],
+                          resume: Callable[[int], Awaitable[AsyncIterator[Any]]] | None
+                          ) -> AsyncIterator[Any]:
+    """The events of a stream in OpenAI's background mode, as a step reads them. A
+    create's stream ends after its ``response.created``: the job is queued, its id and
+    sequence number the step's record, journaled at once, and pydantic-ai streams the
+    job (``retrieve(id, stream=True, starting_after=N)``) in a step of its own, a poll,
+    so that a crash, or a failed attempt, resumes the job instead of sending the
+    request again (a second job billed). A retrieved stream cut after an event
+    (``APIConnectionError``) is resumed (``resume``) after the last event's
+    ``sequence_number``, in the same attempt: pydantic-ai reads one stream, each event
+    once. A stream cut before any event fails as it did (the step's attempt fails; its
+    next attempt streams from the step's start again)."""
+    last: Any = None
+    try:
+        while True:
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                from openai import APIConnectionError
+                after = getattr(last, "sequence_number", None)
+                if resume is None or not isinstance(after, int) \
+                        or not isinstance(exc, APIConnectionError):
+                    raise
+                log.info("a background response's stream was cut (%s): resumed after its "
+                         "event %d", exc, after)
+                await _closed(events)
+                events = await resume(after)
+                last = None  # (a resumed stream cut before its first event fails)
+                continue
+            last = event
+            yield event
+            if _job_created(event):
+                return
+    finally:
+        await _closed(events)
+
+
+async def _closed(events: AsyncIterator[Any]) -> None:
+    closing = getattr(events, "aclose", None) or getattr(events, "close", None)
+    if closing is not None:
+        await closing()
+
+
+def _job_created(event: Any) -> bool:
+    """Whether ``event`` is the ``response.created`` of a background job still to run."""
+    response = getattr(event, "response", None)
+    return (getattr(event, "type", None) == "response.created"
+            and bool(getattr(response, "background", False))
+            and getattr(response, "status", None) in ("queued", "in_progress"))
+
+
 async def _provider_attempt(provider: str, body: Callable[[], Awaitable[object]], *,
-                            keyed: bool, once: bool) -> object:
+                            keyed: bool, once: bool, resumable: bool = False) -> object:
     """One attempt of a model step (a request, a token count, a compaction): ``body`` with
     the step's ``Idempotency-Key`` (``keyed``) and sent once (``once``; ``_for_step``),
     its provider errors classified (``_provider_error``: a 400 or 401 fails the step at
@@ -413,7 +512,8 @@ async def _provider_attempt(provider: str, body: Callable[[], Awaitable[object]]
     # The step's key goes with the request (``_for_step``): a provider that honours
     # Idempotency-Key answers a retry after a crash without a second charge. The request
     # is sent once: the step's policy retries it, each try journaled.
-    step_token = _STEP_REQUEST.set(_StepRequest(idempotency_headers() if keyed else None, once))
+    step_token = _STEP_REQUEST.set(_StepRequest(idempotency_headers() if keyed else None, once,
+                                                resumable))
     try:
         return await body()
     except ModelHTTPError as exc:
@@ -618,8 +718,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         if not self._live or ext.current_step() is None \
                 or _background(params.run_context.model, params.model_settings):
             # (a request in OpenAI's background mode is asked plainly: queued at once,
-            # then polled, each a step of its own; streamed, a stream cut mid-way, or a
-            # crash, sent it again, a second job billed; _refuse_streamed_background)
+            # then polled, each a step of its own; the live text of a streamed one
+            # starts after its create step, _durable_events)
             return await super()._model_request_operation(params)
         # Streamed for the observers; the step records the same ModelResponse.
         return await self._published(params, user_events=False)
@@ -652,7 +752,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             _LIVE.reset(token)
         if cannot_stream:
             return await super()._model_request_operation(params)
-        await publisher.event({"type": "llm.end", "finish_reason": response.finish_reason})
+        if response.state != "suspended":  # (a background job goes on in the next step)
+            await publisher.event({"type": "llm.end", "finish_reason": response.finish_reason})
         return response
 
     async def _count_tokens_operation(self, params: ModelRequestParams) -> Any:
@@ -684,6 +785,19 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         async with self._durable_model_scope(params.model_id, params.run_context,
                                              serving=True) as (model, _):
             await _sent_once(model).cancel_suspended_response(params.response)
+
+    @asynccontextmanager
+    async def _durable_model_scope(self, model_id: str | None, run_context: RunContext[AgentDepsT],
+                                   *, serving: bool = False
+                                   ) -> AsyncIterator[tuple[Model, RunContext[AgentDepsT]]]:
+        async with super()._durable_model_scope(model_id, run_context,
+                                                serving=serving) as (model, ctx):
+            step = _STEP_REQUEST.get()
+            if serving and step is not None and step.resumable:
+                # (a request streamed in OpenAI's background mode: its stream read by a
+                # copy of the model's client that ends it once the job is queued, or cut)
+                model = _sent_once(model, resuming=True)
+            yield model, ctx
 
     def _model_stream_event_handler(self) -> EventStreamHandler[AgentDepsT] | None:
         user = super()._model_stream_event_handler()
@@ -727,11 +841,16 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         messages = cache_key[1] if len(cache_key) > 1 else []
         settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
             else {}
-        if operation_id.streaming and _background(self._model_of(operation_id), settings):
-            _refuse_streamed_background(self.name)
+        # A request streamed in OpenAI's background mode is read durably: its step ends
+        # once the job is queued (journaled), pydantic-ai resumes the job's stream in the
+        # next, and a cut stream ends its step (resumed after its last event); none is
+        # sent again (_durable_events).
+        resumable = operation_id.streaming and _background(self._model_of(operation_id),
+                                                           settings)
         return await self._metered_step(operation_id, name, body, messages, settings,
                                         stream=operation_id.streaming,
-                                        polled=self._polled_job(operation_id, messages))
+                                        polled=self._polled_job(operation_id, messages),
+                                        resumable=resumable)
 
     def _polled_job(self, operation_id: _ModelOperationId,
                     messages: object) -> ModelResponse | None:
@@ -771,7 +890,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                             body: Callable[[], Awaitable[object]], messages: object,
                             settings: Mapping[str, Any], *, stream: bool = False,
                             unmetered: Callable[[Any], bool] | None = None,
-                            polled: ModelResponse | None = None) -> object:
+                            polled: ModelResponse | None = None,
+                            resumable: bool = False) -> object:
         """A provider request answered with a ``ModelResponse`` (a model request, a
         compaction) as one metered step (``MeteredModel.call``): budget, breaker, rate
         limits and ledger, each attempt one HTTP request (``_provider_attempt``).
@@ -789,7 +909,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         except (TypeError, ValueError):  # PydanticSerializationError is a ValueError
             size = 0
         max_out = settings.get("max_tokens", 0)
-        request = partial(_provider_attempt, provider, body, **self._sent_with(operation_id))
+        request = partial(_provider_attempt, provider, body, resumable=resumable,
+                          **self._sent_with(operation_id))
         return await meter.call(name, request, model=model,
                                 usage=_usage_of if polled is None else _usage_beyond(polled),
                                 estimate_tokens=size // 4 + 1,
@@ -855,24 +976,6 @@ def _background(model: object, settings: Mapping[str, Any] | None) -> bool:
         return bool(settings["openai_background"])
     own = getattr(model, "settings", None)
     return isinstance(own, Mapping) and bool(own.get("openai_background"))
-
-
-def _refuse_streamed_background(agent: str) -> None:
-    """Refuse a request that pydantic-ai streams in OpenAI's background mode (an
-    ``event_stream_handler``, ``run_stream``): its step could not resume the job. A
-    stream cut mid-way (or a worker killed while it streams) leaves the job running at
-    the provider, and billed, with nothing journaled of it: the step's next attempt
-    would send the request again, a second job billed. Asked plainly, the request is
-    queued at once (journaled) and then polled, so a crash or a cut polls the same
-    job again."""
-    raise ConfigError(
-        f"agent {agent!r}: a streamed request in OpenAI's background mode "
-        "(openai_background=True with an event_stream_handler or run_stream) cannot be "
-        "made durable: a stream cut mid-way, or a worker stopped while it streams, would "
-        "send the request again as a new job, billed twice. Run the agent without "
-        "streaming (agent.run, no event_stream_handler): a background request is then "
-        "queued and polled, one call, resumed by polling after a crash; or drop "
-        "openai_background to stream it in the foreground")
 
 
 def _unmetered_response(record: Any) -> bool:

@@ -38,9 +38,11 @@ then the reply's events and ``response.completed``, every response ``background:
 (a ``Fault`` fails the create; ``reset_after_chunks`` cuts the stream, the job
 completing all the same, as the real one runs on without its reader). ``GET
 /v1/responses/{id}?stream=true&starting_after=N`` (the SDK's ``retrieve(id,
-stream=True, starting_after=N)``) streams the job's events after ``N`` again, and a
-plain ``GET`` answers the completed response, neither taking a script step; a stream
-asked of a job created unstreamed is a 400, as the real API's.
+stream=True, starting_after=N)``) streams the job's events after ``N`` again (paced by
+the reply's ``chunk_delay``; ``ResponsesReply(resume_reset_after_chunks=)`` resets the
+first resumed stream at a chunk), and a plain ``GET`` answers the completed response,
+neither taking a script step (each ``GET`` recorded with its ``query``); a stream asked
+of a job created unstreamed is a 400, as the real API's.
 
 Built on the provider-split server (``tether.testing.llm_server``): its ``_dispatch``,
 ``_render`` and ``_events`` hooks.
@@ -77,6 +79,12 @@ class ResponsesReply(Reply):
     from it) first in the content, streamed as ``thinking_delta``/``signature_delta``."""
 
     reasoning: str | None = None
+    #: A background response created streamed: its first stream resumed
+    #: (``retrieve(id, stream=True, starting_after=N)``) that carries the job's content
+    #: chunk numbered this (from 0) is reset before it, as a reader's connection cut
+    #: while it resumes (the job completes all the same). The job's ``chunk_delay``
+    #: paces its resumed streams too.
+    resume_reset_after_chunks: int | None = None
 
 
 def thinking_signature(text: str) -> str:
@@ -118,6 +126,9 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         #: The background responses given (by id): the body of the request that made
         #: each, and its last status.
         self.background: dict[str, tuple[dict[str, Any], str]] = {}
+        #: The replies of the background responses created streamed (by id), and
+        #: whether their resumed streams' reset (``resume_reset_after_chunks``) is to come.
+        self._stream_replies: dict[str, tuple[Reply, list[bool]]] = {}
         #: The events of the background responses created streamed (by id), in order,
         #: each ``(kind, SSE text, sequence_number)``, and the completed response: what
         #: a resumed stream (``starting_after``) and a retrieve answer.
@@ -250,7 +261,7 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         step answers it) or ``POST /v1/responses/{id}/cancel`` (after ``cancel_faults``:
         the response, ``status: "cancelled"``)."""
         rec = RecordedRequest(method, path, dict(headers), None, time.time(),
-                              protocol="responses")
+                              protocol="responses", query=conn.query or "")
         self.requests.append(rec)
         if not self._authorized(headers):
             await self._error(conn, rec, 401, "Incorrect API key provided.",
@@ -395,6 +406,8 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         events, final = self._background_events(rec, reply)
         self.background[final["id"]] = (rec.body, "completed")
         self.background_streams[final["id"]] = (events, final)
+        resets = getattr(reply, "resume_reset_after_chunks", None) is not None
+        self._stream_replies[final["id"]] = (reply, [resets])
         rec.outcome, rec.status = "reply", 200
         await self._send_events(conn, rec, reply, [(kind, text) for kind, text, _ in events])
 
@@ -451,8 +464,17 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                               "expected.", outcome="invalid")
             return True
         rec.status, rec.outcome = 200, "resumed"
-        await self._send_events(conn, rec, Reply(""), [(kind, text) for kind, text, number
-                                                       in events if number > after])
+        reply, pending = self._stream_replies.get(response_id, (Reply(""), [False]))
+        paced = Reply("", chunk_delay=reply.chunk_delay)
+        if pending[0]:  # (the first resumed stream that carries the job's chunk N)
+            content = [number for kind, _, number in events if kind == "content"]
+            cut = getattr(reply, "resume_reset_after_chunks", 0)
+            if cut < len(content) and content[cut] > after:
+                pending[0] = False
+                paced = Reply("", chunk_delay=reply.chunk_delay, reset_after_chunks=len(
+                    [n for n in content if after < n < content[cut]]))
+        await self._send_events(conn, rec, paced, [(kind, text) for kind, text, number
+                                                   in events if number > after])
         return True
 
     # -- Anthropic extended thinking --------------------------------------------------

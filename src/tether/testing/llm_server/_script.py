@@ -221,6 +221,8 @@ class RecordedRequest:
     status: int | None = None
     outcome: str = ""
     step: int | None = None
+    #: The request's query string (without ``?``), where the server records it.
+    query: str = ""
 
     @property
     def model(self) -> str | None:
@@ -241,7 +243,8 @@ class RecordedRequest:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "path": self.path, "headers": self.headers,
                 "body": self.body, "time": self.time, "protocol": self.protocol,
-                "status": self.status, "outcome": self.outcome, "step": self.step}
+                "status": self.status, "outcome": self.outcome, "step": self.step,
+                "query": self.query}
 
 
 StepLike = Reply | Fault | ScriptStep | Mapping[str, Any]
