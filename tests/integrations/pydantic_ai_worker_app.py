@@ -3,7 +3,8 @@ the pydantic-ai crash tests: a pydantic-ai agent ``researcher`` registered with
 ``TetherAgent``, ``boss``, whose tool runs the agent ``helper`` (agent delegation), and
 the workflow ``summarized``, whose agent ``summarizer`` (OpenAI's Responses API)
 compacts an earlier conversation first (``/v1/responses/compact``), and ``backgrounder``
-(OpenAI's Responses API in background mode: each request queued, then polled); their
+(OpenAI's Responses API in background mode: each request queued, then polled), and
+``bgstreamer`` (the same, streamed: created once, then the job's stream read); their
 model the scripted server of the test process.
 
 Environment (read at import): ``AGENT_LLM_URL`` (the scripted server), ``AGENT_GATE``
@@ -112,3 +113,19 @@ backgrounder = TetherAgent(
                                settings={"openai_background": True}),
           name="backgrounder", tools=[slow_fetch]),
     app=app, durability=TetherDurability(prices={"gpt-5.2": (2.0, 16.0)}, live=False))
+
+
+async def _drain(ctx: RunContext[None], events: object) -> None:
+    async for _ in events:  # type: ignore[attr-defined]
+        pass
+
+
+# A streamed background request (the streamed background crash test): ``bgstreamer``
+# streams (an event_stream_handler) in background mode: the create's step ends at the
+# job's ``response.created``, then the job's stream is read in a step of its own.
+bgstreamer = TetherAgent(
+    Agent(OpenAIResponsesModel("gpt-5.2", provider=provider,
+                               settings={"openai_background": True}),
+          name="bgstreamer"),
+    app=app, durability=TetherDurability(prices={"gpt-5.2": (2.0, 16.0)},
+                                         event_stream_handler=_drain))

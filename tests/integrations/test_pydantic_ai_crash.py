@@ -315,3 +315,63 @@ async def test_sigkill_after_a_background_request_counts_it_once(tmp_path: Path,
     # The new worker replayed the first job: its create and its poll, one request.
     assert after.metrics["saved.calls"] == 1
     assert after.metrics["saved.tokens.input"] == 400
+
+
+async def _chunks(app: App, run_id: str) -> list[str]:
+    """The text of the run's ``llm.chunk`` events stored for observers, in order."""
+    events = await app.store.run_events_latest(run_id=run_id, kind="chunk")
+    return [json.loads(e.data or "{}").get("text", "") for e in events]
+
+
+async def test_sigkill_while_a_background_request_streams_creates_its_job_once(
+        tmp_path: Path, store_url: str) -> None:
+    """``bgstreamer`` streams its request (an ``event_stream_handler``) in OpenAI's
+    background mode; the worker is killed with SIGKILL while the job's text streams in
+    (a chunk of it reached the observers). The create's step was journaled at the
+    job's ``response.created``: the new worker answers it from the journal and streams
+    the same job again (``starting_after`` the create's event), so the server saw one
+    create; the ledger counts one call and the job's tokens once. The observers got
+    the text the killed worker had read, then the whole text from the new worker."""
+    tmp = tmp_path / "s"
+    tmp.mkdir()
+    text = " ".join(f"otter{i}" for i in range(16))
+    script = [Reply(text, chunk_delay=0.5, input_tokens=900, output_tokens=40)]
+    async with ScriptedResponsesServer(script=script) as server:
+        workers = Workers(APP, store_url, env_for(tmp, server.base_url), tmp)
+        first = workers.start()
+        try:
+            async with App(store_url) as app:
+                await start_by_name(app, "bs1", "bgstreamer", "Tell me about otters")
+
+                async def streaming() -> bool:
+                    return bool(await _chunks(app, "bs1"))
+
+                await wait_for(streaming, timeout=30, what="the job's text reaches the worker")
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(10)
+                killed = await app.get_run("bs1")
+                heard_before = await _chunks(app, "bs1")
+                sent_before = list(server.requests)
+                workers.start()
+                answer = await app.handle("bs1").result(timeout=90)
+                after = await app.get_run("bs1")
+                heard = await _chunks(app, "bs1")
+        finally:
+            workers.stop_all()
+    assert killed.status != "completed" and "".join(heard_before) != text
+    job = next(iter(server.background))
+    assert [(r.method, r.path, r.query) for r in sent_before] == [
+        ("POST", "/v1/responses", ""),
+        ("GET", f"/v1/responses/{job}", "starting_after=0&stream=true")]
+    assert [(r.method, r.path, r.query) for r in server.requests] == [
+        *[(r.method, r.path, r.query) for r in sent_before],
+        ("GET", f"/v1/responses/{job}", "starting_after=0&stream=true")]
+    assert [r.method for r in server.requests].count("POST") == 1
+    assert answer == text
+    stream = "pydantic_ai:bgstreamer__model.request_stream"
+    assert [e["name"] for e in after.journal] == [stream, stream]
+    assert after.metrics["llm.calls"] == 1
+    assert (after.metrics["tokens.input"], after.metrics["tokens.output"]) == (900, 40)
+    assert after.metrics["cost.usd"] == pytest.approx((900 * 2.0 + 40 * 16.0) / 1e6)
+    # (what the killed worker had published, then the new worker's whole stream)
+    assert "".join(heard) == "".join(heard_before) + text
