@@ -19,7 +19,10 @@ as for ``tether.ai.Agent``. A request in OpenAI's background mode is one call: t
 request that queues the job is metered (its queued answer, without usage yet, warns of
 none), and each poll of the job (a request continuing the suspended response) counts
 the usage it tells beyond the polled response's, but no call and no budget refusal
-(``MeteredModel.call(polls=True)``). A streamed request cut after its first event (pydantic-ai
+(``MeteredModel.call(polls=True)``). Streamed in background mode, the create's step ends at
+the job's ``response.created`` (journaled before any text), and the job's stream is read
+by polls, a cut one resumed after its last event (``_durable_events``): the request is
+sent once, through a crash too. A streamed request cut after its first event (pydantic-ai
 raises ``ModelConnectionError`` for a dropped connection, ``ModelServerError`` for an
 error event) becomes a ``RetryableProviderError`` whose ``delivered`` is the characters
 of text, thinking and tool calls its events carried: the attempt was billed, and
