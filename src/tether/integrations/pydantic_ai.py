@@ -301,7 +301,8 @@ class _StepRequest:
     #: not the provider SDK's client (False for a model that ignores ``max_retries``).
     once: bool
     #: Whether it is a request streamed in OpenAI's background mode, whose stream is
-    #: read through ``_resuming_client`` (it ends once the job is queued, or cut).
+    #: read through ``_resuming_client`` (a create's ends once the job is queued, a cut
+    #: one is resumed after its last event).
     resumable: bool = False
 
 
@@ -419,18 +420,18 @@ def _resuming_client(kind: type) -> type:
     Its copies (``with_options``, which pydantic-ai makes to send ``max_retries``) keep
     the class."""
     found = _RESUMING_CLIENT.get(kind)
-    sent: Any = kind  # (an openai.AsyncOpenAI subclass)
+    base: Any = kind  # (an openai.AsyncOpenAI subclass)
     if found is None:
         async def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False,
                           stream_cls: Any = None) -> Any:
-            got = await sent.request(self, cast_to, options, stream=stream,
+            got = await base.request(self, cast_to, options, stream=stream,
                                      stream_cls=stream_cls)
             iterator = getattr(got, "_iterator", None) if stream else None
             if iterator is not None:  # (an openai.AsyncStream)
                 async def resume(after: int) -> AsyncIterator[Any]:
                     again = options.model_copy(update={
                         "params": {**(options.params or {}), "starting_after": after}})
-                    return cast(AsyncIterator[Any], await sent.request(
+                    return cast(AsyncIterator[Any], await base.request(
                         self, cast_to, again, stream=True, stream_cls=stream_cls))
 
                 resumable = _RETRIEVED.fullmatch(str(options.url)) is not None
@@ -798,7 +799,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             step = _STEP_REQUEST.get()
             if serving and step is not None and step.resumable:
                 # (a request streamed in OpenAI's background mode: its stream read by a
-                # copy of the model's client that ends it once the job is queued, or cut)
+                # copy of the model's client that ends a create's once the job is queued
+                # and resumes a cut one, _durable_events)
                 model = _sent_once(model, resuming=True)
             yield model, ctx
 
@@ -845,9 +847,9 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
             else {}
         # A request streamed in OpenAI's background mode is read durably: its step ends
-        # once the job is queued (journaled), pydantic-ai resumes the job's stream in the
-        # next, and a cut stream ends its step (resumed after its last event); none is
-        # sent again (_durable_events).
+        # once the job is queued (journaled), pydantic-ai reads the job's stream in the
+        # next, and a cut stream is resumed after its last event in the same attempt;
+        # none is sent again (_durable_events).
         resumable = operation_id.streaming and _background(self._model_of(operation_id),
                                                            settings)
         return await self._metered_step(operation_id, name, body, messages, settings,
