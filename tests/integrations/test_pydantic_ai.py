@@ -1516,6 +1516,34 @@ async def test_a_cut_streamed_background_request_resumes_after_its_last_event(
     assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (700, 60)
 
 
+async def test_run_stream_in_background_mode_creates_the_job_once(sqlite_url: str) -> None:
+    """``agent.run_stream`` in a workflow, in OpenAI's background mode, its job's stream
+    cut mid-way: the streamed text is whole and heard once, the request created once."""
+    async with ScriptedResponsesServer(script=[
+            ResponsesReply("one two three four five", resume_reset_after_chunks=2,
+                           input_tokens=50, output_tokens=5)]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+        model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
+                                     settings={"openai_background": True})
+        agent = Agent(model, name="rs", capabilities=[TetherDurability()])
+        app = App(sqlite_url)
+
+        @app.workflow(name="streamed")
+        async def streamed(prompt: str) -> list[str]:
+            async with agent.run_stream(prompt) as result:
+                return [piece async for piece in result.stream_text(delta=True)]
+
+        async with app, app.worker():
+            pieces = await (await app.start("streamed", "Count", run_id="rs1")).result(
+                timeout=60)
+            info = await app.get_run("rs1")
+        await provider.client.close()
+    assert "".join(pieces) == "one two three four five"
+    assert [(r.method, r.outcome) for r in server.requests] == [
+        ("POST", "reply"), ("GET", "fault:reset_mid_stream"), ("GET", "resumed")]
+    assert info.metrics["llm.calls"] == 1 and info.metrics["tokens.input"] == 50
+
+
 def test_a_polls_usage_is_what_the_job_used_beyond_the_polled_response() -> None:
     """A background job's answer tells its usage so far (pydantic-ai replaces the
     suspended response with it): a poll counts what is beyond the response it polled,
