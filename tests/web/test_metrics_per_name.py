@@ -80,6 +80,14 @@ async def test_workflows_and_step_names_past_the_caps_are_summed_as_other(
     assert runs_by[("other", "completed")] == 2
     assert runs_by[(f"w{WORKFLOWS:03d}", "completed")] == 2
     assert runs_by[("w000", "failed")] == 0
+    # The ended runs' counter and histogram have the same cap (every run here ended).
+    ends_by = {(labels["workflow"], labels["status"]): v
+               for _, labels, v in families["tether_workflow_runs_ended_total"].samples}
+    assert ends_by == {k: v for k, v in runs_by.items()
+                       if k[1] in ("completed", "failed", "cancelled")}
+    per_workflow = histograms(families["tether_workflow_run_duration_seconds"], "workflow")
+    assert {w: series.samples[-1][2] for w, series in per_workflow.items()} == {
+        w: sum(v for (w2, _), v in ends_by.items() if w2 == w) for w in workflows}
     totals = {labels["status"]: v for _, labels, v in families["tether_runs"].samples}
     for status, total in totals.items():
         assert sum(v for (_, s), v in runs_by.items() if s == status) == total, status

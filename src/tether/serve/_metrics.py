@@ -27,7 +27,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tether._show import STATUSES
-from tether.store._port import REQUEST_TIMEOUT, STEP_BUCKETS, LiveStats, StoreStats
+from tether._types import ENDED_VALUES
+from tether.store._port import (
+    REQUEST_TIMEOUT,
+    RUN_BUCKETS,
+    STEP_BUCKETS,
+    LiveStats,
+    StoreStats,
+)
 
 log = logging.getLogger("tether.serve")
 
@@ -46,7 +53,9 @@ SHARED_KEY = "tether.serve.metrics"
 #: other processes write it meanwhile.
 _PUBLISH_TRIES = 5
 #: ``tether_workflow_runs`` has series for the workflows with the most runs, this many
-#: at most; the runs of the others are summed under ``workflow="other"``.
+#: at most; the runs of the others are summed under ``workflow="other"``. So have
+#: ``tether_workflow_runs_ended_total`` and ``tether_workflow_run_duration_seconds``,
+#: for the workflows with the most ended runs.
 WORKFLOW_SERIES = 100
 #: ``tether_step_name_duration_seconds`` has series for the step names with the most
 #: finished steps, this many at most; the steps of the others are summed under
@@ -76,20 +85,25 @@ def encode(figures: Figures) -> str:
         "step_buckets": list(stats.step_buckets), "llm": stats.llm,
         "runs_by_workflow": [[w, st, n] for (w, st), n in stats.runs_by_workflow.items()],
         "step_names": {k: list(v) for k, v in stats.step_names.items()},
+        "run_ends": [[w, st, n] for (w, st), n in stats.run_ends.items()],
+        "run_durations": {k: list(v) for k, v in stats.run_durations.items()},
     }, separators=(",", ":"))
 
 
 def decode(text: str) -> Figures | None:
     """The figures of a ``SHARED_KEY`` row; None for a row this version cannot read (a
     later one's, with other buckets). A row of an earlier version, without the figures
-    per workflow and per step name, has none of them."""
+    per workflow, per step name or of ended runs, has none of them."""
     try:
         doc: Any = json.loads(text)
         buckets = tuple(int(n) for n in doc["step_buckets"])
         names = {str(k): tuple(float(n) for n in v)
                  for k, v in doc.get("step_names", {}).items()}
+        durations = {str(k): tuple(float(n) for n in v)
+                     for k, v in doc.get("run_durations", {}).items()}
         if len(buckets) != len(STEP_BUCKETS) or any(
-                len(v) != len(STEP_BUCKETS) + 2 for v in names.values()):
+                len(v) != len(STEP_BUCKETS) + 2 for v in names.values()) or any(
+                len(v) != len(RUN_BUCKETS) + 2 for v in durations.values()):
             return None
         stats = StoreStats(
             runs_by_status={str(k): int(v) for k, v in doc["runs_by_status"].items()},
@@ -98,7 +112,9 @@ def decode(text: str) -> Figures | None:
             llm={str(k): float(v) for k, v in doc["llm"].items()}, workers=0,
             runs_by_workflow={(str(w), str(st)): int(n)
                               for w, st, n in doc.get("runs_by_workflow", [])},
-            step_names=names)
+            step_names=names,
+            run_ends={(str(w), str(st)): int(n) for w, st, n in doc.get("run_ends", [])},
+            run_durations=durations)
         at, took = float(doc["at"]), float(doc["took"])
     except (ValueError, TypeError, KeyError, AttributeError):  # (and a bad unpacking)
         return None
@@ -127,7 +143,13 @@ def merged(mine: Figures | None, theirs: Figures | None) -> Figures | None:
              for k in (*new.llm, *(k for k in old.llm if k not in new.llm))},
         step_names={k: _higher(new.step_names.get(k), old.step_names.get(k))
                     for k in (*new.step_names,
-                              *(k for k in old.step_names if k not in new.step_names))})
+                              *(k for k in old.step_names if k not in new.step_names))},
+        run_ends={k: max(new.run_ends.get(k, 0), old.run_ends.get(k, 0))
+                  for k in (*new.run_ends,
+                            *(k for k in old.run_ends if k not in new.run_ends))},
+        run_durations={k: _higher(new.run_durations.get(k), old.run_durations.get(k))
+                       for k in (*new.run_durations, *(
+                           k for k in old.run_durations if k not in new.run_durations))})
     return Figures(stats, newer.at, newer.took)
 
 
@@ -253,6 +275,28 @@ def _workflow_runs(stats: StoreStats, known: Iterable[str]) -> dict[str, dict[st
     return out
 
 
+def _run_ends(stats: StoreStats, known: Iterable[str]
+              ) -> tuple[dict[str, dict[str, int]], dict[str, tuple[float, ...]]]:
+    """Ended runs by workflow and status, and the histogram of their durations by
+    workflow: the ``WORKFLOW_SERIES`` workflows with the most ended runs (the ``known``
+    ones with none too), the rest summed as ``OTHER``."""
+    totals: dict[str, float] = dict.fromkeys(known, 0)
+    for (workflow, _), n in stats.run_ends.items():
+        totals[workflow] = totals.get(workflow, 0) + n
+    kept = _kept(totals, WORKFLOW_SERIES)
+    ends: dict[str, dict[str, int]] = {w: {} for w in kept}
+    for (workflow, status), n in stats.run_ends.items():
+        by_status = ends.setdefault(workflow if workflow in kept else OTHER, {})
+        by_status[status] = by_status.get(status, 0) + n
+    zero = (0.0,) * (len(RUN_BUCKETS) + 2)
+    durations: dict[str, tuple[float, ...]] = dict.fromkeys(ends, zero)
+    for workflow, values in stats.run_durations.items():
+        key = workflow if workflow in kept else OTHER
+        durations[key] = tuple(x + y for x, y in zip(durations.get(key, zero), values,
+                                                     strict=True))
+    return ends, durations
+
+
 def _step_names(stats: StoreStats) -> dict[str, tuple[float, ...]]:
     """The step histogram's figures per step name (``STEP_NAME_SERIES`` of them, the
     rest summed as ``OTHER``)."""
@@ -290,7 +334,8 @@ def render(figures: Figures | None, live: LiveStats, now: float,
     out.append(f"tether_workers {live.workers}")
     if figures is None:
         # (A comment line: Prometheus ignores it. Absent series are a gap, not a reset.)
-        out.append("# tether_runs, tether_workflow_runs, tether_step_duration_seconds, "
+        out.append("# tether_runs, tether_workflow_runs, tether_workflow_runs_ended_total, "
+                   "tether_workflow_run_duration_seconds, tether_step_duration_seconds, "
                    "tether_step_name_duration_seconds and tether_llm_* are left out: their "
                    "first computation has not finished yet")
         return "\n".join(out) + "\n"
@@ -323,6 +368,7 @@ def render(figures: Figures | None, live: LiveStats, now: float,
         for status in STATUSES:
             out.append(f'tether_workflow_runs{{workflow="{_label(workflow)}",'
                        f'status="{status}"}} {by_status.get(status, 0)}')
+    _render_run_ends(out, stats, workflows)
     metric("tether_step_name_duration_seconds", "histogram",
            "Seconds from the first attempt of each finished step to its outcome, per step "
            f"name (the {STEP_NAME_SERIES} names with the most steps; the others under "
@@ -350,6 +396,35 @@ def render(figures: Figures | None, live: LiveStats, now: float,
     out.append(f'tether_llm_cost_usd_total{{outcome="spent"}} {llm["cost.usd"]:.6f}')
     out.append(f'tether_llm_cost_usd_total{{outcome="saved"}} {llm["saved.cost.usd"]:.6f}')
     return "\n".join(out) + "\n"
+
+
+def _render_run_ends(out: list[str], stats: StoreStats, workflows: Iterable[str]) -> None:
+    """``tether_workflow_runs_ended_total`` and ``tether_workflow_run_duration_seconds``
+    into ``out``; their series left out (a gap) for figures computed by an earlier
+    version, which counts no ended runs, rather than read 0."""
+    earlier = not stats.run_ends and any(stats.runs_by_status.get(s, 0) for s in ENDED_VALUES)
+    ends, durations = ({}, {}) if earlier else _run_ends(stats, workflows)
+    out.append("# HELP tether_workflow_runs_ended_total Runs that ended (completed, failed, "
+               f"cancelled), by workflow and status (the {WORKFLOW_SERIES} workflows with "
+               f'the most ended runs; the others under workflow="{OTHER}"); purged and '
+               "retried runs still count.")
+    out.append("# TYPE tether_workflow_runs_ended_total counter")
+    for workflow, by_status in sorted(ends.items()):
+        for status in ENDED_VALUES:
+            out.append(f'tether_workflow_runs_ended_total{{workflow="{_label(workflow)}",'
+                       f'status="{status}"}} {by_status.get(status, 0)}')
+    out.append("# HELP tether_workflow_run_duration_seconds Seconds from the creation of "
+               "each ended run to its end, by workflow (as tether_workflow_runs_ended_total).")
+    out.append("# TYPE tether_workflow_run_duration_seconds histogram")
+    for workflow, values in sorted(durations.items()):
+        wf = f'workflow="{_label(workflow)}"'
+        for bound, in_bucket in zip(RUN_BUCKETS, values[2:], strict=True):
+            out.append(f'tether_workflow_run_duration_seconds_bucket{{{wf},le="{bound:g}"}} '
+                       f"{_num(in_bucket)}")
+        out.append(f'tether_workflow_run_duration_seconds_bucket{{{wf},le="+Inf"}} '
+                   f"{_num(values[0])}")
+        out.append(f"tether_workflow_run_duration_seconds_sum{{{wf}}} {values[1]:.6f}")
+        out.append(f"tether_workflow_run_duration_seconds_count{{{wf}}} {_num(values[0])}")
 
 
 def render_connections(open_: int, limit: int, refused: int) -> str:

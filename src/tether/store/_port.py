@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tether._types import ClaimedRun, JournalEntry, Lease, RunRecord
+from tether._types import ENDED_VALUES, ClaimedRun, JournalEntry, Lease, RunRecord
 from tether.store._lifecycle import (
     ArchivedJournal,
     AttemptRecord,
@@ -217,6 +217,10 @@ WORKER_STALE = 60.0
 
 #: Upper bounds (seconds) of the step latency histogram ``store_stats`` reports.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Upper bounds (seconds) of the histogram of ended runs' durations ``store_stats``
+#: reports (from creation to end): a second to a day, as many as ``STEP_BUCKETS``.
+RUN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
+               21600.0, 86400.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +279,12 @@ class StoreStats:
     #: step name -> its finished steps' (count, seconds, one count per ``STEP_BUCKETS``):
     #: their sums are ``step_count``, ``step_seconds`` and ``step_buckets``
     step_names: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    #: (workflow, ended status) -> runs that ended so, ever: those the store keeps plus
+    #: those purged or retried since (``tether_metric_totals``); it never goes down
+    run_ends: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: workflow -> its ended runs' (count, seconds from creation to end, one count per
+    #: ``RUN_BUCKETS``), ever, as ``run_ends``
+    run_durations: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +367,65 @@ def metric_totals_of(durations: Iterable[tuple[str, float]], metrics: Iterable[s
     return {k: v for k, v in totals.items() if v}
 
 
+def _run_keys() -> list[str]:
+    return ["run.count", "run.seconds", *(f"run.le.{b:g}" for b in RUN_BUCKETS)]
+
+
+#: In the keys of ``tether_metric_totals``, the runs that ended with a status, before
+#: ``STEP_NAME_MARK`` and their workflow: ``run.ended.failed@charge``.
+RUN_ENDED = "run.ended."
+
+
+def run_end_totals_of(runs: Iterable[tuple[str, str, float]]) -> dict[str, float]:
+    """What ended runs about to leave the store's ended runs (purged, or queued again
+    by ``tether retry``) count for in the cumulative figures of /metrics, keyed as the
+    stores keep them (``tether_metric_totals``): per workflow, how many ended with each
+    status (``run.ended.failed@NAME``) and the histogram of their durations
+    (``run.count@NAME``, ``run.seconds@NAME``, ``run.le.60@NAME``...). ``runs``: each
+    run's workflow, status and seconds from creation to end (a negative one, the clock
+    set back, counts as 0, as ``stats_run_durations`` counts it); a run of another
+    status (not ended) counts for nothing."""
+    totals: dict[str, float] = {}
+    keys = _run_keys()
+
+    def add(key: str, value: float) -> None:
+        totals[key] = totals.get(key, 0.0) + value
+
+    for workflow, status, d in runs:
+        if status not in ENDED_VALUES:
+            continue
+        d, at = max(d, 0.0), f"{STEP_NAME_MARK}{workflow}"
+        add(f"{RUN_ENDED}{status}{at}", 1)
+        add(keys[0] + at, 1)
+        add(keys[1] + at, d)
+        for key, b in zip(keys[2:], RUN_BUCKETS, strict=True):
+            if d <= b:
+                add(key + at, 1)
+    return {k: v for k, v in totals.items() if v}
+
+
+def _run_figures(by_workflow: Mapping[tuple[str, str], int],
+                 durations: Iterable[Sequence[object]], totals: Mapping[str, float]
+                 ) -> tuple[dict[tuple[str, str], int], dict[str, tuple[float, ...]]]:
+    """``StoreStats.run_ends`` and ``run_durations`` of the live runs (``by_workflow``;
+    ``durations``: rows of a workflow, count, seconds, one count per ``RUN_BUCKETS``)
+    plus what purges and retries took out (``totals``)."""
+    ends: dict[tuple[str, str], int] = {
+        (w, st): n for (w, st), n in by_workflow.items() if st in ENDED_VALUES}
+    keys = _run_keys()
+    live = {str(row[0]): [float(str(v)) for v in row[1:]] for row in durations}
+    for key, value in totals.items():
+        if key.startswith(RUN_ENDED) and STEP_NAME_MARK in key:
+            status, workflow = key[len(RUN_ENDED):].split(STEP_NAME_MARK, 1)
+            ends[(workflow, status)] = ends.get((workflow, status), 0) + int(value)
+        elif key.startswith(keys[0] + STEP_NAME_MARK):
+            live.setdefault(key[len(keys[0]) + 1:], [0.0] * len(keys))
+    figures = {w: tuple(v + totals.get(k + STEP_NAME_MARK + w, 0.0)
+                        for k, v in zip(keys, values, strict=True))
+               for w, values in live.items()}
+    return ends, figures
+
+
 def stored_event_kinds(kind: str) -> list[str]:
     """The values of the events' ``kind`` column that read as ``kind``: the compact rows
     of ops and statuses (``o``, ``s``: PostgreSQL migration 0007, SQLite 0011) and the
@@ -367,11 +436,13 @@ def stored_event_kinds(kind: str) -> list[str]:
 def stats_with_totals(by_workflow: Iterable[Sequence[object]],
                       queues: dict[str, tuple[int, float]],
                       steps: Iterable[Sequence[object]], llm: Sequence[float], workers: int,
-                      totals: Mapping[str, float]) -> StoreStats:
+                      totals: Mapping[str, float],
+                      run_durations: Iterable[Sequence[object]] = ()) -> StoreStats:
     """``StoreStats`` of the live rows' figures (``by_workflow``: rows of workflow,
     status, runs; ``steps``: rows of a step name, count, seconds, one count per bucket;
-    ``llm``: one sum per ``LLM_KEYS``) plus what purges took out (``totals``), so that
-    the counters of /metrics never go down."""
+    ``llm``: one sum per ``LLM_KEYS``; ``run_durations``: rows of a workflow, its ended
+    runs, their seconds, one count per ``RUN_BUCKETS``) plus what purges and retries
+    took out (``totals``), so that the counters of /metrics never go down."""
     keys = _step_keys()
     runs_by_workflow: dict[tuple[str, str], int] = {}
     by_status: dict[str, int] = {}
@@ -389,11 +460,13 @@ def stats_with_totals(by_workflow: Iterable[Sequence[object]],
              for name, values in live.items()}
     step = [sum(values[i] for values in live.values()) + totals.get(k, 0.0)
             for i, k in enumerate(keys)]
+    run_ends, durations = _run_figures(runs_by_workflow, run_durations, totals)
     return StoreStats(
         runs_by_status=by_status, queues=queues, step_count=int(step[0]),
         step_seconds=step[1], step_buckets=tuple(int(n) for n in step[2:]),
         llm={k: float(v) + totals.get(k, 0.0) for k, v in zip(LLM_KEYS, llm, strict=True)},
-        workers=workers, runs_by_workflow=runs_by_workflow, step_names=names)
+        workers=workers, runs_by_workflow=runs_by_workflow, step_names=names,
+        run_ends=run_ends, run_durations=durations)
 
 
 class ServeQueries(Protocol):

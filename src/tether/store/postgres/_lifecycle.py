@@ -30,7 +30,7 @@ from tether.store._lifecycle import (
     retry_plan,
     run_kv_keys,
 )
-from tether.store._port import metric_totals_of
+from tether.store._port import metric_totals_of, run_end_totals_of
 from tether.store._sql import run_from_row
 from tether.store.postgres._arrays import Float8Array, Int4Array, TextArray
 
@@ -164,7 +164,10 @@ class Lifecycle:
                 f"UPDATE {self.s}.journal SET kind = 'sleep', name = 'sleep', "
                 "status = 'pending', finished_at = NULL WHERE run_id = %s "
                 "AND position = ANY(%s) AND kind = 'cancel'", (run_id, plan.restore))
-        await self._add_metric_totals(conn, metric_totals_of(plan.counted, ()))
+        ended = run.finished_at if run.finished_at is not None else run.created_at
+        await self._add_metric_totals(conn, {  # (an ended run counts again when it ends)
+            **metric_totals_of(plan.counted, ()),
+            **run_end_totals_of([(run.workflow, str(run.status), ended - run.created_at)])})
         await conn.execute(
             f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "
             "finished_at = NULL, owner = NULL, available_at = %s, updated_at = %s, "
@@ -387,8 +390,13 @@ class Lifecycle:
             f"{{s}}.journal_archive WHERE {finished}", (ids, ids))
         metrics = await self._rows(conn, "SELECT metrics FROM {s}.runs WHERE run_id = "
                                    "ANY(%s) AND metrics IS NOT NULL", (ids,))
-        await self._add_metric_totals(conn, metric_totals_of(
-            ((str(n), float(d)) for n, d in durations), (m for (m,) in metrics)))
+        ends = await self._rows(
+            conn, "SELECT workflow, status, coalesce(finished_at, created_at) - created_at "
+            "FROM {s}.runs WHERE run_id = ANY(%s)", (ids,))
+        await self._add_metric_totals(conn, {
+            **metric_totals_of(((str(n), float(d)) for n, d in durations),
+                               (m for (m,) in metrics)),
+            **run_end_totals_of((str(w), str(st), float(d)) for w, st, d in ends)})
 
     async def _add_metric_totals(self, conn: Conn, totals: dict[str, float]) -> None:
         if totals:

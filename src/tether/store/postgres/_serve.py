@@ -121,7 +121,7 @@ class PostgresServeQueries:
     async def store_stats(self, *, now: float) -> StoreStats:
         steps = [("stats_workflows", None), ("stats_queues", None), ("stats_steps", None),
                  ("stats_metrics", None), ("stats_workers", {"since": now - WORKER_STALE}),
-                 ("metric_totals", None)]
+                 ("metric_totals", None), ("stats_run_durations", None)]
 
         async def go(conn: Any) -> list[list[Any]]:
             # One snapshot (REPEATABLE READ): a purge that commits between the live
@@ -134,11 +134,12 @@ class PostgresServeQueries:
                     out.append(await cur.fetchall())
                 return out
 
-        by_workflow, queues, step_rows, llm, workers, totals = await self._run_op(go)
+        by_workflow, queues, step_rows, llm, workers, totals, durations = (
+            await self._run_op(go))
         return stats_with_totals(
             by_workflow,
             {q: (int(n), float(oldest)) for q, n, oldest in queues}, step_rows, llm[0],
-            int(workers[0][0]), {str(k): float(v) for k, v in totals})
+            int(workers[0][0]), {str(k): float(v) for k, v in totals}, durations)
 
     async def store_live_stats(self, *, now: float) -> LiveStats:
         queues, _ = await self._one("stats_queues", None)

@@ -287,6 +287,30 @@ FROM (SELECT name, greatest(finished_at - started_at, 0.0) AS d FROM {schema}.jo
         AND finished_at IS NOT NULL AND fencing_token IS DISTINCT FROM 0) AS steps
 GROUP BY name;
 
+-- stats_run_durations --
+-- Ended runs per workflow: how many, their total seconds from creation to end, and how
+-- many took at most each bound (RUN_BUCKETS in tether.store._port). metric_totals adds
+-- those of purged and retried runs. A duration the clock stepped back across counts as
+-- 0 (run_end_totals_of clamps the same way). A blocked run has a finished_at too, and
+-- has not ended: not counted.
+SELECT workflow, count(*), coalesce(sum(d), 0.0),
+       count(*) FILTER (WHERE d <= 0.1),
+       count(*) FILTER (WHERE d <= 0.5),
+       count(*) FILTER (WHERE d <= 1),
+       count(*) FILTER (WHERE d <= 5),
+       count(*) FILTER (WHERE d <= 10),
+       count(*) FILTER (WHERE d <= 30),
+       count(*) FILTER (WHERE d <= 60),
+       count(*) FILTER (WHERE d <= 300),
+       count(*) FILTER (WHERE d <= 900),
+       count(*) FILTER (WHERE d <= 1800),
+       count(*) FILTER (WHERE d <= 3600),
+       count(*) FILTER (WHERE d <= 21600),
+       count(*) FILTER (WHERE d <= 86400)
+FROM (SELECT workflow, greatest(coalesce(finished_at, created_at) - created_at, 0.0) AS d FROM {schema}.runs
+      WHERE status IN ('completed', 'failed', 'cancelled')) AS ended
+GROUP BY workflow;
+
 -- stats_metrics --
 -- LLM tokens and cost over all runs: spent, and saved by replay.
 SELECT coalesce(sum((metrics::json->>'tokens.input')::float8), 0),

@@ -27,7 +27,7 @@ from tether.store._lifecycle import (
     retry_plan,
     run_kv_keys,
 )
-from tether.store._port import metric_totals_of
+from tether.store._port import metric_totals_of, run_end_totals_of
 from tether.store._sql import lease_params, load_queries
 
 L = load_queries("tether.store.sqlite", "lifecycle.sql")
@@ -142,11 +142,18 @@ def _retry_one(conn: apsw.Connection, run: RunRecord, version: str | None, now: 
         conn.execute(L["journal_reset_at"], {"run_id": run_id, "position": pos})
     for pos in plan.restore:
         conn.execute(L["journal_restore_timer_at"], {"run_id": run_id, "position": pos})
-    _add_metric_totals(conn, metric_totals_of(plan.counted, ()))
+    _add_metric_totals(conn, {**metric_totals_of(plan.counted, ()), **_end_totals(run)})
     conn.execute(L["run_retry"], {"run_id": run_id, "now": now, "version": version})
     children = [ChildRow(*r) for r in conn.execute(L["run_children_of"], {"run_id": run_id})]
     ids = children_to_retry(run.status, journal, plan, children)
     return [r for r in (get(conn, i) for i in ids) if r is not None]
+
+
+def _end_totals(run: RunRecord) -> dict[str, float]:
+    """What an ended run queued again counted for in /metrics' ended runs (kept: it
+    ended once, and counts again when it ends again)."""
+    ended = run.finished_at if run.finished_at is not None else run.created_at
+    return run_end_totals_of([(run.workflow, str(run.status), ended - run.created_at)])
 
 
 def run_fork(conn: apsw.Connection, source_run_id: str, run: RunRecord, at: int,
@@ -302,7 +309,10 @@ def _keep_metric_totals(conn: apsw.Connection, ids: list[str]) -> None:
     durations = [(str(n), float(d))
                  for n, d in conn.execute(L["purge_step_durations"], params)]
     metrics = [m for (m,) in conn.execute(L["purge_run_metrics"], params)]
-    _add_metric_totals(conn, metric_totals_of(durations, metrics))
+    ends = [(str(w), str(st), float(d))
+            for w, st, d in conn.execute(L["purge_run_ends"], params)]
+    _add_metric_totals(conn, {**metric_totals_of(durations, metrics),
+                              **run_end_totals_of(ends)})
 
 
 def _add_metric_totals(conn: apsw.Connection, totals: dict[str, float]) -> None:

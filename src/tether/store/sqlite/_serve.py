@@ -177,7 +177,9 @@ def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
     llm: Any = conn.execute(Q["stats_metrics"]).fetchall()[0]
     workers: Any = conn.execute(Q["stats_workers"], {"alive_since": alive_since}).fetchall()[0][0]
     totals = {str(k): float(v) for k, v in conn.execute(Q["metric_totals"])}
-    return stats_with_totals(by_workflow, queues, steps, llm, int(workers), totals)
+    durations: Any = conn.execute(Q["stats_run_durations"]).fetchall()
+    return stats_with_totals(by_workflow, queues, steps, llm, int(workers), totals,
+                             durations)
 
 
 def _queue_counts(conn: apsw.Connection, now: float) -> dict[str, QueueCounts]:

@@ -235,6 +235,12 @@ SELECT position FROM tether_journal WHERE run_id = :run_id AND fencing_token = 0
 SELECT metrics FROM tether_runs
 WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND metrics IS NOT NULL;
 
+-- purge_run_ends --
+-- Purge: the workflow, status and seconds from creation to end of the runs (a JSON
+-- array), for tether_metric_totals (run_end_totals_of counts the ended ones).
+SELECT workflow, status, coalesce(finished_at, created_at) - created_at FROM tether_runs
+WHERE run_id IN (SELECT value FROM json_each(:run_ids));
+
 -- metric_totals_add --
 -- Purge: add what the purged runs counted for to the cumulative figures of /metrics.
 INSERT INTO tether_metric_totals (name, value) VALUES (:name, :value)
