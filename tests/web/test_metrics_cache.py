@@ -187,8 +187,10 @@ async def test_the_processes_of_a_store_share_their_figures(store_url: str) -> N
 async def test_figures_an_earlier_version_shared_leave_the_runs_per_workflow_out(
         store_url: str) -> None:
     """The shared figures of a serve process of an earlier version (no runs per workflow
-    nor per step name in its row) are served without tether_workflow_runs' series: a
-    gap, not each registered workflow's runs read 0 while the store has some."""
+    nor per step name nor ended runs in its row) are served without the series of
+    tether_workflow_runs, tether_workflow_runs_ended_total and
+    tether_workflow_run_duration_seconds: a gap, not each registered workflow's runs
+    read 0 while the store has some."""
     app = App(store_url)
     add_paid_rounds(app)
     async with app:
@@ -208,4 +210,7 @@ async def test_figures_an_earlier_version_shared_leave_the_runs_per_workflow_out
         assert "# TYPE tether_workflow_runs gauge" in text
         assert not [line for line in text.splitlines()
                     if line.startswith(("tether_workflow_runs{",
-                                        "tether_step_name_duration_seconds_"))], text
+                                        "tether_step_name_duration_seconds_",
+                                        "tether_workflow_runs_ended_total{",
+                                        "tether_workflow_run_duration_seconds_"))], text
+        assert "# TYPE tether_workflow_runs_ended_total counter" in text

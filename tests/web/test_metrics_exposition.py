@@ -144,6 +144,8 @@ DOCUMENTED = {
     "tether_step_duration_seconds": ("histogram", {"le"}),
     "tether_workflow_runs": ("gauge", {"workflow", "status"}),
     "tether_step_name_duration_seconds": ("histogram", {"step", "le"}),
+    "tether_workflow_runs_ended_total": ("counter", {"workflow", "status"}),
+    "tether_workflow_run_duration_seconds": ("histogram", {"workflow", "le"}),
     "tether_llm_calls_total": ("counter", set()),
     "tether_llm_tokens_total": ("counter", {"type", "outcome"}),
     "tether_llm_cost_usd_total": ("counter", {"outcome"}),
@@ -210,6 +212,17 @@ async def test_metrics_parse_strictly_with_every_documented_family(api_any: Api)
     # tether_runs has, 0 included
     workflows = {w for w, _ in by_workflow} | set(await api.app.store.workflow_list())
     assert set(workflow_runs) == {(w, s) for w in workflows for s in runs}
+    # the ended runs (nothing purged nor retried here): the gauge's ended statuses, each
+    # workflow's histogram counting them
+    ended = ("completed", "failed", "cancelled")
+    ends = {(labels["workflow"], labels["status"]): v
+            for _, labels, v in families["tether_workflow_runs_ended_total"].samples}
+    assert ends == {k: v for k, v in workflow_runs.items() if k[1] in ended}
+    per_workflow = histograms(families["tether_workflow_run_duration_seconds"], "workflow")
+    for series in per_workflow.values():
+        check_histogram(series)
+    assert {w: series.samples[-1][2] for w, series in per_workflow.items()} == {
+        w: sum(ends.get((w, s), 0) for s in ended) for w in workflows}
     # steps 3 + retrying 1 + the child's 1 + fixable 2
     count = families["tether_step_duration_seconds"].samples[-1]
     assert count[0] == "tether_step_duration_seconds_count" and count[2] == 7
