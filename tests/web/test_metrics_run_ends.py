@@ -94,12 +94,20 @@ async def test_a_purge_between_two_scrapes_takes_no_ended_run_off_the_counters(
             assert count == 3
             assert seconds == pytest.approx(ok_seconds, abs=1e-5)
             assert _count_and_sum(families, "boom")[0] == 2
+            live = await app.store.store_stats(now=app.clock.now())
             report = await app.store.run_purge(finished_before=app.clock.now() + 1,
                                                statuses=["completed", "failed"], limit=100)
             assert report.runs == 5
             families = _scrape(served.url)
             assert _ends(families) == ends
             assert _count_and_sum(families, "ok") == (3, pytest.approx(ok_seconds, abs=1e-5))
+            # The store's figures after the purge (its totals) are those it had of the
+            # runs it kept, bucket by bucket.
+            purged = await app.store.store_stats(now=app.clock.now())
+            assert purged.run_ends == live.run_ends
+            assert purged.run_durations.keys() == live.run_durations.keys()
+            for workflow, figures in live.run_durations.items():
+                assert purged.run_durations[workflow] == pytest.approx(figures)
             # The gauge counts the runs kept: none.
             gauge = {(labels["workflow"], labels["status"]): v
                      for _, labels, v in families["tether_workflow_runs"].samples}

@@ -404,16 +404,32 @@ def run_end_totals_of(runs: Iterable[tuple[str, str, float]]) -> dict[str, float
     return {k: v for k, v in totals.items() if v}
 
 
+def run_durations_of(rows: Iterable[Sequence[object]]) -> dict[str, list[float]]:
+    """The histogram per workflow of the stores' ``stats_run_durations`` rows (a
+    workflow, the index of the first of ``RUN_BUCKETS`` its runs took at most, or
+    ``len(RUN_BUCKETS)`` for more, how many, their seconds): count, seconds, one
+    cumulative count per bound."""
+    out: dict[str, list[float]] = {}
+    for workflow, bucket, n, seconds in rows:
+        figures = out.setdefault(str(workflow), [0.0] * (len(RUN_BUCKETS) + 2))
+        count, at = float(str(n)), int(str(bucket))
+        figures[0] += count
+        figures[1] += float(str(seconds))
+        for i in range(at, len(RUN_BUCKETS)):
+            figures[2 + i] += count
+    return out
+
+
 def _run_figures(by_workflow: Mapping[tuple[str, str], int],
                  durations: Iterable[Sequence[object]], totals: Mapping[str, float]
                  ) -> tuple[dict[tuple[str, str], int], dict[str, tuple[float, ...]]]:
     """``StoreStats.run_ends`` and ``run_durations`` of the live runs (``by_workflow``;
-    ``durations``: rows of a workflow, count, seconds, one count per ``RUN_BUCKETS``)
-    plus what purges and retries took out (``totals``)."""
+    ``durations``: ``stats_run_durations``' rows) plus what purges and retries took out
+    (``totals``)."""
     ends: dict[tuple[str, str], int] = {
         (w, st): n for (w, st), n in by_workflow.items() if st in ENDED_VALUES}
     keys = _run_keys()
-    live = {str(row[0]): [float(str(v)) for v in row[1:]] for row in durations}
+    live = run_durations_of(durations)
     for key, value in totals.items():
         if key.startswith(RUN_ENDED) and STEP_NAME_MARK in key:
             status, workflow = key[len(RUN_ENDED):].split(STEP_NAME_MARK, 1)
@@ -440,9 +456,9 @@ def stats_with_totals(by_workflow: Iterable[Sequence[object]],
                       run_durations: Iterable[Sequence[object]] = ()) -> StoreStats:
     """``StoreStats`` of the live rows' figures (``by_workflow``: rows of workflow,
     status, runs; ``steps``: rows of a step name, count, seconds, one count per bucket;
-    ``llm``: one sum per ``LLM_KEYS``; ``run_durations``: rows of a workflow, its ended
-    runs, their seconds, one count per ``RUN_BUCKETS``) plus what purges and retries
-    took out (``totals``), so that the counters of /metrics never go down."""
+    ``llm``: one sum per ``LLM_KEYS``; ``run_durations``: ``stats_run_durations``' rows,
+    ``run_durations_of``) plus what purges and retries took out (``totals``), so that
+    the counters of /metrics never go down."""
     keys = _step_keys()
     runs_by_workflow: dict[tuple[str, str], int] = {}
     by_status: dict[str, int] = {}
