@@ -10,7 +10,8 @@ SQLite), in a scratch database (``--admin-url``; dropped at the end, ``--keep`` 
 or a temporary SQLite file. Then it times, best and median of ``--repeat``:
 
 - each query of ``Store.store_stats`` alone (``stats_workflows``, ``stats_queues``,
-  ``stats_steps``, ``stats_metrics``, ``stats_workers``, ``metric_totals``);
+  ``stats_steps``, ``stats_metrics``, ``stats_workers``, ``metric_totals``,
+  ``stats_run_durations``), then ``store_stats`` itself (all of them in one snapshot);
 - ``GET /metrics`` through ``tether serve``'s ASGI application (in process) with
   ``metrics_interval=0`` (every figure computed in the request, as before the metrics
   cache) and with the default interval (the cumulative figures computed in the
@@ -122,22 +123,30 @@ async def _time_queries(store: Any, repeat: int) -> None:
     from tether.store._port import WORKER_STALE
 
     names = ["stats_workflows", "stats_queues", "stats_steps", "stats_metrics",
-             "stats_workers", "metric_totals"]
+             "stats_workers", "metric_totals", "stats_run_durations"]
     sqlite = not hasattr(store, "_one")
-    for name in names:
+    if sqlite:
+        from tether.store.sqlite._serve import Q
+    else:
+        from tether.store.postgres._serve import SERVE_QUERIES as Q
+    for name in (n for n in names if n in Q):  # (an earlier version has fewer)
         times = []
         for _ in range(repeat):
             t = time.perf_counter()
             if sqlite:
-                from tether.store.sqlite._serve import Q
-
                 params = {"alive_since": time.time() - WORKER_STALE}
                 await store._read(lambda c, n=name, p=params: c.execute(Q[n], p).fetchall())
             else:
                 params = {"since": time.time() - WORKER_STALE}
                 await store._one(name, params if name == "stats_workers" else None)
             times.append(time.perf_counter() - t)
-        print(f"  {name:<14} {_stats(times)}")
+        print(f"  {name:<19} {_stats(times)}")
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        await store.store_stats(now=time.time())
+        times.append(time.perf_counter() - t)
+    print(f"  {'store_stats':<19} {_stats(times)}")
 
 
 async def _time_scrapes(url: str, repeat: int) -> None:
