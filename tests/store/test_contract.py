@@ -1055,3 +1055,44 @@ async def test_the_oldest_queued_run_is_dated_from_when_it_became_claimable(
     stats = await store.store_stats(now=T0 + 86_500)
     assert stats.queues["qa"] == (1, T0 + 86_400)
     assert stats.queues["qb"] == (1, T0 + 86_000)
+
+
+async def test_ended_runs_are_counted_per_workflow_and_bucket_before_and_after_a_purge(
+        store: Store) -> None:
+    """``store_stats``' ended runs (``tether_workflow_runs_ended_total``) and their
+    durations from creation to end (``tether_workflow_run_duration_seconds``), per
+    workflow, in ``RUN_BUCKETS``: the same after a purge of the runs (then read from the
+    totals) and after ``run_retry`` queued an ended one again; a blocked run is not
+    counted (it has not ended)."""
+    from tether.store._port import RUN_BUCKETS
+
+    ends = [("a", "completed", 0.05), ("a", "failed", 3.0), ("a", "completed", 45.0),
+            ("b", "cancelled", 200.0), ("b", "completed", 4000.0),
+            ("b", "completed", 100_000.0), ("b", "blocked", 7.0)]
+    for i, (workflow, status, seconds) in enumerate(ends):
+        claimed = await start_and_claim(store, f"e{i}", queue=f"q{i}", workflow=workflow)
+        await store.run_finish(lease=claimed.lease, status=status, result=None,
+                               error=None, now=T0 + seconds)
+
+    def histogram(durations: list[float]) -> tuple[float, ...]:
+        return (len(durations), sum(durations),
+                *(sum(d <= b for d in durations) for b in RUN_BUCKETS))
+
+    expected_ends = {("a", "completed"): 2, ("a", "failed"): 1, ("b", "cancelled"): 1,
+                     ("b", "completed"): 2}
+    expected = {"a": histogram([0.05, 3.0, 45.0]),
+                "b": histogram([200.0, 4000.0, 100_000.0])}
+    stats = await store.store_stats(now=T0 + 200_000)
+    assert stats.run_ends == expected_ends
+    assert stats.run_durations == {w: pytest.approx(v) for w, v in expected.items()}
+    report = await store.run_purge(finished_before=T0 + 200_000, limit=100,
+                                   statuses=["completed", "cancelled"])
+    assert report.runs == 5
+    stats = await store.store_stats(now=T0 + 200_000)
+    assert stats.run_ends == expected_ends
+    assert stats.run_durations == {w: pytest.approx(v) for w, v in expected.items()}
+    await store.run_retry(run_id="e1", version=None, now=T0 + 300_000)  # (a's failure)
+    stats = await store.store_stats(now=T0 + 300_000)
+    assert stats.run_ends == expected_ends
+    assert stats.run_durations == {w: pytest.approx(v) for w, v in expected.items()}
+    assert stats.runs_by_workflow.get(("a", "failed"), 0) == 0
