@@ -314,8 +314,9 @@ def render(figures: Figures | None, live: LiveStats, now: float,
            workflows: Iterable[str] = ()) -> str:
     """The exposition: ``figures`` (None: not computed yet, whose families are left
     out, with a comment saying so) and the ``live`` gauges, at ``now``; the registered
-    ``workflows`` have ``tether_workflow_runs`` series, 0 while they have no runs (an
-    alert on one reads 0, not "no data")."""
+    ``workflows`` have ``tether_workflow_runs`` and ``tether_workflow_runs_ended_total``
+    series, 0 while they have no runs (an alert on one reads 0, not "no data")."""
+    workflows = tuple(workflows)  # (read for two families)
     out: list[str] = []
 
     def metric(name: str, kind: str, help_: str) -> None:
