@@ -72,7 +72,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-interval", type=non_negative_float, default=None,
                    metavar="SECONDS",
                    help="/metrics computes the figures that scan the whole store (runs "
-                   "by status and workflow, step histograms, LLM totals) in the "
+                   "by status and workflow, ended runs and their durations per "
+                   "workflow, step histograms, LLM totals) in the "
                    "background, at most every SECONDS and no sooner than ten times the "
                    "last computation's "
                    "duration after it; a scrape answers at once with the latest (default "
