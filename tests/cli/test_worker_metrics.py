@@ -310,6 +310,51 @@ def test_a_token_file_others_may_read_is_said_at_start(tmp_path: Path) -> None:
     assert f"token file {tokens} is readable by everyone (mode 0644)" in log.read_text()
 
 
+def _status_until(port: int, token: str, want: int) -> None:
+    """Scrape with ``token`` until the answer is ``want`` (the token file is looked at
+    again a second or so after it changed)."""
+    deadline = time.monotonic() + 60
+    while (status := _get(port, "/metrics", f"Authorization: Bearer {token}")[0]) != want:
+        assert time.monotonic() < deadline, (token, status)
+        time.sleep(0.1)
+
+
+def test_the_token_file_is_followed_and_its_changes_logged_as_the_workers(
+    tmp_path: Path,
+) -> None:
+    """A token removed from the file stops working without a restart; a file changed
+    into one without a valid token is not taken (the tokens stay), and the worker says
+    so on its own logger, ``tether.worker``: the check is ``tether._tokens``', shared
+    with ``tether serve`` (whose logger, ``tether.serve``, named these lines before)."""
+    first, second = "read-token-0123456789", "read-token-second-0123456789"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"read:{first}\n")
+    tokens.chmod(0o600)
+    log = tmp_path / "worker.log"
+    proc = _worker(f"sqlite:///{tmp_path}/m.db", log, tmp_path, "--metrics-port", "0",
+                   "--metrics-token-file", str(tokens))
+    try:
+        port = _port(log, proc)
+        _status_until(port, first, 200)
+        tokens.write_text("read:short\n")
+        deadline = time.monotonic() + 60
+        while "changed, but its tokens were not taken" not in log.read_text():
+            assert _get(port, "/metrics", f"Authorization: Bearer {first}")[0] == 200
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        tokens.write_text(f"read:{second}\n")
+        _status_until(port, second, 200)
+        _status_until(port, first, 401)
+    finally:
+        _stop(proc)
+    lines = [line for line in log.read_text().splitlines() if f"token file {tokens}" in line]
+    assert any(" WARNING tether.worker: " in line and "not taken" in line
+               and "line 1: the token is shorter than 16 characters" in line
+               for line in lines), lines
+    assert any(" INFO tether.worker: " in line and "changed: 1 token(s) now" in line
+               for line in lines), lines
+
+
 def test_a_host_beyond_loopback_without_tokens_is_refused(tmp_path: Path) -> None:
     done = _tether("worker", APP, "--db", f"sqlite:///{tmp_path}/m.db", "--metrics-port",
                    "0", "--metrics-host", "0.0.0.0", marks=tmp_path)

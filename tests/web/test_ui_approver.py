@@ -246,9 +246,10 @@ async def test_a_token_removed_from_the_token_file_ends_its_sessions(
     sessions included, without restarting the server (it worked until a restart); one
     added works. A file changed into one that cannot be read as tokens is not taken."""
     from tests.web import webapp
-    from tether.serve import Tokens, _auth, create_app
+    from tether import _tokens
+    from tether.serve import Tokens, create_app
 
-    monkeypatch.setattr(_auth, "RELOAD_EVERY", 0.0, raising=False)
+    monkeypatch.setattr(_tokens, "RELOAD_EVERY", 0.0)
     other = "other-admin-token-0123456789"
     token_file = tmp_path / "tokens.txt"
     token_file.write_text(f"admin:{ADMIN}\nadmin:{other}\n")

@@ -330,9 +330,7 @@ class Guard:
             auth = headers.get("authorization", "")
             found = None
             if auth:
-                scheme, _, token = auth.partition(" ")
-                if scheme.lower() == "bearer" and token.strip():
-                    found = self.tokens.by_token(token.strip())
+                found = self.tokens.by_bearer(auth)
             else:
                 cookie = SimpleCookie()
                 with contextlib.suppress(Exception):

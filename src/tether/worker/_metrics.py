@@ -19,11 +19,11 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from tether._tokens import ENV_TOKENS, Tokens, is_loopback, loopback_host_header
 from tether._types import ENDED_VALUES
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tether.serve._auth import Tokens
     from tether.worker._worker import Worker
 
 log = logging.getLogger("tether.worker")
@@ -147,9 +147,7 @@ def exposition(worker: Worker) -> str:
 def load_tokens(token_file: str | None) -> Tokens:
     """The tokens a scrape needs: ``token_file``'s and ``TETHER_API_TOKENS``'s, as for
     ``tether serve`` (none: anyone who reaches the address). Raises: ConfigError."""
-    from tether.serve._auth import Tokens
-
-    tokens = Tokens.load(token_file)
+    tokens = Tokens.load(token_file, log=log)
     exposed = None if token_file is None else Tokens.file_exposed(token_file)
     if exposed is not None:
         log.warning("%s", exposed)
@@ -158,8 +156,6 @@ def load_tokens(token_file: str | None) -> Tokens:
 
 def check_host(host: str, tokens: Tokens) -> None:
     """Refuse to serve beyond loopback without tokens. Raises: ConfigError."""
-    from tether.serve._auth import ENV_TOKENS, is_loopback
-
     if not tokens.enabled and not is_loopback(host):
         raise ConfigError(
             f"refusing to serve worker metrics on {host} without API tokens: anyone who "
@@ -262,15 +258,11 @@ class MetricsServer:
     def _refused(self, headers: dict[str, str]) -> tuple[str, list[str], bytes] | None:
         """A scrape without a valid token (tokens configured), or, without tokens, one
         whose ``Host`` is not loopback (a page that rebinds its name to 127.0.0.1)."""
-        from tether.serve._auth import loopback_host_header
-
         if not self.tokens.enabled:
             if loopback_host_header(headers.get("host", "")):
                 return None
             return _plain("403 Forbidden", "forbidden: not a loopback Host\n")
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip() \
-                and self.tokens.by_token(token.strip()) is not None:
+        if self.tokens.by_bearer(headers.get("authorization", "")) is not None:
             return None
         answer = _plain("401 Unauthorized", "a read or admin token is needed "
                         "(Authorization: Bearer TOKEN)\n")
