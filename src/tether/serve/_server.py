@@ -569,7 +569,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _api.ApiError)
     path = route_path(request.scope)
     if not (_for_machines(path) or path == "/healthz") and \
-            exc.status in (400, 403, 404, 409, 422):
+            exc.status in (400, 403, 404, 409, 413, 422):
         return _ui.error_page(request, exc.status, exc.message)
     return _error(exc.status, exc.code, exc.message)
 

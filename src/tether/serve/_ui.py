@@ -57,6 +57,7 @@ from tether.serve._api import (
     field_name,
     parse_json,
     parse_limit,
+    payload_error,
     refuse_lone_surrogates,
     run_not_found,
     run_statuses,
@@ -1129,8 +1130,10 @@ async def signal_action(request: Request) -> Response:
         await app.signal(run_id, name, data)
     except RunNotFound:
         raise run_not_found(run_id) from None
-    except (SignalError, PayloadError) as exc:
+    except SignalError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
+    except PayloadError as exc:  # (as the API answers it: 413 too large, else 400)
+        raise payload_error(exc) from None
     return _back(request, values, f"/runs/{path_segment(run_id)}",
                  f"Sent signal {name!r} to run {run_id}.")
 
