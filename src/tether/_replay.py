@@ -461,6 +461,10 @@ class AttemptWriter:
         self._from_journal = bool(getattr(caps, "attempts_from_journal", False))
         #: Attempts not recorded since the store became unavailable (0: it is not).
         self._lost = 0
+        #: What the writes run in: no run's context, the worker's that made this writer
+        #: (its lines, an outage's, name that worker: ``worker=ID``).
+        self._context = contextvars.Context()
+        self._context.run(current_worker.set, current_worker.get())
         #: Attempts none of whose states has been written yet.
         self._fresh: set[str] = set()
         #: States noted, by state (``running`` once per attempt started): the worker's
@@ -580,9 +584,10 @@ class AttemptWriter:
 
         self._unissued += 1
         # In a context of its own: it writes for every run (its log lines, e.g. of an
-        # outage, are not one run's, which the context of the run that noted last was).
+        # outage, are not one run's, which the context of the run that noted last was),
+        # holding only the worker's id.
         self._last = asyncio.get_running_loop().create_task(
-            write(), context=contextvars.Context())
+            write(), context=self._context.copy())
         return self._last
 
     async def flush(self, run_id: str | None = None) -> None:

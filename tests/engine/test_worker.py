@@ -663,6 +663,88 @@ async def test_the_attempt_history_is_written_outside_any_runs_context(
     assert contexts and all(c is None for c in contexts), contexts
 
 
+class _Kept(logging.Handler):
+    """The records a handler with the CLI's run-context filter emits, fields added."""
+
+    def __init__(self) -> None:
+        from tether.cli._logging import RunContextFilter
+
+        super().__init__(logging.WARNING)
+        self.addFilter(RunContextFilter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_a_store_outages_lines_name_the_worker_and_no_run(store_url: str) -> None:
+    """The lines of a store outage are the worker's: each carries its ``worker_id`` (a
+    text line's ``worker=ID``) and no run's id. The history writer's ('could not record
+    N step attempts', 'step attempts recorded again') named no worker (it writes in a
+    context of its own, which held nothing), and the worker's ('store unavailable',
+    'store available again') named the run whose write told it first, one run in
+    flight among others."""
+    from tether import StoreUnavailable
+
+    app = App(store_url)
+
+    @app.step
+    async def slow() -> int:
+        await asyncio.sleep(0.1)  # (past the writer's 50 ms: its running state is written)
+        return 1
+
+    @app.workflow
+    async def stepped() -> int:
+        return await slow()
+
+    await app._open()
+    store = app.store
+    real_append, real_record = store.journal_append, store.attempt_record
+    down = True
+    refused: list[str] = []
+
+    async def outage_append(**kwargs: Any) -> Any:
+        if down:  # (a step's result, written again by the run until the store is back)
+            refused.append(kwargs["lease"].run_id)
+            raise StoreUnavailable("PostgreSQL at db:5432 is unavailable: Connection refused")
+        return await real_append(**kwargs)
+
+    async def outage_record(**kwargs: Any) -> None:
+        if down:
+            raise StoreUnavailable("PostgreSQL at db:5432 is unavailable: Connection refused")
+        await real_record(**kwargs)
+
+    store.journal_append = outage_append  # type: ignore[method-assign]
+    store.attempt_record = outage_record  # type: ignore[method-assign]
+    kept = _Kept()
+    logging.getLogger("tether.worker").addHandler(kept)
+    try:
+        worker = app.worker()
+        async with worker:
+            handles = [await app.start(stepped, run_id=f"s{i}") for i in range(3)]
+            deadline = time.monotonic() + 20
+            while len(set(refused)) < 3 or len(refused) < 6:
+                assert time.monotonic() < deadline, refused
+                await asyncio.sleep(0.05)
+            down = False
+            for h in handles:
+                assert await h.result(timeout=20) == 1
+            # (a step after the outage: its attempt is the first written again)
+            assert await (await app.start(stepped, run_id="after")).result(timeout=20) == 1
+    finally:
+        logging.getLogger("tether.worker").removeHandler(kept)
+        await app.close()
+    kinds = ("store unavailable", "store available again", "could not record",
+             "step attempts recorded again")
+    outage = [r for r in kept.records if r.getMessage().startswith(kinds)]
+    for kind in kinds:
+        assert any(r.getMessage().startswith(kind) for r in outage), (kind, outage)
+    for r in outage:
+        assert getattr(r, "worker_id", None) == worker.worker_id, r.getMessage()
+        assert getattr(r, "run_id", None) is None, (r.getMessage(), r.run_id)
+        assert getattr(r, "position", None) is None, r.getMessage()
+
+
 @pytest.mark.parametrize("second_signal", [True, False])
 async def test_a_drain_cut_short_says_why(store_url: str, caplog: pytest.LogCaptureFixture,
                                           second_signal: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -48,6 +49,7 @@ from tether._replay import (
     RunContext,
     _Stop,
     current_run,
+    current_step,
     current_worker,
     inherited_of,
 )
@@ -216,12 +218,12 @@ class _StoreOutage(OutagePacing):
         told = self._failure(OUTAGE_REMINDER)
         if told == "start":
             self.outages += 1
-            log.warning("store unavailable (%s); the worker and its runs in flight retry, "
-                        "and this says how it goes every %.0f s (each retry at debug level)",
-                        exc, OUTAGE_REMINDER)
+            _worker_wide("store unavailable (%s); the worker and its runs in flight retry, "
+                         "and this says how it goes every %.0f s (each retry at debug "
+                         "level)", exc, OUTAGE_REMINDER)
         elif told == "reminder":
-            log.warning("store still unavailable after %.0f s (%s): %d failed calls so far, "
-                        "%s", self._elapsed(), exc, self.failures, self._runs())
+            _worker_wide("store still unavailable after %.0f s (%s): %d failed calls so "
+                         "far, %s", self._elapsed(), exc, self.failures, self._runs())
         if run_id is None:
             log.debug("store unavailable (%s); %s", exc, what)
         else:
@@ -243,15 +245,26 @@ class _StoreOutage(OutagePacing):
             return
         elapsed = self._elapsed()
         self.outage_seconds += elapsed
-        log.warning("store available again, %.1f s after the first failed call (%d failed "
-                    "calls meanwhile, %s, each retried)", elapsed, self.failures,
-                    self._runs())
+        _worker_wide("store available again, %.1f s after the first failed call (%d failed "
+                     "calls meanwhile, %s, each retried)", elapsed, self.failures,
+                     self._runs())
         self._clear()
         self.runs = set()
 
     def _runs(self) -> str:
         n = len(self.runs)
         return f"{n} run{'' if n == 1 else 's'} in flight among them"
+
+
+def _worker_wide(msg: str, *args: object) -> None:
+    """A warning about the whole worker (its store's outage), logged outside the context
+    of the run whose call told it: the line names the worker, not that run (whose
+    ``run=ID`` it carried, one run among those in flight, picked by chance)."""
+    def emit() -> None:
+        current_run.set(None)
+        current_step.set(None)
+        log.warning(msg, *args)
+    contextvars.copy_context().run(emit)
 
 
 def _engine_store_failure(error: BaseException | None) -> bool:
