@@ -1071,7 +1071,7 @@ class RunContext:
                 # (Off the hot path: only a failed append pays for the retry's setup.)
                 await self.write_again(_what(entry), exc, partial(
                     self.store.journal_append, lease=self.lease, entry=entry,
-                    metrics=metrics, now=now, blobs=sealed))
+                    metrics=metrics, now=now, blobs=sealed), position=entry.position)
             except BaseException as exc:
                 if metrics is not None and isinstance(exc, Exception):
                     self._metrics_writer.give_back()
@@ -1109,7 +1109,8 @@ class RunContext:
         self._blobs_stored.update(blobs)
 
     async def write_again(self, what: str, exc: StoreUnavailable,
-                          write: Callable[[], Awaitable[Any]]) -> None:
+                          write: Callable[[], Awaitable[Any]], *,
+                          position: int | None = None) -> None:
         """``write()`` failed with ``exc``: the store is unavailable (a connection cut,
         perhaps after the server committed it; a server gone), and what it writes (a
         step's result: a paid call) exists only in this worker's memory. Write it again,
@@ -1124,8 +1125,12 @@ class RunContext:
         took the run over (the write is refused, ``LeaseLost``, or the heartbeat said
         so): what was to be written is dropped, logged, and that worker replays the run
         from its journal. A worker that stops meanwhile cancels this (its grace period,
-        if it drains, lets it go on until then). Raises any other error of the store."""
+        if it drains, lets it go on until then). Raises any other error of the store.
+        ``position``: the journal entry's that ``what`` names, a field of its lines."""
         run_id = self.run_id
+        # (Logged from the run's context, not a step's: the lines carry the position
+        # they name as a field of their own.)
+        fields = None if position is None else {"position": position}
         retries = self.retries
         delay = WRITE_RETRY_FIRST
         try:
@@ -1150,7 +1155,8 @@ class RunContext:
                     raise self.halt(Lost(lost)) from None
                 if retries is not None:
                     retries.back()
-                log.info("run %s: %s written after the store came back", run_id, what)
+                log.info("run %s: %s written after the store came back", run_id, what,
+                         extra=fields)
                 return
         except BaseException as stopped:
             if isinstance(self.stop, Lost):
@@ -1159,11 +1165,12 @@ class RunContext:
                             "%s held in memory is dropped (it stands only if its first "
                             "attempt committed before its connection was cut), and that "
                             "worker continues the run from its journal", run_id,
-                            self.lease.fencing_token, what)
+                            self.lease.fencing_token, what, extra=fields)
             elif isinstance(stopped, asyncio.CancelledError):
                 log.warning("run %s: stopped with %s not written (the store is "
                             "unavailable); a worker that takes the run over replays it "
-                            "from its journal, and runs that operation again", run_id, what)
+                            "from its journal, and runs that operation again", run_id, what,
+                            extra=fields)
             raise
 
     def _defer(self, write: Awaitable[None]) -> asyncio.Future[None]:
@@ -1185,7 +1192,8 @@ class RunContext:
             await self.store.journal_append(lease=self.lease, entry=entry, blobs=sealed)
         except StoreUnavailable as exc:
             await self.write_again(_what(entry), exc, partial(
-                self.store.journal_append, lease=self.lease, entry=entry, blobs=sealed))
+                self.store.journal_append, lease=self.lease, entry=entry, blobs=sealed),
+                position=entry.position)
         if blobs is not None:
             self._stored(blobs)
 

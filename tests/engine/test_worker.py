@@ -669,7 +669,7 @@ class _Kept(logging.Handler):
     def __init__(self) -> None:
         from tether.cli._logging import RunContextFilter
 
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.addFilter(RunContextFilter())
         self.records: list[logging.LogRecord] = []
 
@@ -683,7 +683,8 @@ async def test_a_store_outages_lines_name_the_worker_and_no_run(store_url: str) 
     N step attempts', 'step attempts recorded again') named no worker (it writes in a
     context of its own, which held nothing), and the worker's ('store unavailable',
     'store available again') named the run whose write told it first, one run in
-    flight among others."""
+    flight among others. A run's step written again after the outage carries the run
+    and the position its line names (the position was not a field of the line)."""
     from tether import StoreUnavailable
 
     app = App(store_url)
@@ -717,7 +718,10 @@ async def test_a_store_outages_lines_name_the_worker_and_no_run(store_url: str) 
     store.journal_append = outage_append  # type: ignore[method-assign]
     store.attempt_record = outage_record  # type: ignore[method-assign]
     kept = _Kept()
-    logging.getLogger("tether.worker").addHandler(kept)
+    logger = logging.getLogger("tether.worker")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(kept)
     try:
         worker = app.worker()
         async with worker:
@@ -732,7 +736,8 @@ async def test_a_store_outages_lines_name_the_worker_and_no_run(store_url: str) 
             # (a step after the outage: its attempt is the first written again)
             assert await (await app.start(stepped, run_id="after")).result(timeout=20) == 1
     finally:
-        logging.getLogger("tether.worker").removeHandler(kept)
+        logger.removeHandler(kept)
+        logger.setLevel(level)
         await app.close()
     kinds = ("store unavailable", "store available again", "could not record",
              "step attempts recorded again")
@@ -743,6 +748,13 @@ async def test_a_store_outages_lines_name_the_worker_and_no_run(store_url: str) 
         assert getattr(r, "worker_id", None) == worker.worker_id, r.getMessage()
         assert getattr(r, "run_id", None) is None, (r.getMessage(), r.run_id)
         assert getattr(r, "position", None) is None, r.getMessage()
+    # A run's step written again names the run and the position, as fields too.
+    again = [r for r in kept.records if "written after the store came back" in r.getMessage()]
+    assert {r.run_id for r in again} == {"s0", "s1", "s2"}, again
+    for r in again:
+        assert r.getMessage() == (f"run {r.run_id}: step 'slow' at position {r.position} "
+                                  "(ok) written after the store came back"), r.getMessage()
+        assert r.worker_id == worker.worker_id
 
 
 @pytest.mark.parametrize("second_signal", [True, False])
