@@ -346,7 +346,7 @@ def test_the_token_file_is_followed_and_its_changes_logged_as_the_workers(
         _status_until(port, second, 200)
         _status_until(port, first, 401)
     finally:
-        _stop(proc)
+        stop_process(proc)
     lines = [line for line in log.read_text().splitlines() if f"token file {tokens}" in line]
     assert any(" WARNING tether.worker: " in line and "not taken" in line
                and "line 1: the token is shorter than 16 characters" in line
