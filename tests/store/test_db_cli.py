@@ -151,7 +151,8 @@ def test_queue_limit_and_queues_commands(tmp_path: Path) -> None:
     listed = tether("queues", "--db", url)
     assert listed.returncode == 0 and listed.stdout.split()[8:10] == ["llm", "2"]
     as_json = tether("queues", "--json", "--db", url)
-    assert json.loads(as_json.stdout) == [{"queue": "llm", "limit": 2, "workflows": [],
+    assert json.loads(as_json.stdout) == [{"queue": "llm", "limit": 2, "paused": False,
+                                           "workflows": [],
                                            "queued": 0, "due": 0, "running": 0,
                                            "waiting": 0, "workers": 0, "paused": False}]
     for bad in ("-1", "two"):
