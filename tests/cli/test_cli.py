@@ -1166,6 +1166,25 @@ async def test_queues_says_a_paused_queue_is_paused(paused: str) -> None:
     assert (listed["default"]["limit"], listed["default"]["paused"]) == (None, False)
 
 
+async def test_a_limit_on_a_queue_the_store_does_not_know_warns(paused: str) -> None:
+    """``tether queue-limit defualt 0`` (a typo, during an incident) paused nothing and
+    said only "paused": a queue no registered workflow is on, with no limit and no
+    unfinished run, is warned of, with the closest known queue; the limit is still
+    set (a queue may be limited before its workers come). A known queue is not."""
+    typo = await cli("queue-limit", "defualt", "0", db=paused)
+    assert typo.returncode == 0, typo.stderr
+    assert typo.stdout.strip() == "queue defualt: paused (at most 0 runs at once)"
+    assert ("tether: warning: no workflow a worker registered is on queue 'defualt', no "
+            "run is queued there and it had no limit: the limit is set, for runs that "
+            "come to it (did you mean 'default'?)") in typo.stderr.splitlines(), typo.stderr
+    async with make_app(paused) as admin:
+        assert (await admin.queue_limits())["defualt"] == 0
+        await admin.start("doubler", 1, run_id="q-1", queue="side")
+    for queue in ("default", "held", "defualt", "side"):
+        known = await cli("queue-limit", queue, "3", db=paused)
+        assert known.returncode == 0 and known.stderr == "", (queue, known.stderr)
+
+
 async def test_a_start_on_a_paused_queue_warns(paused: str) -> None:
     """``tether start`` on a paused queue (``tether queue-limit Q 0``) warns that the run
     waits for the pause to be lifted (and ``--json`` lists it in ``warnings``), as it

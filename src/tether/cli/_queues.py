@@ -7,11 +7,17 @@ most N runs of the queue are held (leased) across all workers. ``0`` pauses a qu
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
+from tether._app import App
 from tether._fit import cells, fit_width, hang, pad, wide_help
+from tether._types import did_you_mean
 from tether.cli._common import CliError, client, dumps, safe
 from tether.store._port import WORKER_STALE, QueueCounts, WorkerInfo
+from tether.store._values import check_queue_limit
+
+log = logging.getLogger("tether.cli")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -149,6 +155,8 @@ async def queue_limit(args: argparse.Namespace) -> int:
     limit = parse_limit(args.limit)
     app = client(args, must_exist=False)
     try:
+        check_queue_limit(args.queue, limit)  # (bad input creates no store)
+        known = await _known_queues(app)
         await app.set_queue_limit(args.queue, limit)
     finally:
         await app.close()
@@ -158,4 +166,18 @@ async def queue_limit(args: argparse.Namespace) -> int:
         print(f"queue {safe(args.queue)}: paused (at most 0 runs at once)")
     else:
         print(f"queue {safe(args.queue)}: at most {limit} run{'s' if limit != 1 else ''} at once")
+    if args.queue not in known:
+        log.warning("no workflow a worker registered is on queue %r, no run is queued "
+                    "there and it had no limit: the limit is set, for runs that come to "
+                    "it%s", args.queue, did_you_mean(args.queue, known))
     return 0
+
+
+async def _known_queues(app: App) -> set[str]:
+    """The queues the store knows before a limit is set: its registered workflows',
+    those with a limit, and those with unfinished runs. ``tether queue-limit defualt 0``
+    during an incident paused nothing, silently: a queue outside these is warned of."""
+    limits = await app.queue_limits()  # (opens the store)
+    store = app.store
+    return {*(await store.workflow_list()).values(), *limits,
+            *await store.queue_counts(now=app.clock.now())}
