@@ -244,6 +244,42 @@ async def test_sqlite_a_store_a_worker_uses_is_never_restored_into(tmp_path: Pat
     assert sorted(await _runs(target)) == ["from-backup"]
 
 
+async def _refusal_with_two_workers(url: str, tmp_path: Path, backup: Path) -> None:
+    """With two workers on the store ``url``, the refusal names both in its one line,
+    with one ``kill -TERM`` for both pids: it named the first alone, so that an
+    operator stopped it, ran the restore again, and only then learnt of the second."""
+    workers = [_worker(url, tmp_path, f"worker-{n}") for n in (1, 2)]
+    try:
+        async def registered() -> bool:
+            return len(await _workers(url)) == 2
+
+        await _until("both workers register", registered)
+        infos = await _workers(url)
+        out = _tether(tmp_path, "db", "restore", str(backup), "--db", url, "--force")
+        assert out.returncode == 2, out.stderr
+        (line,) = out.stderr.splitlines()
+        assert " is in use by 2 workers, worker " in line, line
+        for info in infos:
+            assert f"worker {info.worker_id} (pid {info.pid} on " in line, line
+        kill = re.search(r"stop them \(kill -TERM (\d+) (\d+): a worker hands its runs "
+                         r"back and leaves\); then run the restore again$", line)
+        assert kill is not None, line
+        assert sorted(kill.groups()) == sorted(str(info.pid) for info in infos), line
+        assert all(w.poll() is None for w in workers)
+    finally:
+        for w in workers:
+            stop_process(w, 60)
+
+
+async def test_sqlite_a_refusal_names_every_worker_that_uses_the_store(
+        tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "from-backup")
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    await _store_with_runs(target, "kept")
+    await _refusal_with_two_workers(target, tmp_path, backup)
+    assert sorted(await _runs(target)) == ["kept"]
+
+
 async def test_sqlite_a_store_tether_serve_uses_is_never_restored_into(tmp_path: Path) -> None:
     backup = await _backup_of(tmp_path, "from-backup")
     path = tmp_path / "target.db"
@@ -476,6 +512,16 @@ async def test_postgres_force_replaces_tethers_tables_only(
     assert "nothing was changed" in out.stderr
     assert sorted(await _runs(pg_database)) == ["from-backup"]
     assert _sql(pg_database, "SELECT * FROM public.counted") == [(1,)]
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+async def test_postgres_a_refusal_names_every_worker_that_uses_the_store(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str) -> None:
+    backup = await _pg_backup(tmp_path, pg_migrated_url, "from-backup")
+    await _store_with_runs(pg_database, "kept")
+    await _refusal_with_two_workers(pg_database, tmp_path, backup)
+    assert sorted(await _runs(pg_database)) == ["kept"]
 
 
 @pytest.mark.postgres

@@ -125,3 +125,22 @@ def stop_hint(worker: WorkerInfo, host: str) -> str:
     return (f"stop it on {worker.hostname} (kill -TERM {worker.pid}), or, if that host "
             f"is gone, wait until its last heartbeat is {WORKER_STALE:.0f} s old; then "
             "run the restore again")
+
+
+def in_use_by(workers: list[WorkerInfo], now: float, host: str) -> str:
+    """The workers that use a store, named all at once with how to stop them, from a
+    process on ``host``: naming the first alone sent an operator to stop one, run the
+    restore again, and only then learn of the next. ``workers``: one at least."""
+    if len(workers) == 1:
+        return f"{describe(workers[0], now)}: {stop_hint(workers[0], host)}"
+    named = ", ".join(describe(w, now) for w in workers)
+    by_host: dict[str, list[str]] = {}
+    for w in workers:
+        by_host.setdefault(w.hostname, []).append(str(w.pid))
+    kills = [f"kill -TERM {' '.join(pids)}" + ("" if h == host else f" on {h}")
+             for h, pids in sorted(by_host.items(), key=lambda kv: kv[0] != host)]
+    gone = ("" if set(by_host) == {host} else
+            f", or, for a host that is gone, wait until its workers' last heartbeat is "
+            f"{WORKER_STALE:.0f} s old")
+    return (f"{len(workers)} workers, {named}: stop them ({'; '.join(kills)}: a worker "
+            f"hands its runs back and leaves){gone}; then run the restore again")

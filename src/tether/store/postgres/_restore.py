@@ -47,11 +47,10 @@ from tether.store._port import WorkerInfo
 from tether.store._restore import (
     RestoreRefused,
     RestoreResult,
-    describe,
     file_kind,
     fresh,
+    in_use_by,
     newer_schema,
-    stop_hint,
     wrong_kind,
 )
 from tether.store._sql import load_migrations
@@ -215,13 +214,11 @@ async def _target(store: PostgresStore, force: bool, locker: int | None = None) 
                         if _names(str(r[4]), schema, others)]
     where = f"schema {schema} at {store.cfg.where}"
     host = socket.gethostname()
-    for w in workers:
-        if not fresh(w, now):
-            continue
-        if w.hostname == host and not (sessions and process_alive(w.pid, w.pid_start)):
-            continue  # (dead, or a worker of another store: a row the backup held)
-        raise RestoreRefused(f"the store ({where}) is in use by {describe(w, now)}: "
-                             f"{stop_hint(w, host)}")
+    live = [w for w in workers if fresh(w, now) and not (
+        # (dead, or a worker of another store: a row the backup held)
+        w.hostname == host and not (sessions and process_alive(w.pid, w.pid_start)))]
+    if live:
+        raise RestoreRefused(f"the store ({where}) is in use by {in_use_by(live, now, host)}")
     if sessions:
         pid, app, client, since, _ = sessions[0]
         more = f" and {len(sessions) - 1} more" if len(sessions) > 1 else ""

@@ -45,6 +45,7 @@ from tether.store._restore import (
     describe,
     file_kind,
     fresh,
+    in_use_by,
     newer_schema,
     stop_hint,
     wrong_kind,
@@ -180,11 +181,9 @@ def _refuse_live(path: str, workers: list[WorkerInfo]) -> None:
     host = socket.gethostname()
     now = time.time()
     pids = shm_holders(path)
-    for pid in pids:  # (a worker first: its name says more)
-        for w in workers:
-            if w.hostname == host and w.pid == pid:
-                raise RestoreRefused(
-                    f"{path} is in use by {describe(w, now)}: {stop_hint(w, host)}")
+    holders = [w for w in workers if w.hostname == host and w.pid in pids]
+    if holders:  # (a worker first: its name says more)
+        raise RestoreRefused(f"{path} is in use by {in_use_by(holders, now, host)}")
     if pids:
         pid = pids[0]
         cmd = command_line(pid)
