@@ -209,11 +209,12 @@ async def test_a_fork_asked_for_again_with_its_id_is_idempotent(api: Api) -> Non
     body = {"at": 1, "run_id": "fk", "input": [2]}
     first = await api.http.post("/api/v1/runs/src/fork", json=body)
     assert first.status_code == 201, first.text
+    assert first.json()["created"] is True, first.text  # (as `tether fork --json`)
     before = await api.snapshot()
     again = await api.http.post("/api/v1/runs/src/fork", json=body)
     assert again.status_code == 200, again.text
-    assert (again.json()["run_id"], again.json()["forked_from"],
-            again.json()["forked_at"]) == ("fk", "src", 1)
+    assert (again.json()["run_id"], again.json()["forked_from"], again.json()["forked_at"],
+            again.json()["created"]) == ("fk", "src", 1, False)
     assert await api.snapshot() == before
     for other, holder in (({"at": 0, "run_id": "fk", "input": [2]},
                            "a fork of run 'src' at position 1 (workflow 'steps')"),

@@ -105,7 +105,10 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
     except ConfigError as exc:  # another run holds the new id (RunIdTaken)
         raise ApiError(409, "conflict", str(exc)) from None
     doc = await run_document(app, handle.run_id)
-    if handle.created is False:  # this fork asked for again: nothing started (200)
+    # (created: as `tether fork --json` and a start's answer have it; the OpenAPI
+    # document promised it and the answer lacked it)
+    doc["created"] = handle.created is not False
+    if not doc["created"]:  # this fork asked for again: nothing started (200)
         return doc, 200
     return await _warn_unserved(app, doc), 201
 

@@ -122,6 +122,11 @@ def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
+#: A fork's answer's ``created``, as ``tether fork --json`` prints it.
+_FORK_CREATED = {"type": "boolean",
+                 "description": "false: the run `run_id` names was this fork already"}
+
+
 def document(root_path: str = "") -> dict[str, Any]:
     """The OpenAPI document; its ``servers`` names ``root_path`` (``/tether`` behind a
     proxy that publishes the server there), a URL relative to the document's own."""
@@ -492,12 +497,17 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "type": "object", "required": ["at"], "additionalProperties": False,
                     "properties": {"at": {"type": "integer", "minimum": 0},
                                    "input": _OPTIONAL_INPUT, "run_id": _OPTIONAL_NAME}}),
-                "responses": {"201": _ok("the new run", {"allOf": [run_ref, {
-                                  "type": "object", "properties": {"warnings": _WARNINGS}}]}),
+                "responses": {"201": _ok("the new run (`created` true)", {"allOf": [run_ref, {
+                                  "type": "object", "required": ["created"],
+                                  "properties": {"created": _FORK_CREATED,
+                                                 "warnings": _WARNINGS}}]}),
                               "200": _ok("the run `run_id` names, which is this fork (of "
                                          "this run, at `at`, with the same input): "
                                          "nothing was started (`created` false)", {
-                                             "allOf": [run_ref]}),
+                                             "allOf": [run_ref, {
+                                                 "type": "object", "required": ["created"],
+                                                 "properties": {
+                                                     "created": _FORK_CREATED}}]}),
                               "404": _err("no such run"),
                               "409": _err("the new run id is held by another run (the "
                                           "message says which), or the run was erased "
