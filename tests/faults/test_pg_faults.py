@@ -143,6 +143,11 @@ async def test_zombie_worker_write_is_rejected_by_fencing(env: tuple[App, PgWork
     await asyncio.sleep(0.5)
     log = workers.log(zombie)
     assert "journal append at position 1 refused by fencing: token 1 is stale" in log, log
+    # (the line carries the run's fields, as every line about a run does: it had the
+    # worker's alone, and a JSON log pipeline's run_id filter missed it)
+    (refusal,) = [ln for ln in log.splitlines() if "refused by fencing" in ln]
+    assert refusal.endswith(" [run=z position=1 worker=" + refusal.rsplit("worker=", 1)[1]), \
+        refusal
     assert "lease on run 'z' lost (fencing token 1 is stale)" in log, log
     assert zombie.poll() is None and heir.poll() is None  # both still serve
 

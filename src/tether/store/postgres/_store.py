@@ -1353,7 +1353,8 @@ class PostgresStore(PostgresServeQueries):
                 log.warning("run %s: journal append at position %d refused by fencing: "
                             "token %d is stale (current: %s)", a.lease.run_id,
                             a.entry.position, a.lease.fencing_token,
-                            current.get(a.lease.run_id, "run not running"))
+                            current.get(a.lease.run_id, "run not running"),
+                            extra={"run_id": a.lease.run_id, "position": a.entry.position})
                 _settle(a.future, LeaseLost(a.lease.run_id, a.lease.fencing_token))
             else:
                 _settle(a.future, final_conflict(a.lease.run_id, a.entry.position))
@@ -1388,7 +1389,8 @@ class PostgresStore(PostgresServeQueries):
                     and same_entry(mine, a.entry)):
                 log.info("run %s: journal append at position %d was already written by "
                          "its first attempt (its answer was lost); taken as written",
-                         a.lease.run_id, a.entry.position)
+                         a.lease.run_id, a.entry.position,
+                         extra={"run_id": a.lease.run_id, "position": a.entry.position})
                 _settle(a.future, None)
             else:
                 left.append(a)
