@@ -628,6 +628,46 @@ async def test_a_signal_of_another_name_than_the_awaited_one_is_warned_of(
     assert unknown.returncode == 1 and "waits for signal" not in unknown.stderr
 
 
+async def test_a_signal_that_is_no_answer_to_an_awaited_approval_is_warned_of(
+        store_url: str) -> None:
+    """A run waiting for an approval lists as waiting for ``signal approval``; ``tether
+    signal RUN approval`` with data that is no answer (no ``"approved"`` boolean) said
+    "sent", and the run took it, found no answer and waited on, silently: a warning
+    names ``tether approve``. An answer sent as a signal gets none, and is taken."""
+    from tether.ai import request_approval
+
+    app = App(store_url)
+
+    @app.workflow(name="refund")
+    async def refund(amount: int) -> object:
+        decision = await request_approval("pay", {"amount": amount}, "over $100",
+                                          approval_id="a")
+        return decision.approved
+
+    async with app, app.worker(poll_interval=0.1):
+        from tether.ai import pending_approval
+
+        await app.start(refund, 500, run_id="rf-1")
+        for _ in range(600):
+            if await pending_approval(app, "rf-1") is not None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("run rf-1 never asked for its approval")
+        wrong = await cli("signal", "rf-1", "approval", "--data", '{"ok": true}',
+                          db=store_url)
+        assert wrong.returncode == 0, wrong.stderr
+        assert wrong.stdout.strip() == "rf-1: signal 'approval' sent"
+        assert ("tether: warning: run 'rf-1' waits for an approval of pay: a signal "
+                "'approval' without \"approved\": true or false in its data is no answer, "
+                "and the run waits on; answer it with `tether approve rf-1` (or --reject)"
+                ) in wrong.stderr.splitlines(), wrong.stderr
+        right = await cli("signal", "rf-1", "approval", "--data", '{"approved": true}',
+                          db=store_url)
+        assert right.returncode == 0 and right.stderr == "", right.stderr
+        assert await app.handle("rf-1").result(timeout=30) is True
+
+
 async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(
         served: tuple[App, str]) -> None:
     """``tether budget RUN --usd 5`` of a run that has ended is a one-line error about
