@@ -1272,6 +1272,32 @@ async def test_cancel(api: Api) -> None:
 # -- approvals ------------------------------------------------------------------------------
 
 
+async def test_a_signal_that_is_no_answer_to_an_approval_warns(api: Api) -> None:
+    """``POST .../signals/approval`` with data that is no answer (no ``approved``
+    boolean) to a run that waits for an approval was a bare 202, and the run took it,
+    skipped it and waited on: the answer has a ``warnings`` line naming the approval's
+    route. An answer sent as a signal has none, and is taken."""
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "purchase", "input": ["atlas"],
+                                                  "run_id": "buy-2"})
+        async with asyncio.timeout(15):
+            while not (await api.http.get("/api/v1/approvals")).json()["approvals"]:
+                await asyncio.sleep(0.02)
+        r = await api.http.post("/api/v1/runs/buy-2/signals/approval",
+                                json={"data": {"ok": True}})
+        assert r.status_code == 202 and r.json()["created"] is True, r.text
+        assert r.json()["warnings"] == [
+            "run 'buy-2' waits for an approval of buy: a signal 'approval' without "
+            '"approved": true or false in its data is no answer, and the run waits on; '
+            'answer it with POST /api/v1/runs/buy-2/approval {"approved": true} (or '
+            "false), or the approvals page"], r.text
+        r = await api.http.post("/api/v1/runs/buy-2/signals/approval",
+                                json={"data": {"approved": True}})
+        assert r.status_code == 202 and "warnings" not in r.json(), r.text
+        doc = await wait_status(api, "buy-2", "completed")
+        assert doc["result"] == {"approved": True, "note": None}
+
+
 async def test_approvals_list_and_answer(api: Api) -> None:
     """A waiting approval is listed with its tool, arguments and reason; bad answers
     change nothing; approving resumes the run; a second answer is a 409."""

@@ -300,6 +300,30 @@ def pending_of(app: App, run: Any) -> PendingApproval | None:
     return _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)
 
 
+async def unanswered_by(app: App, run_id: str, name: str, payload: Any) -> str | None:
+    """The tool whose approval ``run_id`` waits for when the signal ``name`` carrying
+    ``payload`` is no answer to it (``approval`` without ``"approved": true|false``):
+    the run takes such a signal, skips it and waits on. ``None`` otherwise. Read it
+    before the send: the signal wakes the run, which then waits no more."""
+    if name != APPROVAL_SIGNAL or (isinstance(payload, Mapping)
+                                   and isinstance(payload.get("approved"), bool)):
+        return None
+    try:
+        run = await app.store.run_get(run_id)
+    except TetherError:
+        return None
+    pending = pending_of(app, run) if run is not None else None
+    return pending.tool if pending is not None else None
+
+
+def no_answer_warning(run_id: str, tool: str, name: str, answer: str) -> str:
+    """What ``tether signal`` and the API's signal answer say of such a send;
+    ``answer``: how to answer the approval instead."""
+    return (f"run {shown(run_id)} waits for an approval of {shown(tool, quoted=False)}: a "
+            f"signal {shown(name)} without \"approved\": true or false in its data is no "
+            f"answer, and the run waits on; answer it with {answer}")
+
+
 async def pending_approval(app: App, run_id: str) -> PendingApproval | None:
     """The approval ``run_id`` waits for, or ``None``.
 

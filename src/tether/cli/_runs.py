@@ -703,18 +703,18 @@ async def send_signal(args: argparse.Namespace) -> int:
         app = client(args)
     async with app:
         # (read before the send: the signal wakes the run, which then waits no more)
-        unanswered = await _approval_not_answered(app, args.run_id, args.name, payload)
+        from tether.ai._approvals import no_answer_warning, unanswered_by
+
+        unanswered = await unanswered_by(app, args.run_id, args.name, payload)
         sent = await app._signal(args.run_id, args.name, payload,
                                  idempotency_key=args.idempotency_key)
         report = await signal_report(app, args.run_id, args.name, payload, sent)
         if report.created:
             await _warn_other_wait(app, args.run_id, args.name)
             if unanswered is not None:
-                log.warning("run %r waits for an approval of %s: a signal %r without "
-                            "\"approved\": true or false in its data is no answer, and "
-                            "the run waits on; answer it with `tether approve %s` (or "
-                            "--reject)", args.run_id, unanswered, args.name,
-                            safe(args.run_id))
+                log.warning("%s", no_answer_warning(
+                    args.run_id, safe(unanswered), args.name,
+                    f"`tether approve {safe(args.run_id)}` (or --reject)"))
     if report.created:
         outcome = "sent"
     elif report.name_differs or report.data_differs:
@@ -746,26 +746,6 @@ async def _warn_other_wait(app: App, run_id: str, name: str) -> None:
     log.warning("run %r waits for signal %r, not %r: this signal is kept until a wait "
                 "of its name takes it (a typo?)", run_id, awaited.removeprefix("signal "),
                 name)
-
-
-async def _approval_not_answered(app: App, run_id: str, name: str,
-                                 payload: Any) -> str | None:
-    """The tool whose approval ``run_id`` waits for, when the signal ``name`` with
-    ``payload`` would be no answer to it, else ``None``. ``tether signal refund-4
-    approval --data '{"ok": true}'`` (its WAITING FOR reads ``signal approval``) said
-    "sent", and the run took the signal, found no answer in it (``{"approved": true|
-    false}``) and waited on, silently."""
-    from tether.ai._approvals import APPROVAL_SIGNAL, pending_of
-
-    if name != APPROVAL_SIGNAL or (isinstance(payload, dict)
-                                   and isinstance(payload.get("approved"), bool)):
-        return None
-    try:
-        run = await app.store.run_get(run_id)
-    except TetherError:
-        return None
-    pending = pending_of(app, run) if run is not None else None
-    return safe(pending.tool) if pending is not None else None
 
 
 async def resume(args: argparse.Namespace) -> int:

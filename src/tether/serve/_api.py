@@ -603,6 +603,10 @@ async def send_signal(request: Request) -> Response:
                 key is None or await app.store.signal_find(
                     run_id=run_id, idempotency_key=key) is None):
             await add_trace_link(app.store, run_id, carrier, app.clock.now())
+    from tether.ai._approvals import no_answer_warning, unanswered_by
+
+    # (read before the send: the signal wakes the run, which then waits no more)
+    unanswered = await unanswered_by(app, run_id, name, body.get("data"))
     try:
         sent = await app._signal(run_id, name, body.get("data"), idempotency_key=key)
     except RunNotFound:
@@ -612,7 +616,12 @@ async def send_signal(request: Request) -> Response:
     except PayloadError as exc:
         raise payload_error(exc) from None
     report = await signal_report(app, run_id, name, body.get("data"), sent)
-    return json_response({"run_id": run_id, "signal": name, **report.fields()}, 202)
+    answer: dict[str, Any] = {"run_id": run_id, "signal": name, **report.fields()}
+    if report.created and unanswered is not None:
+        answer["warnings"] = [no_answer_warning(
+            run_id, unanswered, name, f"POST /api/v1/runs/{run_id}/approval "
+            '{"approved": true} (or false), or the approvals page')]
+    return json_response(answer, 202)
 
 
 async def cancel_run(request: Request) -> Response:

@@ -438,7 +438,13 @@ def document(root_path: str = "") -> dict[str, Any]:
                                                       "has other data (false when "
                                                       "created; null: it cannot be read: "
                                                       "erased, or encrypted with a key "
-                                                      "this server lacks)"}}}),
+                                                      "this server lacks)"},
+                                   "warnings": {
+                                       **_WARNINGS,
+                                       "description": "present when the run waits for an "
+                                                      "approval and this signal "
+                                                      "(approval, without approved true "
+                                                      "or false) is no answer to it"}}}),
                     "404": _err("no such run"), "409": _err("the run has ended"),
                     **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/cancel": {"post": {
