@@ -69,8 +69,13 @@ async def test_retry_refuses_a_run_that_has_not_failed(store_url: str) -> None:
     async with app, app.worker():
         h = await app.start("order", 2, run_id="o-2")
         assert await h.result(timeout=20) == 30
-        with pytest.raises(tether.RunStateError, match="completed"):
+        with pytest.raises(tether.RunStateError) as refused:
             await app.retry("o-2")
+        # (a completed run is run again by a fork: the message names it)
+        assert str(refused.value) == (
+            "run 'o-2' is completed: cannot retry it (only a failed, blocked or cancelled "
+            "run can be retried); to run it again, fork it: tether fork o-2 --at N (POST "
+            "/api/v1/runs/o-2/fork), keeping its journal before position N")
         with pytest.raises(tether.RunNotFound):
             await app.retry("nope")
 

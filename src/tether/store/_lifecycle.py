@@ -18,6 +18,17 @@ ERASABLE = (*ENDED_VALUES, RunStatus.BLOCKED.value)
 _NAMED = 10
 
 
+def not_retryable(run_id: str, status: str) -> RunStateError:
+    """A retry of a run in ``status``, not one of ``RETRYABLE``. A completed run is run
+    again by a fork, which the message names: it said only which statuses a retry
+    takes, and an operator who wanted a completed run again was left to find fork."""
+    fork = (f"; to run it again, fork it: tether fork {run_id} --at N (POST "
+            f"/api/v1/runs/{run_id}/fork), keeping its journal before position N"
+            if status == RunStatus.COMPLETED.value else "")
+    return RunStateError(run_id, status, "retry it (only a failed, blocked or cancelled "
+                         f"run can be retried){fork}")
+
+
 def child_id_taken(child_run_id: str, parent_run_id: str, workflow: str) -> ConfigError:
     """A child's run id already used by a run that is not this parent's child (it would
     have given the parent that run's result as its child's)."""

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from tether._types import JournalEntry, Lease, RunRecord
-from tether.errors import ConfigError, LeaseLost, RunNotFound, RunStateError
+from tether.errors import ConfigError, LeaseLost, RunNotFound
 from tether.store._lifecycle import (
     ERASABLE,
     RETRYABLE,
@@ -25,6 +25,7 @@ from tether.store._lifecycle import (
     RetryReport,
     ScheduleRecord,
     children_to_retry,
+    not_retryable,
     refuse_erased,
     refuse_unfinished,
     retry_plan,
@@ -125,8 +126,7 @@ class Lifecycle:
             if run is None:
                 raise RunNotFound(run_id)
             if run.status not in RETRYABLE:
-                raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
-                                    "or cancelled run can be retried)")
+                raise not_retryable(run_id, str(run.status))
             refuse_erased(run_id, run.erased_at, "retry it")
             retried = {run_id}
             pending = [(run, version)]
