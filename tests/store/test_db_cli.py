@@ -154,7 +154,7 @@ def test_queue_limit_and_queues_commands(tmp_path: Path) -> None:
     assert json.loads(as_json.stdout) == [{"queue": "llm", "limit": 2, "paused": False,
                                            "workflows": [],
                                            "queued": 0, "due": 0, "running": 0,
-                                           "waiting": 0, "workers": 0, "paused": False}]
+                                           "waiting": 0, "workers": 0}]
     for bad in ("-1", "two"):
         refused = tether("queue-limit", "llm", bad, "--db", url)
         assert refused.returncode == 2 and repr(bad) in refused.stderr
