@@ -801,3 +801,21 @@ def test_a_pipe_gets_each_queue_on_one_line(sweep: str) -> None:
     assert all(len(row.split()) >= 8 for row in rows), piped.stdout
     # (its QUEUE column as many characters wide as the longest name, as it always was)
     assert header.index(" LIMIT") == len(WIDE_QUEUE) + 2, piped.stdout
+
+
+def test_db_status_ends_with_its_answer_on_a_terminal(tmp_path: Any) -> None:
+    """On a terminal ``tether db status`` ends with the answer its lines make (all applied,
+    or how many are pending and what applies them), wrapped to the width; into a pipe it
+    prints the lines alone, as scripts read them (``grep -c pending``)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    fresh = terminal_output([sys.executable, "-m", "tether", "db", "status", "--db", url], 40)
+    lines = fresh.splitlines()
+    said = " ".join(" ".join(lines).split())
+    assert re.search(r"(\d+) of \1 migrations pending: `tether db migrate` applies", said), fresh
+    assert all(len(line) <= 40 for line in lines), fresh
+    piped = tether_cli("db", "status", db=url)
+    assert piped.returncode == 0
+    assert all(re.fullmatch(r"\d{4} \S+ +pending", ln) for ln in piped.stdout.splitlines())
+    assert tether_cli("db", "migrate", db=url).returncode == 0
+    done = terminal_output([sys.executable, "-m", "tether", "db", "status", "--db", url], 80)
+    assert re.search(r"^up to date: all \d+ migrations applied$", done, re.M), done

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from tether._fit import fit_width
+from tether._fit import fit_width, say
 from tether.cli._common import EXIT_USAGE, CliError, dumps, store_url
 from tether.cli._serve import _without_password
 from tether.store import open_store
@@ -93,6 +93,12 @@ async def status(args: argparse.Namespace) -> int:
         width = 30 if fit_width(False) is None else max([4, *(len(n) for _, n, _ in rows)])
         for version, name, applied in rows:
             print(f"{version:04d} {name:{width}} {'applied' if applied else 'pending'}")
+        if rows and fit_width(False) is not None:
+            # On a terminal, the answer after the lines that make it (into a pipe the
+            # lines alone, as scripts read them: `grep -c pending`)
+            say(f"up to date: all {len(rows)} migrations applied" if not pending else
+                f"{pending} of {len(rows)} migrations pending: `tether db migrate` applies "
+                "them (a worker's start does too, unless auto-migration is off)")
     if rows and pending == len(rows):
         # (a path mistyped, or sqlite:///x.db read as ./x.db where it is /x.db: every
         # line said "pending" as of a store to migrate, and `db migrate` made a new one)
