@@ -501,3 +501,21 @@ async def test_pages_are_not_kept_by_the_browser(ui: httpx.AsyncClient) -> None:
         assert r.headers["content-type"].startswith("text/html"), path
         assert r.headers["cache-control"] == "no-store", path
     assert "no-store" not in (await ui.get("/static/app.css")).headers.get("cache-control", "")
+
+
+@pytest.mark.parametrize("where", ["/approvals", "/runs/plain"])
+async def test_a_workflows_own_approval_does_not_say_a_model_reads_the_note(
+        ui: httpx.AsyncClient, where: str) -> None:
+    """The note's placeholder said "the model reads it on reject" on every approval form,
+    also for a workflow's own ``request_approval`` (no model's tool call: no
+    ``call_id``), where the run gets the note with the answer."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        await app.start("purchase", "atlas", run_id="plain")
+        await _form_of(ui, where, "plain")
+        page = (await ui.get(where)).text
+    form = page[page.index('action="/ui/runs/plain/approval"') :]
+    form = form[: form.index("</form>")]
+    assert 'placeholder="note (optional: the run gets it with your answer)"' in form, form
+    assert "the model reads it" not in form
