@@ -355,6 +355,22 @@ async def test_workers_register_list_and_unregister(store: Store) -> None:
     assert await claim(store, T0 + 1) == ["r1"]
 
 
+async def test_worker_runs_held_counts_the_running_runs_each_worker_owns(
+        store: Store) -> None:
+    """Only running runs count, by their owner: a queued run, a released (waiting) one
+    and one handed back by a stopping worker are held by no one."""
+    assert await store.worker_runs_held() == {}
+    await start_and_claim(store, "r1", worker="w1")
+    await start_and_claim(store, "r2", worker="w1")
+    await start_and_claim(store, "r3", worker="w2")
+    released = (await start_and_claim(store, "r4", worker="w2")).lease
+    await store.run_release(lease=released, wait=Wait(T0 + 100, "sleep"), now=T0)
+    await store.run_insert(run=run_record("queued", queue="other"))
+    await start_and_claim(store, "r5", worker="w3")
+    await store.worker_unregister(worker_id="w3", now=T0 + 1)
+    assert await store.worker_runs_held() == {"w1": 2, "w2": 1}
+
+
 # -- releasing and waking ------------------------------------------------------------------
 
 

@@ -723,6 +723,10 @@ class Store(ServeQueries, Protocol):
     async def worker_list(self) -> list[WorkerInfo]:
         """Known workers."""
 
+    async def worker_runs_held(self) -> dict[str, int]:
+        """For each worker that holds runs now (owns the lease of a running run), how
+        many (a scan of the owner index: the runs no worker holds are not read)."""
+
     async def workflow_register(self, *, workflows: dict[str, str], now: float) -> None:
         """Record workflow names and their queues (workers do this at start), so that
         runs can be started by name from a process without the code (the CLI)."""

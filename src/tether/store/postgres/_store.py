@@ -1697,6 +1697,10 @@ class PostgresStore(PostgresServeQueries):
         rows, _ = await self._one("worker_list", None)
         return [WorkerInfo(*row) for row in rows]
 
+    async def worker_runs_held(self) -> dict[str, int]:
+        rows, _ = await self._one("worker_runs_held", None)
+        return {owner: int(n) for owner, n in rows}
+
     async def workflow_register(self, *, workflows: dict[str, str], now: float) -> None:
         if not workflows:
             return

@@ -804,6 +804,11 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM r;
 SELECT worker_id, hostname, pid, pid_start, queues, started_at, heartbeat_at
 FROM {schema}.workers ORDER BY started_at;
 
+-- worker_runs_held --
+-- How many running runs each worker holds (runs_owner: only runs with an owner).
+SELECT owner, count(*) FROM {schema}.runs
+WHERE owner IS NOT NULL AND status = 'running' GROUP BY owner;
+
 -- workflow_register --
 -- Record workflow names and their queues.
 INSERT INTO {schema}.workflows (name, queue, updated_at)

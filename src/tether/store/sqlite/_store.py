@@ -1129,6 +1129,9 @@ class SqliteStore(SqliteServeQueries):
     async def worker_list(self) -> list[WorkerInfo]:
         return await self._read(_worker_list)
 
+    async def worker_runs_held(self) -> dict[str, int]:
+        return await self._read(_worker_runs_held)
+
     async def workflow_register(self, *, workflows: dict[str, str], now: float) -> None:
         await self._write(_workflow_register, dict(workflows), now)
 
@@ -1933,6 +1936,10 @@ def _worker_unregister(conn: apsw.Connection, worker_id: str, now: float) -> Non
 
 def _worker_list(conn: apsw.Connection) -> list[WorkerInfo]:
     return [WorkerInfo(*row) for row in conn.execute(Q["worker_list"])]
+
+
+def _worker_runs_held(conn: apsw.Connection) -> dict[str, int]:
+    return {owner: int(n) for owner, n in conn.execute(Q["worker_runs_held"])}
 
 
 def _workflow_register(conn: apsw.Connection, workflows: dict[str, str], now: float) -> None:

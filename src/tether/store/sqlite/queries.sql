@@ -272,6 +272,11 @@ WHERE owner = :worker_id AND status = 'running';
 SELECT worker_id, hostname, pid, pid_start, queues, started_at, heartbeat_at
 FROM tether_workers ORDER BY started_at;
 
+-- worker_runs_held --
+-- How many running runs each worker holds (tether_runs_owner: only runs with an owner).
+SELECT owner, count(*) FROM tether_runs
+WHERE owner IS NOT NULL AND status = 'running' GROUP BY owner;
+
 -- workflow_register --
 -- Record a workflow name and its queue.
 INSERT INTO tether_workflows (name, queue, updated_at) VALUES (:name, :queue, :now)
