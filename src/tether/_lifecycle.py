@@ -650,6 +650,13 @@ async def _live_doc(store: Store, now: float) -> tuple[dict[str, Any], dict[str,
     return doc, counts
 
 
+async def worker_versions(store: Store) -> dict[str, str]:
+    """The code version each versioned worker runs (worker id -> version), from the
+    versions row ``tether versions`` reads; a worker of no version is not in it."""
+    row = await store.kv_get(key=VERSIONS_KEY)
+    return {w: v for w, v in _versions_doc(row)["workers"].items() if isinstance(v, str)}
+
+
 def _since(info: object) -> float | None:
     since = info.get("since") if isinstance(info, dict) else None
     return float(since) if isinstance(since, (int, float)) else None

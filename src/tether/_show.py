@@ -33,7 +33,7 @@ __all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "Sign
            "journal_entries", "lifecycle_dict", "run_dict", "run_document", "run_info",
            "schedule_dict", "schedule_rows", "search_statuses", "signal_report",
            "signal_wait_starts", "split_statuses", "start_report", "timed_out", "unattempted",
-           "unreadable_payload", "untimed", "waiting_since"]
+           "unreadable_payload", "untimed", "waiting_since", "workers_document"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -606,3 +606,28 @@ def schedule_dict(s: Any) -> dict[str, Any]:
             "catchup": s.catchup, "catchup_max": s.catchup_max,
             "next_tick": None if s.paused else s.next_tick,  # (stale while paused)
             "last_tick": s.last_tick, "last_run_id": s.last_run_id, "version": s.version}
+
+
+async def workers_document(app: App, versions: dict[str, str], *,
+                           include_stale: bool = False) -> list[dict[str, Any]]:
+    """The workers registered in the store, sorted by host then start: those with a
+    heartbeat within ``WORKER_STALE`` (``live``), and with ``include_stale`` also the
+    registrations of workers that stopped heartbeating (killed, or cut off from the
+    store) and are not yet forgotten. Each with its code version (None: an app of no
+    version, from ``versions``: ``tether._lifecycle.worker_versions``) and
+    ``runs_held``, the running runs whose lease it owns now (``tether workers``,
+    ``GET /api/v1/workers``)."""
+    from tether.store._port import WORKER_STALE
+
+    store = app.store
+    workers = await store.worker_list()
+    held = await store.worker_runs_held()
+    now = app.clock.now()
+    rows = [{"worker_id": w.worker_id, "hostname": w.hostname, "pid": w.pid,
+             "queues": [q for q in dict.fromkeys(w.queues.split(",")) if q],
+             "version": versions.get(w.worker_id), "started_at": w.started_at,
+             "heartbeat_at": w.heartbeat_at, "runs_held": held.get(w.worker_id, 0),
+             "live": now - w.heartbeat_at <= WORKER_STALE}
+            for w in workers]
+    rows.sort(key=lambda r: (r["hostname"], r["started_at"], r["worker_id"]))
+    return [r for r in rows if include_stale or r["live"]]

@@ -33,6 +33,7 @@ from tether.cli import (
     _schedules,
     _serve,
     _worker,
+    _workers,
 )
 from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id, db_url_arg
 from tether.errors import InvalidName, RunNotFound, TetherError
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _budget.register(sub, common)
     _db.register(sub, common)
     _queues.register(sub, common)
+    _workers.register(sub, common)
     _demo.register(sub, common)
     _replay.register(sub, common)
     _serve.register(sub, common)

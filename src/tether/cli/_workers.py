@@ -1,0 +1,86 @@
+"""``tether workers``: the live workers, one row each (what ``tether queues`` counts).
+
+A worker registers itself in the store when it starts, heartbeats while it runs and is
+forgotten when it stops; a worker that was killed stays registered, its heartbeat
+older and older, until another worker finds it dead. ``--all`` lists those too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tether._fit import fit_width, row_lines, wide_help
+from tether._lifecycle import worker_versions
+from tether._show import workers_document
+from tether.cli._common import client, dumps, safe
+
+#: The least width a cut HOST and VERSION keep on a narrow terminal (their titles').
+_GIVE = ((1, 4), (3, 7))
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "workers", parents=[common],
+        help="list the live workers: host, pid, queues, version, runs held",
+        description="One row per live worker (a heartbeat within the last 60 s), sorted "
+        "by host then start: its id, host, pid, code version (App(version=...); - for "
+        "none), how long ago it started (UP) and last heartbeated (SEEN), how many "
+        "running runs it holds now (HELD: the runs whose lease it owns) and its queues. "
+        "--all also lists the registrations of workers that stopped heartbeating "
+        "(killed, or cut off from the store), marked stale: another worker forgets one "
+        "when it finds it dead. --json prints a list of {worker_id, hostname, pid, "
+        "queues, version, started_at, heartbeat_at, runs_held, live} (times in seconds "
+        "since the epoch; version null for none).")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--all", action="store_true",
+                   help="also list stale registrations (no heartbeat for 60 s), marked stale")
+    p.add_argument("--wide", action="store_true", help=wide_help(
+        "a worker id is never cut; host and version are cut at their end, and the "
+        "queues go under the row, when the line has no room for them"))
+    p.set_defaults(handler=workers)
+
+
+async def workers(args: argparse.Namespace) -> int:
+    async with client(args, read_only=True) as app:
+        rows = await workers_document(app, await worker_versions(app.store),
+                                      include_stale=args.all)
+        now = app.clock.now()
+    if args.json:
+        print(dumps(rows))
+        return 0
+    if not rows:
+        print("no workers registered" if args.all else "no live workers")
+        return 0
+    print("\n".join(worker_lines(rows, now, fit_width(args.wide), show_state=args.all)))
+    return 0
+
+
+def worker_lines(rows: list[dict[str, Any]], now: float, fit: int | None, *,
+                 show_state: bool) -> list[str]:
+    """The table: in a pipe (``fit`` None) every cell whole in its column; on a
+    terminal ``fit`` wide, host and version cut at their end when the line needs room
+    (the worker id never), and the queues under the row when they do not fit beside
+    it."""
+    titles = ["WORKER", "HOST", "PID", "VERSION", "UP", "SEEN", "HELD",
+              *(["STATE"] if show_state else []), "QUEUES"]
+    cells = [[safe(r["worker_id"]), safe(r["hostname"]), str(r["pid"]),
+              safe(r["version"]) if r["version"] is not None else "-",
+              ago(now - r["started_at"]), ago(now - r["heartbeat_at"]), str(r["runs_held"]),
+              *([("live" if r["live"] else "stale")] if show_state else []),
+              ",".join(map(safe, r["queues"])) or "-"]
+             for r in rows]
+    head, groups = row_lines(titles, cells, fit or 10**6, _GIVE, under="queues")
+    return [head, *(line for group in groups for line in group)]
+
+
+def ago(seconds: float) -> str:
+    """An age, short: ``42 s``, ``17 min``, ``5.2 h``, ``3.0 d``."""
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
