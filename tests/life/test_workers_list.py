@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests import forked
 from tests.engine.helpers import wait_for
 from tests.life.procs import ROOT, Workers
+from tests.web.helpers import READ, serving
 from tether import App
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -52,12 +54,33 @@ async def ids(app: App) -> set[str]:
     return {w.worker_id for w in await app.store.worker_list()}
 
 
+def served_rows(http: httpx.Client, **params: str) -> list[dict[str, Any]]:
+    r = http.get("/api/v1/workers", params=params)
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"workers"}, r.text
+    rows: list[dict[str, Any]] = r.json()["workers"]
+    return rows
+
+
+def steady(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` without their heartbeats (which move between two reads)."""
+    return [{k: v for k, v in r.items() if k != "heartbeat_at"} for r in rows]
+
+
 async def test_workers_lists_live_workers_their_versions_queues_and_held_runs(
-        store_url: str, workers: Workers) -> None:
+        store_url: str, workers: Workers, tmp_path: Path) -> None:
     """Two workers of different queues, one of a version, one holding a run in a slow
-    step: one row each, sorted by start on one host; one killed with SIGKILL drops out
-    once the other finds it dead; a registration silent for over a minute is listed
-    only under ``--all``, marked stale, with the run it still holds."""
+    step: one row each, sorted by start on one host, the same from ``tether workers
+    --json`` and ``GET /api/v1/workers``; one killed with SIGKILL drops out once the
+    other finds it dead; a registration silent for over a minute is listed only under
+    ``--all`` (``?all=true``), marked stale, with the run it still holds."""
+    with serving(store_url, tmp_path, app=None, tokens=f"read:{READ}\n") as served, \
+            httpx.Client(base_url=served.url, timeout=30,
+                         headers={"Authorization": f"Bearer {READ}"}) as http:
+        await _story(store_url, workers, http)
+
+
+async def _story(store_url: str, workers: Workers, http: httpx.Client) -> None:
     async with App(store_url) as client:
         a = workers.start("--queue", "default", version="v7")
         await wait_for(lambda: _n(client, 1), timeout=30, what="worker a up")
@@ -77,6 +100,10 @@ async def test_workers_lists_live_workers_their_versions_queues_and_held_runs(
                 rb["live"]) == (b.pid, None, ["other", "spare"], 0, True), rows
         assert ra["hostname"] == rb["hostname"] and ra["started_at"] <= rb["started_at"]
         assert all(r["heartbeat_at"] >= r["started_at"] for r in rows), rows
+        assert steady(served_rows(http)) == steady(rows)
+        for bad in ({"all": "maybe"}, {"al": "true"}):
+            refused = http.get("/api/v1/workers", params=bad)
+            assert refused.status_code == 400 and set(refused.json()) == {"error"}, bad
 
         table = tether_cli("workers", db=store_url)
         assert table.returncode == 0, table.stderr
@@ -100,10 +127,11 @@ async def test_workers_lists_live_workers_their_versions_queues_and_held_runs(
         (info,) = await client.store.worker_list()
         await client.store.worker_register(info=dataclasses.replace(
             info, started_at=info.started_at - 120, heartbeat_at=info.heartbeat_at - 120))
-    assert listed(store_url) == []
+    assert listed(store_url) == [] == served_rows(http)
     none = tether_cli("workers", db=store_url)
     assert none.returncode == 0 and none.stdout == "no live workers\n", none
     (stale,) = listed(store_url, "--all")
+    assert served_rows(http, all="true") == [stale]
     assert (stale["worker_id"], stale["live"], stale["runs_held"]) == (a_id, False, 1)
     shown = tether_cli("workers", "--all", db=store_url).stdout.splitlines()
     assert shown[0].split()[-2:] == ["STATE", "QUEUES"], shown

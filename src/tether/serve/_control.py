@@ -17,9 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._lifecycle import Cron, fork_past_end, zone_of
+from tether._lifecycle import Cron, fork_past_end, worker_versions, zone_of
 from tether._lifecycle import trigger_schedule as start_manual_run
-from tether._show import run_document, schedule_dict, schedule_rows
+from tether._show import run_document, schedule_dict, schedule_rows, workers_document
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError, shown
 from tether.serve._api import (
     ApiError,
@@ -200,6 +200,24 @@ async def list_schedules(request: Request) -> Response:
     return json_response({"schedules": await schedules(tether_app(request))})
 
 
+#: The values ``?all=`` takes on ``GET /api/v1/workers``.
+_FLAG = {"true": True, "1": True, "false": False, "0": False}
+
+
+async def list_workers(request: Request) -> Response:
+    """The live workers (as ``tether workers --json``); ``?all=true`` also the stale
+    registrations (``--all``)."""
+    query_fields(request, {"all"})
+    flag = request.query_params.get("all", "false")
+    if flag.lower() not in _FLAG:
+        raise ApiError(400, "bad_request",
+                       f"all must be true or false (1 or 0), not {flag[:40]!r}")
+    app = tether_app(request)
+    rows = await workers_document(app, await worker_versions(app.store),
+                                  include_stale=_FLAG[flag.lower()])
+    return json_response({"workers": rows})
+
+
 async def _schedule(request: Request, action: str) -> Response:
     require_admin(request)
     name = path_name(request, "name")
@@ -230,6 +248,7 @@ routes = [
     Route("/api/v1/runs/{run_id:tether_id}/fork", fork_run, methods=["POST"]),
     Route("/api/v1/runs/{run_id:tether_id}/erase", erase_run, methods=["POST"]),
     Route("/api/v1/schedules", list_schedules, methods=["GET"]),
+    Route("/api/v1/workers", list_workers, methods=["GET"]),
     Route("/api/v1/schedules/{name:tether_id}/pause", pause_schedule, methods=["POST"]),
     Route("/api/v1/schedules/{name:tether_id}/resume", resume_schedule, methods=["POST"]),
     Route("/api/v1/schedules/{name:tether_id}/trigger", trigger_schedule, methods=["POST"]),

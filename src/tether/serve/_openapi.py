@@ -279,6 +279,20 @@ def document(root_path: str = "") -> dict[str, Any]:
                                 "(a waiting run too: its code may catch Cancelled)")},
                             "children": {"type": "array", "items": {
                                 "$ref": "#/components/schemas/RunSummary"}}}},
+                "Worker": {"type": "object", "required": [
+                    "worker_id", "hostname", "pid", "queues", "version", "started_at",
+                    "heartbeat_at", "runs_held", "live"], "properties": {
+                        "worker_id": {"type": "string"}, "hostname": {"type": "string"},
+                        "pid": {"type": "integer"},
+                        "queues": {"type": "array", "items": {"type": "string"}},
+                        "version": {"type": "string", "nullable": True,
+                                    "description": "its app's code version; null: none"},
+                        "started_at": {"type": "number", "description": "epoch seconds"},
+                        "heartbeat_at": {"type": "number", "description": "epoch seconds"},
+                        "runs_held": {"type": "integer", "description":
+                                      "running runs whose lease it owns now"},
+                        "live": {"type": "boolean", "description":
+                                 "a heartbeat within the last 60 s"}}},
                 "Schedule": {"type": "object", "required": ["name", "workflow", "paused"],
                              "properties": {
                                  "name": {"type": "string"}, "workflow": {"type": "string"},
@@ -555,6 +569,21 @@ def document(root_path: str = "") -> dict[str, Any]:
                         "type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}}),
                     "400": _err("an address that is not UTF-8, or a query parameter "
                                 "(none is taken, but _)"), **_COMMON_ERRORS}}},
+            "/api/v1/workers": {"get": {
+                "summary": "The live workers, by host then start (as `tether workers`)",
+                "operationId": "listWorkers",
+                "parameters": [_CACHE_BUSTER, {
+                    "name": "all", "in": "query",
+                    "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
+                    "description": "true: also the registrations of workers with no "
+                                   "heartbeat for 60 s (killed, or cut off), live false"}],
+                "responses": {"200": _ok("the workers", {
+                    "type": "object", "required": ["workers"],
+                    "properties": {"workers": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Worker"}}}}),
+                    "400": _err("an address that is not UTF-8, a query parameter other "
+                                "than all (and _), or an all that is not true or false"),
+                    **_COMMON_ERRORS}}},
             "/api/v1/schedules/{name}": {"delete": {
                 "summary": "Forget a schedule (its runs stay)", "operationId": "deleteSchedule",
                 "parameters": [_SCHEDULE],
