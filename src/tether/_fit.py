@@ -1,7 +1,7 @@
 """Fitting a command's table to the terminal it prints on.
 
 On a terminal (and without ``--wide``) ``tether show``, ``runs``, ``approvals``,
-``schedules``, ``queues`` and ``versions`` fit their long cells to the terminal's width
+``schedules``, ``queues``, ``versions`` and ``workers`` fit their long cells to the terminal's width
 (cut, or wrapped under their row; each command's ``--wide`` help says how) instead of
 letting every line wrap; into a pipe or a file they print everything, as
 they always have, for scripts that read it. A command that answers with a sentence

@@ -26,6 +26,7 @@ from tests import forked
 from tests.cli.test_cli import tether_cli
 from tether import App, RetryPolicy, RunFailed
 from tether._fit import columns, cut_end, cut_middle, pack, wrap
+from tether.store._port import WorkerInfo
 
 PARENT = "order-7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17"
 #: A child id longer than an 80-column line leaves room for, once it is a cell.
@@ -459,7 +460,8 @@ FITTED = {("show",): "long ids cut in the middle",
           ("runs",): "a run id is never cut", ("approvals",): "a run id is never cut",
           ("schedules",): "a schedule's name and its last run's id are never cut",
           ("schedules", "list"): "a schedule's name and its last run's id are never cut",
-          ("queues",): "nothing is cut", ("versions",): "nothing is cut"}
+          ("queues",): "nothing is cut", ("versions",): "nothing is cut",
+          ("workers",): "a worker id is never cut"}
 
 
 def test_each_wide_help_says_how_its_command_fits() -> None:
@@ -685,6 +687,8 @@ LONG_CRON = "*/15 0-6,18-23 1-7,15-21 1,3,5,7,9,11 1-5"
 SWEEP_QUEUE = "reporting-queue-for-quarterly-customer-reports-eu"
 #: The longest queue name, and one of a wide character (one column more than characters).
 WIDE_QUEUE = f"🚀-{SWEEP_QUEUE}"
+#: A host name longer than a 40-column line leaves a HOST column.
+WIDE_HOST = "worker-7.reporting.eu-west-1.compute.internal"
 
 
 @pytest.fixture(scope="module")
@@ -723,9 +727,16 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
         return await reserve()
 
     async def run() -> None:
-        async with app, app.worker(poll_interval=0.05):  # (its worker creates them)
-            await (await app.start(launch)).result(timeout=30)
-            await (await app.start(wide_steps, run_id=WIDE_RUN)).result(timeout=30)
+        async with app:
+            async with app.worker(poll_interval=0.05):  # (its worker creates them)
+                await (await app.start(launch)).result(timeout=30)
+                await (await app.start(wide_steps, run_id=WIDE_RUN)).result(timeout=30)
+            # Registrations of two workers killed long ago (stale: ``workers --all``
+            # lists them), of a long host name and long queue names.
+            for i, queues in enumerate((f"{SWEEP_QUEUE},default", WIDE_QUEUE)):
+                await app.store.worker_register(info=WorkerInfo(
+                    f"{WIDE_HOST}:{4000 + i}:0b8e51d2", WIDE_HOST, 4000 + i, "s", queues,
+                    1_700_000_000.0 + i, 1_700_000_100.0 + i))
 
     asyncio.run(run())
     return url
@@ -734,7 +745,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("width", [40, 60, 80, 120])
 @pytest.mark.parametrize("command", [("runs",), ("approvals",), ("schedules",),
                                      ("schedules", "list"), ("queues",), ("versions",),
-                                     ("show", PARENT), ("show", FAILING), ("show", WAITER),
+                                     ("workers", "--all"), ("show", PARENT),
+                                     ("show", FAILING), ("show", WAITER),
                                      ("show", WIDE_RUN), ("db", "status")])
 def test_no_table_line_is_wider_than_the_terminal(sweep: str, command: tuple[str, ...],
                                                   width: int) -> None:

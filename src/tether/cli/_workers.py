@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether._fit import fit_width, row_lines, wide_help
+from tether._fit import cells, cut_end, fit_width, pack, row_lines, wide_help
 from tether._lifecycle import worker_versions
 from tether._show import workers_document
 from tether.cli._common import client, dumps, safe
@@ -37,7 +37,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="also list stale registrations (no heartbeat for 60 s), marked stale")
     p.add_argument("--wide", action="store_true", help=wide_help(
         "a worker id is never cut; host and version are cut at their end, and the "
-        "queues go under the row, when the line has no room for them"))
+        "queues go under the row, when the line has no room for them, and on a narrow "
+        "terminal each worker's fields go under its id, named"))
     p.set_defaults(handler=workers)
 
 
@@ -60,22 +61,41 @@ def worker_lines(rows: list[dict[str, Any]], now: float, fit: int | None, *,
                  show_state: bool) -> list[str]:
     """The table: in a pipe (``fit`` None) every cell whole in its column; on a
     terminal ``fit`` wide, host and version cut at their end when the line needs room
-    (the worker id never), and the queues under the row when they do not fit beside
-    it."""
+    (the worker id never), and the queues (comma and space between them, to wrap
+    between names) under the row when they do not fit beside it; on one too narrow
+    for the figures' row even so, each worker as its id then its fields, named,
+    packed into the lines under it (``stacked``)."""
     titles = ["WORKER", "HOST", "PID", "VERSION", "UP", "SEEN", "HELD",
               *(["STATE"] if show_state else []), "QUEUES"]
-    cells = [[safe(r["worker_id"]), safe(r["hostname"]), str(r["pid"]),
+    table = [[safe(r["worker_id"]), safe(r["hostname"]), str(r["pid"]),
               safe(r["version"]) if r["version"] is not None else "-",
               ago(now - r["started_at"]), ago(now - r["heartbeat_at"]), str(r["runs_held"]),
               *([("live" if r["live"] else "stale")] if show_state else []),
-              ",".join(map(safe, r["queues"])) or "-"]
+              (", " if fit else ",").join(map(safe, r["queues"])) or "-"]
              for r in rows]
-    head, groups = row_lines(titles, cells, fit or 10**6, _GIVE, under="queues")
-    return [head, *(line for group in groups for line in group)]
+    head, groups = row_lines(titles, table, fit or 10**6, _GIVE, under="queues")
+    lines = [head, *(line for group in groups for line in group)]
+    if fit is not None and any(cells(line) > fit and " " in line for line in lines):
+        return stacked(titles, table, fit)
+    return lines
+
+
+def stacked(titles: list[str], table: list[list[str]], fit: int) -> list[str]:
+    """Each row as its worker id on a line, then its other cells named by their
+    titles (``pid 4242``), packed into indented lines of at most ``fit`` columns; the
+    queues last, wrapped between names (a name longer than the line on one of its
+    own, whole)."""
+    lines = []
+    for row in table:
+        named = [f"{title.lower()} {cut_end(cell, fit - len(title) - 3)}"
+                 for title, cell in zip(titles[1:-1], row[1:-1], strict=True)]
+        lines += [row[0], *("  " + line for line in pack(named, fit - 2))]
+        lines += ["  " + line for line in pack(["queues:", *row[-1].split()], fit - 2, " ")]
+    return lines
 
 
 def ago(seconds: float) -> str:
-    """An age, short: ``42 s``, ``17 min``, ``5.2 h``, ``3.0 d``."""
+    """An age, short: ``42 s``, ``17 min``, ``5.2 h``, ``3.0 d``, ``118 d``."""
     seconds = max(seconds, 0.0)
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -83,4 +103,5 @@ def ago(seconds: float) -> str:
         return f"{seconds / 60:.0f} min"
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    days = seconds / 86400
+    return f"{days:.1f} d" if days < 10 else f"{days:.0f} d"
