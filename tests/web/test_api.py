@@ -972,7 +972,7 @@ async def test_every_read_refuses_a_query_parameter_it_does_not_take(api: Api) -
     doc = (await api.http.get("/openapi.json")).json()
     reads = [path.replace("{run_id}", "w") for path, ops in doc["paths"].items()
              if "get" in ops]
-    assert len(reads) == 6
+    assert len(reads) == 7
     async with asyncio.timeout(30):
         for path in [*reads, "/openapi.json"]:
             for method in ("GET", "HEAD"):
@@ -995,6 +995,8 @@ async def test_every_read_refuses_a_query_parameter_it_does_not_take(api: Api) -
     assert r.json()["error"]["message"] == (
         "unknown query parameter(s): stauts; allowed: cursor, limit, parent, q, queue, "
         "status, workflow")
+    r = await api.http.get("/api/v1/workers", params={"x": "1", "_": "2"})
+    assert r.json()["error"]["message"] == "unknown query parameter(s): x; allowed: all"
     for path in ("/healthz", "/metrics", "/runs", "/runs/w", "/approvals", "/schedules"):
         r = await api.http.get(path, params={"x": "1", "_": "2"})
         assert r.status_code == 200, (path, r.text)
@@ -1421,7 +1423,7 @@ async def test_openapi_document_names_every_route(api: Api) -> None:
         "/api/v1/runs/{run_id}/retry", "/api/v1/runs/{run_id}/fork",
         "/api/v1/runs/{run_id}/erase", "/api/v1/schedules", "/api/v1/schedules/{name}",
         "/api/v1/schedules/{name}/pause", "/api/v1/schedules/{name}/resume",
-        "/api/v1/schedules/{name}/trigger"}
+        "/api/v1/schedules/{name}/trigger", "/api/v1/workers"}
     # ... and every (path, method) the server routes is in the document, and back.
     from tether.serve import _api, _control
 
@@ -1482,7 +1484,7 @@ async def test_every_operations_refusals_of_origin_and_host_are_in_the_document(
                 assert r.status_code == 403 and error_of(r) == "forbidden", (url, r.text)
                 assert "403" in op["responses"], (method, path)
                 checked += 1
-    assert checked == 17 * 2
+    assert checked == 18 * 2
     assert await api_open.snapshot() == []  # (nothing refused changed anything)
 
 
