@@ -1186,8 +1186,9 @@ async def test_runs_that_move_beside_a_spinning_run_still_end_a_wait(store_url: 
     a run waiting for a signal is not cut short when something can still send it: a run
     that sleeps an hour of virtual time (60 of the spinner's retries) then signals, one
     whose step fails five times then succeeds and signals, one whose step fails until a
-    task of the test fixes it after a real sleep, and the test's own task signalling
-    after a real sleep. Without the spinner, a run that sleeps a year then signals."""
+    task of the test fixes it once it has failed more than ``stuck_attempts`` times, and
+    the test's own task signalling after a real sleep. Without the spinner, a run that
+    sleeps a year then signals."""
     app, wf = _beside_app()
     async with TestEnv(app, store_url=store_url, start_time=0.0, stuck_after=0.3,
                        stuck_attempts=20) as env:
@@ -1206,13 +1207,20 @@ async def test_runs_that_move_beside_a_spinning_run_still_end_a_wait(store_url: 
         assert await waiting.result() == "recovered"
         assert wf["state"]["fails"] == 6
 
-        async def fix_later() -> None:
-            await asyncio.sleep(1.0)  # (the step fails meanwhile, every virtual second)
+        async def fix_later(run_id: str) -> None:
+            # (the step fails meanwhile, every virtual second: the test's task, busy
+            # with its own sleeps and reads, holds RunSpinning off until it fixes it.
+            # Fixed once it failed more than stuck_attempts times, not after a real
+            # second: on a loaded machine a second held 11 attempts)
+            while not any(e["attempts"] > 20 for e in (await env.app.get_run(run_id)).journal
+                          if e["kind"] == "step"):
+                await asyncio.sleep(0.05)
             wf["state"]["fixed"] = True
 
         waiting = await env.app.start(wf["approval"])
         patient = await env.app.start(wf["patient"], waiting.run_id)
-        assert await asyncio.gather(waiting.result(), fix_later()) == ["fixed", None]
+        assert await asyncio.gather(waiting.result(), fix_later(patient.run_id)) == [
+            "fixed", None]
         [entry, _] = (await env.app.get_run(patient.run_id)).journal
         assert entry["attempts"] > 20  # (it did fail more than stuck_attempts times)
 
