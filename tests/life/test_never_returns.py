@@ -6,7 +6,6 @@ thread step never returns still exits after SIGTERM, leaving the run to another 
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from tests.life.test_processes import cli, registered
 from tether import App
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
-
-
-@pytest.fixture
-async def workers(store_url: str, tmp_path: Path) -> AsyncIterator[Workers]:
-    w = Workers(store_url, tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop_all()
 
 
 async def test_cancel_from_another_process_interrupts_a_step_that_awaits_forever(

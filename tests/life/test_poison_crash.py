@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from tests.life.test_processes import cli, registered
 from tether import App, RunStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
-
-
-@pytest.fixture
-async def workers(store_url: str, tmp_path: Path) -> AsyncIterator[Workers]:
-    w = Workers(store_url, tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop_all()
 
 
 async def test_a_run_that_kills_every_worker_ends_failed_after_the_bound(

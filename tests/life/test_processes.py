@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ from tether import App
 from tether.worker._worker import STOP_WRITES_TIMEOUT
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
-
-
-@pytest.fixture
-async def workers(store_url: str, tmp_path: Path) -> AsyncIterator[Workers]:
-    w = Workers(store_url, tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop_all()
 
 
 async def registered(app: App, n: int) -> bool:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,6 @@ from tests.web.helpers import READ, serving
 from tether import App
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
-
-
-@pytest.fixture
-async def workers(store_url: str, tmp_path: Path) -> AsyncIterator[Workers]:
-    w = Workers(store_url, tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop_all()
 
 
 def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:

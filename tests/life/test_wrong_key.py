@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ KEY1, KEY2 = b"1" * 32, b"2" * 32
 def keys(spec: dict[str, bytes]) -> dict[str, str]:
     return {"TETHER_PAYLOAD_KEYS": ",".join(
         f"{kid}:{base64.b64encode(k).decode()}" for kid, k in spec.items())}
-
-
-@pytest.fixture
-async def workers(store_url: str, tmp_path: Path) -> AsyncIterator[Workers]:
-    w = Workers(store_url, tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop_all()
 
 
 async def test_a_worker_without_the_key_hands_runs_to_one_with_it(
