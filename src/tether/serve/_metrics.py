@@ -261,18 +261,26 @@ def _kept(totals: dict[str, float], limit: int) -> set[str]:
     return set(sorted(totals, key=lambda k: (-totals[k], k))[:limit])
 
 
-def _workflow_runs(stats: StoreStats, known: Iterable[str]) -> dict[str, dict[str, int]]:
-    """Runs by workflow (``WORKFLOW_SERIES`` of them, the rest as ``OTHER``; the
-    ``known`` ones with none too) and status."""
+def _by_workflow(counts: dict[tuple[str, str], int], known: Iterable[str]
+                 ) -> tuple[set[str], dict[str, dict[str, int]]]:
+    """``counts`` (by workflow and status) for the ``WORKFLOW_SERIES`` workflows with the
+    most (the ``known`` ones with none too), the rest summed as ``OTHER``; and the
+    workflows kept."""
     totals: dict[str, float] = dict.fromkeys(known, 0)
-    for (workflow, _), n in stats.runs_by_workflow.items():
+    for (workflow, _), n in counts.items():
         totals[workflow] = totals.get(workflow, 0) + n
     kept = _kept(totals, WORKFLOW_SERIES)
     out: dict[str, dict[str, int]] = {w: {} for w in kept}
-    for (workflow, status), n in stats.runs_by_workflow.items():
+    for (workflow, status), n in counts.items():
         by_status = out.setdefault(workflow if workflow in kept else OTHER, {})
         by_status[status] = by_status.get(status, 0) + n
-    return out
+    return kept, out
+
+
+def _workflow_runs(stats: StoreStats, known: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Runs by workflow (``WORKFLOW_SERIES`` of them, the rest as ``OTHER``; the
+    ``known`` ones with none too) and status."""
+    return _by_workflow(stats.runs_by_workflow, known)[1]
 
 
 def _run_ends(stats: StoreStats, known: Iterable[str]
@@ -280,14 +288,7 @@ def _run_ends(stats: StoreStats, known: Iterable[str]
     """Ended runs by workflow and status, and the histogram of their durations by
     workflow: the ``WORKFLOW_SERIES`` workflows with the most ended runs (the ``known``
     ones with none too), the rest summed as ``OTHER``."""
-    totals: dict[str, float] = dict.fromkeys(known, 0)
-    for (workflow, _), n in stats.run_ends.items():
-        totals[workflow] = totals.get(workflow, 0) + n
-    kept = _kept(totals, WORKFLOW_SERIES)
-    ends: dict[str, dict[str, int]] = {w: {} for w in kept}
-    for (workflow, status), n in stats.run_ends.items():
-        by_status = ends.setdefault(workflow if workflow in kept else OTHER, {})
-        by_status[status] = by_status.get(status, 0) + n
+    kept, ends = _by_workflow(stats.run_ends, known)
     zero = (0.0,) * (len(RUN_BUCKETS) + 2)
     durations: dict[str, tuple[float, ...]] = dict.fromkeys(ends, zero)
     for workflow, values in stats.run_durations.items():
