@@ -163,16 +163,19 @@ def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
 
 
 @contextlib.asynccontextmanager
-async def ui_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def ui_client(url: str, *, max_body: int | None = None
+                    ) -> AsyncIterator[httpx.AsyncClient]:
     """A browser-like client (no bearer header) of an in-process ``tether serve`` with an
     admin and a read token (``ADMIN``, ``READ``), over the test workflows' App on the
-    store ``url`` (``tests.web.webapp``); ``client.app`` is that App."""
+    store ``url`` (``tests.web.webapp``); ``client.app`` is that App. ``max_body``: the
+    server's body limit (``--max-body``), else its default."""
     from tests.web import webapp
-    from tether.serve import Tokens, create_app
+    from tether.serve import DEFAULT_MAX_BODY, Tokens, create_app
 
     app = webapp.make_app(url)
     await app._open()
-    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False,
+                      max_body=DEFAULT_MAX_BODY if max_body is None else max_body)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
                                  base_url="http://127.0.0.1") as http:
         http.app = app  # type: ignore[attr-defined]

@@ -106,6 +106,13 @@ def _for_machines(path: str) -> bool:
     return path.startswith(("/api/", "/mcp")) or path in ("/metrics", "/openapi.json")
 
 
+def _page_form(scope: Scope, path: str) -> bool:
+    """Whether the request is a form a person's browser posts from a page (the signal,
+    approval, cancel, fork... forms, ``/login``): a refusal is answered with a page
+    that says why, not the API's JSON, which the browser showed in the page's place."""
+    return scope["method"] == "POST" and not _for_machines(path) and path != "/healthz"
+
+
 def default_max_connections(url: str = "") -> int:
     """``tether serve``'s connection limit unless ``--max-connections``: the process's
     file-descriptor limit (``RLIMIT_NOFILE``, its soft value: ``ulimit -n``) less
@@ -280,14 +287,19 @@ class Guard:
             scope = _api.keep_encoded_slashes(scope)
         is_api = _for_machines(path)
         length = headers.get("content-length")
+        #: A page's form announced over the limit: its route answers the 413, on a page
+        #: (once the session is checked), its body never read (``limited_receive``).
+        form_too_large = False
         if length is not None:
             if not length.isdigit():
                 await _reply(scope, receive, send, _error(400, "bad_request",
                                                           "Content-Length is not a number"))
                 return
             if int(length) > self.max_body:
-                await _reply(scope, receive, send, _too_large(self.max_body))
-                return
+                if not _page_form(scope, path):
+                    await _reply(scope, receive, send, _too_large(self.max_body))
+                    return
+                form_too_large = True
         if not self.tokens.enabled and not loopback_host_header(headers.get("host", "")):
             # No tokens: only loopback clients, and a browser page of another site that
             # reaches this port through DNS rebinding names its own host.
@@ -381,6 +393,8 @@ class Guard:
 
         async def limited_receive() -> Message:
             nonlocal received, body_done
+            if form_too_large and not body_done:
+                raise _TooLarge  # (its route's form, read first, is answered 413)
             if body_done or self.client_timeout is None:
                 message = await receive()
             else:
@@ -649,7 +663,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 async def _body_too_large(request: Request, exc: Exception) -> Response:
-    return _too_large(request.app.state.max_body)
+    """A body over ``max_body``, met as a route read it: the API's JSON 413, or for a
+    page's form a 413 page that says so and leads back to the page it was on."""
+    limit: int = request.app.state.max_body
+    if _page_form(request.scope, route_path(request.scope)):
+        return _ui.error_page(request, 413, (
+            f"What you sent is over this server's limit of {limit} bytes a request "
+            "(tether serve --max-body): nothing was done. Shorten the data and send "
+            "it again."))
+    return _too_large(limit)
 
 
 async def _body_too_slow(request: Request, exc: Exception) -> Response:
