@@ -690,7 +690,8 @@ async def test_store_connections_carry_the_tcp_settings_on_their_sockets(pg_url:
 async def test_claim_and_journal_queries_use_indexes(
         pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
     """On a table of finished runs with a few runnable ones, claiming, loading the
-    journals and taking a signal never scan a whole table."""
+    journals, taking a signal and listing the runs that have not settled never scan a
+    whole table."""
     await raw.execute("""
         INSERT INTO tether.runs (run_id, workflow, queue, status, input, created_at,
                                  updated_at, available_at)
@@ -710,7 +711,7 @@ async def test_claim_and_journal_queries_use_indexes(
               "version": None, "workflows": ["wf"], "exclude": ["r7"],
               "takeover_before": 1e9 - 5}
     for name in ("run_claim", "run_claim_journals", "journal_read", "signal_take",
-                 "next_available_at", "run_activity"):
+                 "next_available_at", "run_activity", "run_list_unsettled"):
         cur = await raw.execute("EXPLAIN " + pg._q[name], params)
         plan = "\n".join(r[0] for r in await cur.fetchall())
         assert "Seq Scan" not in plan, f"{name}:\n{plan}"

@@ -1,5 +1,6 @@
 """Reads whose cost must not grow with the store's other runs, on every backend: what
-``TestEnv`` polls (``Store.run_activity``), and the children of many runs, those not
+``TestEnv`` polls (``Store.run_activity``) and the runs it reads in one snapshot
+(``Store.run_list_unsettled``), and the children of many runs, those not
 read out counted and summed in the store (``Store.run_children_many``); their answers
 checked against the runs."""
 
@@ -47,6 +48,38 @@ async def test_run_activity_says_busy_and_the_next_wake_from_the_runs_of_its_que
     # A running run, of any queue: busy.
     await start_and_claim(store, "runs", queue="elsewhere", now=T0)
     assert await store.run_activity(queues=["q2"], now=T0) == (True, T0 + 30)
+
+
+async def test_run_list_unsettled_reads_the_runs_that_may_move_in_one_snapshot(
+        store: Store) -> None:
+    """``run_list_unsettled``: the queued, running and waiting runs (not the ended nor the
+    blocked ones), newest first, up to ``limit``. One statement: a run claimed between
+    two calls is in each, queued and then running; read a status at a time, a claim
+    between the ``running`` read and the ``queued`` one hides it from both (what
+    ``TestEnv`` did until 2026-12-07: tests/testing/test_env_snapshot.py)."""
+    assert await store.run_list_unsettled() == []
+    for i, status in enumerate(("completed", "failed", "cancelled", "blocked")):
+        await store.run_insert(run=run_record(f"end-{i}", status=status, now=T0 - 10 + i))
+    await store.run_insert(run=run_record("timer", status="waiting", now=T0 + 1,
+                                          available_at=T0 + 60))
+    await store.run_insert(run=run_record("on-signal", status="waiting", now=T0 + 2))
+    await start_and_claim(store, "busy", queue="elsewhere", now=T0 + 3)
+    await store.run_insert(run=run_record("due", now=T0 + 4))
+
+    async def listed(limit: int = 100) -> list[tuple[str, str]]:
+        return [(r.run_id, r.status) for r in await store.run_list_unsettled(limit=limit)]
+
+    before = await listed()
+    assert before == [("due", "queued"), ("busy", "running"), ("on-signal", "waiting"),
+                      ("timer", "waiting")]
+    assert await listed(limit=2) == before[:2]
+    running = await store.run_list(status="running")
+    claimed = await store.run_claim(worker_id="w2", queues=["q"], limit=1, now=T0 + 5,
+                                    lease_seconds=30.0)
+    assert [c.run.run_id for c in claimed] == ["due"]
+    queued = await store.run_list(status="queued")
+    assert "due" not in {r.run_id for r in running + queued}  # (three reads: missed)
+    assert await listed() == [("due", "running"), *before[1:]]  # (one: there)
 
 
 async def _child(store: Store, parent: str, run_id: str, at: float, status: str,

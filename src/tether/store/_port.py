@@ -592,6 +592,14 @@ class Store(ServeQueries, Protocol):
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         """Runs, newest first."""
 
+    async def run_list_unsettled(self, *, limit: int = 100) -> list[RunRecord]:
+        """The ``queued``, ``running`` and ``waiting`` runs, newest first, read in one
+        snapshot (one statement): a run claimed, released or woken meanwhile is in the
+        list once, under one of its statuses. Three ``run_list`` calls, one a status,
+        missed a run claimed between the ``running`` read and the ``queued`` one
+        (``tether.testing.TestEnv`` reads what still moves so). Index lookups: the
+        newest of each status."""
+
     async def journal_read(self, run_id: str) -> list[JournalEntry]:
         """The run's journal in position order."""
 

@@ -98,8 +98,8 @@ _POLL_MAX = 0.02
 _SPIN_CHECK = 0.5
 #: At most this many runs (the one waited on and the children it waits for) per wait.
 _SPIN_RUNS = 32
-#: At most this many runs of each status that has not ended are read to tell that every
-#: run that moves only spins (``TestEnv._spinners``); a store with more is never still.
+#: At most this many runs queued, running or waiting are read to tell that every run
+#: that moves only spins (``TestEnv._spinners``); a store with more is never still.
 _SPIN_LIST = 1000
 
 #: The store's key-value row an open environment holds (``kv_get``/``kv_cas``), to refuse
@@ -1021,11 +1021,14 @@ class TestEnv:
         their children) and the others, with the failing step calls of the others added
         to ``failing``; or None as soon as one of them cannot be spinning (no step call
         of its failed ``stuck_attempts`` attempts in a row), the store has schedules
-        (a tick starts a run) or more runs than ``_SPIN_LIST`` of a status. The store's
-        list of runs is read only when every run of ``tree`` waits without a wake-up or
-        spins (read again, so that a child that ended while the tree was read, waking
-        its parent, is seen): a wait on a run that moves reads only its journals, as
-        ``RunSpinning`` does."""
+        (a tick starts a run) or ``_SPIN_LIST`` runs or more that have not settled. The
+        store's list of runs is read only when every run of ``tree`` waits without a
+        wake-up or spins (read again, so that a child that ended while the tree was
+        read, waking its parent, is seen): a wait on a run that moves reads only its
+        journals, as ``RunSpinning`` does. The runs that may move are read in one
+        snapshot (``Store.run_list_unsettled``): read a status at a time, a run
+        claimed between the ``running`` read and the ``queued`` one was in neither,
+        and the environment looked still but for the spinners (a false ``RunStuck``)."""
         assert self.stuck_attempts is not None
         limit = self.stuck_attempts
 
@@ -1046,19 +1049,18 @@ class TestEnv:
                 if not spinning(run_id):
                     return None
                 moving[run_id] = now
-        for status in ("running", "queued", "waiting"):
-            runs = await store.run_list(status=status, limit=_SPIN_LIST)
-            if len(runs) >= _SPIN_LIST:
+        runs = await store.run_list_unsettled(limit=_SPIN_LIST)
+        if len(runs) >= _SPIN_LIST:
+            return None
+        for run in runs:
+            if run.run_id in tree or not self._moves(run):
+                continue
+            for entry in await store.journal_read(run.run_id):
+                if _failed_step(entry):
+                    failing.setdefault((run.run_id, entry.position), (None, run, entry))
+            if not spinning(run.run_id):
                 return None
-            for run in runs:
-                if run.run_id in tree or not self._moves(run):
-                    continue
-                for entry in await store.journal_read(run.run_id):
-                    if _failed_step(entry):
-                        failing.setdefault((run.run_id, entry.position), (None, run, entry))
-                if not spinning(run.run_id):
-                    return None
-                moving[run.run_id] = run
+            moving[run.run_id] = run
         return moving
 
     def _moves(self, run: RunRecord) -> bool:
@@ -1074,25 +1076,25 @@ class TestEnv:
         """The runs of the last look that only spin (``_spinners``), read again: None
         unless every run that moves now is one of them and each still retries the same
         step call, which has failed no fewer attempts (one that succeeded has moved on,
-        and may end the wait)."""
+        and may end the wait). The runs are read in one snapshot, as ``_moving_beside``
+        reads them."""
         known = self._spinners
         if known is None or self.app._schedules:
             return None
         store = self.app.store
-        for status in ("running", "queued", "waiting"):
-            runs = await store.run_list(status=status, limit=_SPIN_LIST)
-            if len(runs) >= _SPIN_LIST:
+        runs = await store.run_list_unsettled(limit=_SPIN_LIST)
+        if len(runs) >= _SPIN_LIST:
+            return None
+        for run in runs:
+            if not self._moves(run):
+                continue
+            if run.run_id not in known:
                 return None
-            for run in runs:
-                if not self._moves(run):
-                    continue
-                if run.run_id not in known:
-                    return None
-                _, entry = known[run.run_id]
-                now = next((e for e in await store.journal_read(run.run_id)
-                            if e.position == entry.position), None)
-                if now is None or not _failed_step(now) or now.attempts < entry.attempts:
-                    return None
+            _, entry = known[run.run_id]
+            now = next((e for e in await store.journal_read(run.run_id)
+                        if e.position == entry.position), None)
+            if now is None or not _failed_step(now) or now.attempts < entry.attempts:
+                return None
         return list(known.values())
 
     async def _failing_steps(self, run_id: str) -> tuple[

@@ -1049,6 +1049,10 @@ class PostgresStore(PostgresServeQueries):
             rows, _ = await self._one("run_list_status", {"status": status, "limit": limit})
         return [run_from_row(r) for r in rows]
 
+    async def run_list_unsettled(self, *, limit: int = 100) -> list[RunRecord]:
+        rows, _ = await self._one("run_list_unsettled", {"limit": limit})
+        return [run_from_row(r) for r in rows]
+
     async def journal_read(self, run_id: str) -> list[JournalEntry]:
         rows, _ = await self._one("journal_read", {"run_id": run_id})
         return [entry_from_row(r) for r in rows]

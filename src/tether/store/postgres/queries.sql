@@ -95,7 +95,8 @@ woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM ins)
 SELECT run_id FROM ins, woke;
 
 -- _list_branch --
--- run_list's branch of one status (written once per status by the loader: {_x|a,b}).
+-- run_list's and run_list_unsettled's branch of one status (written once per status by the
+-- loader: {_x|a,b}).
 (SELECT * FROM {schema}.runs WHERE status = '{status}' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
 
 -- run_list --
@@ -108,6 +109,17 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        version, forked_from, forked_at, generation, erased_at
 FROM (
       {_list_branch|queued,running,waiting,completed,failed,cancelled,blocked}) AS r
+ORDER BY created_at DESC, run_id LIMIT %(limit)s;
+
+-- run_list_unsettled --
+-- The queued, running and waiting runs, newest first, in one statement (one snapshot):
+-- the newest of each status, merged as run_list's.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM (
+      {_list_branch|queued,running,waiting}) AS r
 ORDER BY created_at DESC, run_id LIMIT %(limit)s;
 
 -- run_list_status --

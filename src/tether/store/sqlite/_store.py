@@ -910,6 +910,10 @@ class SqliteStore(SqliteServeQueries):
         limit = max(0, min(limit, 2**62))  # SQLite integers are 64-bit
         return await self._read(_run_list, status, limit)
 
+    async def run_list_unsettled(self, *, limit: int = 100) -> list[RunRecord]:
+        limit = max(0, min(limit, 2**62))  # SQLite integers are 64-bit
+        return await self._read(_run_list_unsettled, limit)
+
     async def journal_read(self, run_id: str) -> list[JournalEntry]:
         return await self._read(_journal_read, run_id)
 
@@ -1326,6 +1330,10 @@ def _run_list(conn: apsw.Connection, status: str | None, limit: int) -> list[Run
         return [run_from_row(r) for r in conn.execute(Q["run_list_all"], {"limit": limit})]
     return [run_from_row(r)
             for r in conn.execute(Q["run_list"], {"status": status, "limit": limit})]
+
+
+def _run_list_unsettled(conn: apsw.Connection, limit: int) -> list[RunRecord]:
+    return [run_from_row(r) for r in conn.execute(Q["run_list_unsettled"], {"limit": limit})]
 
 
 def _journal_read(conn: apsw.Connection, run_id: str) -> list[JournalEntry]:

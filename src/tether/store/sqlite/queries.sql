@@ -47,7 +47,8 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
 FROM tether_runs WHERE run_id = :run_id;
 
 -- _list_branch --
--- run_list_all's branch of one status (written once per status by the loader: {_x|a,b}).
+-- run_list_all's and run_list_unsettled's branch of one status (written once per status by
+-- the loader: {_x|a,b}).
 SELECT * FROM (SELECT * FROM tether_runs WHERE status = '{status}' ORDER BY created_at DESC, run_id LIMIT :limit)
 
 -- run_list_all --
@@ -60,6 +61,17 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        version, forked_from, forked_at, generation, erased_at
 FROM (
       {_list_branch|queued,running,waiting,completed,failed,cancelled,blocked})
+ORDER BY created_at DESC, run_id LIMIT :limit;
+
+-- run_list_unsettled --
+-- The queued, running and waiting runs, newest first, in one statement (one snapshot):
+-- the newest of each status through tether_runs_status, merged.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM (
+      {_list_branch|queued,running,waiting})
 ORDER BY created_at DESC, run_id LIMIT :limit;
 
 -- run_list --
