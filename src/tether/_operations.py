@@ -381,10 +381,17 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
             started_at=first_at, finished_at=now, args=args_text,
         )
-        if ctx.ordered:  # (a run of several tasks: see RunContext.turn)
-            await ctx.in_flight(pos, now, ctx.write(done))
-        else:
-            await ctx.write(done)
+        try:
+            if ctx.ordered:  # (a run of several tasks: see RunContext.turn)
+                await ctx.in_flight(pos, now, ctx.write(done))
+            else:
+                await ctx.write(done)
+        except BaseException:
+            # Its body ran, its result's write did not end well: refused by fencing
+            # (another worker took the run over), or its outcome unknown (cancelled
+            # mid-way). If the run was lost, its end says which (``superseded``).
+            ctx.unconfirmed(attempt_id, (*head, "ok", started, now, None), done)
+            raise
         if fresh and state.attempts == 1:  # (a new entry: it holds this attempt)
             writer.settled(attempt_id)
         if ctx.ordered:

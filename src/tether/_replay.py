@@ -48,13 +48,16 @@ from tether.errors import (
     LeaseLost,
     NonDeterminismError,
     PayloadError,
+    StoreError,
     StoreUnavailable,
 )
 from tether.store._lifecycle import AttemptRecord
 from tether.store._port import Wait, merge_waits
+from tether.store._sql import same_entry
 
 if TYPE_CHECKING:
     from tether._clock import Clock
+    from tether._types import RunRecord
     from tether.store._port import Store
 
 log = logging.getLogger("tether.worker")
@@ -470,7 +473,7 @@ class AttemptWriter:
         #: States noted, by state (``running`` once per attempt started): the worker's
         #: ``/metrics`` reads them (one increment per note, on the step's path).
         self.noted: dict[str, int] = dict.fromkeys(
-            ("running", "ok", "error", "postponed", "cancelled"), 0)
+            ("running", "ok", "error", "postponed", "cancelled", "superseded"), 0)
         #: Fresh attempts that succeeded, their entries' commits not yet known, with the
         #: loop's time when they ended: a write holds them back until ``SETTLE_HOLD_MAX``
         #: after that (their entry commits meanwhile, as a rule; if it did not, the row
@@ -491,6 +494,8 @@ class AttemptWriter:
                 self._fresh.add(attempt_id)
             elif row[7] == "ok" and attempt_id in self._fresh:
                 self._settling[attempt_id] = asyncio.get_running_loop().time()
+            elif self._settling:  # (superseded: its entry will never commit)
+                self._settling.pop(attempt_id, None)
         if attempt_id not in self._buffer:
             runs = self._buffered_runs
             runs[row[1]] = runs.get(row[1], 0) + 1
@@ -954,6 +959,9 @@ class RunContext:
         self.io = 0
         #: Tasks parked at a durable wait (None until the first parks).
         self._parking: _Parking | None = None
+        #: Attempts of this execution that succeeded but whose result's journal write
+        #: did not end well (``unconfirmed``), with their rows and entries; None: none.
+        self._unconfirmed: dict[str, tuple[AttemptRow, JournalEntry]] | None = None
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -1160,12 +1168,14 @@ class RunContext:
                 return
         except BaseException as stopped:
             if isinstance(self.stop, Lost):
-                log.warning("run %s: lease lost while the store was unavailable (another "
-                            "worker took the run over: fencing token %d is stale); the "
-                            "%s held in memory is dropped (it stands only if its first "
-                            "attempt committed before its connection was cut), and that "
-                            "worker continues the run from its journal", run_id,
-                            self.lease.fencing_token, what, extra=fields)
+                # (DEBUG: the run's end says the loss once, as a WARNING: the worker's
+                # ``_lease_lost``, with the step results refused, ``superseded``.)
+                log.debug("run %s: lease lost while the store was unavailable (another "
+                          "worker took the run over: fencing token %d is stale); the "
+                          "%s held in memory is dropped (it stands only if its first "
+                          "attempt committed before its connection was cut), and that "
+                          "worker continues the run from its journal", run_id,
+                          self.lease.fencing_token, what, extra=fields)
             elif isinstance(stopped, asyncio.CancelledError):
                 log.warning("run %s: stopped with %s not written (the store is "
                             "unavailable); a worker that takes the run over replays it "
@@ -1581,6 +1591,62 @@ class RunContext:
             rows = []
         self.cut_off = cut_off_attempts(rows, self.generation)
         return self.cut_off
+
+    def unconfirmed(self, attempt_id: str, row: AttemptRow, entry: JournalEntry) -> None:
+        """A step's attempt that succeeded (``row``, noted ``ok``) but whose result's
+        journal write (``entry``) did not end well: refused by fencing, or cut off with
+        its outcome unknown (the run's task cancelled mid-way). If the run turns out to
+        be lost, ``supersede`` tells which."""
+        if self._unconfirmed is None:
+            self._unconfirmed = {}
+        self._unconfirmed[attempt_id] = (row, entry)
+
+    async def supersede(self, run: RunRecord | None) -> list[AttemptRow] | None:
+        """The run was lost to another worker (``Lost``): of this execution's attempts
+        that succeeded but whose result's write did not end well (``unconfirmed``), note
+        ``superseded`` those whose result the journal does not hold as written here
+        (``same_entry``): their body ran (its side effect happened) but their result was
+        refused, and the new owner runs the step again. One read of the journal (of the
+        run's generation: ``run``, as read now, says whether it continued as new since;
+        None: not known, the current one). An attempt whose result the journal holds
+        (committed before the takeover) stays ``ok``. Returns the rows noted
+        ``superseded``; None if the journal could not be read (the rows then stay as
+        noted, ``ok``: the worker cannot tell)."""
+        pending, self._unconfirmed = self._unconfirmed, None
+        if not pending:
+            return []
+        try:
+            if run is not None and run.generation != self.generation:
+                entries = next((g.entries for g in await self.store.journal_archive_read(
+                    self.run_id) if g.generation == self.generation), [])
+            else:
+                entries = await self.store.journal_read(self.run_id)
+        except StoreError as exc:
+            log.debug("run %s: could not read its journal to tell whether %d step "
+                      "results were refused (%s); their attempts stay ok", self.run_id,
+                      len(pending), exc)
+            return None
+        held = {e.position: e for e in entries}
+        noted: list[AttemptRow] = []
+        for attempt_id, (row, entry) in pending.items():
+            stored = held.get(entry.position)
+            if stored is not None and same_entry(stored, entry):
+                continue  # (it stood: committed before the takeover)
+            superseded: AttemptRow = (*row[:7], "superseded", row[8], row[9], None)
+            self.attempt_writer.note(attempt_id, superseded)
+            noted.append(superseded)
+        return noted
+
+    def lost_at(self) -> int:
+        """Where the run stood as this execution gave it up: the first position it took
+        that its journal does not hold as ended (an operation in flight), else the
+        next one it would have taken."""
+        journal = self.journal
+        for pos in range(self.position):
+            entry = journal.get(pos)
+            if entry is None or entry.status == PENDING:
+                return pos
+        return self.position
 
     async def flush_history(self) -> None:
         """Write this run's attempts noted so far (at the run's end): whoever sees the

@@ -216,7 +216,8 @@ class RunInfo:
     generation: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     #: Every execution attempt of its steps, with the worker that ran it (``status``
-    #: ``interrupted``: the worker was cut off in it).
+    #: ``interrupted``: the worker was cut off in it; ``superseded``: it succeeded but its
+    #: result was refused, another worker having taken the run over).
     attempts: list[dict[str, Any]] = field(default_factory=list)
     #: When its payloads were erased (``tether erase``), or None.
     erased_at: float | None = None

@@ -537,7 +537,9 @@ async def test_a_lost_lease_is_logged_with_who_holds_the_run_now(
 async def test_many_lost_leases_cost_one_read_and_a_bounded_log(
         store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A worker that lost many leases at once (a long pause) reads the first few back in
-    one read and counts the rest: its heartbeat loop must not stall on the log."""
+    one read and counts the rest: its heartbeat loop must not stall on the log. Those
+    lines are DEBUG (each lost run's end says the loss once, as a WARNING): without DEBUG
+    on, no read at all."""
     from tether.worker import _worker
 
     app = App(store_url)
@@ -559,11 +561,80 @@ async def test_many_lost_leases_cost_one_read_and_a_bounded_log(
     async with app.worker() as worker:
         lost = [handle.run_id] + [f"gone-{i}" for i in range(_worker.LOST_DETAILS + 1)]
         await worker._say_lost(lost)
-    assert reads[0] == lost[:_worker.LOST_DETAILS]
+        assert reads == []
+        caplog.set_level(logging.DEBUG, "tether.worker")
+        await worker._say_lost(lost)
+    assert reads == [lost[:_worker.LOST_DETAILS]]
     lines = [r.getMessage() for r in caplog.records if "lease" in r.getMessage()]
     assert len(lines) == _worker.LOST_DETAILS + 1, lines
-    assert "run known: lease lost (now " in lines[0]
+    assert "run known: lease lost (heartbeat; now " in lines[0]
     assert lines[-1] == "2 more leases lost; dropping those runs"
+    await app.close()
+
+
+@pytest.mark.parametrize("lost_in", ["run_crash_mark", "run_release"])
+async def test_a_lease_lost_in_a_takeovers_crash_bookkeeping_is_counted_and_said_once(
+        store_url: str, caplog: pytest.LogCaptureFixture, lost_in: str) -> None:
+    """A worker that takes a run over from a dead one first records the crash
+    (``run_crash_mark``) and, from the second crash in a row at one place, hands the run
+    back for a back-off (``run_release``). A worker that stalls there past its new lease
+    loses the run to another (here: its lease expired in the store and a thief claimed
+    the run just before that call): the loss is counted in ``leases_lost``
+    (``tether_worker_leases_lost_total``: it was not) and said in one WARNING."""
+    from tether.worker._metrics import exposition
+
+    app = App(store_url)
+    ran: list[int] = []
+
+    @app.step
+    async def work() -> None:
+        ran.append(1)
+
+    @app.workflow
+    async def wf() -> None:
+        await work()
+
+    await app._open()
+    store = app.store
+    await app.start(wf, run_id="t")
+    # Workers that died holding the run (their leases expired in the store): one for a
+    # first crash; two at the same place (the second recorded its crash) for a back-off.
+    dead = ["dead-1"] if lost_in == "run_crash_mark" else ["dead-1", "dead-2"]
+    for i, name in enumerate(dead):
+        claimed = await store.run_claim(worker_id=name, queues=["default"], limit=1,
+                                        now=app.clock.now(), lease_seconds=60)
+        assert [c.run.run_id for c in claimed] == ["t"]
+        if i:
+            await store.run_crash_mark(lease=claimed[0].lease, crashes=1, progress=0)
+        await store.lease_expire_owner(worker_id=name, now=app.clock.now())
+    real = getattr(store, lost_in)
+    stolen: list[int] = []
+
+    async def stalled(*, lease: Any, **kwargs: Any) -> Any:
+        if not stolen:  # (the first call: the worker "stalled" just before it)
+            await store.lease_expire_owner(worker_id=lease.worker_id, now=app.clock.now())
+            taken = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                          now=app.clock.now(), lease_seconds=60)
+            stolen.append(taken[0].lease.fencing_token)
+        return await real(lease=lease, **kwargs)
+
+    setattr(store, lost_in, stalled)
+    async with app.worker(concurrency=1) as worker:
+        for _ in range(400):
+            if worker.counts.leases_lost:
+                break
+            await asyncio.sleep(0.025)
+        assert worker.counts.leases_lost == 1
+        assert "tether_worker_leases_lost_total 1\n" in exposition(worker)
+    lines = [r.getMessage() for r in caplog.records
+             if r.levelno >= logging.WARNING and "lease lost" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"run t: lease lost at position 0 (now running, owner thief, "
+                               f"fencing token {stolen[0]}; this worker's fencing token "
+                               f"{stolen[0] - 1} is stale); dropping it"), lines
+    assert ran == []
+    run = await store.run_get("t")
+    assert run is not None and run.owner == "thief"
     await app.close()
 
 

@@ -167,3 +167,17 @@ async def steps_beside_a_signal() -> list[object]:
     """A branch of two steps (the second held by the test) beside a branch that waits
     for a signal (parked while the steps run)."""
     return list(await asyncio.gather(_step_then_gated(3), tether.wait_for_signal("approve")))
+
+
+@app.step
+async def slow_side_effect(delay: float) -> int:
+    """A side effect that takes ``delay`` seconds: ``begin`` and ``end`` in the side file."""
+    side("begin")
+    await asyncio.sleep(delay)
+    side("end")
+    return os.getpid()
+
+
+@app.workflow
+async def one_slow_step(delay: float) -> int:
+    return await slow_side_effect(delay)

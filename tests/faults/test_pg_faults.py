@@ -115,7 +115,9 @@ async def test_zombie_worker_write_is_rejected_by_fencing(env: tuple[App, PgWork
                                                           pg_url: str) -> None:
     """A worker frozen with SIGSTOP past its 2 s lease loses its run to another worker,
     which finishes it; resumed with SIGCONT, the frozen worker's step completes and its
-    journal write is refused by fencing; the journal keeps the new owner's entries."""
+    journal write is refused by fencing; the journal keeps the new owner's entries. The
+    frozen worker says the loss in one WARNING (where, who holds the run, the tokens, the
+    step whose result was refused), and the history shows its attempt ``superseded``."""
     from tests.faults.pg_apps import slow_chain
 
     app, workers = env
@@ -135,20 +137,26 @@ async def test_zombie_worker_write_is_rejected_by_fencing(env: tuple[App, PgWork
     assert time.monotonic() - frozen_at > 2.0  # the takeover waited for the lease
     zombie.send_signal(signal.SIGCONT)
 
-    def zombie_refused() -> bool:
-        return "refused by fencing" in workers.log(zombie)
+    def zombie_lost() -> bool:
+        return "lease lost" in workers.log(zombie)
 
-    await _wait(zombie_refused, 30, "the zombie's write was not refused:\n"
+    await _wait(zombie_lost, 30, "the zombie did not say its lease was lost:\n"
                 + workers.log(zombie))
     await asyncio.sleep(0.5)
     log = workers.log(zombie)
-    assert "journal append at position 1 refused by fencing: token 1 is stale" in log, log
-    # (the line carries the run's fields, as every line about a run does: it had the
-    # worker's alone, and a JSON log pipeline's run_id filter missed it)
-    (refusal,) = [ln for ln in log.splitlines() if "refused by fencing" in ln]
-    assert refusal.endswith(" [run=z position=1 worker=" + refusal.rsplit("worker=", 1)[1]), \
-        refusal
-    assert "lease on run 'z' lost (fencing token 1 is stale)" in log, log
+    # One WARNING for the lost run (it had three: the heartbeat's, the store's refusal,
+    # the run's end), with where the run stood, who holds it, both tokens, and the step
+    # whose result was refused; and it carries the run's fields (a JSON log pipeline's
+    # run_id filter finds it).
+    warnings = [ln for ln in log.splitlines() if " WARNING " in ln]
+    assert len(warnings) == 1, log
+    (lost,) = warnings
+    zombie_id = lost.rsplit("worker=", 1)[1].rstrip("]")
+    assert lost.endswith(f" [run=z position=1 worker={zombie_id}]"), lost
+    assert ("run z: lease lost at position 1 (now completed, owner none, fencing token 2; "
+            "this worker's fencing token 1 is stale); step 'work' at position 1 (attempt ") \
+        in lost, lost
+    assert "ran here but its result was refused (attempt superseded" in lost, lost
     assert zombie.poll() is None and heir.poll() is None  # both still serve
 
     execs = executions(side)
@@ -166,6 +174,11 @@ async def test_zombie_worker_write_is_rejected_by_fencing(env: tuple[App, PgWork
     tokens = journal_tokens(pg_url)
     assert [tokens[("z", p)] for p in range(5)] == [("ok", 1)] + [("ok", 2)] * 4
     no_overlap([e for e in execs if e.pid != zombie.pid or e.position == 0], killed={})
+    # The history: the zombie's attempt at position 1 ran (its side effect happened)
+    # but its result was refused; the heir's is the one that stands.
+    at1 = [(a["worker_id"] == zombie_id, a["status"]) for a in info.attempts
+           if a["position"] == 1]
+    assert at1 == [(True, "superseded"), (False, "ok")], info.attempts
 
 
 def _free_port() -> int:

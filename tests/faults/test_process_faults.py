@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.engine.helpers import journal_has, status_is, wait_for
 from tests.faults.procs import ROOT, Workers
 from tether import App
@@ -111,6 +113,59 @@ async def test_a_step_cut_off_by_a_sigkill_is_attempt_1_and_its_rerun_attempt_2(
         assert info.journal[0]["attempts"] == 2, info.journal
         # The step's first attempt started when the cut-off one did (max_duration).
         assert info.journal[0]["started_at"] == info.attempts[0]["started_at"]
+
+
+async def test_a_stalled_workers_refused_step_reads_superseded_and_its_loss_one_warning(
+    env: tuple[App, Workers], store_url: str,
+) -> None:
+    """A worker frozen (SIGSTOP) in a step past its 2 s lease loses the run to another,
+    which runs the step again and ends the run. Continued (SIGCONT), the frozen worker's
+    step body ends (its side effect happened: twice in all) and its result is refused by
+    fencing. The history shows that attempt ``superseded`` (it read ``ok``, as if the
+    step had run once), and the frozen worker says the loss in one WARNING: where the run
+    stood, who holds it now, both fencing tokens, the step refused (it said three)."""
+    from tests.faults.apps import one_slow_step
+
+    app, workers = env
+    first = workers.start(lease=2.0)
+    handle = await app.start(one_slow_step, 1.5, run_id="stall")
+    await wait_for(lambda: (first.pid, "begin") in workers.executions(), timeout=30)
+    workers.kill(first, signal.SIGSTOP)
+    heir = workers.start(lease=2.0)
+    assert await handle.result(timeout=60) == heir.pid
+    workers.kill(first, signal.SIGCONT)
+    log_path = workers.log_dir / "worker-0.log"
+    await wait_for(lambda: "lease lost" in log_path.read_text(), timeout=30)
+    await wait_for(lambda: (first.pid, "end") in workers.executions(), timeout=30)
+    # (its history write follows the line's read: give it a moment to land)
+    info = await app.get_run("stall")
+    for _ in range(100):
+        if any(a["status"] == "superseded" for a in info.attempts):
+            break
+        await asyncio.sleep(0.05)
+        info = await app.get_run("stall")
+    log = log_path.read_text()
+    warnings = [ln for ln in log.splitlines() if " WARNING " in ln]
+    assert len(warnings) == 1, log
+    first_id = warnings[0].rsplit("worker=", 1)[1].rstrip("]")
+    assert warnings[0].endswith(f" [run=stall position=0 worker={first_id}]"), warnings
+    assert ("run stall: lease lost at position 0 (now completed, owner none, fencing token "
+            "2; this worker's fencing token 1 is stale); step 'slow_side_effect' at "
+            "position 0 (attempt ") in warnings[0], warnings
+    assert "ran here but its result was refused (attempt superseded" in warnings[0], warnings
+    assert first.poll() is None and heir.poll() is None  # both still serve
+    assert workers.counts() == {"begin": 2, "end": 2}  # the side effect happened twice
+
+    shown = [(a["worker_id"] == first_id, a["status"]) for a in info.attempts]
+    assert shown == [(True, "superseded"), (False, "ok")], info.attempts
+    assert info.journal[0]["status"] == "ok"
+    cli = subprocess.run([sys.executable, "-m", "tether", "show", "stall", "--db", store_url],
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=CHECKOUT_PATH),
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    rows = cli.stdout.split("\nattempts:\n", 1)[1].splitlines()[:2]
+    assert "superseded" in rows[0] and rows[0].endswith(f"worker {first_id}"), cli.stdout
+    assert " ok " in rows[1], cli.stdout
 
 
 async def test_a_fork_whose_worker_is_killed_mid_step_completes_on_another(

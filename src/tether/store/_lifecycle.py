@@ -51,7 +51,11 @@ class AttemptRecord:
 
     ``status`` is ``running`` while it runs (or if its worker died in it: shown as
     ``interrupted`` once another worker holds the run), then ``ok``, ``error`` (a failed
-    attempt, retried or not) or ``postponed``.
+    attempt, retried or not), ``postponed``, ``cancelled`` (a cancel request interrupted
+    it) or ``superseded`` (it succeeded, but its result was refused: another worker had
+    taken the run over, and runs the step again; its side effects may have happened
+    twice). A reader meets any of these as a string, and should show one it does not
+    know as it is.
 
     Not frozen: one is built for every attempt of every step, and a frozen dataclass's
     ``__init__`` (``object.__setattr__`` per field) costs ~8 times more."""

@@ -38,7 +38,7 @@ MAX_REQUEST = 8192
 REQUEST_TIMEOUT = 5.0
 #: Step attempt states the ``AttemptWriter`` notes (``AttemptWriter.noted``, which
 #: lists them too: the core does not import the worker).
-ATTEMPT_STATES = ("running", "ok", "error", "postponed", "cancelled")
+ATTEMPT_STATES = ("running", "ok", "error", "postponed", "cancelled", "superseded")
 #: Final statuses a worker records (``WorkerCounts.ended``).
 END_STATUSES = (*ENDED_VALUES, "blocked")
 #: How a takeover's previous owner was known dead (``WorkerCounts.taken_over``).
@@ -128,6 +128,9 @@ def exposition(worker: Worker) -> str:
     t.family(p + "step_postponements_total", "counter", "Step attempts postponed "
              "(Postpone: an open circuit breaker, a rate limit not granted yet).",
              [({}, noted["postponed"])])
+    t.family(p + "step_attempts_superseded_total", "counter", "Step attempts whose body "
+             "ran but whose result was refused: another worker had taken the run over, "
+             "and runs the step again.", [({}, noted["superseded"])])
     t.family(p + "store_outages_total", "counter", "Times this worker's calls found the "
              "store unavailable (one per outage, however many calls failed).",
              [({}, outage[0])])

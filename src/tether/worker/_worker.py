@@ -1128,9 +1128,13 @@ class Worker:
                 await self._reap_dead_workers()
 
     async def _say_lost(self, lost: list[str]) -> None:
-        """Log the leases this worker lost, with what the store holds now: who took each
-        run and in which state (a lease lost on a healthy machine is worth explaining).
-        One read, of the first ``LOST_DETAILS`` runs; a count for the rest."""
+        """Log at DEBUG the leases this worker's heartbeat found lost, with what the
+        store holds now: who took each run and in which state. (Each lost run's end says
+        it once, as a WARNING, with where the run stood and the step results refused:
+        ``_lease_lost``.) One read, of the first ``LOST_DETAILS`` runs, and only when
+        DEBUG is on; a count for the rest."""
+        if not log.isEnabledFor(logging.DEBUG):
+            return
         shown = lost[:LOST_DETAILS]
         try:
             runs = {r.run_id: r for r in await self.app.store.run_get_many(shown)}
@@ -1139,14 +1143,61 @@ class Worker:
         for run_id in shown:
             run = runs.get(run_id)
             if run is None:
-                log.warning("run %s: lease lost; dropping it", run_id, extra={"run_id": run_id})
+                log.debug("run %s: lease lost (heartbeat); dropping it", run_id,
+                          extra={"run_id": run_id})
             else:
-                log.warning("run %s: lease lost (now %s, owner %s, fencing token %d, "
-                            "updated at %.3f); dropping it", run_id, run.status.value,
-                            run.owner or "none", run.fencing_token, run.updated_at,
-                            extra={"run_id": run_id})
+                log.debug("run %s: lease lost (heartbeat; now %s, owner %s, fencing token "
+                          "%d, updated at %.3f); dropping it", run_id, run.status.value,
+                          run.owner or "none", run.fencing_token, run.updated_at,
+                          extra={"run_id": run_id})
         if len(lost) > len(shown):
-            log.warning("%d more leases lost; dropping those runs", len(lost) - len(shown))
+            log.debug("%d more leases lost; dropping those runs", len(lost) - len(shown))
+
+    async def _lease_lost(self, run_id: str, token: int, position: int,
+                          ctx: RunContext | None = None) -> None:
+        """This worker lost its lease on ``run_id`` (its fencing ``token`` is stale):
+        another worker took the run over. Counted (``leases_lost``), and said once, as
+        one WARNING: where the run stood (``position``), who holds it now and under which
+        token (one read), and, for an execution of it (``ctx``), the steps whose body ran
+        here but whose result was refused: their attempts are noted ``superseded``
+        (``RunContext.supersede``) and written before the line."""
+        self.counts.leases_lost += 1
+        store = self.app.store
+        unread: BaseException | None = None
+        run: RunRecord | None = None
+        try:
+            run = await store.run_get(run_id)
+        except StoreError as exc:
+            unread = exc
+        refused: list[Any] | None = []
+        if ctx is not None:
+            refused = await ctx.supersede(run if unread is None else None)
+            await ctx.flush_history()
+        if refused:
+            position = min(row[3] for row in refused)
+        if unread is not None:
+            now = f"who holds it now could not be read: {unread}"
+        elif run is None:
+            now = "the run is gone"
+        else:
+            now = (f"now {run.status.value}, owner {run.owner or 'none'}, fencing token "
+                   f"{run.fencing_token}")
+        if refused:
+            steps = ", ".join(f"step {row[4]!r} at position {row[3]} (attempt {row[5]})"
+                              for row in refused)
+            one = len(refused) == 1
+            said = (f"; {steps} ran here but {'its result was' if one else 'their results were'}"
+                    f" refused (attempt{'' if one else 's'} superseded: the step"
+                    f"{' runs' if one else 's run'} again under the new lease, so "
+                    f"{'its' if one else 'their'} side effects may have happened twice)")
+        elif refused is None:
+            said = ("; whether the results of steps that ended here at the loss stand "
+                    "could not be read (their attempts stay ok)")
+        else:
+            said = ""
+        log.warning("run %s: lease lost at position %d (%s; this worker's fencing token "
+                    "%d is stale)%s; dropping it", run_id, position, now, token, said,
+                    extra={"run_id": run_id, "position": position})
 
     async def _release_orphans(self, orphans: set[str]) -> None:
         """Hand back runs the store says this worker holds but that it does not execute:
@@ -1346,11 +1397,14 @@ class Worker:
         progress = sum(1 for e in claimed.journal if e.status != "pending")
         same_place = run.crash_progress == progress
         takeover = run.crashes > run.crashes_seen
+        pending = [e.position for e in claimed.journal if e.status == "pending"]
+        position = min(pending) if pending else len(claimed.journal)
         if takeover:
             crashes = run.crashes if same_place else 1
             try:
                 await store.run_crash_mark(lease=lease, crashes=crashes, progress=progress)
-            except LeaseLost:
+            except LeaseLost:  # (taken over again meanwhile: this worker stalled)
+                await self._lease_lost(run.run_id, lease.fencing_token, position)
                 return False
             except StoreError as exc:  # the count is advisory: execute the run anyway
                 log.warning("run %s: could not record its crash count (%s)", run.run_id,
@@ -1359,8 +1413,6 @@ class Worker:
             crashes = run.crashes if same_place else 0
         if crashes < 2 and not takeover:
             return True
-        pending = [e.position for e in claimed.journal if e.status == "pending"]
-        position = min(pending) if pending else len(claimed.journal)
         how = None
         if takeover:
             # (from a worker this one found dead, or one whose lease ran out: until
@@ -1385,6 +1437,7 @@ class Worker:
                     lease=lease, status=RunStatus.FAILED.value, result=None, error=text,
                     now=app.clock.now()), errors=(StoreError,), attempts=10)
             except LeaseLost:
+                await self._lease_lost(run.run_id, lease.fencing_token, position)
                 return False
             self.completed += 1
             self._count_end(RunStatus.FAILED)
@@ -1400,8 +1453,8 @@ class Worker:
                 return True
             delay = _doubling(CRASH_BACKOFF, crashes - 1, CRASH_BACKOFF_MAX)
             delay *= random.uniform(1.0, 1.25)
-            await self._defer(lease, delay, f"a back-off: its worker died {crashes} times "
-                              f"in a row running it (at position {position})")
+            await self._defer(lease, position, delay, f"a back-off: its worker died "
+                              f"{crashes} times in a row running it (at position {position})")
             return False
         if self._executing or self._isolated is not None or len(self._active) > 1:
             # Not alone here: stop claiming until this worker is idle, and let it (or
@@ -1413,7 +1466,7 @@ class Worker:
             # ``_active``: a task whose lease was lost may still be winding down after a
             # new claim of the same run replaced its entry.)
             self._isolation_wanted = True
-            await self._defer(lease, CRASH_BACKOFF * random.uniform(1.0, 2.0),
+            await self._defer(lease, position, CRASH_BACKOFF * random.uniform(1.0, 2.0),
                               f"a worker executing nothing else (its worker died "
                               f"{crashes} times in a row running it)")
             return False
@@ -1422,14 +1475,17 @@ class Worker:
         self._isolated = run.run_id
         return True
 
-    async def _defer(self, lease: Lease, delay: float, reason: str) -> None:
-        """Hand a run back, claimable again after ``delay`` (its crash count stays)."""
+    async def _defer(self, lease: Lease, position: int, delay: float, reason: str) -> None:
+        """Hand a run back, claimable again after ``delay`` (its crash count stays);
+        ``position``: where it stands, for the line of a lease lost meanwhile."""
         now = self.app.clock.now()
-        with contextlib.suppress(LeaseLost):
+        try:
             await self._retry_store(lease.run_id, "hand it back", lambda: self.app.store
                                     .run_release(lease=lease, now=now,
                                                  wait=Wait(now + delay, reason)),
                                     errors=(StoreError,), attempts=10)
+        except LeaseLost:  # (taken over again meanwhile: this worker stalled)
+            await self._lease_lost(lease.run_id, lease.fencing_token, position)
         self._wake.set()
 
     def _unreadable(self, ctx: RunContext, error: PayloadError) -> BaseException:
@@ -1525,6 +1581,9 @@ class Worker:
             with contextlib.suppress(_Stop):
                 await ctx.flush()
         stop = ctx.end_stop(error)
+        if isinstance(stop, Lost):  # (a heartbeat, or a write of the run, found it taken)
+            await self._lease_lost(run_id, ctx.lease.fencing_token, ctx.lost_at(), ctx)
+            return
         # Retried without a limit while the worker runs: the heartbeat renews this run's
         # lease meanwhile, so nobody else would ever replay it if we gave up. A stopping
         # worker hands its leases back, and the next worker replays the run.
@@ -1533,9 +1592,8 @@ class Worker:
         try:
             await self._retry_store(run_id, "record its end",
                                     lambda: self._record_end(ctx, value, error, stop, run))
-        except LeaseLost as exc:  # (its end refused: another worker holds the run)
-            self.counts.leases_lost += 1
-            log.warning("run %s: %s", run_id, exc, extra={"run_id": run_id})
+        except LeaseLost:  # (its end refused: another worker holds the run)
+            await self._lease_lost(run_id, ctx.lease.fencing_token, ctx.lost_at(), ctx)
 
     async def _cancel_children(self, run_id: str) -> None:
         """Cancel a cancelled run's children; the parent's end is already recorded, so a
@@ -1559,10 +1617,6 @@ class Worker:
         codec = ctx.codec  # bound to the run
         run_id = ctx.run_id
         now = app.clock.now()
-        if isinstance(stop, Lost):  # (a heartbeat, or a write of the run, found it taken)
-            self.counts.leases_lost += 1
-            log.warning("run %s: %s", run_id, stop.error, extra={"run_id": run_id})
-            return
         if isinstance(stop, Blocked):
             err = stop.error
             if isinstance(err, NonDeterminismError):

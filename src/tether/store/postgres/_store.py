@@ -1352,13 +1352,15 @@ class PostgresStore(PostgresServeQueries):
             refused = await self._not_retries(refused, current)
         for a in refused:
             if current.get(a.lease.run_id) != a.lease.fencing_token:
-                # Worth a line in the log: a stalled worker (paused, partitioned) tried
-                # to write into a run another worker has taken over since.
-                log.warning("run %s: journal append at position %d refused by fencing: "
-                            "token %d is stale (current: %s)", a.lease.run_id,
-                            a.entry.position, a.lease.fencing_token,
-                            current.get(a.lease.run_id, "run not running"),
-                            extra={"run_id": a.lease.run_id, "position": a.entry.position})
+                # A stalled worker (paused, partitioned) tried to write into a run
+                # another worker has taken over since. DEBUG: the worker says the loss
+                # once, as a WARNING, with the step whose result this was (its attempt
+                # ``superseded``) and who holds the run now.
+                log.debug("run %s: journal append at position %d refused by fencing: "
+                          "token %d is stale (current: %s)", a.lease.run_id,
+                          a.entry.position, a.lease.fencing_token,
+                          current.get(a.lease.run_id, "run not running"),
+                          extra={"run_id": a.lease.run_id, "position": a.entry.position})
                 _settle(a.future, LeaseLost(a.lease.run_id, a.lease.fencing_token))
             else:
                 _settle(a.future, final_conflict(a.lease.run_id, a.entry.position))
