@@ -123,14 +123,16 @@ async def test_a_result_held_through_an_outage_is_dropped_if_another_worker_took
     lease, and another worker (which can) takes the run over and completes it. When the
     server is back, the first worker's write is refused by fencing (its token is stale)
     and its result dropped, said in the log; the run keeps the other worker's outcome.
-    The step ran again there only if the first write never reached the server."""
-    caplog.set_level(logging.INFO, logger="tether")
+    The step ran again there only if the first write never reached the server: then the
+    first worker's attempt reads ``superseded`` (its result refused), else it stands.
+    One WARNING says the lost run; the retried write's own line is DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="tether")
     answer = f"paid-{uuid.uuid4().hex}"
     calls: list[str] = []
     cut_off = _agent_app(proxy.url(), calls, answer)
     other = _agent_app(pg_migrated_url, calls, answer)
     try:
-        async with cut_off.worker(lease_seconds=1.0):
+        async with cut_off.worker(lease_seconds=1.0) as first:
             proxy.arm(answer.encode(), mode)
             await cut_off.start("agent", "hello", run_id="r1")
             await _cut(proxy)
@@ -138,10 +140,11 @@ async def test_a_result_held_through_an_outage_is_dropped_if_another_worker_took
                 run = await _ended(client, "r1")
             proxy.back()
             deadline = time.monotonic() + 20
-            while not any("lease lost while the store was unavailable" in r.getMessage()
+            while not any(r.getMessage().startswith("run r1: lease lost at position 0 ")
                           for r in caplog.records):
                 assert time.monotonic() < deadline, "the first worker never heard"
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # (its history write, issued before the line)
     finally:
         await cut_off.close()
         await other.close()
@@ -155,6 +158,16 @@ async def test_a_result_held_through_an_outage_is_dropped_if_another_worker_took
     assert said.startswith("run r1: lease lost while the store was unavailable (another "
                            "worker took the run over: fencing token 1 is stale); the step "
                            "'paid_call' at position 0 (ok) held in memory is dropped"), said
+    (lost,) = [r for r in caplog.records if r.levelno >= logging.WARNING
+               and "lease lost" in r.getMessage()]
+    assert lost.getMessage().startswith(
+        "run r1: lease lost at position 0 (now completed, owner none, fencing token 2; this "
+        "worker's fencing token 1 is stale)"), lost.getMessage()
+    refused = "step 'paid_call' at position 0 (attempt 1) ran here but its result was refused"
+    assert (refused in lost.getMessage()) is (mode == "before"), lost.getMessage()
+    attempts = (await client.get_run("r1")).attempts
+    superseded = [a["worker_id"] for a in attempts if a["status"] == "superseded"]
+    assert superseded == ([first.worker_id] if mode == "before" else []), attempts
 
 
 async def test_a_run_cancelled_while_its_result_waits_for_the_store(
