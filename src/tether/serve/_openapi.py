@@ -242,7 +242,13 @@ def document(root_path: str = "") -> dict[str, Any]:
                                     "name": {"type": "string"},
                                     "attempt": {"type": "integer"},
                                     "worker_id": {"type": "string", "nullable": True},
-                                    "status": {"type": "string"},
+                                    "status": {"type": "string", "description": (
+                                        "running, ok, error, postponed, cancelled or "
+                                        "superseded (it succeeded but its result was "
+                                        "refused: another worker took the run over and "
+                                        "runs the step again); interrupted: running when "
+                                        "its worker lost the run. A client shows one it "
+                                        "does not know as it is")},
                                     "started_at": {"type": "number"},
                                     "finished_at": _WHEN,
                                     "error": {"nullable": True}}}},
