@@ -188,3 +188,23 @@ async def test_an_attempt_waiting_for_its_entry_is_held_back_a_while(
     writer.note("a4", _run_row("a4", "ok", "r4"))  # type: ignore[arg-type]
     await writer.close()  # the worker stops: nothing is held back
     assert store.written == [("a2", "ok"), ("a5", "running"), ("a3", "ok"), ("a4", "ok")]
+
+
+async def test_a_held_attempt_superseded_is_written_at_the_next_write_and_counted() -> None:
+    """A first attempt that succeeded is held back while its entry's commit is not known
+    (``attempts_from_journal``); noted ``superseded`` (its result refused: the run was
+    lost), it is no longer held: the next write has it, in its last state. The state is
+    counted (``noted``: the worker's ``/metrics``)."""
+    store = _JournalStore()
+    writer = AttemptWriter(store)  # type: ignore[arg-type]
+    writer.note("a1", _run_row("a1", "running", "r1"))  # type: ignore[arg-type]
+    writer.note("a1", _run_row("a1", "ok", "r1"))  # type: ignore[arg-type]
+    writer._write()
+    assert store.written == []  # held back, its entry's commit not known
+    writer.note("a1", _run_row("a1", "superseded", "r1"))  # type: ignore[arg-type]
+    writer._write()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert store.written == [("a1", "superseded")]
+    assert writer.noted["superseded"] == 1 and writer.noted["ok"] == 1
+    await writer.close()
