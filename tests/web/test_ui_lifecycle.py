@@ -465,3 +465,19 @@ async def test_the_runs_page_takes_a_comma_list_of_statuses_as_the_api_does(
     assert "c-2" in html and "c-1" not in html and "c-3" not in html
     r = await ui.get("/runs", params={"status": "cancelled,done"})
     assert r.status_code == 400 and "or a comma list of them, got" in r.text
+
+
+async def test_schedules_page_prints_a_schedules_version_as_it_is_named(
+        ui: httpx.AsyncClient) -> None:
+    """A schedule's code version is an arbitrary name (``App(version="v2")``,
+    ``"2026-12-02"``), printed as the run page prints a run's: "version v2". The page
+    printed "v" before it, so a schedule of version ``v2`` read "vv2"."""
+    app = ui.app  # type: ignore[attr-defined]
+    spec = make_spec("greet", "default", "0 3 * * *", name="pinned", args=("cron",))
+    record = to_record(app, spec, app.clock.now())
+    record.version = "v2"
+    await app.store.schedule_upsert(schedule=record)
+    await login(ui, READ)
+    html = (await ui.get("/schedules")).text
+    assert "· version v2<" in html, html
+    assert "vv2" not in html
