@@ -80,6 +80,26 @@ async def test_retry_refuses_a_run_that_has_not_failed(store_url: str) -> None:
             await app.retry("nope")
 
 
+async def test_retry_of_an_erased_completed_run_names_no_fork(store_url: str) -> None:
+    """The refusal of a completed run's retry names the fork that runs it again, but an
+    erased run cannot be forked (``RunErased``): its refusal says to start a new run
+    instead. It named the fork, which then was refused in turn."""
+    calls: dict[str, int] = {}
+    app = make_app(store_url, calls, {"charge": False})
+    async with app, app.worker():
+        h = await app.start("order", 2, run_id="o-3")
+        assert await h.result(timeout=20) == 30
+        await app.store.run_erase(run_id="o-3", now=app.clock.now())
+        with pytest.raises(tether.RunStateError) as refused:
+            await app.retry("o-3")
+        assert str(refused.value) == (
+            "run 'o-3' is completed: cannot retry it (only a failed, blocked or cancelled "
+            "run can be retried); its payloads were erased, so it cannot be forked "
+            "either: start a new run instead")
+        with pytest.raises(tether.RunErased):
+            await app.fork("o-3", at=0)
+
+
 async def test_retry_of_a_cancelled_run_forgets_the_cancel(store_url: str) -> None:
     app = App(store_url)
     ran: list[str] = []

@@ -18,13 +18,18 @@ ERASABLE = (*ENDED_VALUES, RunStatus.BLOCKED.value)
 _NAMED = 10
 
 
-def not_retryable(run_id: str, status: str) -> RunStateError:
+def not_retryable(run_id: str, status: str, *, erased: bool = False) -> RunStateError:
     """A retry of a run in ``status``, not one of ``RETRYABLE``. A completed run is run
     again by a fork, which the message names: it said only which statuses a retry
-    takes, and an operator who wanted a completed run again was left to find fork."""
-    fork = (f"; to run it again, fork it: tether fork {run_id} --at N (POST "
-            f"/api/v1/runs/{run_id}/fork), keeping its journal before position N"
-            if status == RunStatus.COMPLETED.value else "")
+    takes, and an operator who wanted a completed run again was left to find fork. An
+    erased run cannot be forked either (``refuse_erased``): the message says to start a
+    new run instead, where it named the fork that would be refused."""
+    fork = ""
+    if status == RunStatus.COMPLETED.value:
+        fork = ("; its payloads were erased, so it cannot be forked either: start a new "
+                "run instead" if erased else
+                f"; to run it again, fork it: tether fork {run_id} --at N (POST "
+                f"/api/v1/runs/{run_id}/fork), keeping its journal before position N")
     return RunStateError(run_id, status, "retry it (only a failed, blocked or cancelled "
                          f"run can be retried){fork}")
 

@@ -126,7 +126,8 @@ class Lifecycle:
             if run is None:
                 raise RunNotFound(run_id)
             if run.status not in RETRYABLE:
-                raise not_retryable(run_id, str(run.status))
+                raise not_retryable(run_id, str(run.status),
+                                    erased=run.erased_at is not None)
             refuse_erased(run_id, run.erased_at, "retry it")
             retried = {run_id}
             pending = [(run, version)]

@@ -114,7 +114,7 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
     if run is None:
         raise RunNotFound(run_id)
     if run.status not in RETRYABLE:
-        raise not_retryable(run_id, str(run.status))
+        raise not_retryable(run_id, str(run.status), erased=run.erased_at is not None)
     refuse_erased(run_id, run.erased_at, "retry it")
     retried = {run_id}
     pending = [(run, version)]
