@@ -510,3 +510,29 @@ async def test_runs_json_and_the_api_list_say_each_runs_version(store_url: str) 
         found = await reader.store.run_search(limit=10)
     assert {r.run_id: run_summary(r)["version"] for r in found} == {
         "rv-1": "v1", "rv-none": None}
+
+
+async def test_versions_lists_none_first_then_the_versions_by_name(store_url: str) -> None:
+    """``tether versions`` lists (none) first, then the versions by name, on both stores
+    and whether a version has runs or only a live worker. PostgreSQL listed (none) last
+    and SQLite first, and a version whose workers had started no run yet came after all
+    the others (PostgreSQL: v2, (none), v1, for a live v1 worker with no run)."""
+    import asyncio
+
+    apps = {v: App(store_url, version=v) for v in ("v2", "v1", "v0")}
+    plain = App(store_url)
+    for app in (*apps.values(), plain):
+        @app.workflow(queue="nobody-serves-it")
+        async def job() -> None:
+            return None
+    async with apps["v2"], apps["v1"], apps["v0"], plain:
+        await apps["v2"].start("job", run_id="r-v2")
+        await apps["v1"].start("job", run_id="r-v1")
+        await plain.start("job", run_id="r-none")
+        # (v0: a live worker, no run; it serves another queue, so it claims none of them)
+        async with apps["v0"].worker(queues=["idle"]):
+            out = await asyncio.to_thread(cli, "versions", "--json", db=store_url)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["version"] for r in rows] == [None, "v0", "v1", "v2"], rows
+    assert [r["runs"] for r in rows] == [1, 0, 1, 1], rows

@@ -89,7 +89,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        "without one. "
                        "When an old version has no run left unfinished, its workers can "
                        "be stopped. Of several live versions, the one whose workers came "
-                       "up last is marked newest: schedules' ticks run there. --json "
+                       "up last is marked newest: schedules' ticks run there. Rows: (none) "
+                       "first, then the versions by name. --json "
                        "prints a list of {version, runs, by_status, live_workers, "
                        "up_since, newest} (version null for none).")
     p.add_argument("--json", action="store_true", help="JSON output")
@@ -233,6 +234,10 @@ async def versions(args: argparse.Namespace) -> int:
         table.setdefault(version, {})
     if unversioned:  # (and workers of none, before any run of none)
         table.setdefault(None, {})
+    # (none) first, then the versions by name, on either store and whether a version
+    # has runs or only live workers: PostgreSQL sorted none last and SQLite first, and
+    # a version with no run yet came after all the others.
+    table = dict(sorted(table.items(), key=lambda kv: (kv[0] is not None, kv[0] or "")))
     newest = max(live, key=lambda v: (live[v][1] or 0.0, v)) if live else None
 
     def workers_of(v: str | None) -> int:
