@@ -54,7 +54,7 @@ from tether.errors import (
     WorkflowNotFound,
 )
 from tether.store import SignalSent, Store, check_store_options, open_store, resolve_url
-from tether.store._lifecycle import RetryReport
+from tether.store._lifecycle import RetryReport, version_dropped
 from tether.store._values import check_queue_limit
 
 if TYPE_CHECKING:
@@ -997,6 +997,9 @@ class App:
         for w in self._workers:
             w.notify()
         await self._warn_if_unserved(report.run.workflow, report.run.queue)
+        unpinned = version_dropped(run_id, report.version_before, report.run.version)
+        if unpinned is not None:
+            _log.warning("%s", unpinned)
         return report
 
     async def _warn_if_unserved(self, workflow: str, queue: str) -> None:

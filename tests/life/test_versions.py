@@ -269,3 +269,47 @@ async def test_a_versioned_workers_start_line_names_its_version(
     assert len(versioned) == 1, lines
     assert versioned[0].endswith(
         "(concurrency 50, version 2026-12-07: its runs and runs without one)"), versioned
+
+
+async def test_a_retry_by_an_app_of_no_version_warns_that_the_run_lost_its_version(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A retry gives the run the version of the app that retries it: none from an app
+    of none (the bare ``tether retry``, ``serve`` without ``--app``), so a run pinned to
+    v1 is then claimed by workers of every version. That happened in silence; the retry
+    now warns, and ``retry`` of the API (``warnings``) and the CLI (stderr) say it too.
+    A retry that keeps a version, or of a run that had none, says nothing of it."""
+    from tests.life.test_cli_lifecycle import cli
+    from tether.serve._control import retry as api_retry
+
+    pinned = App(store_url, version="v1")
+
+    @pinned.workflow(name="job")
+    async def job() -> str:
+        raise RuntimeError("bug in v1")
+
+    async with pinned, pinned.worker():
+        for run_id in ("v-1", "v-2", "v-3"):
+            with pytest.raises(tether.RunFailed):
+                await (await pinned.start(job, run_id=run_id)).result(timeout=20)
+    plain = App(store_url)
+    async with plain:
+        with caplog.at_level(logging.WARNING, logger="tether"):
+            await plain.retry("v-1")
+        assert (await plain.store.run_get("v-1")).version is None  # type: ignore[union-attr]
+        said = [r.getMessage() for r in caplog.records if "code version" in r.getMessage()]
+        assert said == [
+            "run 'v-1' ran under code version 'v1'; retried by an app of no version, it has "
+            "none now: workers of every version may claim it (a retry from the app of a "
+            "version, tether retry --app MODULE:APP or serve --app, gives it that version)"]
+        doc = await api_retry(plain, "v-2")  # (what POST /api/v1/runs/v-2/retry runs)
+        assert doc["version"] is None
+        assert any("ran under code version 'v1'" in w for w in doc.get("warnings", [])), doc
+        out = await asyncio.to_thread(cli, "retry", "v-3", db=store_url)
+        assert out.returncode == 0, out.stderr
+        assert "ran under code version 'v1'" in out.stderr, out.stderr
+        # Retried again, of none now: nothing to say of its version.
+        caplog.clear()
+        await plain.store.run_cancel(run_id="v-1", now=plain.clock.now())  # (never started)
+        with caplog.at_level(logging.WARNING, logger="tether"):
+            await plain.retry("v-1")
+        assert not [r for r in caplog.records if "code version" in r.getMessage()]

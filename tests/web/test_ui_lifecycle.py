@@ -18,7 +18,7 @@ from tests.web.helpers import ADMIN, READ, TETHER, env, ui_client
 from tests.web.test_api import Api
 from tests.web.test_api_lifecycle import _schedule
 from tests.web.test_ui_and_cli import login
-from tether import RunFailed
+from tether import App, RunFailed
 from tether._clock import SystemClock
 from tether._lifecycle import make_spec, to_record
 from tether.serve import Tokens, create_app
@@ -481,3 +481,27 @@ async def test_schedules_page_prints_a_schedules_version_as_it_is_named(
     html = (await ui.get("/schedules")).text
     assert "· version v2<" in html, html
     assert "vv2" not in html
+
+
+async def test_the_retry_note_says_when_the_retry_took_the_runs_version_away(
+        ui: httpx.AsyncClient, sqlite_url: str) -> None:
+    """A server of no version (``serve`` without ``--app``) retries a run under none, so
+    a run pinned to v1 is claimed by workers of every version afterwards. The Retry
+    button's note says so, as the API's ``warnings`` do; it said only "it was queued"."""
+    pinned = App(sqlite_url, version="v1")
+
+    @pinned.workflow(name="pinned_job")
+    async def pinned_job() -> str:
+        raise RuntimeError("bug in v1")
+
+    async with pinned, pinned.worker(queues=["default"]):
+        with pytest.raises(RunFailed):
+            await (await pinned.start(pinned_job, run_id="pv")).result(timeout=30)
+    csrf = await login(ui, ADMIN)
+    r = await ui.post("/ui/runs/pv/retry", data={"csrf": csrf})
+    assert r.status_code == 303, r.text
+    page = (await ui.get("/runs/pv")).text
+    note = re.search(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', page, re.S)
+    assert note is not None, page
+    assert "it was queued" in note[1], note[1]
+    assert "ran under code version &#39;v1&#39;" in note[1], note[1]

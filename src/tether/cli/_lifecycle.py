@@ -43,8 +43,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Make a failed, blocked or cancelled run runnable again after its code "
         "was fixed. Recorded successful operations are kept; the failed operation runs "
         "again with a fresh attempt count; `tether show` keeps the earlier failure in the "
-        "run's attempts. The run continues under the code (and version) of the worker "
-        "that claims it. Children it would wait for again and find ended are retried with "
+        "run's attempts. The run takes the code version of --app (none without it: a "
+        "worker of any version may claim it; a run that had a version is warned about). "
+        "Children it would wait for again and find ended are retried with "
         "it: those its cancel cancelled, or whose failure it failed on; the output names "
         "them. --json prints {run_id, status, children}: the run's new status (queued) "
         "and the ids of the runs retried with it.")

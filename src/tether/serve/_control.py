@@ -37,6 +37,7 @@ from tether.serve._api import (
     unserved_warning,
     workflow_known,
 )
+from tether.store._lifecycle import version_dropped
 
 SCHEDULE_ACTIONS = ("pause", "resume", "trigger")
 
@@ -54,7 +55,11 @@ async def retry(app: App, run_id: str) -> dict[str, Any]:
     except RunStateError as exc:  # (its message says what retry takes)
         raise ApiError(409, "conflict", str(exc)) from None
     doc = {**await run_document(app, run_id), "retried_children": report.children}
-    return await _warn_unserved(app, doc)
+    doc = await _warn_unserved(app, doc)
+    unpinned = version_dropped(run_id, report.version_before, report.run.version)
+    if unpinned is not None:
+        doc["warnings"] = [*doc.get("warnings", []), unpinned]
+    return doc
 
 
 async def _warn_unserved(app: App, doc: dict[str, Any]) -> dict[str, Any]:

@@ -511,7 +511,14 @@ def document(root_path: str = "") -> dict[str, Any]:
                                   {"allOf": [run_ref, {"type": "object", "properties": {
                                       "retried_children": {
                                           "type": "array", "items": {"type": "string"}},
-                                      "warnings": _WARNINGS}}]}),
+                                      "warnings": {
+                                          **_WARNINGS, "description":
+                                          "present when no worker of the store has "
+                                          "registered the run's workflow (the run waits "
+                                          "until one does), or when the retry took the "
+                                          "run's code version away (a server of no "
+                                          "version: workers of every version may claim "
+                                          "it now)"}}}]}),
                               "404": _err("no such run"),
                               "409": _err("the run is not failed, blocked or cancelled"),
                               **_CHANGE_ERRORS}}},

@@ -1142,12 +1142,14 @@ async def retry_action(request: Request) -> Response:
     values = await _form(request)
     run_id = request.path_params["run_id"]
     app: App = request.app.state.tether
-    await retry(app, run_id)
+    doc = await retry(app, run_id)
     # (What was asked and when: a run retried is queued for a moment, then runs and
-    # ends, and the head redrawn live says so under the note.)
+    # ends, and the head redrawn live says so under the note; with the answer's
+    # warnings, as the API gives them: no worker has its workflow, its version dropped.)
+    warnings = "".join(f" Note: {w}." for w in doc.get("warnings", []))
     return _back(request, values, f"/runs/{path_segment(run_id)}",
                  f"Asked at {_asked_at(app)} to run {run_id} again: it was queued, its "
-                 f"recorded steps kept.")
+                 f"recorded steps kept.{warnings}")
 
 
 async def fork_action(request: Request) -> Response:

@@ -34,6 +34,20 @@ def not_retryable(run_id: str, status: str, *, erased: bool = False) -> RunState
                          f"run can be retried){fork}")
 
 
+def version_dropped(run_id: str, before: str | None, after: str | None) -> str | None:
+    """The warning of a retry that took a run's code version away: a retry gives the run
+    the version of the app that retries it, none for an app of none (the bare ``tether
+    retry``, ``tether serve`` without ``--app``), and a run of none is claimed by workers
+    of every version, so its replay may meet code other than the code it ran under.
+    ``None`` when it kept a version (or had none)."""
+    if before is None or after is not None:
+        return None
+    return (f"run {run_id!r} ran under code version {before!r}; retried by an app of no "
+            "version, it has none now: workers of every version may claim it (a retry "
+            "from the app of a version, tether retry --app MODULE:APP or serve --app, "
+            "gives it that version)")
+
+
 def child_id_taken(child_run_id: str, parent_run_id: str, workflow: str) -> ConfigError:
     """A child's run id already used by a run that is not this parent's child (it would
     have given the parent that run's result as its child's)."""
@@ -171,10 +185,12 @@ class PurgeReport:
 @dataclass(frozen=True, slots=True)
 class RetryReport:
     """What ``run_retry`` did: the run as it stored it, and the ids of the runs it
-    retried with it (``children_to_retry``, down the tree), sorted."""
+    retried with it (``children_to_retry``, down the tree), sorted; and the code version
+    the run had before (``version_before``: a retry by an app of no version drops it)."""
 
     run: RunRecord
     children: list[str]
+    version_before: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

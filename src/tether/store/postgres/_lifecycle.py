@@ -140,7 +140,7 @@ class Lifecycle:
             await self._wake(conn)
             stored = await self._get(conn, run_id)
         assert stored is not None
-        return RetryReport(stored, sorted(retried - {run_id}))
+        return RetryReport(stored, sorted(retried - {run_id}), run.version)
 
     async def _retry_one(self, conn: Conn, run: RunRecord, version: str | None,
                          now: float) -> list[RunRecord]:

@@ -125,7 +125,7 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
                 retried.add(child.run_id)
                 pending.append((child, as_version))  # (on its parent's version)
     stored: RunRecord = get(conn, run_id)
-    return RetryReport(stored, sorted(retried - {run_id}))
+    return RetryReport(stored, sorted(retried - {run_id}), run.version)
 
 
 def _retry_one(conn: apsw.Connection, run: RunRecord, version: str | None, now: float,
