@@ -501,3 +501,25 @@ async def test_a_timeout_error_raised_by_the_step_itself_is_not_a_step_timeout(
     async with app, app.worker():
         h = await app.start(wf)
         assert await h.result(timeout=20) == "step error: TimeoutError"
+
+
+async def test_resume_of_a_failed_run_names_the_retry(store_url: str) -> None:
+    """Only a blocked run resumes; a failed (or cancelled) run runs again by a retry,
+    which the refusal now names, as a completed run's retry names the fork. An erased
+    run is not sent to a retry, which refuses it too."""
+    calls: dict[str, int] = {}
+    app = make_app(store_url, calls, {"charge": True})
+    async with app, app.worker():
+        h = await app.start("order", 1, run_id="o-4")
+        with pytest.raises(tether.RunFailed):
+            await h.result(timeout=20)
+        with pytest.raises(tether.RunStateError) as refused:
+            await app.resume("o-4")
+        assert str(refused.value) == (
+            "run 'o-4' is failed: cannot resume it (only a blocked run resumes); a failed "
+            "run runs again with a retry: tether retry o-4 (POST /api/v1/runs/o-4/retry)")
+        await app.store.run_erase(run_id="o-4", now=app.clock.now())
+        with pytest.raises(tether.RunStateError) as refused:
+            await app.resume("o-4")
+        assert str(refused.value) == (
+            "run 'o-4' is failed: cannot resume it (only a blocked run resumes)")

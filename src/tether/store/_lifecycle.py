@@ -34,6 +34,16 @@ def not_retryable(run_id: str, status: str, *, erased: bool = False) -> RunState
                          f"run can be retried){fork}")
 
 
+def not_resumable(run_id: str, status: str, *, erased: bool = False) -> RunStateError:
+    """A resume of a run that is not ``blocked``. A failed or cancelled run runs again by
+    a retry, which the message names (an operator from another engine types ``resume``
+    for it), unless it was erased, which a retry refuses too."""
+    retry = (f"; a {status} run runs again with a retry: tether retry {run_id} (POST "
+             f"/api/v1/runs/{run_id}/retry)"
+             if status in RETRYABLE and not erased else "")
+    return RunStateError(run_id, status, f"resume it (only a blocked run resumes){retry}")
+
+
 def version_dropped(run_id: str, before: str | None, after: str | None) -> str | None:
     """The warning of a retry that took a run's code version away: a retry gives the run
     the version of the app that retries it, none for an app of none (the bare ``tether

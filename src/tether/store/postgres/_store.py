@@ -49,7 +49,6 @@ from tether.errors import (
     ConfigError,
     LeaseLost,
     RunNotFound,
-    RunStateError,
     SignalError,
     StoreError,
     StoreUnavailable,
@@ -64,6 +63,7 @@ from tether.store._lifecycle import (
     RetryReport,
     ScheduleRecord,
     child_id_taken,
+    not_resumable,
     refuse_erased,
 )
 from tether.store._port import (
@@ -1559,7 +1559,7 @@ class PostgresStore(PostgresServeQueries):
         if not before:
             raise RunNotFound(run_id)
         if before[0][0] != "blocked":
-            raise RunStateError(run_id, str(before[0][0]), "resume it (only a blocked run resumes)")
+            raise not_resumable(run_id, str(before[0][0]), erased=before[0][1] is not None)
         refuse_erased(run_id, before[0][1], "resume it")
         return run_from_row(after[0])
 

@@ -41,7 +41,6 @@ from tether.errors import (
     ConfigError,
     LeaseLost,
     RunNotFound,
-    RunStateError,
     SignalError,
     StoreError,
     StoreUnavailable,
@@ -55,6 +54,7 @@ from tether.store._lifecycle import (
     RetryReport,
     ScheduleRecord,
     child_id_taken,
+    not_resumable,
     refuse_erased,
 )
 from tether.store._port import (
@@ -1800,7 +1800,7 @@ def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
     if run is None:
         raise RunNotFound(run_id)
     if run.status != "blocked":
-        raise RunStateError(run_id, run.status, "resume it (only a blocked run resumes)")
+        raise not_resumable(run_id, str(run.status), erased=run.erased_at is not None)
     refuse_erased(run_id, run.erased_at, "resume it")
     conn.execute(Q["run_resume"], {"run_id": run_id, "now": now})
     resumed = _run_get(conn, run_id)
