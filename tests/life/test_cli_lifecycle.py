@@ -536,3 +536,29 @@ async def test_versions_lists_none_first_then_the_versions_by_name(store_url: st
     rows = json.loads(out.stdout)
     assert [r["version"] for r in rows] == [None, "v0", "v1", "v2"], rows
     assert [r["runs"] for r in rows] == [1, 0, 1, 1], rows
+
+
+async def test_show_says_when_no_live_worker_has_a_queued_runs_version(store_url: str) -> None:
+    """A run pinned to v1 is claimed only by a v1 worker: with none live, it stays queued
+    while v2's workers serve its queue, and ``tether show`` said only that it "waits in
+    queue default for a worker". It now says that no live worker has its version, names
+    the live ones, and how to go on; with a v1 worker live, nothing of the sort."""
+    import asyncio
+
+    old, new = App(store_url, version="v1"), App(store_url, version="v2")
+    for app in (old, new):
+        @app.workflow(queue="nobody-serves-it")
+        async def job() -> None:
+            return None
+    async with old, new:
+        await old.start("job", run_id="pinned-1")
+        async with new.worker(queues=["idle"]):
+            out = await asyncio.to_thread(cli, "show", "pinned-1", db=store_url)
+            assert out.returncode == 0, out.stderr
+            assert ("no live worker of version 'v1' (live now: v2): only one of that version "
+                    "claims this run; start one, or move the run to another version with "
+                    "tether migrate-runs --from v1 --to VERSION") in out.stdout, out.stdout
+            async with old.worker(queues=["idle"]):
+                out = await asyncio.to_thread(cli, "show", "pinned-1", db=store_url)
+            assert out.returncode == 0, out.stderr
+            assert "no live worker" not in out.stdout, out.stdout

@@ -275,6 +275,17 @@ def version_text(info: RunInfo, live: Sequence[str] = ()) -> str | None:
             f"now: {', '.join(map(safe, live))})")
 
 
+def version_idle_note(version: str, live: Sequence[str]) -> str:
+    """What ``tether show`` says of an unfinished run pinned to a ``version`` that no live
+    worker has (``live``: the versions of the live versioned workers): only a worker of
+    its version claims it, so it waits while the queue's other workers serve, which
+    "waits in queue Q for a worker" did not explain."""
+    now = f" (live now: {', '.join(map(safe, live))})" if live else ""
+    return (f"no live worker of version {safe(version)!r}{now}: only one of that version "
+            f"claims this run; start one, or move the run to another version with tether "
+            f"migrate-runs --from {safe(version)} --to VERSION")
+
+
 def print_origin(info: RunInfo, w: Callable[[str], Any], width: int,
                  parent_gone: bool = False, live: Sequence[str] = ()) -> None:
     parent = parent_text(info, parent_gone)

@@ -63,6 +63,7 @@ from tether.cli._lifecycle_show import (
     resume_command,
     status_width,
     timeout_text,
+    version_idle_note,
     waiting_text,
 )
 from tether.cli._show_fit import cancel_note, print_fitted
@@ -415,18 +416,28 @@ async def show(args: argparse.Namespace) -> int:
                        and await app.store.run_get(info.parent_run_id) is None)
         unregistered, limit = (None, None) if doc is not None else await queued_why(
             app, info.status.value, info.workflow, info.queue, info.journal)
-        live = [] if doc is not None or info.version else await _live_versions(app)
+        live = ([] if doc is not None or (info.version and not _may_wait_for_version(info))
+                else await _live_versions(app))
+    # (a run pinned to a version no live worker has waits while other workers serve)
+    idle = (version_idle_note(info.version, live) if doc is None and info.version
+            and _may_wait_for_version(info) and info.version not in live else None)
     if doc is not None:
         print(dumps(doc))
         return 0
     width = fit_width(args.wide)
     if width is None:
         print_timeline(info, parent_gone=parent_gone, unregistered=unregistered,
-                       queue_limit=limit, live=live)
+                       queue_limit=limit, live=live, idle=idle)
     else:
         print_fitted(info, width, sys.stdout.write, parent_gone, unregistered=unregistered,
-                     queue_limit=limit, live=live)
+                     queue_limit=limit, live=live, idle=idle)
     return 0
+
+
+def _may_wait_for_version(info: RunInfo) -> bool:
+    """A run that a worker of its version must claim next: queued, or waiting (a signal,
+    a timer or a child wakes it into the queue)."""
+    return info.status.value in ("queued", "waiting")
 
 
 async def _live_versions(app: App) -> list[str]:
@@ -508,7 +519,7 @@ def _short_created(text: str) -> str:
 
 def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
                    unregistered: str | None = None, queue_limit: int | None = None,
-                   live: list[str] | None = None) -> None:
+                   live: list[str] | None = None, idle: str | None = None) -> None:
     out = out or sys.stdout
     w = out.write
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
@@ -527,6 +538,8 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
     w(f"input: {short(info.input, 100)}\n")
     width = name_width(info)
     print_origin(info, w, width, parent_gone, live or ())
+    if idle is not None:
+        w(f"{idle}\n")
     status = status_width(info)
     if not info.journal:
         # (A run in its first step: its attempts below say what runs; a header with

@@ -220,12 +220,15 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
 
 def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False, *,
                  unregistered: str | None = None, queue_limit: int | None = None,
-                 live: Sequence[str] = ()) -> None:
+                 live: Sequence[str] = (), idle: str | None = None) -> None:
     """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide
     (``parent_gone``: its parent run was purged; ``unregistered``: as for
     ``no_operations_note``; ``queue_limit``: its queue's limit; ``live``: the versions
-    of the live versioned workers, for ``version_text``)."""
+    of the live versioned workers, for ``version_text``; ``idle``: the note of a run
+    whose version no live worker has, ``version_idle_note``)."""
     for line in _head(info, width, parent_gone, live):
+        w(line + "\n")
+    for line in wrap(idle, width, "") if idle is not None else ():
         w(line + "\n")
     rows = [journal_row(e) for g in info.history for e in g["journal"]]
     rows += [journal_row(e, held(e, info.status.value)) for e in info.journal]
