@@ -631,3 +631,14 @@ async def workers_document(app: App, versions: dict[str, str], *,
             for w in workers]
     rows.sort(key=lambda r: (r["hostname"], r["started_at"], r["worker_id"]))
     return [r for r in rows if include_stale or r["live"]]
+
+
+def version_idle_note(version: str, live: list[str]) -> str:
+    """What ``tether show`` and the run page say of a queued or waiting run pinned to a
+    ``version`` that no live worker has (``live``: the versions of the live versioned
+    workers): only a worker of its version claims it, so it waits while the queue's
+    other workers serve, which "waits in queue Q for a worker" did not explain."""
+    now = f" (live now: {', '.join(live)})" if live else ""
+    return (f"no live worker of version {version!r}{now}: only one of that version claims "
+            f"this run; start one, or move the run to another version with tether "
+            f"migrate-runs --from {version} --to VERSION")

@@ -505,3 +505,25 @@ async def test_the_retry_note_says_when_the_retry_took_the_runs_version_away(
     assert note is not None, page
     assert "it was queued" in note[1], note[1]
     assert "ran under code version &#39;v1&#39;" in note[1], note[1]
+
+
+async def test_the_run_page_says_when_no_live_worker_has_a_queued_runs_version(
+        ui: httpx.AsyncClient, sqlite_url: str) -> None:
+    """A run pinned to v1 with no v1 worker live stays queued while other workers serve
+    its queue; its page said only "the run waits in queue default for a worker". It now
+    says what ``tether show`` says: no live worker has its version, and how to go on."""
+    pinned = App(sqlite_url, version="v1")
+
+    @pinned.workflow(name="pinned_wait", queue="nobody-serves-it")
+    async def pinned_wait() -> None:
+        return None
+
+    await login(ui, READ)
+    async with pinned:
+        await pinned.start(pinned_wait, run_id="pw")
+        page = (await ui.get("/runs/pw")).text
+        assert ("no live worker of version &#39;v1&#39;: only one of that version claims "
+                "this run; start one, or move the run to another version with tether "
+                "migrate-runs --from v1 --to VERSION") in page, page
+        async with pinned.worker(queues=["idle"]):
+            assert "no live worker" not in (await ui.get("/runs/pw")).text

@@ -17,6 +17,9 @@ from tether._show import (
     untimed,
     waiting_since,
 )
+from tether._show import (
+    version_idle_note as idle_note,
+)
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 
@@ -276,14 +279,8 @@ def version_text(info: RunInfo, live: Sequence[str] = ()) -> str | None:
 
 
 def version_idle_note(version: str, live: Sequence[str]) -> str:
-    """What ``tether show`` says of an unfinished run pinned to a ``version`` that no live
-    worker has (``live``: the versions of the live versioned workers): only a worker of
-    its version claims it, so it waits while the queue's other workers serve, which
-    "waits in queue Q for a worker" did not explain."""
-    now = f" (live now: {', '.join(map(safe, live))})" if live else ""
-    return (f"no live worker of version {safe(version)!r}{now}: only one of that version "
-            f"claims this run; start one, or move the run to another version with tether "
-            f"migrate-runs --from {safe(version)} --to VERSION")
+    """``tether._show.version_idle_note``, its names made safe to print."""
+    return idle_note(safe(version), [safe(v) for v in live])
 
 
 def print_origin(info: RunInfo, w: Callable[[str], Any], width: int,

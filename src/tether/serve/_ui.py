@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from tether import App, RunNotFound
 from tether._clock import beyond_dates, utc_datetime
-from tether._lifecycle import OVERDUE_AFTER
+from tether._lifecycle import OVERDUE_AFTER, live_versions
 from tether._show import (
     HELD_NOTE,
     STATUSES,
@@ -45,6 +45,7 @@ from tether._show import (
     unattempted,
     unreadable_payload,
     untimed,
+    version_idle_note,
 )
 from tether._types import ENDED_VALUES, MAX_NAME
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
@@ -709,6 +710,14 @@ async def run_view(app: App, run_id: str, *,
     # `tether show` says them.
     doc["unregistered"], doc["queue_limit"] = await queued_why(
         app, doc["status"], doc["workflow"], doc["queue"], doc["journal"])
+    # A queued or waiting run pinned to a version no live worker has, as `tether show`
+    # says it: it waits while other versions' workers serve its queue.
+    doc["version_idle"] = None
+    if doc.get("version") and doc["status"] in ("queued", "waiting"):
+        live = await live_versions(app.store, now)
+        if doc["version"] not in live:
+            names = [v for v, _ in sorted(live.items(), key=lambda kv: (kv[1][1] or 0.0, kv[0]))]
+            doc["version_idle"] = version_idle_note(doc["version"], names)
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
