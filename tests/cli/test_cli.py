@@ -668,6 +668,52 @@ async def test_a_signal_that_is_no_answer_to_an_awaited_approval_is_warned_of(
         assert await app.handle("rf-1").result(timeout=30) is True
 
 
+async def test_a_budget_signal_that_gives_no_limit_is_warned_of(store_url: str) -> None:
+    """A run waiting on its LLM budget lists as waiting for ``signal budget``; ``tether
+    signal RUN budget`` with data that gives no limit (``{"tokens": "5000"}``, text)
+    said "sent", and the run took it, changed nothing and waited on, silently: a warning
+    names ``tether budget``. Data that gives a limit gets none, and is taken."""
+    from tether.ai import LLM, Budget, set_budget, user_message
+
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
+
+    @app.workflow(name="thrifty")
+    async def thrifty(question: str) -> str:
+        set_budget(Budget(tokens=5))  # the first call is refused: no request is sent
+        reply = await llm.chat([user_message(question)])
+        return reply.text or ""
+
+    async def waiting_on_budget(after: int) -> dict[str, object]:
+        for _ in range(600):
+            info = await app.get_run("th-1")
+            taken = [e for e in info.journal if e["name"] == "budget"]
+            if info.waiting_for == "signal budget" and len(taken) == after:
+                assert isinstance(info.status_info, dict)
+                return info.status_info
+            await asyncio.sleep(0.05)
+        raise AssertionError("run th-1 never waited on its budget")
+
+    async with app, app.worker(poll_interval=0.1):
+        await app.start(thrifty, "q", run_id="th-1")
+        await waiting_on_budget(0)
+        wrong = await cli("signal", "th-1", "budget", "--data", '{"tokens": "5000"}',
+                          db=store_url)
+        assert wrong.returncode == 0, wrong.stderr
+        assert wrong.stdout.strip() == "th-1: signal 'budget' sent"
+        assert ("tether: warning: run 'th-1' waits for a raise of its LLM budget: a signal "
+                "'budget' whose data gives no limit (\"usd\": a number >= 0 and/or "
+                "\"tokens\": a number >= 0) changes nothing, and the run waits on; raise it "
+                "with `tether budget th-1 --usd X --tokens N`") in wrong.stderr.splitlines(), \
+            wrong.stderr
+        await waiting_on_budget(1)
+        right = await cli("signal", "th-1", "budget", "--data", '{"tokens": 6}',
+                          db=store_url)
+        assert right.returncode == 0 and right.stderr == "", right.stderr
+        assert (await waiting_on_budget(2))["budget_tokens"] == 6
+        await app.cancel("th-1")
+
+
 async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(
         served: tuple[App, str]) -> None:
     """``tether budget RUN --usd 5`` of a run that has ended is a one-line error about

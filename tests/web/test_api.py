@@ -1300,6 +1300,44 @@ async def test_a_signal_that_is_no_answer_to_an_approval_warns(api: Api) -> None
         assert doc["result"] == {"approved": True, "note": None}
 
 
+async def test_a_budget_signal_that_gives_no_limit_warns(api: Api) -> None:
+    """``POST .../signals/budget`` whose data gives no new limit (``{"tokens": "5000"}``,
+    text) to a run that waits on its budget was a bare 202, and the run took it,
+    changed nothing and waited on: the answer has a ``warnings`` line saying what data
+    raises it. Data that gives a limit has none, and the run takes the new limit."""
+    async def waiting_on_budget(run_id: str, after: int) -> None:
+        async with asyncio.timeout(15):
+            while True:
+                doc = (await api.http.get(f"/api/v1/runs/{run_id}")).json()
+                taken = [e for e in doc["journal"] if e["name"] == "budget"]
+                if doc["waiting_for"] == "signal budget" and len(taken) == after:
+                    return
+                await asyncio.sleep(0.02)
+
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "over_budget",
+                                                  "input": ["q"], "run_id": "ob-w"})
+        await waiting_on_budget("ob-w", 0)
+        r = await api.http.post("/api/v1/runs/ob-w/signals/budget",
+                                json={"data": {"tokens": "5000"}})
+        assert r.status_code == 202 and r.json()["created"] is True, r.text
+        assert r.json()["warnings"] == [
+            "run 'ob-w' waits for a raise of its LLM budget: a signal 'budget' whose data "
+            'gives no limit ("usd": a number >= 0 and/or "tokens": a number >= 0) changes '
+            'nothing, and the run waits on; raise it with data {"usd": X, "tokens": N} '
+            "(either or both), or `tether budget ob-w --usd X --tokens N`"], r.text
+        await waiting_on_budget("ob-w", 1)  # (it took the signal, and waits again)
+        r = await api.http.post("/api/v1/runs/ob-w/signals/budget",
+                                json={"data": {"tokens": 6}})
+        assert r.status_code == 202 and "warnings" not in r.json(), r.text
+        await waiting_on_budget("ob-w", 2)  # (6 tokens are still too few for the call)
+        doc = (await api.http.get("/api/v1/runs/ob-w")).json()
+        assert doc["status_info"]["budget_tokens"] == 6, doc["status_info"]
+        # A signal of another name to it is not judged.
+        r = await api.http.post("/api/v1/runs/ob-w/signals/other", json={"data": {}})
+        assert r.status_code == 202 and "warnings" not in r.json(), r.text
+
+
 async def test_approvals_list_and_answer(api: Api) -> None:
     """A waiting approval is listed with its tool, arguments and reason; bad answers
     change nothing; approving resumes the run; a second answer is a 409."""

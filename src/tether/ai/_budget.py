@@ -53,18 +53,22 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import tether
-from tether import ext
+from tether import TetherError, ext
 from tether.ai._errors import ProviderConfigError
-from tether.errors import ConfigError, NonRetryable, OutsideRun
+from tether.errors import ConfigError, NonRetryable, OutsideRun, shown
+
+if TYPE_CHECKING:
+    from tether import App
 
 __all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "CHILD_SHARE_PATCH", "CHILD_SHARE_STEP",
            "DEFAULT_OUTPUT_BOUND", "INHERIT_BUDGET", "ONE_RAISE_PATCH", "Budget",
            "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "checked_budget",
            "child_share",
-           "current_spending", "output_bound", "require_price", "set_budget", "stricter"]
+           "current_spending", "no_raise_warning", "output_bound", "raises_nothing",
+           "require_price", "set_budget", "signal_limits", "stricter"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
@@ -164,6 +168,52 @@ def budget_payload(answer: Any) -> dict[str, float | int]:
     if not payload:
         raise ValueError("give the new limit: usd and/or tokens")
     return payload
+
+
+def signal_limits(payload: Any) -> tuple[float | None, int | None]:
+    """The limits a ``budget`` signal's payload sets, as a run waiting on its budget
+    takes them (``RunSpending.apply_signal``): ``usd`` a number >= 0, ``tokens`` a
+    number >= 0 (its whole part); ``None`` for a limit it does not set (absent, or
+    anything else: text, a bool, a negative or infinite number)."""
+    if not isinstance(payload, Mapping):
+        return None, None
+    usd, tokens = payload.get("usd"), payload.get("tokens")
+    # (a bool is an int to Python: {"usd": true} raised the limit to $1)
+    return (float(usd) if (isinstance(usd, (int, float)) and not isinstance(usd, bool)
+                           and _finite(usd) and usd >= 0) else None,
+            int(tokens) if (isinstance(tokens, (int, float)) and not isinstance(tokens, bool)
+                            and _finite(tokens) and tokens >= 0) else None)
+
+
+async def raises_nothing(app: App, run_id: str, name: str, payload: Any) -> bool:
+    """Whether the signal ``name`` carrying ``payload``, sent to ``run_id``, is the
+    ``budget`` signal of a run that waits on its budget and gives no new limit
+    (``{"tokens": "5000"}``, ``{"limit": 5}``, no data): the run takes it, changes
+    nothing and waits on, as silently as an approval signal without ``approved``
+    (``_approvals.unanswered_by``). Read it before the send: the signal wakes the run,
+    which then waits no more."""
+    if name != BUDGET_SIGNAL or signal_limits(payload) != (None, None):
+        return False
+    try:
+        run = await app.store.run_get(run_id)
+    except TetherError:
+        return False
+    if run is None or run.waiting_for != f"signal {BUDGET_SIGNAL}" or run.status_info is None:
+        return False
+    try:
+        info = app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
+    except Exception:
+        return False  # not JSON we wrote (or sealed): not ours to judge
+    return isinstance(info, Mapping) and info.get("waiting_for") == "budget"
+
+
+def no_raise_warning(run_id: str, name: str, answer: str) -> str:
+    """What ``tether signal`` and the API's signal answer say of such a send;
+    ``answer``: how to raise the budget instead."""
+    return (f"run {shown(run_id)} waits for a raise of its LLM budget: a signal "
+            f"{shown(name)} whose data gives no limit (\"usd\": a number >= 0 and/or "
+            f"\"tokens\": a number >= 0) changes nothing, and the run waits on; raise it "
+            f"with {answer}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,16 +577,11 @@ class RunSpending:
     def apply_signal(self, payload: Any) -> None:
         """New limits from a ``budget`` signal (``{"usd": ..., "tokens": ...}``); a
         malformed payload changes nothing (the run then waits again)."""
-        if not isinstance(payload, Mapping):
-            return
-        usd, tokens = payload.get("usd"), payload.get("tokens")
-        # (a bool is an int to Python: {"usd": true} raised the limit to $1)
-        if (isinstance(usd, (int, float)) and not isinstance(usd, bool) and _finite(usd)
-                and usd >= 0):
-            self.override_usd = float(usd)
-        if (isinstance(tokens, (int, float)) and not isinstance(tokens, bool)
-                and _finite(tokens) and tokens >= 0):
-            self.override_tokens = int(tokens)
+        usd, tokens = signal_limits(payload)
+        if usd is not None:
+            self.override_usd = usd
+        if tokens is not None:
+            self.override_tokens = tokens
 
     def check(self, budget: Budget, *, estimate_tokens: int, estimate_usd: float,
               spent: tuple[int, float] | None = None) -> None:

@@ -717,8 +717,10 @@ async def send_signal(args: argparse.Namespace) -> int:
     async with app:
         # (read before the send: the signal wakes the run, which then waits no more)
         from tether.ai._approvals import no_answer_warning, unanswered_by
+        from tether.ai._budget import no_raise_warning, raises_nothing
 
         unanswered = await unanswered_by(app, args.run_id, args.name, payload)
+        unraised = await raises_nothing(app, args.run_id, args.name, payload)
         sent = await app._signal(args.run_id, args.name, payload,
                                  idempotency_key=args.idempotency_key)
         report = await signal_report(app, args.run_id, args.name, payload, sent)
@@ -728,6 +730,10 @@ async def send_signal(args: argparse.Namespace) -> int:
                 log.warning("%s", no_answer_warning(
                     args.run_id, safe(unanswered), args.name,
                     f"`tether approve {safe(args.run_id)}` (or --reject)"))
+            if unraised:
+                log.warning("%s", no_raise_warning(
+                    args.run_id, args.name,
+                    f"`tether budget {safe(args.run_id)} --usd X --tokens N`"))
     if report.created:
         outcome = "sent"
     elif report.name_differs or report.data_differs:
