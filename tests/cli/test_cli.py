@@ -1025,6 +1025,82 @@ async def test_show_gives_a_timers_due_time_as_a_time(sqlite_url: str) -> None:
         assert str(due[0]) not in text and str(due[1]) not in text, text
 
 
+async def test_show_says_what_a_waiting_run_asks_a_person_and_how_to_answer(
+        sqlite_url: str) -> None:
+    """``tether show`` of a run waiting on its LLM budget, or for an approval, printed
+    ``waiting for: signal budget`` and a live status cut at 100 characters: the
+    budget's figures and the tool call's arguments were cut off, and nothing said which
+    command answers. Under *waiting for* it prints what the run asks (the budget's
+    message; the approval's tool and arguments) and the command, whole in a pipe and
+    wrapped on a terminal. A run waiting for anything else gets no such lines."""
+    import io
+
+    from tether.ai import LLM, Budget, request_approval, set_budget, user_message
+    from tether.cli._runs import print_timeline
+    from tether.cli._show_fit import print_fitted
+
+    app = App(sqlite_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
+
+    @app.workflow(name="thrifty")
+    async def thrifty(question: str) -> str:
+        set_budget(Budget(tokens=5))  # the first call is refused: no request is sent
+        reply = await llm.chat([user_message(question)])
+        return reply.text or ""
+
+    @app.workflow(name="refund")
+    async def refund(amount: int) -> object:
+        decision = await request_approval("pay", {"amount": amount, "to": "ACME Corp"},
+                                          "over $100", approval_id="a-7")
+        return decision.approved
+
+    @app.workflow(name="plain_wait")
+    async def plain_wait() -> object:
+        return await tether.wait_for_signal("go")
+
+    async def waiting(run_id: str, on: str) -> tether.RunInfo:
+        for _ in range(600):
+            info = await app.get_run(run_id)
+            if info.waiting_for == on and info.status_info is not None:
+                return info
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"run {run_id} never waited for {on}")
+
+    try:
+        async with app.worker(poll_interval=0.05):
+            await app.start(thrifty, "q", run_id="th-2")
+            await app.start(refund, 500, run_id="rf-2")
+            await app.start(plain_wait, run_id="pw-2")
+            over = await waiting("th-2", "signal budget")
+            asking = await waiting("rf-2", "signal approval")
+            for _ in range(600):
+                plain = await app.get_run("pw-2")
+                if plain.waiting_for == "signal go":
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await app.close()
+    for info, says in (
+            (over, ["  asks: The run's LLM budget is reached (0 of 5 tokens spent): give "
+                    "new limits (usd and/or tokens) to continue.",
+                    "  answer: tether budget th-2 --usd X --tokens N"]),
+            (asking, ['  approval a-7: pay {"amount": 500, "to": "ACME Corp"}',
+                      "  answer: tether approve rf-2 --approval-id a-7 (--reject to refuse; "
+                      "--note TEXT)"])):
+        wide = io.StringIO()
+        print_timeline(info, wide)
+        lines = wide.getvalue().splitlines()
+        assert lines[2].startswith("waiting for: signal ") and lines[3:5] == says, lines
+        fitted = io.StringIO()
+        print_fitted(info, 60, fitted.write)
+        text = fitted.getvalue()
+        assert all(len(line) <= 60 for line in text.splitlines()), text
+        assert " ".join(text.split()).count(" ".join(" ".join(says).split())) == 1, text
+    wide = io.StringIO()
+    print_timeline(plain, wide)
+    assert "asks:" not in wide.getvalue() and "answer:" not in wide.getvalue()
+
+
 def test_versions_help_says_what_it_counts() -> None:
     # ``tether versions --help`` printed its usage and options only: nothing said what
     # a row counts, what ``(none)`` is, or what --json holds.

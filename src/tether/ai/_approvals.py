@@ -192,6 +192,15 @@ def _decision(payload: Any, approval_id: str) -> ApprovalDecision | None:
 # -- the outside ---------------------------------------------------------------------------
 
 
+def awaited_approval(run: Any) -> PendingApproval | None:
+    """The approval a run (``App.get_run``'s ``RunInfo``) waits for, from its live
+    status, or ``None``: what ``tether show`` prints under *waiting for*, without
+    another query."""
+    if run.waiting_for != _WAITING_FOR:
+        return None
+    return _pending_from(run.run_id, run.workflow, RunStatus(run.status), run.status_info)
+
+
 def _pending_from(run_id: str, workflow: str, status: RunStatus, info: Any
                   ) -> PendingApproval | None:
     if status.is_ended or not isinstance(info, Mapping):

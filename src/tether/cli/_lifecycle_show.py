@@ -47,6 +47,36 @@ def waiting_text(info: RunInfo) -> str:
         f" (since {fmt_time(since)})" if since is not None else "")
 
 
+def asks_person(info: RunInfo) -> list[tuple[str, str]]:
+    """What a waiting run asks a person for and the command that answers it, as
+    ``(label, text)`` lines under its ``waiting for:`` line: an approval's tool and
+    arguments (``tether approve``), or the message of a signal the workflow asked a
+    person for in its live status (``input``: the budget's raise, ``tether budget``).
+    The live status line, cut to the width, kept the figures and the tool's arguments
+    out of sight; the web UI's run page shows them. Empty for any other run."""
+    from tether.ai._approvals import awaited_approval
+
+    run = shlex.quote(info.run_id)
+    approval = awaited_approval(info)
+    if approval is not None:
+        return [(f"  approval {safe(approval.approval_id)}: ",
+                 f"{safe(approval.tool)} {short(approval.arguments, 200)}"),
+                ("  answer: ", f"tether approve {run} --approval-id "
+                               f"{shlex.quote(approval.approval_id)} (--reject to refuse; "
+                               "--note TEXT)")]
+    kind, _, name = (info.waiting_for or "").partition(" ")
+    status = info.status_info if isinstance(info.status_info, dict) else {}
+    ask = status.get("input")
+    if (info.status is not RunStatus.WAITING or kind != "signal" or not isinstance(ask, dict)
+            or ask.get("signal") != name or not isinstance(ask.get("message"), str)):
+        return []
+    hint = status.get("hint")
+    answer = (hint.removeprefix("raise it: ").replace("RUN_ID", run)
+              if isinstance(hint, str) and hint.startswith("raise it: tether ")
+              else f"tether signal {run} {shlex.quote(name)} --data JSON")
+    return [("  asks: ", safe(ask["message"])), ("  answer: ", safe(answer))]
+
+
 def child_id(e: dict[str, Any]) -> str | None:
     """The run id a ``child_start`` entry gave its child, whole (as the entry's result
     column shows it; other results are cut to fit)."""

@@ -50,6 +50,7 @@ from tether.cli._lifecycle_show import (
     OPERATOR_NOTE,
     ORIGIN_SHOWN,
     RESULT_WIDTH,
+    asks_person,
     child_id,
     error_summary,
     journal_header,
@@ -529,6 +530,8 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
          f"{fmt_time(info.finished_at)}" if info.finished_at else "") + "\n")
     if info.waiting_for:
         w(f"waiting for: {safe(waiting_text(info))}\n")
+        for label, text in asks_person(info):
+            w(f"{label}{text}\n")
     if info.cancel_requested:
         w(f"{cancel_note(info.queue)}\n")
     if info.status_info is not None:

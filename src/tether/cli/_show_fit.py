@@ -19,6 +19,7 @@ from tether.cli._common import fmt_time, safe, short
 from tether.cli._lifecycle_show import (
     OPERATOR_NOTE,
     ORIGIN_SHOWN,
+    asks_person,
     attempt_position,
     attempt_took,
     attempts_cell,
@@ -288,6 +289,8 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False,
                   width)
     if info.waiting_for:
         lines.append(cut_end(f"waiting for: {_line(waiting_text(info))}", width))
+        for label, text in asks_person(info):
+            lines += wrap(text, width, label)
     if info.cancel_requested:
         lines.append(cut_end(cancel_note(info.queue), width))
     if info.status_info is not None:
