@@ -168,6 +168,38 @@ async def test_answering_twice_or_without_a_pending_approval_is_an_error(
     assert booked == [{"destination": "Lisbon", "price_usd": 180.0}]
 
 
+async def test_an_answer_to_a_run_waiting_for_something_else_names_what_it_waits_for(
+        sqlite_url: str) -> None:
+    """An answer to a run that waits for something else than an approval (a second
+    ``tether approve`` after the approval was answered and the agent went on to a tool
+    that is a child run) said "it is waiting and has not asked for one", untrue of a run
+    that asked a moment before: it names what the run waits for."""
+    app = App(sqlite_url)
+
+    @app.workflow(name="gated")
+    async def gated() -> object:
+        await tether.ai.request_approval("pay", {"amount": 5}, "small", approval_id="a")
+        tether.set_status({"state": "paying"})  # (as an agent says it calls its tools)
+        return await tether.wait_for_signal("go")
+
+    async with app, app.worker(poll_interval=0.05):
+        await app.start(gated, run_id="g-1")
+        for _ in range(600):
+            if await pending_approval(app, "g-1") is not None:
+                break
+            await asyncio.sleep(0.05)
+        await approve(app, "g-1")
+        for _ in range(600):
+            if (await app.get_run("g-1")).waiting_for == "signal go":
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(NoPendingApproval) as caught:
+            await approve(app, "g-1")
+        assert str(caught.value) == ("run 'g-1' has no pending approval: it is waiting for "
+                                     "signal go, not for an approval")
+        await app.cancel("g-1")
+
+
 async def test_request_approval_in_a_plain_workflow(store_url: str) -> None:
     """Any workflow can ask for approval; a stale answer (another approval's id) and a
     malformed payload are skipped, a hand-sent answer without an id is taken."""

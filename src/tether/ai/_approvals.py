@@ -362,7 +362,7 @@ async def approve(app: App, run_id: str, *, approved: bool = True,
     info = await app.get_run(run_id)
     pending = _pending_from(info.run_id, info.workflow, info.status, info.status_info)
     if pending is None:
-        raise NoPendingApproval(run_id, _why_not(info.status, info.status_info))
+        raise NoPendingApproval(run_id, _why_not(info.status, info.waiting_for))
     if approval_id is not None and pending.approval_id != approval_id:
         raise NoPendingApproval(
             run_id, f"approval {approval_id} was answered already; the run now waits for "
@@ -383,7 +383,11 @@ async def reject(app: App, run_id: str, *, note: str | None = None) -> PendingAp
     return await approve(app, run_id, approved=False, note=note)
 
 
-def _why_not(status: RunStatus, info: Any) -> str:
+def _why_not(status: RunStatus, waiting_for: str | None) -> str:
     if status.is_ended:
         return f"it has ended ({status.value})"
+    if status is RunStatus.WAITING and waiting_for and waiting_for != _WAITING_FOR:
+        # (it said "has not asked for one" of a run whose approval was answered a moment
+        # before, now waiting for the tool's child run: what it waits for says more)
+        return f"it is waiting for {shown(waiting_for, quoted=False)}, not for an approval"
     return f"it is {status.value} and has not asked for one"
