@@ -714,6 +714,45 @@ async def test_a_budget_signal_that_gives_no_limit_is_warned_of(store_url: str) 
         await app.cancel("th-1")
 
 
+async def test_runs_parent_lists_a_runs_children(sqlite_url: str) -> None:
+    """``tether runs --parent RUN`` lists the child runs of RUN (an agent's tools that
+    are workflows), as the API's ``parent=`` does: ``tether runs`` had no such filter,
+    and a tool run was found only by its id's prefix. A parent that names no run is
+    warned of; an empty one is no filter, as ``--workflow ''``."""
+    app = App(sqlite_url)
+
+    @app.workflow(name="tool")
+    async def tool(n: int) -> int:
+        return n * 2
+
+    @app.workflow(name="lead")
+    async def lead() -> int:
+        first = await tether.start_child(tool, 1)
+        second = await tether.start_child(tool, 2)
+        return await first.result() + await second.result()
+
+    try:
+        async with app.worker(poll_interval=0.05):
+            await app.start(lead, run_id="p-1")
+            await app.start(tool, 5, run_id="other")
+            assert await app.handle("p-1").result(timeout=30) == 6
+            await app.handle("other").result(timeout=30)
+    finally:
+        await app.close()
+    got = await cli("runs", "--parent", "p-1", "--json", db=sqlite_url)
+    assert got.returncode == 0, got.stderr
+    assert sorted((r["run_id"], r["parent_run_id"]) for r in json.loads(got.stdout)) == [
+        ("p-1.0", "p-1"), ("p-1.1", "p-1")], got.stdout
+    table = await cli("runs", "--parent", "p-1", db=sqlite_url)
+    assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == ["p-1.1", "p-1.0"]
+    none = await cli("runs", "--parent", "p-9", db=sqlite_url)
+    assert none.returncode == 0 and none.stdout == "no runs\n", none.stdout
+    assert ("tether: warning: no run 'p-9' in this store: --parent takes the id of the run "
+            "whose children to list") in none.stderr.splitlines(), none.stderr
+    every = await cli("runs", "--parent", "", "--json", db=sqlite_url)
+    assert len(json.loads(every.stdout)) == 4, every.stdout
+
+
 async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(
         served: tuple[App, str]) -> None:
     """``tether budget RUN --usd 5`` of a run that has ended is a one-line error about

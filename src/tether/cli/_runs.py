@@ -112,6 +112,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="only the runs of this workflow (as the API's and the web UI's "
                    "workflow= filter)")
     p.add_argument("--queue", metavar="NAME", help="only the runs of this queue")
+    p.add_argument("--parent", metavar="RUN_ID",
+                   help="only the child runs of this run (its tools that are workflows "
+                   "or agents: as the API's parent= filter)")
     p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
                    help="at most this many runs, newest first (default 50; a line on "
                         "stderr says when more are stored)")
@@ -370,7 +373,10 @@ async def runs(args: argparse.Namespace) -> int:
         # index, not a scan of every run; and each record with a fork's origin)
         found = await search_statuses(
             app, _statuses(args.status), workflow=_filter_name(args.workflow, "workflow"),
-            queue=_filter_name(args.queue, "queue"), limit=args.limit + 1)
+            queue=_filter_name(args.queue, "queue"), limit=args.limit + 1,
+            # (a stored run's id, which may be longer than a new name: a child's is its
+            # parent's and ".N")
+            parent=check_name("parent run id", args.parent, new=False) if args.parent else None)
         more, found = len(found) > args.limit, found[:args.limit]
         # (a blocked run waits for an operator: its cell says why, as `tether show` does)
         blocked = {r.run_id: blocked_reason(app, r) for r in found if r.status == "blocked"}
@@ -384,6 +390,9 @@ async def runs(args: argparse.Namespace) -> int:
             await _warn_unknown_filter(app, args.workflow)
         if not found and args.queue:
             await _warn_unknown_queue(app, args.queue)
+        if not found and args.parent and await app.store.run_get(args.parent) is None:
+            log.warning("no run '%s' in this store: --parent takes the id of the run "
+                        "whose children to list", safe(args.parent))
     if more:  # (the 50 newest were all it said, as if they were every run)
         print(f"more runs are stored than the {len(found)} listed (the newest): --limit N "
               "lists more", file=sys.stderr)
