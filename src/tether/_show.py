@@ -525,6 +525,38 @@ async def queued_why(app: App, status: str, workflow: str, queue: str,
     return unregistered, (await app.store.queue_limits()).get(queue)
 
 
+async def child_waits(app: App, status: str, waiting_for: str | None) -> str | None:
+    """What the child run a waiting run waits for is doing (``tether show``'s line under
+    *waiting for*, as the run page says what that child waits for): ``queued in queue
+    crawl, which no live worker serves``, ``waiting for signal approval``, its status;
+    None for a run that waits for no child (or a child purged meanwhile). A tool run
+    queued where no worker looks (its worker killed and not restarted, a queue of
+    ``workflow_tool(queue=)`` no worker was started with) held its parent as silently as
+    a child that was working."""
+    from tether.store._port import WORKER_STALE
+
+    kind, _, child_id = (waiting_for or "").partition(" ")
+    if status != RunStatus.WAITING.value or kind != "child" or not child_id:
+        return None
+    child = await app.store.run_get(child_id)
+    if child is None:
+        return None
+    if child.status == RunStatus.QUEUED.value:
+        queue = child.queue
+        if (await app.store.queue_limits()).get(queue) == 0:
+            return f"queued in queue {queue}, which is paused"
+        now = app.clock.now()
+        served = {q for w in await app.store.worker_list()
+                  if now - w.heartbeat_at <= WORKER_STALE for q in w.queues.split(",")}
+        if queue not in served:
+            return (f"queued in queue {queue}, which no live worker serves (tether worker "
+                    f"MODULE:APP --queue {shlex.quote(queue)})")
+        return f"queued in queue {queue}"
+    if child.status == RunStatus.WAITING.value and child.waiting_for:
+        return f"waiting for {child.waiting_for}"
+    return str(child.status)
+
+
 def paused_queue_warning(queue: str) -> str:
     """The warning of a start (``tether start``, ``POST /api/v1/runs``) that queued its
     run on a paused queue (``tether queue-limit Q 0``): it waits, however many workers

@@ -753,6 +753,57 @@ async def test_runs_parent_lists_a_runs_children(sqlite_url: str) -> None:
     assert len(json.loads(every.stdout)) == 4, every.stdout
 
 
+async def test_show_of_a_run_waiting_for_a_child_says_what_the_child_is_doing(
+        sqlite_url: str) -> None:
+    """``tether show PARENT`` of a run waiting for a child (an agent's tool run) said
+    ``waiting for: child P.0`` alone, the same whether the child worked, waited for a
+    person, or sat queued where no worker looks (its worker killed and not restarted):
+    a line under it says what the child is doing."""
+    app = App(sqlite_url)
+
+    @app.workflow(name="far_tool", queue="far")
+    async def far_tool() -> int:
+        return 1
+
+    @app.workflow(name="asking_tool")
+    async def asking_tool() -> object:
+        return await tether.wait_for_signal("go")
+
+    @app.workflow(name="lead_far")
+    async def lead_far() -> object:
+        return await (await tether.start_child(far_tool)).result()
+
+    @app.workflow(name="lead_asking")
+    async def lead_asking() -> object:
+        return await (await tether.start_child(asking_tool)).result()
+
+    async def waits(run_id: str, on: str) -> None:
+        for _ in range(600):
+            if (await app.get_run(run_id)).waiting_for == on:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"run {run_id} never waited for {on}")
+
+    try:
+        async with app.worker(queues=["default"], poll_interval=0.05):
+            await app.start(lead_far, run_id="lf-1")
+            await app.start(lead_asking, run_id="la-1")
+            await waits("lf-1", "child lf-1.0")
+            await waits("la-1.0", "signal go")
+            await waits("la-1", "child la-1.0")
+            far = await cli("show", "lf-1", db=sqlite_url)
+            asking = await cli("show", "la-1", db=sqlite_url)
+            await app.cancel("lf-1")
+            await app.cancel("la-1")
+    finally:
+        await app.close()
+    assert far.stdout.splitlines()[3] == (
+        "  the child is queued in queue far, which no live worker serves (tether worker "
+        "MODULE:APP --queue far)"), far.stdout
+    assert asking.stdout.splitlines()[3] == "  the child is waiting for signal go", \
+        asking.stdout
+
+
 async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(
         served: tuple[App, str]) -> None:
     """``tether budget RUN --usd 5`` of a run that has ended is a one-line error about

@@ -16,6 +16,7 @@ from tether._show import (
     STATUSES,
     blocked_reason,
     cancel_pending,
+    child_waits,
     error_origin,
     held,
     info_dict,
@@ -426,6 +427,8 @@ async def show(args: argparse.Namespace) -> int:
                        and await app.store.run_get(info.parent_run_id) is None)
         unregistered, limit = (None, None) if doc is not None else await queued_why(
             app, info.status.value, info.workflow, info.queue, info.journal)
+        child = None if doc is not None else await child_waits(
+            app, info.status.value, info.waiting_for)
         live = ([] if doc is not None or (info.version and not _may_wait_for_version(info))
                 else await _live_versions(app))
     # (a run pinned to a version no live worker has waits while other workers serve)
@@ -437,10 +440,10 @@ async def show(args: argparse.Namespace) -> int:
     width = fit_width(args.wide)
     if width is None:
         print_timeline(info, parent_gone=parent_gone, unregistered=unregistered,
-                       queue_limit=limit, live=live, idle=idle)
+                       queue_limit=limit, live=live, idle=idle, child=child)
     else:
         print_fitted(info, width, sys.stdout.write, parent_gone, unregistered=unregistered,
-                     queue_limit=limit, live=live, idle=idle)
+                     queue_limit=limit, live=live, idle=idle, child=child)
     return 0
 
 
@@ -529,7 +532,8 @@ def _short_created(text: str) -> str:
 
 def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
                    unregistered: str | None = None, queue_limit: int | None = None,
-                   live: list[str] | None = None, idle: str | None = None) -> None:
+                   live: list[str] | None = None, idle: str | None = None,
+                   child: str | None = None) -> None:
     out = out or sys.stdout
     w = out.write
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
@@ -541,6 +545,8 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
         w(f"waiting for: {safe(waiting_text(info))}\n")
         for label, text in asks_person(info):
             w(f"{label}{text}\n")
+        if child is not None:
+            w(f"  the child is {safe(child)}\n")
     if info.cancel_requested:
         w(f"{cancel_note(info.queue)}\n")
     if info.status_info is not None:
