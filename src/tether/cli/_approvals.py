@@ -22,7 +22,7 @@ from tether.cli._common import (
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("approvals", parents=[common],
                        help="list the tool calls that wait for a human's approval, "
-                       "oldest run first")
+                       "longest waiting first")
     p.add_argument("--limit", type=bounded_int(1_000_000), default=None,
                    help="at most this many approvals, of the oldest runs (a line on "
                    "stderr says when more wait); default: every one, longest waiting "
