@@ -804,6 +804,54 @@ async def test_show_of_a_run_waiting_for_a_child_says_what_the_child_is_doing(
         asking.stdout
 
 
+async def test_budget_that_leaves_the_limit_the_run_stopped_at_is_warned_of(
+        store_url: str) -> None:
+    """``tether budget RUN --usd 5`` to a run stopped at its token limit said "set to
+    $5.00" alone, and the run took the new limit and waited on (as for a new limit not
+    above what it spent): a warning says why it waits on and what lets it go on. A raise
+    of the limit it stopped at gets none."""
+    from tether.ai import LLM, Budget, set_budget, user_message
+
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
+
+    @app.workflow(name="thrifty")
+    async def thrifty(question: str) -> str:
+        set_budget(Budget(tokens=5))  # the first call is refused: no request is sent
+        reply = await llm.chat([user_message(question)])
+        return reply.text or ""
+
+    async def waiting_on_budget(after: int) -> None:
+        for _ in range(600):
+            info = await app.get_run("th-3")
+            taken = [e for e in info.journal if e["name"] == "budget"]
+            if info.waiting_for == "signal budget" and len(taken) == after:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("run th-3 never waited on its budget")
+
+    async with app, app.worker(poll_interval=0.1):
+        await app.start(thrifty, "q", run_id="th-3")
+        await waiting_on_budget(0)
+        usd = await cli("budget", "th-3", "--usd", "5", db=store_url)
+        assert usd.returncode == 0 and usd.stdout == "budget of run th-3 set to $5.00\n"
+        assert usd.stderr.splitlines() == [
+            "tether: warning: run 'th-3' takes these limits and waits on: it stopped at its "
+            "token limit (0 tokens spent of 5 tokens), which this raise leaves as it was; a "
+            "token limit above 0 tokens lets it go on"], usd.stderr
+        await waiting_on_budget(1)
+        zero = await cli("budget", "th-3", "--tokens", "0", db=store_url)
+        assert zero.stderr.splitlines() == [
+            "tether: warning: run 'th-3' takes these limits and waits on: the new token "
+            "limit, 0 tokens, is not above the 0 tokens it has spent; a token limit above "
+            "that lets it go on"], zero.stderr
+        await waiting_on_budget(2)
+        right = await cli("budget", "th-3", "--tokens", "7", db=store_url)
+        assert right.returncode == 0 and right.stderr == "", right.stderr
+        await waiting_on_budget(3)  # (7 tokens are still too few for the call's prompt)
+        await app.cancel("th-3")
+
+
 async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(
         served: tuple[App, str]) -> None:
     """``tether budget RUN --usd 5`` of a run that has ended is a one-line error about

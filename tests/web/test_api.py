@@ -1333,6 +1333,14 @@ async def test_a_budget_signal_that_gives_no_limit_warns(api: Api) -> None:
         await waiting_on_budget("ob-w", 2)  # (6 tokens are still too few for the call)
         doc = (await api.http.get("/api/v1/runs/ob-w")).json()
         assert doc["status_info"]["budget_tokens"] == 6, doc["status_info"]
+        # Limits that leave the one it stopped at (its only one: tokens) say so too.
+        r = await api.http.post("/api/v1/runs/ob-w/signals/budget",
+                                json={"data": {"usd": 1}})
+        assert r.status_code == 202 and r.json()["warnings"] == [
+            "run 'ob-w' takes these limits and waits on: it stopped at its token limit (0 "
+            "tokens spent of 6 tokens), which this raise leaves as it was; a token limit "
+            "above 0 tokens lets it go on"], r.text
+        await waiting_on_budget("ob-w", 3)
         # A signal of another name to it is not judged.
         r = await api.http.post("/api/v1/runs/ob-w/signals/other", json={"data": {}})
         assert r.status_code == 202 and "warnings" not in r.json(), r.text

@@ -67,8 +67,8 @@ __all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "CHILD_SHARE_PATCH", "CHILD_S
            "DEFAULT_OUTPUT_BOUND", "INHERIT_BUDGET", "ONE_RAISE_PATCH", "Budget",
            "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "checked_budget",
            "child_share",
-           "current_spending", "no_raise_warning", "output_bound", "raises_nothing",
-           "require_price", "set_budget", "signal_limits", "stricter"]
+           "current_spending", "falls_short", "no_raise_warning", "output_bound", "raises_nothing",
+           "require_price", "set_budget", "short_raise", "signal_limits", "stricter"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
@@ -185,6 +185,22 @@ def signal_limits(payload: Any) -> tuple[float | None, int | None]:
                             and _finite(tokens) and tokens >= 0) else None)
 
 
+async def _waiting_status(app: App, run_id: str) -> Mapping[str, Any] | None:
+    """The live status of ``run_id`` while it waits on its budget (``RunSpending.status``),
+    else ``None`` (another wait, no such run, a status this process cannot read)."""
+    try:
+        run = await app.store.run_get(run_id)
+    except TetherError:
+        return None
+    if run is None or run.waiting_for != f"signal {BUDGET_SIGNAL}" or run.status_info is None:
+        return None
+    try:
+        info = app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
+    except Exception:
+        return None  # not JSON we wrote (or sealed): not ours to judge
+    return info if isinstance(info, Mapping) and info.get("waiting_for") == "budget" else None
+
+
 async def raises_nothing(app: App, run_id: str, name: str, payload: Any) -> bool:
     """Whether the signal ``name`` carrying ``payload``, sent to ``run_id``, is the
     ``budget`` signal of a run that waits on its budget and gives no new limit
@@ -194,17 +210,55 @@ async def raises_nothing(app: App, run_id: str, name: str, payload: Any) -> bool
     which then waits no more."""
     if name != BUDGET_SIGNAL or signal_limits(payload) != (None, None):
         return False
-    try:
-        run = await app.store.run_get(run_id)
-    except TetherError:
-        return False
-    if run is None or run.waiting_for != f"signal {BUDGET_SIGNAL}" or run.status_info is None:
-        return False
-    try:
-        info = app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
-    except Exception:
-        return False  # not JSON we wrote (or sealed): not ours to judge
-    return isinstance(info, Mapping) and info.get("waiting_for") == "budget"
+    return await _waiting_status(app, run_id) is not None
+
+
+async def falls_short(app: App, run_id: str, name: str, payload: Any) -> str | None:
+    """``short_raise`` of the ``budget`` signal ``name`` carrying ``payload``, sent to
+    ``run_id`` while it waits on its budget: why its new limits cannot let the run go
+    on, or ``None``. Read it before the send, as ``raises_nothing``."""
+    if name != BUDGET_SIGNAL:
+        return None
+    usd, tokens = signal_limits(payload)
+    if usd is None and tokens is None:
+        return None  # (no limit at all: raises_nothing's case)
+    status = await _waiting_status(app, run_id)
+    return short_raise(status, usd, tokens) if status is not None else None
+
+
+def short_raise(status: Any, usd: float | None, tokens: int | None) -> str | None:
+    """Why new limits (``usd``, ``tokens``: ``None`` for one not given) cannot let a run
+    go on, read from its live status while it waits on its budget (``RunSpending.status``:
+    its spending and limits), or ``None`` when they may: a limit it stopped at that they
+    leave as it was (the budget's only limit, or one it has spent: ``tether budget RUN
+    --usd 5`` to a run stopped at its token limit), or a new limit at or under what it
+    has spent. The run takes such a raise and waits on. (A raise past what it spent may
+    still fall short of its next call's estimate: the run then waits on too, and the
+    status's message says so.)"""
+    if not isinstance(status, Mapping) or status.get("waiting_for") != "budget":
+        return None
+    figures = {"usd": (status.get("spent_usd"), status.get("budget_usd"), usd),
+               "tokens": (status.get("spent_tokens"), status.get("budget_tokens"), tokens)}
+    limited = [kind for kind, (_, limit, _) in figures.items()
+               if isinstance(limit, (int, float))]
+
+    def said(kind: str, value: Any) -> str:
+        return f"${value:,.6f}" if kind == "usd" else f"{value:,} tokens"
+
+    for kind, (spent, limit, new) in figures.items():
+        if not isinstance(spent, (int, float)):
+            continue
+        what = "USD" if kind == "usd" else "token"
+        if new is not None and new <= spent:
+            return (f"the new {what} limit, {said(kind, new)}, is not above the "
+                    f"{said(kind, spent)} it has spent; a {what} limit above that lets it "
+                    "go on")
+        if (new is None and isinstance(limit, (int, float))
+                and (len(limited) == 1 or spent >= limit)):
+            return (f"it stopped at its {what} limit ({said(kind, spent)} spent of "
+                    f"{said(kind, limit)}), which this raise leaves as it was; a "
+                    f"{what} limit above {said(kind, spent)} lets it go on")
+    return None
 
 
 def no_raise_warning(run_id: str, name: str, answer: str) -> str:

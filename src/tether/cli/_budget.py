@@ -8,12 +8,15 @@ signal and applies it the next time its budget is reached.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from typing import Any
 
 from tether._fit import say
 from tether.cli._common import CliError, client, run_id_arg, safe
 from tether.errors import SignalError
+
+log = logging.getLogger("tether.cli")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -26,7 +29,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def budget(args: argparse.Namespace) -> int:
-    from tether.ai._budget import BUDGET_SIGNAL
+    from tether.ai._budget import BUDGET_SIGNAL, short_raise
 
     if args.usd is None and args.tokens is None:
         raise CliError("give the new limit: --usd X and/or --tokens N", 2)
@@ -40,6 +43,10 @@ async def budget(args: argparse.Namespace) -> int:
     if args.tokens is not None:
         payload["tokens"] = args.tokens
     async with client(args) as app:
+        # (read before the send: the signal wakes the run, which then waits no more)
+        info = await app.get_run(args.run_id)
+        short = (short_raise(info.status_info, args.usd, args.tokens)
+                 if info.waiting_for == f"signal {BUDGET_SIGNAL}" else None)
         try:
             await app.signal(args.run_id, BUDGET_SIGNAL, payload)
         except SignalError:
@@ -48,6 +55,11 @@ async def budget(args: argparse.Namespace) -> int:
             raise CliError(f"run {args.run_id!r} has ended ({status}): its budget was not "
                            "changed (a budget is set on a run that has not ended)") from None
     say(f"budget of run {safe(args.run_id)} set to {limits_text(args.usd, args.tokens)}")
+    if short is not None:
+        # (it said "set to $5.00" alone, and the run, stopped at its token limit, took
+        # the new limit and waited on)
+        log.warning("run %s takes these limits and waits on: %s", safe(repr(args.run_id)),
+                    short)
     return 0
 
 

@@ -735,10 +735,11 @@ async def send_signal(args: argparse.Namespace) -> int:
     async with app:
         # (read before the send: the signal wakes the run, which then waits no more)
         from tether.ai._approvals import no_answer_warning, unanswered_by
-        from tether.ai._budget import no_raise_warning, raises_nothing
+        from tether.ai._budget import falls_short, no_raise_warning, raises_nothing
 
         unanswered = await unanswered_by(app, args.run_id, args.name, payload)
         unraised = await raises_nothing(app, args.run_id, args.name, payload)
+        short = await falls_short(app, args.run_id, args.name, payload)
         sent = await app._signal(args.run_id, args.name, payload,
                                  idempotency_key=args.idempotency_key)
         report = await signal_report(app, args.run_id, args.name, payload, sent)
@@ -752,6 +753,9 @@ async def send_signal(args: argparse.Namespace) -> int:
                 log.warning("%s", no_raise_warning(
                     args.run_id, args.name,
                     f"`tether budget {safe(args.run_id)} --usd X --tokens N`"))
+            if short is not None:
+                log.warning("run %s takes these limits and waits on: %s",
+                            safe(repr(args.run_id)), short)
     if report.created:
         outcome = "sent"
     elif report.name_differs or report.data_differs:

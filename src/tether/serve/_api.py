@@ -604,11 +604,12 @@ async def send_signal(request: Request) -> Response:
                     run_id=run_id, idempotency_key=key) is None):
             await add_trace_link(app.store, run_id, carrier, app.clock.now())
     from tether.ai._approvals import no_answer_warning, unanswered_by
-    from tether.ai._budget import no_raise_warning, raises_nothing
+    from tether.ai._budget import falls_short, no_raise_warning, raises_nothing
 
     # (read before the send: the signal wakes the run, which then waits no more)
     unanswered = await unanswered_by(app, run_id, name, body.get("data"))
     unraised = await raises_nothing(app, run_id, name, body.get("data"))
+    short = await falls_short(app, run_id, name, body.get("data"))
     try:
         sent = await app._signal(run_id, name, body.get("data"), idempotency_key=key)
     except RunNotFound:
@@ -627,6 +628,8 @@ async def send_signal(request: Request) -> Response:
         answer["warnings"] = [no_raise_warning(
             run_id, name, f'data {{"usd": X, "tokens": N}} (either or both), or '
             f"`tether budget {run_id} --usd X --tokens N`")]
+    if report.created and short is not None:
+        answer["warnings"] = [f"run {shown(run_id)} takes these limits and waits on: {short}"]
     return json_response(answer, 202)
 
 
