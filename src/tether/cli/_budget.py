@@ -29,7 +29,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def budget(args: argparse.Namespace) -> int:
-    from tether.ai._budget import BUDGET_SIGNAL, short_raise
+    from tether.ai._budget import BUDGET_SIGNAL, falls_short
 
     if args.usd is None and args.tokens is None:
         raise CliError("give the new limit: --usd X and/or --tokens N", 2)
@@ -44,9 +44,7 @@ async def budget(args: argparse.Namespace) -> int:
         payload["tokens"] = args.tokens
     async with client(args) as app:
         # (read before the send: the signal wakes the run, which then waits no more)
-        info = await app.get_run(args.run_id)
-        short = (short_raise(info.status_info, args.usd, args.tokens)
-                 if info.waiting_for == f"signal {BUDGET_SIGNAL}" else None)
+        short = await falls_short(app, args.run_id, BUDGET_SIGNAL, payload)
         try:
             await app.signal(args.run_id, BUDGET_SIGNAL, payload)
         except SignalError:
