@@ -1159,7 +1159,8 @@ class App:
 
     async def set_queue_limit(self, queue: str, limit: int | None) -> None:
         """At most ``limit`` runs of ``queue`` run at once across all workers (persisted
-        in the store; ``0`` pauses the queue, ``None`` removes the limit).
+        in the store; ``0`` pauses the queue, keeping the limit it held for
+        ``resume_queue``; ``None`` removes the limit).
 
         Raises:
             ConfigError: a limit that is not an integer >= 0 or None.
@@ -1174,6 +1175,30 @@ class App:
         """The queues that have a concurrency limit, and their limits."""
         store = await self._open()
         return await store.queue_limits()
+
+    async def pause_queue(self, queue: str) -> None:
+        """Pause ``queue``: no worker claims its runs until ``resume_queue`` (its limit
+        becomes 0, as ``set_queue_limit(queue, 0)``). The limit it held is kept for the
+        resume; pausing a paused queue changes nothing."""
+        await self.set_queue_limit(queue, 0)
+
+    async def resume_queue(self, queue: str) -> tuple[bool, int | None]:
+        """Lift the pause of ``queue`` (``pause_queue``, or the limit 0): it gets back
+        the limit it held before the pause (or none, if it had none). Returns whether it
+        was paused and its limit now (``None``: none); a queue that was not paused is
+        left as it is."""
+        check_queue_limit(queue, None)
+        store = await self._open()
+        resumed = await store.queue_resume(queue=queue, now=self.clock.now())
+        for w in self._workers:
+            w.notify()
+        return resumed
+
+    async def queue_pauses(self) -> dict[str, int | None]:
+        """The paused queues, each with the limit ``resume_queue`` gives it back
+        (``None``: none)."""
+        store = await self._open()
+        return await store.queue_pauses()
 
     async def events(self, run_id: str) -> AsyncIterator[str]:
         """Live events a run publishes for observers (e.g. streamed LLM chunks), from

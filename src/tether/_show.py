@@ -562,7 +562,7 @@ def paused_queue_warning(queue: str) -> str:
     run on a paused queue (``tether queue-limit Q 0``): it waits, however many workers
     serve the queue, until the pause is lifted."""
     return (f"queue {queue!r} is paused (limit 0): the run waits until "
-            f"`tether queue-limit {shlex.quote(queue)} none` lifts it")
+            f"`tether queue-resume {shlex.quote(queue)}` lifts it")
 
 
 @dataclass(frozen=True)

@@ -1390,7 +1390,7 @@ async def test_show_of_a_queued_run_names_its_queues_pause(store_url: str) -> No
             assert (await app.get_run("paused-1")).status is tether.RunStatus.QUEUED
     piped = (await cli("show", "paused-1", db=store_url)).stdout
     assert ("no operations yet: the run waits in queue default, which is paused (its "
-            "limit is 0: `tether queue-limit default none` lifts it)") in piped, piped
+            "limit is 0: `tether queue-resume default` lifts it)") in piped, piped
     fitted = await asyncio.to_thread(on_terminal, "show", "paused-1", db=store_url,
                                      columns=200)
     assert "waits in queue default, which is paused" in fitted, fitted
@@ -1419,11 +1419,12 @@ async def test_queues_shows_each_queues_runs_and_live_workers(
     assert listed.returncode == 0, listed.stderr
     rows = {r["queue"]: r for r in json.loads(listed.stdout)}
     assert rows["default"] == {"queue": "default", "limit": None, "paused": False,
+                               "limit_before_pause": None,
                                "workflows": ["approval", "doubler"], "queued": 0, "due": 0,
                                "running": 0, "waiting": 1, "workers": 1}, rows
     # (a queue no workflow is registered on, only runs: listed, with no worker)
     assert rows["side"] == {"queue": "side", "limit": None, "paused": False,
-                            "workflows": [], "queued": 2,
+                            "limit_before_pause": None, "workflows": [], "queued": 2,
                             "due": 2, "running": 0, "waiting": 0, "workers": 0}, rows
     text = (await cli("queues", db=url)).stdout.splitlines()
     assert text[0].split() == ["QUEUE", "LIMIT", "QUEUED", "DUE", "RUNNING", "WAITING",
@@ -1453,6 +1454,7 @@ async def test_queues_says_a_paused_queue_is_paused(paused: str) -> None:
     async with make_app(paused) as admin:
         await admin.set_queue_limit("capped", 2)
     text = (await cli("queues", db=paused)).stdout.splitlines()
+    text = text[:text.index("")]  # (the table; under it, what a resume gives back)
     rows = {line.split()[0]: line.split() for line in text[1:]}
     assert rows["held"][:2] == ["held", "paused"], text
     assert rows["capped"][:2] == ["capped", "2"], text
@@ -1466,6 +1468,52 @@ async def test_queues_says_a_paused_queue_is_paused(paused: str) -> None:
     assert (listed["default"]["limit"], listed["default"]["paused"]) == (None, False)
 
 
+async def test_a_paused_queue_gets_its_limit_back_on_resume(paused: str) -> None:
+    """``tether queue-limit Q 5``, a pause (``queue-limit Q 0``, as the docs say, or
+    ``queue-pause Q``), then ``queue-resume Q``: the queue has its limit 5 again. Until
+    2026-12-07 a pause replaced the limit, and the only way out, ``queue-limit Q none``,
+    left the queue with no limit: the operator had to remember the 5. ``tether
+    queues`` (and ``--json``'s ``limit_before_pause``) says what a resume gives back;
+    ``queue-limit Q none`` still means no limit."""
+    assert (await cli("queue-limit", "held", "5", db=paused)).returncode == 0
+    paused_by_limit = await cli("queue-limit", "held", "0", db=paused)
+    assert paused_by_limit.stdout.strip() == (
+        "queue held: paused (at most 0 runs at once); `tether queue-resume held` gives it "
+        "back its limit, at most 5 at once"), paused_by_limit.stdout
+    text = (await cli("queues", db=paused)).stdout.splitlines()
+    assert next(ln for ln in text if ln.startswith("held ")).split()[1] == "paused", text
+    assert ("held is paused: `tether queue-resume held` gives it back its limit, at most "
+            "5 at once") in text, text
+    listed = {r["queue"]: r for r in json.loads((await cli("queues", "--json",
+                                                           db=paused)).stdout)}
+    assert (listed["held"]["limit"], listed["held"]["paused"],
+            listed["held"]["limit_before_pause"]) == (0, True, 5), listed
+    assert (listed["default"]["paused"], listed["default"]["limit_before_pause"]) == (
+        False, None), listed
+    resumed = await cli("queue-resume", "held", db=paused)
+    assert (resumed.returncode, resumed.stdout.strip(), resumed.stderr) == (
+        0, "queue held: resumed, at most 5 runs at once", ""), resumed
+    async with App(paused) as app:
+        assert (await app.queue_limits())["held"] == 5
+    # queue-pause says it by name; a second resume changes nothing, and says so.
+    pause = await cli("queue-pause", "held", db=paused)
+    assert pause.stdout.startswith("queue held: paused (its limit is 0)"), pause.stdout
+    assert (await cli("queue-resume", "held", db=paused)).returncode == 0
+    again = await cli("queue-resume", "held", db=paused)
+    assert (again.returncode, again.stdout.strip()) == (
+        0, "queue held: not paused, left as it is: at most 5 runs at once"), again
+    # (a mistyped queue: nothing to resume, and the closest paused queue named)
+    await cli("queue-pause", "held", db=paused)
+    typo = await cli("queue-resume", "hled", db=paused)
+    assert typo.returncode == 0 and ("tether: warning: the store knows no queue 'hled' "
+                                     "(did you mean 'held'?)") in typo.stderr, typo
+    # `queue-limit Q none` is no limit, paused or not (the kept 5 is forgotten).
+    assert (await cli("queue-limit", "held", "none", db=paused)).returncode == 0
+    async with App(paused) as app:
+        assert "held" not in await app.queue_limits()
+        assert await app.queue_pauses() == {}
+
+
 async def test_a_limit_on_a_queue_the_store_does_not_know_warns(paused: str) -> None:
     """``tether queue-limit defualt 0`` (a typo, during an incident) paused nothing and
     said only "paused": a queue no registered workflow is on, with no limit and no
@@ -1473,7 +1521,9 @@ async def test_a_limit_on_a_queue_the_store_does_not_know_warns(paused: str) -> 
     set (a queue may be limited before its workers come). A known queue is not."""
     typo = await cli("queue-limit", "defualt", "0", db=paused)
     assert typo.returncode == 0, typo.stderr
-    assert typo.stdout.strip() == "queue defualt: paused (at most 0 runs at once)"
+    assert typo.stdout.strip() == ("queue defualt: paused (at most 0 runs at once); "
+                                   "`tether queue-resume defualt` lifts the pause (it "
+                                   "had no limit)")
     assert ("tether: warning: no workflow a worker registered is on queue 'defualt', no "
             "run is queued there and it had no limit: the limit is set, for runs that "
             "come to it (did you mean 'default'?)") in typo.stderr.splitlines(), typo.stderr
@@ -1493,7 +1543,7 @@ async def test_a_start_on_a_paused_queue_warns(paused: str) -> None:
                       "[1]", db=paused)
     assert start.returncode == 0, start.stderr
     assert ("tether: warning: queue 'held' is paused (limit 0): the run waits until "
-            "`tether queue-limit held none` lifts it") in start.stderr.splitlines(), \
+            "`tether queue-resume held` lifts it") in start.stderr.splitlines(), \
         start.stderr
     other = await cli("start", "doubler", "--id", "p-2", "--input", "[1]", db=paused)
     assert other.returncode == 0 and "paused" not in other.stderr, other.stderr
@@ -1537,7 +1587,7 @@ async def test_the_run_page_says_a_queued_runs_queue_is_paused(paused: str) -> N
             page = " ".join((await http.get("/runs/p-1")).text.split())
             plain = " ".join((await http.get("/runs/p-2")).text.split())
     assert ("No operations yet: the run waits in queue <b>held</b>, which is paused (its "
-            "limit is 0: <code>tether queue-limit held none</code> lifts it).") in page
+            "limit is 0: <code>tether queue-resume held</code> lifts it).") in page
     assert "for a worker" not in page
     assert "the run waits in queue <b>default</b> for a worker." in plain
 

@@ -411,6 +411,41 @@ async def test_limit_zero_pauses_a_queue(store: Store) -> None:
     assert await claim(store, T0 + 2) == ["r1"]
 
 
+async def test_a_pause_keeps_the_limit_a_resume_gives_back(store: Store) -> None:
+    """The limit 0 (a pause) keeps the limit the queue held, and ``queue_resume`` gives
+    it back: until 2026-12-07 a pause replaced it, and lifting the pause (``queue-limit
+    Q none``) left the queue with no limit at all. A second pause keeps the first one's
+    limit; any other limit, or none, forgets it; a queue that had no limit is resumed to
+    none (its row goes); a queue that is not paused is left as it is."""
+    await store.queue_limit_set(queue="q", limit=1, now=T0)
+    for i in range(3):
+        await store.run_insert(run=run_record(f"r{i}", now=T0 + i * 0.001))
+    await store.queue_limit_set(queue="q", limit=0, now=T0 + 1)
+    await store.queue_limit_set(queue="q", limit=0, now=T0 + 2)  # (paused already)
+    await store.queue_limit_set(queue="free", limit=0, now=T0 + 2)
+    assert await store.queue_limits() == {"free": 0, "q": 0}
+    assert await store.queue_pauses() == {"free": None, "q": 1}
+    assert await claim(store, T0 + 3) == []
+    assert await store.queue_resume(queue="q", now=T0 + 4) == (True, 1)
+    assert await store.queue_limits() == {"free": 0, "q": 1}
+    assert await store.queue_pauses() == {"free": None}
+    assert await claim(store, T0 + 5) == ["r0"]  # (held to the limit given back)
+    assert await store.queue_resume(queue="q", now=T0 + 6) == (False, None)
+    assert await store.queue_resume(queue="never", now=T0 + 6) == (False, None)
+    assert await store.queue_limits() == {"free": 0, "q": 1}
+    assert await store.queue_resume(queue="free", now=T0 + 7) == (True, None)
+    assert await store.queue_limits() == {"q": 1}
+    # A limit set while paused lifts the pause and forgets the kept one.
+    await store.queue_limit_set(queue="q", limit=0, now=T0 + 8)
+    await store.queue_limit_set(queue="q", limit=3, now=T0 + 9)
+    assert (await store.queue_limits(), await store.queue_pauses()) == ({"q": 3}, {})
+    await store.queue_limit_set(queue="q", limit=0, now=T0 + 10)
+    assert await store.queue_pauses() == {"q": 3}
+    await store.queue_limit_set(queue="q", limit=None, now=T0 + 11)
+    await store.queue_limit_set(queue="q", limit=0, now=T0 + 12)
+    assert await store.queue_pauses() == {"q": None}
+
+
 async def test_next_available_at_of_a_full_queue_is_its_earliest_lease_expiry(
         store: Store) -> None:
     """Workers wait on a queue at its limit until a lease could expire (a finish wakes

@@ -271,8 +271,8 @@ async def test_start_on_a_paused_queue_warns(api_any: Api) -> None:
                                                       "queue": "held"})
     assert r.status_code == 201, r.text
     assert r.json()["warnings"] == [
-        "queue 'held' is paused (limit 0): the run waits until `tether queue-limit held "
-        "none` lifts it"], r.text
+        "queue 'held' is paused (limit 0): the run waits until `tether queue-resume held` "
+        "lifts it"], r.text
     r = await api_any.http.post("/api/v1/runs", json={"workflow": "known", "run_id": "h2"})
     assert r.status_code == 201 and "warnings" not in r.json(), r.text
 

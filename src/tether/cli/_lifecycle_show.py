@@ -132,7 +132,7 @@ def no_operations_note(info: RunInfo, unregistered: str | None = None,
         if queue_limit == 0:
             # (until 2026-12-07 "for a worker", with the workers up: the queue was paused)
             return (f"no operations yet: the run waits in queue {queue}, which is paused "
-                    f"(its limit is 0: `tether queue-limit {queue} none` lifts it)")
+                    f"(its limit is 0: `tether queue-resume {queue}` lifts it)")
         if queue_limit is not None:
             return (f"no operations yet: the run waits in queue {queue} for a worker "
                     f"(at most {queue_limit} of its runs at once: tether queue-limit)")

@@ -1,17 +1,21 @@
-"""``tether queues`` and ``tether queue-limit``: queues and their concurrency limits.
+"""``tether queues``, ``tether queue-limit``, ``tether queue-pause`` and ``tether
+queue-resume``: queues and their concurrency limits.
 
 A limit is persisted in the store and honoured by every worker's claims at once: at
-most N runs of the queue are held (leased) across all workers. ``0`` pauses a queue.
+most N runs of the queue are held (leased) across all workers. ``0`` pauses a queue
+(``queue-pause`` says so by name); the store keeps the limit it held, which
+``queue-resume`` gives back (docs/limits.md, "Pausing a queue").
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 from typing import Any
 
 from tether._app import App
-from tether._fit import cells, fit_width, hang, pad, wide_help
+from tether._fit import cells, fit_width, hang, pad, say, wide_help
 from tether._types import did_you_mean
 from tether.cli._common import CliError, client, dumps, safe
 from tether.store._port import WORKER_STALE, QueueCounts, WorkerInfo
@@ -34,9 +38,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="set how many runs of a queue may run at once (or none)")
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument("limit", metavar="N|none",
-                   help="most runs of QUEUE held at once across all workers (0 pauses it); "
-                        "none removes the limit")
+                   help="most runs of QUEUE held at once across all workers (0 pauses it, "
+                        "keeping its limit for queue-resume); none removes the limit")
     p.set_defaults(handler=queue_limit)
+
+    p = sub.add_parser("queue-pause", parents=[common],
+                       help="pause a queue: workers claim none of its runs until "
+                            "queue-resume (its limit is kept)")
+    p.add_argument("queue", metavar="QUEUE")
+    p.set_defaults(handler=queue_pause)
+
+    p = sub.add_parser("queue-resume", parents=[common],
+                       help="resume a paused queue, with the limit it held before the pause")
+    p.add_argument("queue", metavar="QUEUE")
+    p.set_defaults(handler=queue_resume)
 
 
 def parse_limit(text: str) -> int | None:
@@ -55,6 +70,7 @@ async def queues(args: argparse.Namespace) -> int:
     app = client(args, read_only=True)
     try:
         limits = await app.queue_limits()
+        pauses = await app.queue_pauses()
         workflows = await app.store.workflow_list()
         now = app.clock.now()
         counts = await app.store.queue_counts(now=now)
@@ -66,9 +82,10 @@ async def queues(args: argparse.Namespace) -> int:
     queues = sorted(set(limits) | set(workflows.values()) | set(counts) | set(workers))
     served = {q: sorted(w for w, wq in workflows.items() if wq == q) for q in queues}
     if args.json:
-        # (``paused``: a pause is the limit 0, which read as a limit of none at once)
+        # (``paused``: a pause is the limit 0, which read as a limit of none at once;
+        # ``limit_before_pause``: what ``queue-resume`` gives back, None for none)
         print(dumps([{"queue": q, "limit": limits.get(q), "paused": limits.get(q) == 0,
-                      "workflows": served[q],
+                      "limit_before_pause": pauses.get(q), "workflows": served[q],
                       **_figures(counts.get(q, QueueCounts()), workers.get(q, 0))}
                      for q in queues]))
         return 0
@@ -77,7 +94,22 @@ async def queues(args: argparse.Namespace) -> int:
         return 0
     fit = fit_width(args.wide)  # on a terminal: a long list of workflows wrapped, not cut
     print("\n".join(queue_lines(queues, limits, counts, workers, served, fit)))
+    paused = [q for q in queues if limits.get(q) == 0]
+    if paused:  # (what a resume gives back: the LIMIT cell says only "paused")
+        print()
+        for q in paused:
+            say(f"{safe(q)} is paused: {resume_note(q, pauses.get(q))}")
     return 0
+
+
+def resume_note(queue: str, before: int | None) -> str:
+    """What ``tether queue-resume QUEUE`` does to a paused queue: gives it back the
+    limit it held before the pause (``before``), or lifts the pause (None: it had no
+    limit)."""
+    command = f"`tether queue-resume {safe(shlex.quote(queue))}`"
+    if before is not None:
+        return f"{command} gives it back its limit, at most {before} at once"
+    return f"{command} lifts the pause (it had no limit)"
 
 
 def queue_lines(queues: list[str], limits: dict[str, int], counts: dict[str, QueueCounts],
@@ -153,23 +185,55 @@ def _figures(c: QueueCounts, workers: int) -> dict[str, int]:
 
 async def queue_limit(args: argparse.Namespace) -> int:
     limit = parse_limit(args.limit)
+    return await _set_limit(args, limit, "(at most 0 runs at once)")
+
+
+async def queue_pause(args: argparse.Namespace) -> int:
+    return await _set_limit(args, 0, "(its limit is 0)")
+
+
+async def _set_limit(args: argparse.Namespace, limit: int | None, pause_says: str) -> int:
     app = client(args, must_exist=False)
     try:
         check_queue_limit(args.queue, limit)  # (bad input creates no store)
         known = await _known_queues(app)
         await app.set_queue_limit(args.queue, limit)
+        pauses = await app.queue_pauses() if limit == 0 else {}
     finally:
         await app.close()
     if limit is None:
         print(f"queue {safe(args.queue)}: no limit")
     elif limit == 0:  # ("at most 0 runs at once" until 2026-12-06)
-        print(f"queue {safe(args.queue)}: paused (at most 0 runs at once)")
+        say(f"queue {safe(args.queue)}: paused {pause_says}; "
+            f"{resume_note(args.queue, pauses.get(args.queue))}")
     else:
         print(f"queue {safe(args.queue)}: at most {limit} run{'s' if limit != 1 else ''} at once")
     if args.queue not in known:
         log.warning("no workflow a worker registered is on queue %r, no run is queued "
                     "there and it had no limit: the limit is set, for runs that come to "
                     "it%s", args.queue, did_you_mean(args.queue, known))
+    return 0
+
+
+async def queue_resume(args: argparse.Namespace) -> int:
+    app = client(args)
+    try:
+        check_queue_limit(args.queue, None)
+        paused, limit = await app.resume_queue(args.queue)
+        limits, known = ({}, set()) if paused else (await app.queue_limits(),
+                                                   await _known_queues(app))
+    finally:
+        await app.close()
+    if not paused:
+        limit = limits.get(args.queue)
+    said = "no limit" if limit is None else \
+        f"at most {limit} run{'s' if limit != 1 else ''} at once"
+    print(f"queue {safe(args.queue)}: " + ("resumed, " if paused else
+                                           "not paused, left as it is: ") + said)
+    if not paused and args.queue not in known:
+        paused_queues = [q for q, n in limits.items() if n == 0]
+        log.warning("the store knows no queue %r%s", args.queue,
+                    did_you_mean(args.queue, paused_queues or known))
     return 0
 
 

@@ -791,10 +791,22 @@ class Store(ServeQueries, Protocol):
 
     async def queue_limit_set(self, *, queue: str, limit: int | None, now: float) -> None:
         """At most ``limit`` runs of ``queue`` run at once across all workers (``None``
-        removes the limit). ``run_claim`` honours it atomically."""
+        removes the limit). ``run_claim`` honours it atomically. ``0`` pauses the
+        queue and keeps the limit it held (unless it was paused already), for
+        ``queue_resume``; any other limit, or ``None``, forgets it."""
 
     async def queue_limits(self) -> dict[str, int]:
         """The queues that have a concurrency limit, and their limits."""
+
+    async def queue_resume(self, *, queue: str, now: float) -> tuple[bool, int | None]:
+        """Lift the pause of ``queue`` (its limit 0): it gets back the limit it held
+        before the pause (``queue_limit_set`` to 0 keeps it; ``None``: it had none, and
+        has none again). Returns whether it was paused, and its limit now (``None``:
+        none). A queue that is not paused is left as it is."""
+
+    async def queue_pauses(self) -> dict[str, int | None]:
+        """The paused queues (the limit 0), each with the limit a ``queue_resume``
+        gives it back (``None``: none)."""
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
         """Live event for observers of a run (e.g. a streamed LLM token chunk):

@@ -1817,6 +1817,17 @@ class PostgresStore(PostgresServeQueries):
         rows, _ = await self._one("queue_limits", None)
         return {q: int(n) for q, n in rows}
 
+    async def queue_resume(self, *, queue: str, now: float) -> tuple[bool, int | None]:
+        check_queue_limit(queue, None)
+        rows, _ = await self._one("queue_resume", {"queue": queue, "now": now,
+                                                   "channel": self._channel})
+        paused, limit = rows[0][0], rows[0][1]
+        return bool(paused), None if limit is None else int(limit)
+
+    async def queue_pauses(self) -> dict[str, int | None]:
+        rows, _ = await self._one("queue_pauses", None)
+        return {q: None if n is None else int(n) for q, n in rows}
+
     async def run_publish(self, *, run_id: str, data: str) -> None:
         """Store the event (for ``run_events_read``) and NOTIFY the run's channel (in
         parts under PostgreSQL's 8000-byte payload limit), in one transaction."""

@@ -942,12 +942,40 @@ SELECT {schema}.rate_acquire(%(key)s, %(limit)s, %(period)s, %(amount)s, %(now)s
 -- queue_limit_set --
 -- Set a queue's concurrency limit (notifies: a higher limit may let workers claim).
 WITH s AS (
-    INSERT INTO {schema}.queue_limits (queue, max_running, updated_at)
+    INSERT INTO {schema}.queue_limits AS l (queue, max_running, updated_at)
     VALUES (%(queue)s, %(limit)s, %(now)s)
-    ON CONFLICT (queue) DO UPDATE SET max_running = excluded.max_running,
-                                      updated_at = excluded.updated_at
+    ON CONFLICT (queue) DO UPDATE SET
+        limit_before_pause = CASE WHEN excluded.max_running <> 0 THEN NULL
+                                  WHEN l.max_running = 0 THEN l.limit_before_pause
+                                  ELSE l.max_running END,
+        max_running = excluded.max_running, updated_at = excluded.updated_at
     RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM s;
+
+-- queue_resume --
+-- Give a paused queue back the limit it held before its pause (none: its row goes), in
+-- one statement: whether it was paused, the limit it has now (notifies: workers may
+-- claim again). The row is locked first, so a limit set meanwhile is either before
+-- (read here) or after (it wins).
+WITH p AS (
+    SELECT limit_before_pause FROM {schema}.queue_limits
+    WHERE queue = %(queue)s AND max_running = 0 FOR UPDATE),
+d AS (
+    DELETE FROM {schema}.queue_limits
+    WHERE queue = %(queue)s AND EXISTS (SELECT 1 FROM p WHERE limit_before_pause IS NULL)
+    RETURNING 1),
+u AS (
+    UPDATE {schema}.queue_limits SET max_running = p.limit_before_pause,
+                                     limit_before_pause = NULL, updated_at = %(now)s
+    FROM p WHERE queue = %(queue)s AND p.limit_before_pause IS NOT NULL
+    RETURNING max_running)
+SELECT EXISTS (SELECT 1 FROM p), (SELECT max_running FROM u),
+       {schema}.wake(%(channel)s, (SELECT count(*) FROM p));
+
+-- queue_pauses --
+-- Every paused queue (the limit 0) and the limit it held before its pause (NULL: none).
+SELECT queue, limit_before_pause FROM {schema}.queue_limits WHERE max_running = 0
+ORDER BY queue;
 
 -- queue_limit_delete --
 -- Remove a queue's concurrency limit (notifies: workers may claim more).

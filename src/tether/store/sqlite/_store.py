@@ -1201,6 +1201,14 @@ class SqliteStore(SqliteServeQueries):
     async def queue_limits(self) -> dict[str, int]:
         return await self._read(_queue_limits)
 
+    async def queue_resume(self, *, queue: str, now: float) -> tuple[bool, int | None]:
+        check_queue_limit(queue, None)
+        # A resumed queue may make runs claimable: wake the workers.
+        return await self._write_wake(_queue_resume, queue, now)
+
+    async def queue_pauses(self) -> dict[str, int | None]:
+        return await self._read(_queue_pauses)
+
     async def run_publish(self, *, run_id: str, data: str) -> None:
         """Store the event (for ``run_events_read``), then send it to every
         subscriber's socket for the run (see ``EventBus``)."""
@@ -2047,6 +2055,23 @@ def _queue_limit_set(conn: apsw.Connection, queue_name: str, limit: int | None,
 
 def _queue_limits(conn: apsw.Connection) -> dict[str, int]:
     return {q: int(n) for q, n in conn.execute(Q["queue_limits"])}
+
+
+def _queue_resume(conn: apsw.Connection, queue_name: str,
+                  now: float) -> tuple[bool, int | None]:
+    rows = conn.execute(Q["queue_paused"], {"queue": queue_name}).fetchall()
+    if not rows:
+        return False, None
+    before = rows[0][0]
+    if before is None:
+        conn.execute(Q["queue_limit_delete"], {"queue": queue_name})
+        return True, None
+    conn.execute(Q["queue_resume"], {"queue": queue_name, "now": now})
+    return True, int(before)
+
+
+def _queue_pauses(conn: apsw.Connection) -> dict[str, int | None]:
+    return {q: None if n is None else int(n) for q, n in conn.execute(Q["queue_pauses"])}
 
 
 if TYPE_CHECKING:

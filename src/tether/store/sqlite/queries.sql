@@ -335,10 +335,32 @@ INSERT INTO tether_rate_buckets (key, tokens, updated_at) VALUES (:key, :tokens,
 ON CONFLICT (key) DO UPDATE SET tokens = :tokens, updated_at = :updated_at;
 
 -- queue_limit_set --
--- Set a queue's concurrency limit.
+-- Set a queue's concurrency limit. The limit 0 is a pause: it keeps the limit the
+-- queue held (none: NULL) in limit_before_pause, for queue_resume, unless it was paused
+-- already (the first pause's limit stays); any other limit forgets it.
 INSERT INTO tether_queue_limits (queue, max_running, updated_at)
 VALUES (:queue, :max_running, :now)
-ON CONFLICT (queue) DO UPDATE SET max_running = :max_running, updated_at = :now;
+ON CONFLICT (queue) DO UPDATE SET
+    limit_before_pause = CASE WHEN excluded.max_running <> 0 THEN NULL
+                              WHEN max_running = 0 THEN limit_before_pause
+                              ELSE max_running END,
+    max_running = excluded.max_running, updated_at = excluded.updated_at;
+
+-- queue_paused --
+-- A queue's pause, if it is paused: the limit it held before (NULL: none).
+SELECT limit_before_pause FROM tether_queue_limits
+WHERE queue = :queue AND max_running = 0;
+
+-- queue_resume --
+-- Give a paused queue back the limit it held before its pause.
+UPDATE tether_queue_limits SET max_running = limit_before_pause, limit_before_pause = NULL,
+                               updated_at = :now
+WHERE queue = :queue AND max_running = 0 AND limit_before_pause IS NOT NULL;
+
+-- queue_pauses --
+-- Every paused queue (the limit 0) and the limit it held before its pause (NULL: none).
+SELECT queue, limit_before_pause FROM tether_queue_limits WHERE max_running = 0
+ORDER BY queue;
 
 -- queue_limit_delete --
 -- Remove a queue's concurrency limit.
