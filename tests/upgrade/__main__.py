@@ -12,7 +12,8 @@ after), REV's code (``git archive REV src``) and this checkout's (``tests.CHECKO
    migrates the store it opens (``--migrate-by cli``: ``tether db migrate``);
 3. a new worker joins the old one on the same queues; REV's ``tether`` CLI lists, shows,
    signals, cancels, retries and starts runs, and so does the new one; REV's App starts
-   runs too;
+   runs too; REV's ``tether queue-limit`` and the new ``queue-pause`` / ``queue-resume``
+   take turns on one queue (``queue_pause_beside_old``);
 4. REV's worker alone, then the new one alone, runs a run of every kind to its end
    (steps, gather, sleep, signal, child, LLM call); kill -9 of REV's worker in a step,
    the new worker finishes the run; then kill -9 of the new worker in a step, a worker
@@ -275,6 +276,7 @@ async def mixed(c: Check) -> None:
         if r.workflow == "gated":
             (c.work / f"gate-{r.args[0]}").write_text("open")
             await c.cli("old", "retry", r.run_id)
+    await queue_pause_beside_old(c)
     # New runs from REV's App and CLI and from the new code: one queue, two versions.
     by_old = [c.new_run("post-old", "steps", 4) for _ in range(6)] + [
         c.new_run("post-old", "ask"), c.new_run("post-old", "sleeper", 1.0),
@@ -289,6 +291,38 @@ async def mixed(c: Check) -> None:
                 json.dumps(cli_run.args), "--app", APP)
     await c.wait("new", [(r.run_id, "completed") for r in [*by_old, *by_new, cli_run]
                          if r.workflow in ("steps", "ask", "sleeper")])
+
+
+async def queue_pause_beside_old(c: Check) -> None:
+    """A pause's kept limit (migration 0019) beside REV's ``tether queue-limit``, which
+    never names the column: REV pauses a queue the new code paused (the kept limit
+    stays), sets a limit on it (the pause is lifted; the kept limit, now stale, is not
+    read), and removes it. A queue no run uses, so no claim is held up."""
+    async def limits() -> dict[str, Any]:
+        rc, out, _ = await c.cli("new", "queues", "--json")
+        rows = {r["queue"]: r for r in json.loads(out)} if rc == 0 else {}
+        row = rows.get("upgrade-paused")
+        return {} if row is None else {k: row[k] for k in
+                                       ("limit", "paused", "limit_before_pause")}
+
+    steps: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
+        ("new", ("queue-limit", "upgrade-paused", "5"),
+         {"limit": 5, "paused": False, "limit_before_pause": None}),
+        ("new", ("queue-pause", "upgrade-paused"),
+         {"limit": 0, "paused": True, "limit_before_pause": 5}),
+        ("old", ("queue-limit", "upgrade-paused", "0"),
+         {"limit": 0, "paused": True, "limit_before_pause": 5}),
+        ("old", ("queue-limit", "upgrade-paused", "3"),
+         {"limit": 3, "paused": False, "limit_before_pause": None}),
+        ("new", ("queue-resume", "upgrade-paused"),
+         {"limit": 3, "paused": False, "limit_before_pause": None}),
+        ("old", ("queue-limit", "upgrade-paused", "none"), {}),
+    ]
+    for version, args, wanted in steps:
+        await c.cli(version, *args)
+        got = await limits()
+        if got != wanted:
+            c.problem(f"after {version} `tether {' '.join(args)}`: {got}, not {wanted}")
 
 
 async def kills(c: Check) -> None:
