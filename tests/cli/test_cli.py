@@ -850,6 +850,56 @@ async def test_budget_that_leaves_the_limit_the_run_stopped_at_is_warned_of(
         assert right.returncode == 0 and right.stderr == "", right.stderr
         await waiting_on_budget(3)  # (7 tokens are still too few for the call's prompt)
         await app.cancel("th-3")
+async def test_runs_and_show_say_an_approval_in_words(store_url: str) -> None:
+    """A run waiting for an approval read ``signal approval`` in ``tether runs``' WAITING
+    FOR and ``tether show``'s "waiting for" (its ``waiting_for``, the signal that
+    answers it): they say ``approval of TOOL`` (show: and ``tether approve RUN``), on a
+    pipe and on a terminal. ``--json`` keeps ``waiting_for`` as it is; a plain wait for
+    a signal named ``approval`` (no approval asked) keeps its words too."""
+    from tests.cli.test_fit import on_terminal
+    from tether.ai import approve, pending_approval, request_approval
+
+    app = App(store_url)
+
+    @app.workflow(name="refund")
+    async def refund(amount: int) -> object:
+        decision = await request_approval("pay", {"amount": amount}, "over $100",
+                                          approval_id="a")
+        return decision.approved
+
+    @app.workflow(name="plain")
+    async def plain() -> object:
+        return await tether.wait_for_signal("approval")
+
+    async with app, app.worker(poll_interval=0.1):
+        await app.start(refund, 500, run_id="ap-1")
+        await app.start(plain, run_id="ap-2")
+        for _ in range(600):
+            if await pending_approval(app, "ap-1") is not None \
+                    and (await app.get_run("ap-2")).status is tether.RunStatus.WAITING:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the runs never waited")
+        rows = {line.split()[0]: line for line in
+                (await cli("runs", db=store_url)).stdout.splitlines()[1:]}
+        assert rows["ap-1"].split()[3] == "waiting" and rows["ap-1"].endswith(
+            " approval of pay"), rows
+        assert rows["ap-2"].endswith(" signal approval"), rows
+        fitted = await asyncio.to_thread(on_terminal, "runs", db=store_url, columns=120)
+        assert next(ln for ln in fitted.splitlines() if ln.startswith("ap-1 ")).endswith(
+            " approval of pay"), fitted
+        listed = {r["run_id"]: r for r in json.loads(
+            (await cli("runs", "--json", db=store_url)).stdout)}
+        assert listed["ap-1"]["waiting_for"] == "signal approval", listed
+        shown = (await cli("show", "ap-1", db=store_url)).stdout.splitlines()
+        assert any(re.fullmatch(r"waiting for: approval of pay \(since [^)]+\): tether "
+                                r"approve ap-1", line) for line in shown), shown
+        plain_shown = (await cli("show", "ap-2", db=store_url)).stdout
+        assert "waiting for: signal approval" in plain_shown, plain_shown
+        await app.signal("ap-2", "approval", 1)
+        await approve(app, "ap-1")
+        assert await app.handle("ap-1").result(timeout=30) is True
 
 
 async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(

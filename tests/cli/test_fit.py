@@ -221,7 +221,7 @@ def test_runs_fits_a_narrow_terminal_when_a_run_waits(desk: str, width: int) -> 
     assert lines[0].split()[:5] == ["RUN", "ID", "WORKFLOW", "QUEUE", "STATUS"], listed
     assert "WAITING FOR" not in lines[0], listed
     waits = [line.strip() for line in lines if line.startswith("  waiting for: ")]
-    assert waits == ["waiting for: signal approval"], listed
+    assert waits == ["waiting for: approval of issue_refund"], listed
     assert ("CREATED" in lines[0]) == (width > 40), listed  # (40: the least fitted to)
 
 

@@ -39,12 +39,38 @@ def name_width(info: RunInfo) -> int:
     return max([NAME_WIDTH, *(len(safe(n)) for n in names)])
 
 
+#: ``waiting_for`` of a run waiting for an approval (``tether.ai``: the signal that
+#: answers it), which the faces say in words.
+APPROVAL_WAIT = "signal approval"
+
+
 def waiting_text(info: RunInfo) -> str:
     """What a waiting run waits for, and since when if that is known
-    (``_show.waiting_since``), as stored: the caller makes it safe to print."""
+    (``_show.waiting_since``), as stored: the caller makes it safe to print. An
+    approval (``waiting_for`` the signal that answers it, ``signal approval``) is said
+    in words, with the command that answers it."""
     since = waiting_since(info_dict(info))
-    return (info.waiting_for or "") + (
-        f" (since {fmt_time(since)})" if since is not None else "")
+    when = f" (since {fmt_time(since)})" if since is not None else ""
+    if info.waiting_for == APPROVAL_WAIT:
+        from tether.ai._approvals import approval_wait, awaited_approval
+
+        pending = awaited_approval(info)
+        if pending is not None:
+            return (f"{approval_wait(pending.tool)}{when}: "
+                    f"tether approve {shlex.quote(info.run_id)}")
+    return (info.waiting_for or "") + when
+
+
+def approval_cell(app: Any, run: Any) -> str | None:
+    """``tether runs``' WAITING FOR cell of a run record waiting for an approval
+    (``approval of TOOL``), or None (another wait; an approval whose live status this
+    command cannot decode keeps its raw ``signal approval``)."""
+    if run.waiting_for != APPROVAL_WAIT or run.status != "waiting":
+        return None
+    from tether.ai._approvals import approval_wait, pending_of
+
+    pending = pending_of(app, run)
+    return None if pending is None else approval_wait(pending.tool)
 
 
 def asks_person(info: RunInfo) -> list[tuple[str, str]]:

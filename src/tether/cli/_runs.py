@@ -52,6 +52,7 @@ from tether.cli._lifecycle_show import (
     ORIGIN_SHOWN,
     RESULT_WIDTH,
     asks_person,
+    approval_cell,
     child_id,
     error_summary,
     journal_header,
@@ -387,6 +388,10 @@ async def runs(args: argparse.Namespace) -> int:
             limits = await app.store.queue_limits()
             blocked.update({r.run_id: "queue paused" for r in found
                             if r.status == "queued" and limits.get(r.queue) == 0})
+        # (an approval's waiting_for is the signal that answers it, `signal approval`:
+        # its cell says it in words, as the web UI does)
+        said = {r.run_id: text for r in found
+                if (text := approval_cell(app, r)) is not None}
         if not found and args.workflow:
             await _warn_unknown_filter(app, args.workflow)
         if not found and args.queue:
@@ -408,13 +413,14 @@ async def runs(args: argparse.Namespace) -> int:
         return 0
     width = fit_width(args.wide)
     if width is not None:
-        for line in fitted_runs(found, width, blocked):
+        for line in fitted_runs(found, width, blocked, said):
             print(line)
         return 0
     print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
     for r in found:
         print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
-              f"{fmt_time(r.created_at):24} {waits_cell(r, blocked.get(r.run_id))}".rstrip())
+              f"{fmt_time(r.created_at):24} "
+              f"{waits_cell(r, blocked.get(r.run_id), said.get(r.run_id))}".rstrip())
     return 0
 
 
@@ -469,24 +475,26 @@ RUN_COLUMNS = ("RUN ID", "WORKFLOW", "QUEUE", "STATUS", "CREATED", "WAITING FOR"
 RUN_GIVE = ((5, 11), (1, 8), (2, 5))  # the wait first, then the workflow and the queue
 
 
-def waits_cell(r: Any, blocked: str | None = None) -> str:
-    """``tether runs``' WAITING FOR cell: what the run waits for (``blocked``: what a
-    blocked run does, ``blocked_reason``), and a pending cancel (a waiting run keeps its
-    wait until a worker of its queue delivers the cancel)."""
-    text = safe(r.waiting_for or blocked or "")
+def waits_cell(r: Any, blocked: str | None = None, said: str | None = None) -> str:
+    """``tether runs``' WAITING FOR cell: what the run waits for (``said``: that in
+    words, ``approval_cell``; ``blocked``: what a blocked run does, ``blocked_reason``),
+    and a pending cancel (a waiting run keeps its wait until a worker of its queue
+    delivers the cancel)."""
+    text = safe(said or r.waiting_for or blocked or "")
     if cancel_pending(r):
         text = f"{text}; cancel requested" if text else "cancel requested"
     return text
 
 
-def fitted_runs(found: list[Any], width: int,
-                blocked: dict[str, str] | None = None) -> list[str]:
+def fitted_runs(found: list[Any], width: int, blocked: dict[str, str] | None = None,
+                said: dict[str, str] | None = None) -> list[str]:
     """``tether runs``' table in ``width`` columns: the created time to the second, the
     other cells whole if the line has room for them and a ``KEY_MIN`` column, else cut
     at their end, and a run id never cut (one longer than its column has a line to
     itself, its row's cells under it)."""
     rows = [[safe(r.run_id), safe(r.workflow), safe(r.queue), r.status,
-             fmt_time(r.created_at)[:19] + "Z", waits_cell(r, (blocked or {}).get(r.run_id))]
+             fmt_time(r.created_at)[:19] + "Z",
+             waits_cell(r, (blocked or {}).get(r.run_id), (said or {}).get(r.run_id))]
             for r in found]
     keys = {row[0] for row in rows}
 
