@@ -6,12 +6,14 @@ On a terminal (and without ``--wide``) ``tether show``, ``runs``, ``approvals``,
 letting every line wrap; into a pipe or a file they print everything, as
 they always have, for scripts that read it. A command that answers with a sentence
 (``approve``, ``retry``, ``purge``, ``erase``, ...) has it wrapped between words there
-(``say``). The demo fits its own output with the same helpers (so they live outside
-the CLI package, which the demo uses only through its command line).
+(``say``), and so are its ``tether: error:`` and ``tether: warning:`` lines when stderr
+is a terminal (``fit_message``). The demo fits its own output with the same helpers (so
+they live outside the CLI package, which the demo uses only through its command line).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import textwrap
@@ -233,6 +235,41 @@ def _words(text: str, width: int, first: str, indent: str) -> list[str]:
         else:
             line += (" " if line.strip() else "") + word
     return [*lines, line] if line.strip() else lines
+
+
+def message_width(stream: Any = None) -> int | None:
+    """The width to wrap a message line to on ``stream`` (stderr by default): the
+    terminal's (``$COLUMNS`` first, else the size of that terminal itself, which may be
+    another than stdout's: ``tether runs > out.txt``) when ``stream`` is one; ``None``
+    into a pipe or a file."""
+    stream = stream or sys.stderr
+    try:
+        if not stream.isatty():
+            return None
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # (a closed or stand-in stream)
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return max(int(columns), MIN_WIDTH)
+    try:
+        return max(os.get_terminal_size(fd).columns, MIN_WIDTH)
+    except OSError:
+        return None
+
+
+def fit_message(text: str, width: int | None, indent: str = "  ") -> str:
+    """A message (``tether: error: ...``) wrapped at word boundaries to ``width``, its
+    lines after the first indented by ``indent``, each of its own lines on its own;
+    nothing is cut (a word longer than a line, a path or an id, stays whole on a line
+    of its own). ``width`` None: ``text`` as it is (a pipe, a file: one line a script
+    greps)."""
+    if width is None:
+        return text
+    lines: list[str] = []
+    for line in text.split("\n"):
+        lines += _words(line, width, "", indent) if cells(line) > width else [line]
+    return "\n".join(lines)
 
 
 def say(text: str, indent: str = "  ") -> None:

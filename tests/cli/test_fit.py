@@ -831,3 +831,60 @@ def test_db_status_ends_with_its_answer_on_a_terminal(tmp_path: Any) -> None:
     assert tether_cli("db", "migrate", db=url).returncode == 0
     done = terminal_output([sys.executable, "-m", "tether", "db", "status", "--db", url], 80)
     assert re.search(r"^up to date: all \d+ migrations applied$", done, re.M), done
+
+
+# -- error and warning lines ------------------------------------------------------------------
+
+
+def stderr_on_terminal(argv: list[str], columns: int) -> tuple[int, str]:
+    """The exit status of ``tether ARGV``, and what it writes to stderr, a terminal
+    ``columns`` wide (stdout into a pipe)."""
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    env["COLUMNS"] = str(columns)
+    leader, follower = pty.openpty()
+    try:
+        proc = forked.Popen([sys.executable, "-m", "tether", *argv], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=follower, env=env)
+    finally:
+        os.close(follower)
+    err = b""
+    try:
+        while True:
+            try:
+                data = os.read(leader, 1 << 16)
+            except OSError:  # (Linux: EIO once the command has closed the terminal)
+                break
+            if not data:
+                break
+            err += data
+    finally:
+        os.close(leader)
+    proc.communicate(timeout=120)
+    return proc.returncode, err.decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("columns", [40, 80])
+def test_error_and_warning_lines_wrap_between_words_on_a_terminal(
+        sqlite_url: str, tmp_path: Any, columns: int) -> None:
+    """A ``tether: error:`` or ``tether: warning:`` line longer than the terminal was
+    left to the terminal, which broke it anywhere (``TETHER_DA`` / ``TABASE_URL``) while
+    the tables beside it were fitted: on a terminal it is wrapped between words, its
+    lines after the first indented, nothing cut (a path longer than a line stays whole
+    on one of its own). Into a pipe it stays one line, for a script's grep."""
+    missing = str(tmp_path / "a-folder-of-stores" / "this-store-was-never-created.db")
+    cases = [(["show", "r-1", "--db", f"sqlite:///{missing}"], "tether: error: ", 1),
+             (["start", "nobody-registered-this", "--db", sqlite_url], "tether: warning: ",
+              0)]
+    for argv, head, code in cases:
+        rc, err = stderr_on_terminal(argv, columns)
+        piped = forked.run([sys.executable, "-m", "tether", *argv], capture_output=True,
+                           text=True, timeout=60)
+        said = [line for line in piped.stderr.splitlines() if line.startswith(head)]
+        assert (rc, piped.returncode, len(said)) == (code, code, 1), (err, piped.stderr)
+        assert len(said[0]) > columns, said  # (long enough to need it)
+        lines = err.splitlines()
+        assert lines[0].startswith(head) and len(lines) > 1, err
+        assert all(line.startswith("  ") for line in lines[1:]), err
+        assert [line for line in long_lines(err, columns)
+                if line.strip() != missing] == [], err
+        assert err.split() == said[0].split(), err  # every word, in order, none cut

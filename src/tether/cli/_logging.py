@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Any
 
+from tether._fit import fit_message, message_width
 from tether.cli._common import safe, safe_json
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -111,6 +112,9 @@ class CommandFormatter(TextFormatter):
         run_id = getattr(record, "run_id", None)
         if run_id is not None:
             line += f" [run={safe(run_id)}]"
+        # (on a terminal wrapped between words, as the tables are fitted; into a pipe
+        # or a file one line, for a script's grep)
+        line = fit_message(line, message_width())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         if record.stack_info:
@@ -175,7 +179,8 @@ def print_error(text: str, json_format: bool, exc_info: Any = None) -> None:
     log pipeline that parses each line of a worker's stderr as JSON reads its last
     words too."""
     if not json_format:
-        print(safe(text), file=sys.stderr)
+        # (on a terminal wrapped between words; into a pipe or a file one line)
+        print(fit_message(safe(text), message_width()), file=sys.stderr)
         return
     record = logging.LogRecord("tether", logging.ERROR, __file__, 0, text, None, exc_info)
     print(JsonFormatter().format(record), file=sys.stderr)

@@ -228,8 +228,8 @@ async def queue_resume(args: argparse.Namespace) -> int:
         limit = limits.get(args.queue)
     said = "no limit" if limit is None else \
         f"at most {limit} run{'s' if limit != 1 else ''} at once"
-    print(f"queue {safe(args.queue)}: " + ("resumed, " if paused else
-                                           "not paused, left as it is: ") + said)
+    say(f"queue {safe(args.queue)}: " + ("resumed, " if paused else
+                                         "not paused, left as it is: ") + said)
     if not paused and args.queue not in known:
         paused_queues = [q for q, n in limits.items() if n == 0]
         log.warning("the store knows no queue %r%s", args.queue,
