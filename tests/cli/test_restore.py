@@ -43,17 +43,26 @@ needs_pg_tools = pytest.mark.skipif(
     reason="PostgreSQL's client programs (pg_dump, pg_restore, psql) are not here")
 
 
-def _newest_migration(backend: str) -> tuple[int, str, str]:
+def _newest_migration(backend: str, schema: str = "") -> tuple[int, str, str]:
     """The newest migration of ``backend`` (``sqlite``, ``postgres``): its number, its
-    name and the index it creates, which the older-schema tests drop to make a backup
-    one migration behind (each migration since 0014 creates such an index, the first it
-    creates is dropped: the migration creates it again, its other statements being
-    idempotent; a newer one that creates none must be undone here by hand)."""
+    name and the statement that undoes it, which the older-schema tests run to make a
+    backup one migration behind: each migration since 0014 creates an index (the first
+    it creates is dropped: the migration creates it again, its other statements being
+    idempotent) or adds a column (0019: the column is dropped); a newer one that does
+    neither must be undone here by hand. ``schema``: the tables' prefix (``tether.``)."""
     folder = Path(__file__).parents[2] / "src" / "tether" / "store" / backend / "migrations"
     newest = max(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))
-    found = re.search(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+)\s+ON", newest.read_text())
-    assert found is not None, f"{newest.name} creates no index: undo it here by hand"
-    return int(newest.name[:4]), newest.stem, found.group(1)
+    sql = newest.read_text()
+    column = re.search(r"ALTER TABLE (?:\{schema\}\.)?(\w+) ADD COLUMN "
+                       r"(?:IF NOT EXISTS )?(\w+)", sql)
+    index = re.search(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+)\s+ON", sql)
+    if column is not None:
+        undo = f"ALTER TABLE {schema}{column.group(1)} DROP COLUMN {column.group(2)}"
+    else:
+        assert index is not None, \
+            f"{newest.name} creates no index and adds no column: undo it here by hand"
+        undo = f"DROP INDEX {schema}{index.group(1)}"
+    return int(newest.name[:4]), newest.stem, undo
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -407,10 +416,9 @@ async def test_sqlite_a_backup_of_an_older_schema_is_migrated(tmp_path: Path) ->
     backup = await _backup_of(tmp_path, "r")
     older = tmp_path / "older.backup"
     shutil.copyfile(backup, older)
-    number, name, index = _newest_migration("sqlite")
+    number, name, undo = _newest_migration("sqlite")
     conn = apsw.Connection(str(older))
-    conn.execute(f"DROP INDEX {index}; "
-                 f"DELETE FROM tether_schema_compatible WHERE version = {number}")
+    conn.execute(f"{undo}; DELETE FROM tether_schema_compatible WHERE version = {number}")
     conn.close()
     target = tmp_path / "target.db"
     out = _tether(tmp_path, "db", "restore", str(older), "--db", f"sqlite:///{target}")
@@ -675,10 +683,9 @@ async def test_postgres_a_backup_of_an_older_schema_is_migrated(
     top = _sql(pg_migrated_url, "SELECT max(version), (SELECT name FROM "
                "tether.schema_version ORDER BY version DESC LIMIT 1) "
                "FROM tether.schema_version")[0]
-    number, name, index = _newest_migration("postgres")
-    assert top == (number, name[5:])  # (undone below: drop its index)
-    _sql(pg_migrated_url, f"DROP INDEX tether.{index}; "
-         f"DELETE FROM tether.schema_version WHERE version = {number}")
+    number, name, undo = _newest_migration("postgres", "tether.")
+    assert top == (number, name[5:])  # (undone below: drop its index or column)
+    _sql(pg_migrated_url, f"{undo}; DELETE FROM tether.schema_version WHERE version = {number}")
     older = tmp_path / "older.dump"
     subprocess.run(["pg_dump", "-Fc", "-n", "tether", "-f", str(older), pg_migrated_url],
                    check=True, timeout=120)
