@@ -152,7 +152,7 @@ def test_queue_limit_and_queues_commands(tmp_path: Path) -> None:
     assert listed.returncode == 0 and listed.stdout.split()[8:10] == ["llm", "2"]
     as_json = tether("queues", "--json", "--db", url)
     assert json.loads(as_json.stdout) == [{"queue": "llm", "limit": 2, "paused": False,
-                                           "workflows": [],
+                                           "limit_before_pause": None, "workflows": [],
                                            "queued": 0, "due": 0, "running": 0,
                                            "waiting": 0, "workers": 0}]
     for bad in ("-1", "two"):
