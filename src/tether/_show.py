@@ -640,6 +640,50 @@ def schedule_dict(s: Any) -> dict[str, Any]:
             "last_tick": s.last_tick, "last_run_id": s.last_run_id, "version": s.version}
 
 
+async def queues_document(app: App) -> list[dict[str, Any]]:
+    """Every queue the store knows, by name (``tether queues --json``, ``GET
+    /api/v1/queues``): those of the workflow registry and of the limits, and any other
+    with an unfinished run or a live worker (a queue only a typo of ``tether start
+    --queue`` used, say). Each with its limit (None: none; 0: paused), ``paused``,
+    ``limit_before_pause`` (what a resume gives back: None for none, and for a queue
+    that is not paused), its registered workflows, its unfinished runs (``queued``, of
+    which ``due`` claimable now, ``running``, ``waiting``) and its live ``workers``."""
+    from tether.store._port import QueueCounts
+
+    store = app.store
+    limits = await store.queue_limits()
+    pauses = await store.queue_pauses()
+    workflows = await store.workflow_list()
+    now = app.clock.now()
+    counts = await store.queue_counts(now=now)
+    workers = live_workers(await store.worker_list(), now)
+    names = sorted(set(limits) | set(workflows.values()) | set(counts) | set(workers))
+    rows = []
+    for q in names:
+        c = counts.get(q, QueueCounts())
+        # (``paused``: a pause is the limit 0, which read as a limit of none at once)
+        rows.append({"queue": q, "limit": limits.get(q), "paused": limits.get(q) == 0,
+                     "limit_before_pause": pauses.get(q),
+                     "workflows": sorted(w for w, wq in workflows.items() if wq == q),
+                     "queued": c.queued, "due": c.due, "running": c.running,
+                     "waiting": c.waiting, "workers": workers.get(q, 0)})
+    return rows
+
+
+def live_workers(workers: list[Any], now: float) -> dict[str, int]:
+    """How many live workers (a heartbeat within ``WORKER_STALE`` of ``now``, as
+    ``tether versions`` counts them) serve each queue."""
+    from tether.store._port import WORKER_STALE
+
+    served: dict[str, int] = {}
+    for w in workers:
+        if now - w.heartbeat_at <= WORKER_STALE:
+            for q in dict.fromkeys(w.queues.split(",")):
+                if q:
+                    served[q] = served.get(q, 0) + 1
+    return served
+
+
 async def workers_document(app: App, versions: dict[str, str], *,
                            include_stale: bool = False) -> list[dict[str, Any]]:
     """The workers registered in the store, sorted by host then start: those with a

@@ -277,6 +277,58 @@ async def test_start_on_a_paused_queue_warns(api_any: Api) -> None:
     assert r.status_code == 201 and "warnings" not in r.json(), r.text
 
 
+async def test_queues_are_listed_paused_and_resumed_with_their_limit(api_any: Api) -> None:
+    """``GET /api/v1/queues`` answers ``tether queues --json``'s rows; ``POST
+    /api/v1/queues/{name}/pause`` pauses a queue and keeps its limit, which ``.../resume``
+    gives back (``tether queue-pause`` and ``queue-resume``): there was no queue route,
+    and the only way out of a pause (a limit of none) lost the limit. A pause of a queue
+    the store does not know warns; a resume of a queue that is not paused changes
+    nothing and says so."""
+    app = api_any.app
+    await app.set_queue_limit("llm", 5)
+    await app.store.workflow_register(workflows={"known": "default"}, now=app.clock.now())
+    r = await api_any.http.get("/api/v1/queues")
+    assert r.status_code == 200, r.text
+    rows = {q["queue"]: q for q in r.json()["queues"]}
+    assert rows["llm"] == {"queue": "llm", "limit": 5, "paused": False,
+                           "limit_before_pause": None, "workflows": [], "queued": 0,
+                           "due": 0, "running": 0, "waiting": 0, "workers": 0}, rows
+    assert rows["default"]["workflows"] == ["known"], rows
+    r = await api_any.http.post("/api/v1/queues/llm/pause")
+    assert r.status_code == 200, r.text
+    assert {k: r.json()[k] for k in ("queue", "limit", "paused", "limit_before_pause")} == {
+        "queue": "llm", "limit": 0, "paused": True, "limit_before_pause": 5}, r.text
+    assert "warnings" not in r.json(), r.text
+    assert await app.queue_pauses() == {"llm": 5}
+    r = await api_any.http.post("/api/v1/queues/llm/resume")
+    assert r.status_code == 200, r.text
+    assert (r.json()["limit"], r.json()["paused"], r.json()["resumed"]) == (5, False, True)
+    assert (await app.queue_limits()) == {"llm": 5}
+    r = await api_any.http.post("/api/v1/queues/llm/resume")
+    assert (r.status_code, r.json()["limit"], r.json()["resumed"]) == (200, 5, False), r.text
+    # (a typo: paused all the same, as a queue may be paused before its workers come)
+    r = await api_any.http.post("/api/v1/queues/defualt/pause")
+    assert r.status_code == 200 and r.json()["paused"] is True, r.text
+    assert r.json()["warnings"] == [
+        "no workflow a worker registered is on queue 'defualt', no run is queued there "
+        "and it had no limit: it is paused, for runs that come to it (did you mean "
+        "'default'?)"], r.text
+    r = await api_any.http.post("/api/v1/queues/defualt/resume")
+    assert (r.json()["limit"], r.json()["resumed"]) == (None, True), r.text
+    r = await api_any.http.post("/api/v1/queues/" + "q" * 201 + "/pause")
+    assert r.status_code == 400 and error_of(r) == "bad_request", r.text
+    assert "defualt" not in await app.queue_limits()
+
+
+async def test_a_read_token_may_list_queues_not_pause_them(api: Api) -> None:
+    read = {"Authorization": f"Bearer {READ}"}
+    assert (await api.http.get("/api/v1/queues", headers=read)).status_code == 200
+    for action in ("pause", "resume"):
+        r = await api.http.post(f"/api/v1/queues/llm/{action}", headers=read)
+        assert r.status_code == 403 and error_of(r) == "forbidden", r.text
+    assert await api.app.queue_limits() == {}
+
+
 async def test_a_start_whose_input_the_workflow_cannot_take_is_a_bad_request(
         api: Api) -> None:
     """With the workflow's code at hand (``serve --app``), an input its signature cannot
@@ -972,7 +1024,7 @@ async def test_every_read_refuses_a_query_parameter_it_does_not_take(api: Api) -
     doc = (await api.http.get("/openapi.json")).json()
     reads = [path.replace("{run_id}", "w") for path, ops in doc["paths"].items()
              if "get" in ops]
-    assert len(reads) == 7
+    assert len(reads) == 8
     async with asyncio.timeout(30):
         for path in [*reads, "/openapi.json"]:
             for method in ("GET", "HEAD"):
@@ -1469,7 +1521,8 @@ async def test_openapi_document_names_every_route(api: Api) -> None:
         "/api/v1/runs/{run_id}/retry", "/api/v1/runs/{run_id}/fork",
         "/api/v1/runs/{run_id}/erase", "/api/v1/schedules", "/api/v1/schedules/{name}",
         "/api/v1/schedules/{name}/pause", "/api/v1/schedules/{name}/resume",
-        "/api/v1/schedules/{name}/trigger", "/api/v1/workers"}
+        "/api/v1/schedules/{name}/trigger", "/api/v1/workers", "/api/v1/queues",
+        "/api/v1/queues/{name}/pause", "/api/v1/queues/{name}/resume"}
     # ... and every (path, method) the server routes is in the document, and back.
     from tether.serve import _api, _control
 
@@ -1500,9 +1553,13 @@ async def test_every_answer_to_a_bad_or_missing_id_is_in_the_document(api: Api) 
                 r = await api.http.request(method.upper(), url,
                                            json=bodies.get(op["operationId"]))
                 assert str(r.status_code) in op["responses"], (method, url, r.text)
-                assert r.status_code >= 400 and error_of(r)
+                if op["operationId"] in ("pauseQueue", "resumeQueue") and bad == "nope":
+                    # (a queue is any name: one may be paused before its runs come)
+                    assert r.status_code == 200, (method, url, r.text)
+                else:
+                    assert r.status_code >= 400 and error_of(r)
                 checked += 1
-    assert checked == 12 * 3  # (every operation with an id in its path but the events)
+    assert checked == 14 * 3  # (every operation with an id in its path but the events)
     for bad, status in (("%20", "400"), ("a%01b", "400"), ("nope", "404")):
         r = await api.http.get(f"/api/v1/runs/{bad}/events")
         assert str(r.status_code) == status
@@ -1530,7 +1587,7 @@ async def test_every_operations_refusals_of_origin_and_host_are_in_the_document(
                 assert r.status_code == 403 and error_of(r) == "forbidden", (url, r.text)
                 assert "403" in op["responses"], (method, path)
                 checked += 1
-    assert checked == 18 * 2
+    assert checked == 21 * 2
     assert await api_open.snapshot() == []  # (nothing refused changed anything)
 
 

@@ -99,7 +99,7 @@ def test_every_reads_refusal_of_a_query_parameter_is_documented(http: httpx.Clie
     # event stream closes)
     doc = http.get("/openapi.json").json()["paths"]
     reads = {path: ops["get"] for path, ops in doc.items() if "get" in ops}
-    assert len(reads) == 7
+    assert len(reads) == 8
     for path, op in reads.items():
         url = path.replace("{run_id}", "w")
         listed = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}

@@ -19,7 +19,7 @@ from tether.serve import Tokens, create_app
 #: Every route without a parameter, each with a trailing slash, by method.
 GETS = ["/runs/", "/approvals/", "/schedules/", "/login/", "/healthz/", "/metrics/",
         "/openapi.json/", "/ui/runs/", "/ui/approvals/", "/api/v1/runs/",
-        "/api/v1/approvals/", "/api/v1/schedules/", "/api/v1/workers/"]
+        "/api/v1/approvals/", "/api/v1/schedules/", "/api/v1/workers/", "/api/v1/queues/"]
 #: The routes without a parameter that take only a POST.
 POSTS = ["/logout/"]
 

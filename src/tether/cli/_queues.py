@@ -16,9 +16,10 @@ from typing import Any
 
 from tether._app import App
 from tether._fit import cells, fit_width, hang, pad, say, wide_help
+from tether._show import queues_document
 from tether._types import did_you_mean
 from tether.cli._common import CliError, client, dumps, safe
-from tether.store._port import WORKER_STALE, QueueCounts, WorkerInfo
+from tether.store._port import QueueCounts
 from tether.store._values import check_queue_limit
 
 log = logging.getLogger("tether.cli")
@@ -67,28 +68,18 @@ def parse_limit(text: str) -> int | None:
 
 
 async def queues(args: argparse.Namespace) -> int:
-    app = client(args, read_only=True)
-    try:
-        limits = await app.queue_limits()
-        pauses = await app.queue_pauses()
-        workflows = await app.store.workflow_list()
-        now = app.clock.now()
-        counts = await app.store.queue_counts(now=now)
-        workers = live_workers(await app.store.worker_list(), now)
-    finally:
-        await app.close()
-    # The registry's and the limits' queues, and those with unfinished runs or live
-    # workers (a queue only a typo of `tether start --queue` used, say).
-    queues = sorted(set(limits) | set(workflows.values()) | set(counts) | set(workers))
-    served = {q: sorted(w for w, wq in workflows.items() if wq == q) for q in queues}
+    async with client(args, read_only=True) as app:
+        rows = await queues_document(app)  # (GET /api/v1/queues answers the same)
     if args.json:
-        # (``paused``: a pause is the limit 0, which read as a limit of none at once;
-        # ``limit_before_pause``: what ``queue-resume`` gives back, None for none)
-        print(dumps([{"queue": q, "limit": limits.get(q), "paused": limits.get(q) == 0,
-                      "limit_before_pause": pauses.get(q), "workflows": served[q],
-                      **_figures(counts.get(q, QueueCounts()), workers.get(q, 0))}
-                     for q in queues]))
+        print(dumps(rows))
         return 0
+    queues = [r["queue"] for r in rows]
+    limits = {r["queue"]: r["limit"] for r in rows if r["limit"] is not None}
+    pauses = {r["queue"]: r["limit_before_pause"] for r in rows if r["paused"]}
+    counts = {r["queue"]: QueueCounts(r["queued"], r["due"], r["running"], r["waiting"])
+              for r in rows}
+    workers = {r["queue"]: r["workers"] for r in rows}
+    served = {r["queue"]: r["workflows"] for r in rows}
     if not queues:
         print("no queues")
         return 0
@@ -164,23 +155,6 @@ def limit_cell(limit: int | None) -> str:
     if limit is None:
         return "-"
     return "paused" if limit == 0 else str(limit)
-
-
-def live_workers(workers: list[WorkerInfo], now: float) -> dict[str, int]:
-    """How many live workers (a heartbeat within ``WORKER_STALE`` of ``now``, as
-    ``tether versions`` counts them) serve each queue."""
-    served: dict[str, int] = {}
-    for w in workers:
-        if now - w.heartbeat_at <= WORKER_STALE:
-            for q in dict.fromkeys(w.queues.split(",")):
-                if q:
-                    served[q] = served.get(q, 0) + 1
-    return served
-
-
-def _figures(c: QueueCounts, workers: int) -> dict[str, int]:
-    return {"queued": c.queued, "due": c.due, "running": c.running, "waiting": c.waiting,
-            "workers": workers}
 
 
 async def queue_limit(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""Runs over their whole life, over HTTP: retry, fork, erase and schedules.
+"""Runs over their whole life, over HTTP: retry, fork, erase, schedules and queues.
 
-The same engine functions as ``tether retry``, ``tether fork``, ``tether erase`` and
-``tether schedules`` (``App.retry``, ``App.fork``, the store's ``run_erase`` and
-``schedule_*``, ``tether._lifecycle``'s cron and tick helpers). Each action checks its
+The same engine functions as ``tether retry``, ``tether fork``, ``tether erase``,
+``tether schedules`` and ``tether queues`` (``App.retry``, ``App.fork``, the store's
+``run_erase`` and ``schedule_*``, ``tether._lifecycle``'s cron and tick helpers,
+``App.pause_queue`` and ``resume_queue``). Each action checks its
 whole input first and raises :class:`~tether.serve._api.ApiError` before it writes, so a
 rejected request changes nothing. The JSON API and the UI's forms share these
 functions.
@@ -19,7 +20,14 @@ from starlette.routing import Route
 from tether import App, RunNotFound
 from tether._lifecycle import Cron, fork_past_end, worker_versions, zone_of
 from tether._lifecycle import trigger_schedule as start_manual_run
-from tether._show import run_document, schedule_dict, schedule_rows, workers_document
+from tether._show import (
+    queues_document,
+    run_document,
+    schedule_dict,
+    schedule_rows,
+    workers_document,
+)
+from tether._types import did_you_mean
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError, shown
 from tether.serve._api import (
     ApiError,
@@ -38,6 +46,7 @@ from tether.serve._api import (
     workflow_known,
 )
 from tether.store._lifecycle import version_dropped
+from tether.store._values import check_queue_limit
 
 SCHEDULE_ACTIONS = ("pause", "resume", "trigger")
 
@@ -223,6 +232,60 @@ async def list_workers(request: Request) -> Response:
     return json_response({"workers": rows})
 
 
+async def list_queues(request: Request) -> Response:
+    """Every queue the store knows (as ``tether queues --json``)."""
+    query_fields(request, set())
+    return json_response({"queues": await queues_document(tether_app(request))})
+
+
+async def queue_row(app: App, queue: str) -> dict[str, Any]:
+    """``queue``'s row of ``queues_document`` (one the store no longer knows: no limit,
+    no run, no workflow, no worker)."""
+    for row in await queues_document(app):
+        if row["queue"] == queue:
+            return row
+    return {"queue": queue, "limit": None, "paused": False, "limit_before_pause": None,
+            "workflows": [], "queued": 0, "due": 0, "running": 0, "waiting": 0,
+            "workers": 0}
+
+
+async def queue_action(app: App, queue: str, action: str) -> dict[str, Any]:
+    """Pause or resume a queue (``tether queue-pause``, ``queue-resume``); its row after.
+    A pause of a queue the store did not know (a typo) is made, with ``warnings``, as
+    ``tether queue-pause`` warns; a resume says ``resumed`` (false: it was not paused,
+    and is left as it is)."""
+    try:
+        check_queue_limit(queue, 0 if action == "pause" else None)
+    except (ConfigError, InvalidName) as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    if action == "resume":
+        resumed, _ = await app.resume_queue(queue)
+        return {**await queue_row(app, queue), "resumed": resumed}
+    known = {r["queue"] for r in await queues_document(app)}
+    await app.pause_queue(queue)
+    doc = await queue_row(app, queue)
+    if queue not in known:
+        doc["warnings"] = [f"no workflow a worker registered is on queue {shown(queue)}, "
+                           "no run is queued there and it had no limit: it is paused, "
+                           f"for runs that come to it{did_you_mean(queue, known)}"]
+    return doc
+
+
+async def _queue(request: Request, action: str) -> Response:
+    require_admin(request)
+    name = path_name(request, "name")
+    await _no_body(request)
+    return json_response(await queue_action(tether_app(request), name, action))
+
+
+async def pause_queue(request: Request) -> Response:
+    return await _queue(request, "pause")
+
+
+async def resume_queue(request: Request) -> Response:
+    return await _queue(request, "resume")
+
+
 async def _schedule(request: Request, action: str) -> Response:
     require_admin(request)
     name = path_name(request, "name")
@@ -254,6 +317,9 @@ routes = [
     Route("/api/v1/runs/{run_id:tether_id}/erase", erase_run, methods=["POST"]),
     Route("/api/v1/schedules", list_schedules, methods=["GET"]),
     Route("/api/v1/workers", list_workers, methods=["GET"]),
+    Route("/api/v1/queues", list_queues, methods=["GET"]),
+    Route("/api/v1/queues/{name:tether_id}/pause", pause_queue, methods=["POST"]),
+    Route("/api/v1/queues/{name:tether_id}/resume", resume_queue, methods=["POST"]),
     Route("/api/v1/schedules/{name:tether_id}/pause", pause_schedule, methods=["POST"]),
     Route("/api/v1/schedules/{name:tether_id}/resume", resume_schedule, methods=["POST"]),
     Route("/api/v1/schedules/{name:tether_id}/trigger", trigger_schedule, methods=["POST"]),

@@ -299,6 +299,29 @@ def document(root_path: str = "") -> dict[str, Any]:
                                       "running runs whose lease it owns now"},
                         "live": {"type": "boolean", "description":
                                  "a heartbeat within the last 60 s"}}},
+                "Queue": {"type": "object", "required": [
+                    "queue", "limit", "paused", "limit_before_pause", "workflows", "queued",
+                    "due", "running", "waiting", "workers"], "properties": {
+                        "queue": {"type": "string"},
+                        "limit": {"type": "integer", "nullable": True, "description":
+                                  "most runs held at once across all workers; null: "
+                                  "none; 0: paused"},
+                        "paused": {"type": "boolean"},
+                        "limit_before_pause": {"type": "integer", "nullable": True,
+                                               "description": (
+                            "of a paused queue, the limit a resume gives back (null: "
+                            "none); null when not paused")},
+                        "workflows": {"type": "array", "items": {"type": "string"},
+                                      "description": "the registered workflows on it"},
+                        "queued": {"type": "integer", "description": "runs not claimed"},
+                        "due": {"type": "integer",
+                                "description": "of the queued runs, those claimable now"},
+                        "running": {"type": "integer"},
+                        "waiting": {"type": "integer", "description": (
+                            "released to wait (timer, signal, child): they hold no "
+                            "place of the limit")},
+                        "workers": {"type": "integer",
+                                    "description": "live workers that serve it"}}},
                 "Schedule": {"type": "object", "required": ["name", "workflow", "paused"],
                              "properties": {
                                  "name": {"type": "string"}, "workflow": {"type": "string"},
@@ -597,6 +620,43 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "400": _err("an address that is not UTF-8, a query parameter other "
                                 "than all (and _), or an all that is not true or false"),
                     **_COMMON_ERRORS}}},
+            "/api/v1/queues": {"get": {
+                "summary": "Every queue the store knows, by name: its limit, its pause, "
+                           "its runs and live workers (as `tether queues --json`)",
+                "operationId": "listQueues", "parameters": [_CACHE_BUSTER],
+                "responses": {"200": _ok("the queues", {
+                    "type": "object", "required": ["queues"],
+                    "properties": {"queues": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Queue"}}}}),
+                    "400": _err("an address that is not UTF-8, or a query parameter "
+                                "(none is taken, but _)"), **_COMMON_ERRORS}}},
+            "/api/v1/queues/{name}/pause": {"post": {
+                "summary": "Pause a queue: no worker claims its runs until it is resumed; "
+                           "the limit it held is kept for the resume (as `tether "
+                           "queue-pause`)",
+                "operationId": "pauseQueue", "parameters": [_SCHEDULE],
+                "requestBody": _NO_FIELDS,
+                "responses": {"200": _ok("the queue, paused", {"allOf": [
+                    {"$ref": "#/components/schemas/Queue"},
+                    {"type": "object", "properties": {"warnings": {
+                        "type": "array", "items": {"type": "string"}, "description": (
+                            "a queue the store did not know (no registered workflow, "
+                            "no limit, no unfinished run: a typo?) is paused all the "
+                            "same, and said")}}}]}),
+                    "400": _err("a queue name that is empty or over 200 characters"),
+                    **_CHANGE_ERRORS}}},
+            "/api/v1/queues/{name}/resume": {"post": {
+                "summary": "Resume a paused queue, with the limit it held before the "
+                           "pause (as `tether queue-resume`); a queue that is not paused "
+                           "is left as it is",
+                "operationId": "resumeQueue", "parameters": [_SCHEDULE],
+                "requestBody": _NO_FIELDS,
+                "responses": {"200": _ok("the queue after", {"allOf": [
+                    {"$ref": "#/components/schemas/Queue"},
+                    {"type": "object", "required": ["resumed"], "properties": {
+                        "resumed": {"type": "boolean",
+                                    "description": "false: it was not paused"}}}]}),
+                    "400": _err("an empty queue name"), **_CHANGE_ERRORS}}},
             "/api/v1/schedules/{name}": {"delete": {
                 "summary": "Forget a schedule (its runs stay)", "operationId": "deleteSchedule",
                 "parameters": [_SCHEDULE],
