@@ -1557,11 +1557,15 @@ async def test_a_paused_queue_gets_its_limit_back_on_resume(paused: str) -> None
     typo = await cli("queue-resume", "hled", db=paused)
     assert typo.returncode == 0 and ("tether: warning: the store knows no queue 'hled' "
                                      "(did you mean 'held'?)") in typo.stderr, typo
+    typo = await cli("queue-pause", "defualt", db=paused)  # (paused, and warned of)
+    assert ("tether: warning: no workflow a worker registered is on queue 'defualt', no "
+            "run is queued there and it had no limit: the pause is set, for runs that "
+            "come to it (did you mean 'default'?)") in typo.stderr.splitlines(), typo
     # `queue-limit Q none` is no limit, paused or not (the kept 5 is forgotten).
     assert (await cli("queue-limit", "held", "none", db=paused)).returncode == 0
     async with App(paused) as app:
         assert "held" not in await app.queue_limits()
-        assert await app.queue_pauses() == {}
+        assert await app.queue_pauses() == {"defualt": None}
 
 
 async def test_a_limit_on_a_queue_the_store_does_not_know_warns(paused: str) -> None:

@@ -184,8 +184,9 @@ async def _set_limit(args: argparse.Namespace, limit: int | None, pause_says: st
         print(f"queue {safe(args.queue)}: at most {limit} run{'s' if limit != 1 else ''} at once")
     if args.queue not in known:
         log.warning("no workflow a worker registered is on queue %r, no run is queued "
-                    "there and it had no limit: the limit is set, for runs that come to "
-                    "it%s", args.queue, did_you_mean(args.queue, known))
+                    "there and it had no limit: the %s is set, for runs that come to "
+                    "it%s", args.queue, "limit" if args.command == "queue-limit" else
+                    "pause", did_you_mean(args.queue, known))
     return 0
 
 
