@@ -44,6 +44,7 @@ from tether.errors import (
     StoreRefused,
     StoreUnavailable,
     TetherError,
+    WorkflowArgumentError,
     WorkflowNotFound,
 )
 
@@ -80,6 +81,7 @@ __all__ = [
     "StoreRefused",
     "StoreUnavailable",
     "TetherError",
+    "WorkflowArgumentError",
     "WorkflowNotFound",
     "call",
     "continue_as_new",

@@ -51,6 +51,7 @@ from tether.errors import (
     RunNotFound,
     StoreError,
     TetherError,
+    WorkflowArgumentError,
     WorkflowNotFound,
 )
 from tether.store import SignalSent, Store, check_store_options, open_store, resolve_url
@@ -643,6 +644,10 @@ class App:
 
         Raises:
             WorkflowNotFound: (a function not decorated as a workflow: ConfigError)
+            WorkflowArgumentError: the arguments do not fit the workflow's signature (a
+                required one missing, an unknown keyword, one too many), checked where
+                its function is known here (given, or registered on this app under the
+                name given); nothing was started. Also a ``TypeError``.
             NotSerializable: an argument is not JSON.
             PayloadTooLarge: the encoded input is over the size limit.
             ConfigError: the run id is used by a run of another workflow; the App is
@@ -652,6 +657,9 @@ class App:
             check_name("run id", run_id)
         if queue is not None:
             check_name("queue", queue)
+        wdef = self._local_workflow(workflow)
+        if wdef is not None:
+            wdef.check_arguments(args, kwargs)
         store = await self._open()
         name, default_queue, unknown = await self._start_target(workflow, queue)
         payload: dict[str, Any] = {"args": list(args)}
@@ -692,6 +700,8 @@ class App:
 
         Raises:
             WorkflowNotFound, NotSerializable, PayloadTooLarge: nothing was started.
+            WorkflowArgumentError: an item's arguments do not fit the workflow's
+                signature (as for ``start``); nothing was started.
             ConfigError: ``run_ids`` does not match ``inputs`` (nothing was started), or
                 an id is already used by a run of another workflow (the other runs
                 were started).
@@ -703,6 +713,14 @@ class App:
             check_name("run id", rid)
         if queue is not None:
             check_name("queue", queue)
+        wdef = self._local_workflow(workflow)
+        if wdef is not None:
+            for i, args in enumerate(items):
+                try:
+                    wdef.check_arguments(args)
+                except WorkflowArgumentError as exc:
+                    raise WorkflowArgumentError(exc.workflow,
+                                                f"inputs[{i}]: {exc.problem}") from None
         store = await self._open()
         name, default_queue, unknown = await self._start_target(workflow, queue)
         now = self.clock.now()
@@ -730,6 +748,17 @@ class App:
             raise ConfigError(f"run id {clashes[0]!r} is already used by a run of another "
                               f"workflow ({len(clashes)} such ids; the other runs started)")
         return [RunHandle(self, r.run_id, name) for r in records]
+
+    def _local_workflow(self, workflow: Callable[..., Any] | str) -> WorkflowDef | None:
+        """The definition of the workflow a start names, when its function is known here
+        (a workflow function, or the name of one registered on this app), whose
+        signature the start's arguments are checked against; None otherwise (a name
+        from another deploy, which its workers know; or no workflow at all, which
+        ``_start_target`` refuses)."""
+        if isinstance(workflow, str):
+            return self._workflows.get(workflow)
+        wdef = getattr(workflow, "__tether_workflow__", None)
+        return wdef if isinstance(wdef, WorkflowDef) else None
 
     async def _start_target(self, workflow: Callable[..., Any] | str,
                             queue: str | None = None

@@ -32,7 +32,7 @@ from tether._codec import (
     SLOT_SIGNAL,
     SLOT_STATUS,
 )
-from tether._definitions import StepDef
+from tether._definitions import StepDef, WorkflowDef
 from tether._errors_codec import error_to_dict, step_error
 from tether._replay import (
     ERROR,
@@ -194,6 +194,14 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
     if queue is not None and ctx.journal.get(pos) is None:
         check_name("queue", queue)  # (as App.start; "" meant the default queue before)
     name, q, annotation = _child_target(workflow, queue)
+    if ctx.journal.get(pos) is None:
+        # A new start: arguments its function (known here) cannot take raise now, in
+        # the workflow's code, as App.start does. (Not a start the journal holds: a
+        # replay answers it as it was, its child started under older rules.)
+        wdef = (ctx.workflows.get(name) if isinstance(workflow, str)
+                else getattr(workflow, "__tether_workflow__", None))
+        if isinstance(wdef, WorkflowDef):
+            wdef.check_arguments(args, kwargs)
     if run_id is not None:  # (a child the journal holds was started under older rules)
         check_name("run id", run_id, new=ctx.journal.get(pos) is None)
     if isinstance(workflow, str) and queue is None and ctx.journal.get(pos) is None:

@@ -844,8 +844,12 @@ class RunContext:
                  taken_over: bool = False,
                  retries: StoreRetries | None = None,
                  version: str | None = None, queue: str | None = None,
-                 step_mocks: Mapping[str, StepDef] | None = None) -> None:
+                 step_mocks: Mapping[str, StepDef] | None = None,
+                 workflows: Mapping[str, WorkflowDef] | None = None) -> None:
         self.run_id = lease.run_id
+        #: The workflows registered on the worker's app, by name: a child started by
+        #: name whose function is known here has its arguments checked (``start_child``).
+        self.workflows: Mapping[str, WorkflowDef] = workflows if workflows is not None else {}
         #: The queue the run is on (a start may name another than its workflow's).
         self.queue = queue if queue is not None else workflow.queue
         #: The run's code version (None: unversioned); its children get it.

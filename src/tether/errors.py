@@ -6,6 +6,8 @@ Exception
 │   ├── ConfigError                bad setup or a bad argument (also a ValueError)
 │   │   ├── InvalidName                (what, value) an id or name that is empty, holds
 │   │   │                              control characters or is too long
+│   │   ├── WorkflowArgumentError      (workflow, problem) a start's arguments do not fit
+│   │   │                              the workflow's signature (also a TypeError)
 │   │   └── ai.ProviderConfigError     no API key, bad base URL (also NonRetryable)
 │   ├── OutsideRun                 a run-only function called where no run executes
 │   ├── RunNotFound                (run_id)
@@ -112,6 +114,21 @@ class TetherError(Exception):
 class ConfigError(TetherError, ValueError):
     """Tether was set up wrongly, or a function got a bad argument (bad URL, bad option,
     missing decoration, a negative timeout). Also a ``ValueError``."""
+
+
+class WorkflowArgumentError(ConfigError, TypeError):
+    """A start's arguments do not fit its workflow's signature (a required argument
+    missing, an unknown keyword, one argument too many), where the workflow's function
+    is known (``App.start``, ``App.start_many``, ``tether.start_child``, ``tether.call``,
+    a workflow tool): raised at the call, as calling the function would raise
+    ``TypeError``, and nothing is started. Also a ``TypeError`` (and, as a bad argument,
+    a ``ConfigError``)."""
+
+    def __init__(self, workflow: str, problem: str) -> None:
+        super().__init__(f"workflow {workflow!r} cannot take these arguments: {problem}; "
+                         "nothing was started")
+        self.workflow = workflow
+        self.problem = problem
 
 
 class OutsideRun(TetherError):

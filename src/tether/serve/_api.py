@@ -46,6 +46,7 @@ from tether.errors import (
     PayloadTooLarge,
     SignalError,
     StoreUnavailable,
+    WorkflowArgumentError,
     shown,
 )
 from tether.serve._auth import Principal
@@ -421,7 +422,9 @@ async def start_run(request: Request) -> Response:
     known = await workflow_known(app, workflow)
     try:
         handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
-    except InvalidName as exc:  # e.g. a bidirectional override the check above lets by
+    except (InvalidName, WorkflowArgumentError) as exc:  # (InvalidName: e.g. a
+        # bidirectional override the check above lets by; WorkflowArgumentError: as
+        # check_input refuses, which comes first)
         raise ApiError(400, "bad_request", str(exc)) from None
     except ConfigError as exc:  # the id belongs to a run of another workflow
         raise ApiError(409, "conflict", str(exc)) from None

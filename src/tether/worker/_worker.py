@@ -1320,7 +1320,7 @@ class Worker:
             # (taken over from a dead worker, now or before: an earlier execution may
             # have been cut off in a step; see RunContext.cut_off_attempts)
             taken_over=run.crashes > 0, version=run.version, queue=run.queue,
-            step_mocks=self._host.step_mocks(),
+            step_mocks=self._host.step_mocks(), workflows=app._workflows,
         )
         made.append(ctx)
         ctx.shutting_down = self._shutting_down
