@@ -182,6 +182,10 @@ class ClaimedRun:
     run: RunRecord
     lease: Lease
     journal: list[JournalEntry] = field(default_factory=list)
+    #: When the run became due: its ``available_at`` before the claim (its start, a
+    #: retry's or a sleep's time, a signal's arrival, the previous owner's lease expiry
+    #: for a takeover), read by the claim itself; None from a store that does not say.
+    due_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

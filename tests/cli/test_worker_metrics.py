@@ -19,7 +19,7 @@ import pytest
 import tether
 from tests.forked import stop_process
 from tests.web.helpers import ROOT, TETHER, env
-from tests.web.test_metrics_exposition import parse
+from tests.web.test_metrics_exposition import check_histogram, histograms, parse
 
 APP = "tests.cli.metrics_app:app"
 TELEMETRY = ROOT / "docs" / "telemetry.md"
@@ -445,6 +445,42 @@ async def test_an_embedded_worker_serves_its_metrics_until_it_stops(
     with pytest.raises(OSError):  # the server ended with the worker
         await _async_get(port)
     await app.close()
+
+
+async def test_the_queue_wait_of_each_claimed_run_is_a_histogram_by_queue(
+        store_url: str) -> None:
+    """``tether_worker_queue_wait_seconds{queue}``: from when each run became due (its
+    start, here) to its claim, read from the claimed row; a queue served with nothing
+    claimed has its series at 0. The runs are started before the worker, which starts
+    at least half a second later: each waited that long at least."""
+    app = tether.App(store_url)
+
+    @app.workflow
+    async def noop(n: int) -> int:
+        return n
+
+    handles = await app.start_many(noop, [(i,) for i in range(3)])
+    await asyncio.sleep(0.5)
+    # (two queues: on SQLite a claim of several queues reads its runs by another path)
+    async with app.worker(queues=["default", "idle"], metrics_port=0) as worker:
+        assert [await h.result(timeout=60) for h in handles] == [0, 1, 2]
+        port = worker.metrics_port
+        assert port is not None
+        _, body = await _async_get(port)
+    await app.close()
+    fam = parse(body)["tether_worker_queue_wait_seconds"]
+    assert fam.type == "histogram"
+    by_queue = histograms(fam, "queue")
+    assert sorted(by_queue) == ["default", "idle"]
+    for series in by_queue.values():
+        check_histogram(series)
+    got = _series(body)
+    assert got['tether_worker_queue_wait_seconds_count{queue="default"}'] == 3
+    assert got['tether_worker_queue_wait_seconds_sum{queue="default"}'] >= 3 * 0.5
+    assert got['tether_worker_queue_wait_seconds_bucket{queue="default",le="0.25"}'] == 0
+    assert got['tether_worker_queue_wait_seconds_bucket{queue="default",le="+Inf"}'] == 3
+    assert got['tether_worker_queue_wait_seconds_count{queue="idle"}'] == 0
+    assert got['tether_worker_queue_wait_seconds_sum{queue="idle"}'] == 0
 
 
 async def _scraped(port: int) -> dict[str, float]:

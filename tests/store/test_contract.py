@@ -120,6 +120,29 @@ async def test_claim_respects_queues_limit_and_availability(store: Store) -> Non
                                  lease_seconds=LEASE) == []
 
 
+async def test_a_claim_says_when_each_run_became_due(store: Store) -> None:
+    """``ClaimedRun.due_at``: the run's ``available_at`` before the claim (its start, a
+    later time it waited for, its dead owner's lease expiry), read by the claim itself,
+    on every claim path (one queue, several, a queue with a limit)."""
+    async def due(now: float, queues: tuple[str, ...]) -> dict[str, float | None]:
+        got = await store.run_claim(worker_id="w", queues=list(queues), limit=10, now=now,
+                                    lease_seconds=LEASE)
+        return {c.run.run_id: c.due_at for c in got}
+
+    await store.run_insert(run=run_record("new", queue="a", now=T0))
+    await store.run_insert(run=run_record("later", queue="a", now=T0, available_at=T0 + 7))
+    await store.run_insert(run=run_record("other", queue="b", now=T0 + 2))
+    await store.run_insert(run=run_record("limited", queue="c", now=T0 + 3))
+    await store.queue_limit_set(queue="c", limit=5, now=T0)
+    assert await due(T0 + 5, ("a",)) == {"new": T0}  # one queue
+    assert await due(T0 + 9, ("a", "b")) == {"later": T0 + 7, "other": T0 + 2}  # several
+    assert await due(T0 + 9, ("c",)) == {"limited": T0 + 3}  # a queue with a limit
+    # A takeover: due when the previous owner's lease expired.
+    assert await due(T0 + 5 + LEASE + 3, ("a",)) == {"new": T0 + 5 + LEASE}
+    assert await due(T0 + 9 + LEASE + 1, ("a", "b")) == {
+        "later": T0 + 9 + LEASE, "other": T0 + 9 + LEASE}
+
+
 async def test_claim_and_next_available_at_leave_out_excluded_runs(store: Store) -> None:
     """``exclude`` (the runs one worker handed back for a while): run_claim does not take
     them, on every claim path (one queue, several, a queue with a limit), while another

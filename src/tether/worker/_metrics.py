@@ -12,6 +12,7 @@ request per connection, bounded in size, time and connections at once, ``GET
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import importlib.metadata
 import logging
@@ -45,10 +46,33 @@ END_STATUSES = (*ENDED_VALUES, "blocked")
 TAKEOVER_CAUSES = ("found_dead", "lease_expired")
 
 
+#: Upper bounds (seconds) of ``tether_worker_queue_wait_seconds``' buckets: a run claimed
+#: at once (a worker with free slots, woken by the start) to one that waited an hour.
+QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                      60.0, 300.0, 900.0, 3600.0)
+
+
+class Histogram:
+    """A Prometheus histogram's figures: a count per bucket (not cumulative: the
+    exposition sums them), their sum and count."""
+
+    __slots__ = ("buckets", "count", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(QUEUE_WAIT_BUCKETS) + 1)  # (the last: over the last bound)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect.bisect_left(QUEUE_WAIT_BUCKETS, value)] += 1
+        self.total += value
+        self.count += 1
+
+
 class WorkerCounts:
     """The worker's process-local counters (reset when the process restarts)."""
 
-    __slots__ = ("claimed", "ended", "leases_lost", "released", "taken_over")
+    __slots__ = ("claimed", "ended", "leases_lost", "queue_wait", "released", "taken_over")
 
     def __init__(self) -> None:
         self.claimed = 0  #: runs claimed (a takeover included)
@@ -56,6 +80,16 @@ class WorkerCounts:
         self.taken_over: dict[str, int] = dict.fromkeys(TAKEOVER_CAUSES, 0)
         self.released = 0  #: runs handed back to wait (a sleep, a signal, a child ...)
         self.leases_lost = 0  #: executions given up: another worker took the lease
+        #: Seconds the runs claimed waited between becoming due and their claim, by queue
+        #: (one of the worker's: a claim takes runs of those alone).
+        self.queue_wait: dict[str, Histogram] = {}
+
+    def waited(self, queue: str, seconds: float) -> None:
+        """A run of ``queue`` was claimed ``seconds`` after it became due."""
+        hist = self.queue_wait.get(queue)
+        if hist is None:
+            hist = self.queue_wait[queue] = Histogram()
+        hist.observe(max(seconds, 0.0))
 
 
 def _escape(value: str) -> str:
@@ -81,6 +115,19 @@ class _Text:
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             self.sample(name, labels, value)
+
+    def histogram(self, name: str, doc: str,
+                  samples: list[tuple[dict[str, str], Histogram]]) -> None:
+        """A histogram family: each sample's cumulative buckets (``le``), sum and count."""
+        self.lines.append(f"# HELP {name} {doc}")
+        self.lines.append(f"# TYPE {name} histogram")
+        for labels, hist in samples:
+            seen = 0
+            for bound, n in zip((*QUEUE_WAIT_BUCKETS, "+Inf"), hist.buckets, strict=True):
+                seen += n
+                self.sample(name + "_bucket", {**labels, "le": str(bound)}, seen)
+            self.sample(name + "_sum", labels, hist.total)
+            self.sample(name + "_count", labels, hist.count)
 
     def sample(self, name: str, labels: dict[str, str], value: float) -> None:
         inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
@@ -116,6 +163,12 @@ def exposition(worker: Worker) -> str:
     t.family(p + "runs_ended_total", "counter", "Runs whose end this worker recorded, "
              "by the status the store took.",
              [({"status": s}, n) for s, n in counts.ended.items()])
+    waits = {q: counts.queue_wait.get(q) or Histogram() for q in worker.queues}
+    waits.update(counts.queue_wait)
+    t.histogram(p + "queue_wait_seconds", "Seconds the runs this worker claimed waited "
+                "between becoming due (started, a sleep's or a retry's time come, a "
+                "signal arrived, a dead owner's lease expired) and their claim, by queue.",
+                [({"queue": q}, h) for q, h in sorted(waits.items())])
     t.family(p + "runs_released_total", "counter", "Runs this worker handed back to "
              "wait (a sleep, a signal, a child, a retry's back-off).",
              [({}, counts.released)])

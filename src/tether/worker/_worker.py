@@ -837,6 +837,8 @@ class Worker:
                     self._claiming = False
                 self.counts.claimed += len(claimed)
                 for c in claimed:
+                    if c.due_at is not None:  # (read by the claim: no store call for it)
+                        self.counts.waited(c.run.queue, called - c.due_at)
                     self._seq += 1
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
                     self._active[c.run.run_id] = _Active(task, None, self._seq, c.lease,

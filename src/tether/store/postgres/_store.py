@@ -1075,9 +1075,12 @@ class PostgresStore(PostgresServeQueries):
         journals: dict[str, list[JournalEntry]] = {}
         for row in entries:
             journals.setdefault(row[0], []).append(entry_from_row(row[1:]))
-        claimed = sorted((run_from_row(r) for r in runs), key=lambda r: (r.created_at, r.run_id))
+        # (each row's last column: when the run became due, its available_at before)
+        claimed = sorted(((run_from_row(r[:-1]), r[-1]) for r in runs),
+                         key=lambda c: (c[0].created_at, c[0].run_id))
         return [ClaimedRun(run=r, lease=Lease(r.run_id, worker_id, r.fencing_token),
-                           journal=journals.get(r.run_id, [])) for r in claimed]
+                           journal=journals.get(r.run_id, []), due_at=due)
+                for r, due in claimed]
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry,
                              metrics: str | None = None, now: float = 0.0,

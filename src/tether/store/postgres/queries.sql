@@ -213,12 +213,16 @@ SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1
     -- lease: the database was gone)
     crashes = CASE WHEN status = 'running' AND owner IS DISTINCT FROM %(worker_id)s
                    THEN crashes + 1 ELSE crashes END
-WHERE run_id IN (SELECT run_id FROM pick ORDER BY available_at LIMIT %(limit)s)
+-- Each row's last column is the time it became due: its available_at before the claim
+-- (the worker's queue-wait histogram), which RETURNING (the row after the update) has lost.
+FROM (SELECT run_id, available_at FROM pick ORDER BY available_at LIMIT %(limit)s)
+    AS chosen(claimed_id, due_at)
+WHERE run_id = chosen.claimed_id
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
           parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen,
-       crash_progress;
+       crash_progress, chosen.due_at;
 
 -- run_claim_journals --
 -- The journals of the runs this transaction just claimed (a later statement, so that it

@@ -1379,7 +1379,8 @@ def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], l
     if len(queues) == 1 and not limits:
         rows = conn.execute(Q["run_claim"], {**params, "queue": queues[0],
                                              "limit": limit}).fetchall()
-        return _claimed(conn, worker_id, rows)
+        # (each row's last column: when the run became due, its available_at before)
+        return _claimed(conn, worker_id, [r[:-1] for r in rows], [r[-1] for r in rows])
     candidates: list[Any] = []
     for queue_name in queues:
         room = limit
@@ -1396,16 +1397,17 @@ def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], l
         return []
     rows = conn.execute(Q["run_claim_ids"], {**params, "run_ids": json.dumps(ids)}).fetchall()
     rows.sort(key=lambda r: (r[5], r[0]))
-    return _claimed(conn, worker_id, rows)
+    due = dict(candidates)  # (their available_at before the claim: when they became due)
+    return _claimed(conn, worker_id, rows, [due.get(r[0]) for r in rows])
 
 
-def _claimed(conn: apsw.Connection, worker_id: str,
-             rows: list[apsw.SQLiteValues]) -> list[ClaimedRun]:
+def _claimed(conn: apsw.Connection, worker_id: str, rows: Sequence[Sequence[Any]],
+             due: list[Any]) -> list[ClaimedRun]:
     runs = [run_from_row(row) for row in rows]
     journals = _journal_read_many(conn, [run.run_id for run in runs])
     return [ClaimedRun(run=run, lease=Lease(run.run_id, worker_id, run.fencing_token),
-                       journal=journals.get(run.run_id, []))
-            for run in runs]
+                       journal=journals.get(run.run_id, []), due_at=due_at)
+            for run, due_at in zip(runs, due, strict=True)]
 
 
 def _journal_read_many(conn: apsw.Connection,

@@ -413,17 +413,13 @@ WHERE queue IN (SELECT value FROM json_each(:queues));
 -- registered (:workflows, a JSON array; NULL: any), and none of :exclude (a JSON array of
 -- run ids; NULL: none); no running run whose lease expired after :takeover_before (NULL:
 -- any; a worker back from a store outage gives their owners time to renew them).
+-- Each row's last column is the time it became due: its available_at before the claim
+-- (the worker's queue-wait histogram), which RETURNING (the row after the update) has
+-- lost; read from the picked rows, materialized once (a scan of at most :limit rows).
 -- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
 -- docs/performance-log.md.)
-UPDATE tether_runs
-SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
-    available_at = :lease_expires, updated_at = :now,
-    -- a takeover of a run that was running: its owner died holding it (migration 0005);
-    -- not when its owner claims it back (alive, it lost its lease: the store was gone)
-    crashes = CASE WHEN status = 'running' AND owner IS NOT :worker_id
-                   THEN crashes + 1 ELSE crashes END
-WHERE run_id IN (
-    SELECT run_id FROM tether_runs
+WITH pick AS MATERIALIZED (
+    SELECT run_id, available_at FROM tether_runs
     WHERE queue = +:queue AND available_at <= :now
       AND (version IS NULL OR version = :version)
       AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
@@ -431,11 +427,20 @@ WHERE run_id IN (
       AND (:takeover_before IS NULL OR status <> 'running'
            OR available_at <= :takeover_before)
     ORDER BY available_at LIMIT :limit + 0)
+UPDATE tether_runs
+SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
+    available_at = :lease_expires, updated_at = :now,
+    -- a takeover of a run that was running: its owner died holding it (migration 0005);
+    -- not when its owner claims it back (alive, it lost its lease: the store was gone)
+    crashes = CASE WHEN status = 'running' AND owner IS NOT :worker_id
+                   THEN crashes + 1 ELSE crashes END
+WHERE run_id IN (SELECT run_id FROM pick)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
           parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
           version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen,
-          crash_progress;
+          crash_progress,
+          (SELECT p.available_at FROM pick p WHERE p.run_id = tether_runs.run_id);
 
 -- run_claim_candidates --
 -- The oldest :limit claimable runs of one queue (the same filter as run_claim): a claim
