@@ -435,6 +435,8 @@ class App:
                 ``App.fork``'s rule: ``"args"`` a list or tuple, ``"kwargs"`` a dict, no
                 other key).
             NotSerializable, PayloadTooLarge: an ``input`` the store could not hold.
+            WorkflowArgumentError: an ``input`` the workflow's signature cannot take (a
+                required argument missing, an unknown keyword, one too many).
         """
         from tether._lifecycle import make_spec
 
@@ -449,6 +451,8 @@ class App:
                 args, kwargs = (), {}
             else:
                 args, kwargs = (tuple(input) if isinstance(input, (list, tuple)) else (input,)), {}
+            # (each tick's run would fail on a worker with a TypeError)
+            wdef.check_arguments(args, kwargs)
             spec = make_spec(wdef.name, queue or wdef.queue, cron_text, timezone=timezone,
                              name=name, args=args, kwargs=kwargs, overlap=overlap,
                              catchup=catchup, catchup_max=catchup_max)

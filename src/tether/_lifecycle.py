@@ -246,6 +246,8 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     Raises:
         OutsideRun: called outside a workflow, or in a step's body (where the step's
             attempt fails with it, as with every other operation of the run).
+        WorkflowArgumentError: arguments the workflow's signature cannot take (a
+            required one missing, an unknown keyword, one too many), as ``App.start``.
     """
     ctx = current_run.get()
     if ctx is None:
@@ -255,6 +257,8 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
         # the run as new with the step's arguments for its workflow)
         raise OutsideRun("tether.continue_as_new()", "a workflow's own code (not in a step)")
     ctx.check_running()
+    # (as App.start: the next generation's code would fail with a TypeError at once)
+    ctx.workflow.check_arguments(args, kwargs)
     payload: dict[str, Any] = {"args": list(args)}
     if kwargs:
         payload["kwargs"] = kwargs

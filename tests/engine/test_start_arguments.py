@@ -158,3 +158,36 @@ async def test_a_child_start_the_journal_holds_is_replayed_unchecked(store_url: 
             fresh = await new.start(parent_v2, run_id="q")
             with pytest.raises(RunFailed, match="too many positional arguments"):
                 await fresh.result(timeout=30)
+
+
+async def test_a_schedule_whose_input_does_not_fit_is_refused_where_it_is_declared(
+    app: App,
+) -> None:
+    """Each of its ticks' runs would fail on a worker with a ``TypeError``."""
+    greet = make(app)
+    with pytest.raises(WorkflowArgumentError, match="missing a required argument: 'name'"):
+        app.schedule(greet, cron="0 9 * * *")
+    with pytest.raises(WorkflowArgumentError, match="unexpected keyword argument 'greting'"):
+        app.schedule(greet, cron="0 9 * * *", input={"args": ["ada"], "kwargs": {"greting": 1}})
+    app.schedule(greet, cron="0 9 * * *", input=["ada"])  # (fits)
+    assert list(app._schedules) == ["greet"]
+
+
+async def test_continue_as_new_with_arguments_the_workflow_cannot_take_raises_there(
+    app: App,
+) -> None:
+    """In the generation that calls it (the workflow can catch it), not in the next."""
+
+    @app.workflow
+    async def counter(n: int) -> str:
+        if n == 0:
+            try:
+                tether.continue_as_new(1, 2)
+            except TypeError as exc:
+                return f"caught: {exc}"
+        return "next generation"
+
+    async with app.worker():
+        caught = await (await app.start(counter, 0)).result(timeout=30)
+    assert caught.startswith("caught: workflow 'counter' cannot take these arguments")
+    assert "too many positional arguments" in caught
