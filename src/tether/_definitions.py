@@ -140,8 +140,10 @@ class ArgumentCheck:
             return None
 
     def fits(self, args: Any, kwargs: Any) -> bool:
-        """Whether a call with ``args`` and ``kwargs`` binds (``Signature.bind``'s
-        answer, without its cost)."""
+        """Whether the function can be called with ``args`` and ``kwargs``, by Python's
+        rules (as ``Signature.bind`` answers, without its cost; except that ``bind``, on
+        Python 3.11, refuses a keyword named as a positional-only parameter, which a
+        call puts in the ``**kwargs``)."""
         given = len(args)
         if given > self.most:
             return False
@@ -162,7 +164,7 @@ class ArgumentCheck:
         """Raises: WorkflowArgumentError (``args`` and ``kwargs`` do not fit)."""
         if self.fits(args, kwargs):
             return
-        try:
+        try:  # (words the refusal; a call ``bind`` would take is let through)
             self.signature.bind(*args, **(kwargs or {}))
         except TypeError as exc:
             from tether.errors import WorkflowArgumentError

@@ -122,8 +122,7 @@ class WorkflowArgumentError(ConfigError, TypeError):
     is known (``App.start``, ``App.start_many``, ``tether.start_child``, ``tether.call``,
     a workflow tool, ``tether.continue_as_new``, and ``App.schedule``'s ``input``):
     raised at the call, as calling the function would raise ``TypeError``, and nothing
-    is started. Also a ``TypeError`` (and, as a bad argument,
-    a ``ConfigError``)."""
+    is started. Also a ``TypeError`` (and, as a bad argument, a ``ConfigError``)."""
 
     def __init__(self, workflow: str, problem: str) -> None:
         super().__init__(f"workflow {workflow!r} cannot take these arguments: {problem}; "
