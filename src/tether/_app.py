@@ -1081,6 +1081,8 @@ class App:
         Any other run with that id (a run that is no fork, a fork of another run or
         position, or with another input) is a ``ConfigError`` that says which it is.
             NotSerializable: the new input is not JSON.
+            WorkflowArgumentError: the new input does not fit the workflow's signature,
+                when it is registered on this app (as for ``start``).
         """
         _lookup_id(run_id)
         if isinstance(input, dict) and "args" in input:
@@ -1123,6 +1125,9 @@ class App:
                 {"kwargs": input["kwargs"]} if "kwargs" in input else {})}
                 if isinstance(input, dict) and "args" in input else
                 {"args": list(input) if isinstance(input, (list, tuple)) else [input]})
+            wdef = self._workflows.get(source.workflow)
+            if wdef is not None:  # (its code is at hand: as App.start checks its input)
+                wdef.check_arguments(payload["args"], payload.get("kwargs"))
             # What the source's parent handed down to integrations (a child's share of
             # its parent's budget) goes with the new input: a fork must not escape it.
             inherited = inherited_of(source_codec.decode(source.input, slot=SLOT_INPUT)

@@ -120,7 +120,8 @@ class WorkflowArgumentError(ConfigError, TypeError):
     """A start's arguments do not fit its workflow's signature (a required argument
     missing, an unknown keyword, one argument too many), where the workflow's function
     is known (``App.start``, ``App.start_many``, ``tether.start_child``, ``tether.call``,
-    a workflow tool, ``tether.continue_as_new``, and ``App.schedule``'s ``input``):
+    a workflow tool, ``tether.continue_as_new``, ``App.fork``'s and ``App.schedule``'s
+    ``input``):
     raised at the call, as calling the function would raise ``TypeError``, and nothing
     is started. Also a ``TypeError`` (and, as a bad argument, a ``ConfigError``)."""
 

@@ -191,3 +191,19 @@ async def test_continue_as_new_with_arguments_the_workflow_cannot_take_raises_th
         caught = await (await app.start(counter, 0)).result(timeout=30)
     assert caught.startswith("caught: workflow 'counter' cannot take these arguments")
     assert "too many positional arguments" in caught
+
+
+async def test_a_fork_with_an_input_the_workflow_cannot_take_is_refused(app: App) -> None:
+    greet = make(app)
+    async with app.worker():
+        await (await app.start(greet, "ada", run_id="src")).result(timeout=30)
+    for value, problem in (
+        ([], "missing a required argument: 'name'"),
+        ({"args": ["bob"], "kwargs": {"greting": "yo"}}, "unexpected keyword argument"),
+    ):
+        with pytest.raises(WorkflowArgumentError, match=problem):
+            await app.fork("src", at=0, input=value, new_run_id="bad")
+    assert [r.run_id for r in await app.list_runs()] == ["src"]  # nothing was written
+    fork = await app.fork("src", at=0, input={"args": ["bob"], "kwargs": {"greeting": "yo"}})
+    async with app.worker():
+        assert await fork.result(timeout=30) == "yo bob"

@@ -28,7 +28,14 @@ from tether._show import (
     workers_document,
 )
 from tether._types import did_you_mean
-from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError, shown
+from tether.errors import (
+    ConfigError,
+    InvalidName,
+    PayloadError,
+    RunStateError,
+    WorkflowArgumentError,
+    shown,
+)
 from tether.serve._api import (
     ApiError,
     check_input,
@@ -112,7 +119,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
         raise run_not_found(run_id) from None
     except RunStateError as exc:  # erased: its input and results are placeholders
         raise ApiError(409, "conflict", str(exc)) from None
-    except InvalidName as exc:
+    except (InvalidName, WorkflowArgumentError) as exc:  # (the latter: as check_input)
         raise ApiError(400, "bad_request", str(exc)) from None
     except PayloadError as exc:
         raise payload_error(exc) from None
