@@ -850,10 +850,13 @@ async def test_budget_that_leaves_the_limit_the_run_stopped_at_is_warned_of(
         assert right.returncode == 0 and right.stderr == "", right.stderr
         await waiting_on_budget(3)  # (7 tokens are still too few for the call's prompt)
         await app.cancel("th-3")
+
+
 async def test_runs_and_show_say_an_approval_in_words(store_url: str) -> None:
     """A run waiting for an approval read ``signal approval`` in ``tether runs``' WAITING
     FOR and ``tether show``'s "waiting for" (its ``waiting_for``, the signal that
-    answers it): they say ``approval of TOOL`` (show: and ``tether approve RUN``), on a
+    answers it): they say ``approval of TOOL`` (show: and, under it, the command that
+    answers it), on a
     pipe and on a terminal. ``--json`` keeps ``waiting_for`` as it is; a plain wait for
     a signal named ``approval`` (no approval asked) keeps its words too."""
     from tests.cli.test_fit import on_terminal
@@ -893,8 +896,9 @@ async def test_runs_and_show_say_an_approval_in_words(store_url: str) -> None:
             (await cli("runs", "--json", db=store_url)).stdout)}
         assert listed["ap-1"]["waiting_for"] == "signal approval", listed
         shown = (await cli("show", "ap-1", db=store_url)).stdout.splitlines()
-        assert any(re.fullmatch(r"waiting for: approval of pay \(since [^)]+\): tether "
-                                r"approve ap-1", line) for line in shown), shown
+        at = next(i for i, line in enumerate(shown) if line.startswith("waiting for:"))
+        assert re.fullmatch(r"waiting for: approval of pay \(since [^)]+\)", shown[at]), shown
+        assert shown[at + 2].startswith("  answer: tether approve ap-1 --approval-id a "), shown
         plain_shown = (await cli("show", "ap-2", db=store_url)).stdout
         assert "waiting for: signal approval" in plain_shown, plain_shown
         await app.signal("ap-2", "approval", 1)

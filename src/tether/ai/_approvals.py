@@ -309,14 +309,6 @@ def pending_of(app: App, run: Any) -> PendingApproval | None:
     return _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)
 
 
-def awaited_approval(info: Any) -> PendingApproval | None:
-    """The approval a run (a ``RunInfo``: its live status decoded) waits for, or
-    ``None``: what ``tether show``'s "waiting for" line says in words."""
-    if getattr(info, "waiting_for", None) != _WAITING_FOR:
-        return None
-    return _pending_from(info.run_id, info.workflow, info.status, info.status_info)
-
-
 def approval_wait(tool: str) -> str:
     """What a run waiting for an approval of ``tool`` waits for, as a person reads it
     (``tether runs``' WAITING FOR, ``tether show``): its ``waiting_for`` is the signal

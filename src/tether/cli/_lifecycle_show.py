@@ -48,16 +48,15 @@ def waiting_text(info: RunInfo) -> str:
     """What a waiting run waits for, and since when if that is known
     (``_show.waiting_since``), as stored: the caller makes it safe to print. An
     approval (``waiting_for`` the signal that answers it, ``signal approval``) is said
-    in words, with the command that answers it."""
+    in words (``asks_person`` adds its arguments and the command that answers it)."""
     since = waiting_since(info_dict(info))
     when = f" (since {fmt_time(since)})" if since is not None else ""
     if info.waiting_for == APPROVAL_WAIT:
         from tether.ai._approvals import approval_wait, awaited_approval
 
         pending = awaited_approval(info)
-        if pending is not None:
-            return (f"{approval_wait(pending.tool)}{when}: "
-                    f"tether approve {shlex.quote(info.run_id)}")
+        if pending is not None:  # (the command that answers it: asks_person's lines)
+            return f"{approval_wait(pending.tool)}{when}"
     return (info.waiting_for or "") + when
 
 
