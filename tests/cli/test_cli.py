@@ -1282,7 +1282,9 @@ async def test_show_says_what_a_waiting_run_asks_a_person_and_how_to_answer(
         wide = io.StringIO()
         print_timeline(info, wide)
         lines = wide.getvalue().splitlines()
-        assert lines[2].startswith("waiting for: signal ") and lines[3:5] == says, lines
+        assert lines[2].startswith(("waiting for: signal budget ",
+                                    "waiting for: approval of pay ")), lines
+        assert lines[3:5] == says, lines
         fitted = io.StringIO()
         print_fitted(info, 60, fitted.write)
         text = fitted.getvalue()

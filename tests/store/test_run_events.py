@@ -555,9 +555,9 @@ async def test_the_events_index_holds_a_hash_of_the_run_id_not_the_id(
             index_bytes = (await cur.fetchone())[0]  # type: ignore[index]
             # 28 bytes an entry, pages filled ~70 % by keys in no order, their headers:
             # 45-52 bytes an event, whole pages of every index of the table counted (the
-            # splits of keys in no order vary by a page or two); keyed by the id itself,
-            # ~115.
-            assert index_bytes / 4000 < 70, index_bytes / 4000
+            # splits of keys in no order vary by a page or two; once, in a loaded
+            # parallel run, 72, not reproduced since); keyed by the id itself, ~115.
+            assert index_bytes / 4000 < 90, index_bytes / 4000
             run = await conn.execute("SELECT md5('7')")
             rid = (await run.fetchone())[0]  # type: ignore[index]
             got = await store.run_events_read(run_id=rid, after=None)
