@@ -141,6 +141,13 @@ async def test_a_claim_says_when_each_run_became_due(store: Store) -> None:
     assert await due(T0 + 5 + LEASE + 3, ("a",)) == {"new": T0 + 5 + LEASE}
     assert await due(T0 + 9 + LEASE + 1, ("a", "b")) == {
         "later": T0 + 9 + LEASE, "other": T0 + 9 + LEASE}
+    # A claim of many runs of one queue (SQLite takes those in two statements).
+    for i in range(40):
+        await store.run_insert(run=run_record(f"many-{i}", queue="m", now=T0 + i / 8))
+    got = await store.run_claim(worker_id="w", queues=["m"], limit=40, now=T0 + 20,
+                                lease_seconds=LEASE)
+    assert {c.run.run_id: c.due_at for c in got} == {
+        f"many-{i}": T0 + i / 8 for i in range(40)}
 
 
 async def test_claim_and_next_available_at_leave_out_excluded_runs(store: Store) -> None:
