@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -668,14 +669,12 @@ async def test_a_signal_that_is_no_answer_to_an_awaited_approval_is_warned_of(
         assert await app.handle("rf-1").result(timeout=30) is True
 
 
-async def test_a_budget_signal_that_gives_no_limit_is_warned_of(store_url: str) -> None:
-    """A run waiting on its LLM budget lists as waiting for ``signal budget``; ``tether
-    signal RUN budget`` with data that gives no limit (``{"tokens": "5000"}``, text)
-    said "sent", and the run took it, changed nothing and waited on, silently: a warning
-    names ``tether budget``. Data that gives a limit gets none, and is taken."""
+def thrifty_app(url: str) -> tuple[App, Any]:
+    """An app whose workflow ``thrifty`` sets a budget of 5 tokens before its one model
+    call: the call is refused (no request sent) and the run waits on its budget."""
     from tether.ai import LLM, Budget, set_budget, user_message
 
-    app = App(store_url)
+    app = App(url)
     llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
 
     @app.workflow(name="thrifty")
@@ -684,19 +683,32 @@ async def test_a_budget_signal_that_gives_no_limit_is_warned_of(store_url: str) 
         reply = await llm.chat([user_message(question)])
         return reply.text or ""
 
-    async def waiting_on_budget(after: int) -> dict[str, object]:
-        for _ in range(600):
-            info = await app.get_run("th-1")
-            taken = [e for e in info.journal if e["name"] == "budget"]
-            if info.waiting_for == "signal budget" and len(taken) == after:
-                assert isinstance(info.status_info, dict)
-                return info.status_info
-            await asyncio.sleep(0.05)
-        raise AssertionError("run th-1 never waited on its budget")
+    return app, thrifty
+
+
+async def waiting_on_budget(app: App, run_id: str, after: int) -> dict[str, object]:
+    """``run_id``'s live status once it waits on its budget having taken ``after``
+    budget signals."""
+    for _ in range(600):
+        info = await app.get_run(run_id)
+        taken = [e for e in info.journal if e["name"] == "budget"]
+        if info.waiting_for == "signal budget" and len(taken) == after:
+            assert isinstance(info.status_info, dict)
+            return info.status_info
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never waited on its budget")
+
+
+async def test_a_budget_signal_that_gives_no_limit_is_warned_of(store_url: str) -> None:
+    """A run waiting on its LLM budget lists as waiting for ``signal budget``; ``tether
+    signal RUN budget`` with data that gives no limit (``{"tokens": "5000"}``, text)
+    said "sent", and the run took it, changed nothing and waited on, silently: a warning
+    names ``tether budget``. Data that gives a limit gets none, and is taken."""
+    app, thrifty = thrifty_app(store_url)
 
     async with app, app.worker(poll_interval=0.1):
         await app.start(thrifty, "q", run_id="th-1")
-        await waiting_on_budget(0)
+        await waiting_on_budget(app, "th-1", 0)
         wrong = await cli("signal", "th-1", "budget", "--data", '{"tokens": "5000"}',
                           db=store_url)
         assert wrong.returncode == 0, wrong.stderr
@@ -706,11 +718,11 @@ async def test_a_budget_signal_that_gives_no_limit_is_warned_of(store_url: str) 
                 "\"tokens\": a number >= 0) changes nothing, and the run waits on; raise it "
                 "with `tether budget th-1 --usd X --tokens N`") in wrong.stderr.splitlines(), \
             wrong.stderr
-        await waiting_on_budget(1)
+        await waiting_on_budget(app, "th-1", 1)
         right = await cli("signal", "th-1", "budget", "--data", '{"tokens": 6}',
                           db=store_url)
         assert right.returncode == 0 and right.stderr == "", right.stderr
-        assert (await waiting_on_budget(2))["budget_tokens"] == 6
+        assert (await waiting_on_budget(app, "th-1", 2))["budget_tokens"] == 6
         await app.cancel("th-1")
 
 
@@ -810,45 +822,27 @@ async def test_budget_that_leaves_the_limit_the_run_stopped_at_is_warned_of(
     $5.00" alone, and the run took the new limit and waited on (as for a new limit not
     above what it spent): a warning says why it waits on and what lets it go on. A raise
     of the limit it stopped at gets none."""
-    from tether.ai import LLM, Budget, set_budget, user_message
-
-    app = App(store_url)
-    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
-
-    @app.workflow(name="thrifty")
-    async def thrifty(question: str) -> str:
-        set_budget(Budget(tokens=5))  # the first call is refused: no request is sent
-        reply = await llm.chat([user_message(question)])
-        return reply.text or ""
-
-    async def waiting_on_budget(after: int) -> None:
-        for _ in range(600):
-            info = await app.get_run("th-3")
-            taken = [e for e in info.journal if e["name"] == "budget"]
-            if info.waiting_for == "signal budget" and len(taken) == after:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("run th-3 never waited on its budget")
+    app, thrifty = thrifty_app(store_url)
 
     async with app, app.worker(poll_interval=0.1):
         await app.start(thrifty, "q", run_id="th-3")
-        await waiting_on_budget(0)
+        await waiting_on_budget(app, "th-3", 0)
         usd = await cli("budget", "th-3", "--usd", "5", db=store_url)
         assert usd.returncode == 0 and usd.stdout == "budget of run th-3 set to $5.00\n"
         assert usd.stderr.splitlines() == [
             "tether: warning: run 'th-3' takes these limits and waits on: it stopped at its "
             "token limit (0 tokens spent of 5 tokens), which this raise leaves as it was; a "
             "token limit above 0 tokens lets it go on"], usd.stderr
-        await waiting_on_budget(1)
+        await waiting_on_budget(app, "th-3", 1)
         zero = await cli("budget", "th-3", "--tokens", "0", db=store_url)
         assert zero.stderr.splitlines() == [
             "tether: warning: run 'th-3' takes these limits and waits on: the new token "
             "limit, 0 tokens, is not above the 0 tokens it has spent; a token limit above "
             "that lets it go on"], zero.stderr
-        await waiting_on_budget(2)
+        await waiting_on_budget(app, "th-3", 2)
         right = await cli("budget", "th-3", "--tokens", "7", db=store_url)
         assert right.returncode == 0 and right.stderr == "", right.stderr
-        await waiting_on_budget(3)  # (7 tokens are still too few for the call's prompt)
+        await waiting_on_budget(app, "th-3", 3)  # (7 tokens: too few for the prompt)
         await app.cancel("th-3")
 
 
@@ -1227,18 +1221,11 @@ async def test_show_says_what_a_waiting_run_asks_a_person_and_how_to_answer(
     wrapped on a terminal. A run waiting for anything else gets no such lines."""
     import io
 
-    from tether.ai import LLM, Budget, request_approval, set_budget, user_message
+    from tether.ai import request_approval
     from tether.cli._runs import print_timeline
     from tether.cli._show_fit import print_fitted
 
-    app = App(sqlite_url)
-    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
-
-    @app.workflow(name="thrifty")
-    async def thrifty(question: str) -> str:
-        set_budget(Budget(tokens=5))  # the first call is refused: no request is sent
-        reply = await llm.chat([user_message(question)])
-        return reply.text or ""
+    app, thrifty = thrifty_app(sqlite_url)
 
     @app.workflow(name="refund")
     async def refund(amount: int) -> object:

@@ -55,7 +55,16 @@ def terminal_output(argv: list[str], columns: int, *, drop: tuple[str, ...] = ()
                             stderr=subprocess.PIPE, env=env, cwd=cwd)
     finally:
         os.close(follower)
-    out = b""
+    out = read_all(leader)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    return out.decode().replace("\r\n", "\n")  # (the terminal's own line ends)
+
+
+def read_all(leader: int) -> bytes:
+    """What a command writes to the terminal whose leader end is ``leader``, until it
+    closes it (the leader is closed after)."""
+    got = b""
     try:
         while True:
             try:
@@ -64,12 +73,10 @@ def terminal_output(argv: list[str], columns: int, *, drop: tuple[str, ...] = ()
                 break
             if not data:
                 break
-            out += data
+            got += data
     finally:
         os.close(leader)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err.decode()
-    return out.decode().replace("\r\n", "\n")  # (the terminal's own line ends)
+    return got
 
 
 def make_runs(url: str) -> None:
@@ -847,18 +854,7 @@ def stderr_on_terminal(argv: list[str], columns: int) -> tuple[int, str]:
                             stdout=subprocess.PIPE, stderr=follower, env=env)
     finally:
         os.close(follower)
-    err = b""
-    try:
-        while True:
-            try:
-                data = os.read(leader, 1 << 16)
-            except OSError:  # (Linux: EIO once the command has closed the terminal)
-                break
-            if not data:
-                break
-            err += data
-    finally:
-        os.close(leader)
+    err = read_all(leader)
     proc.communicate(timeout=120)
     return proc.returncode, err.decode().replace("\r\n", "\n")
 
