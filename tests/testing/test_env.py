@@ -215,6 +215,44 @@ async def test_runs_outside_the_environments_life_are_refused(tmp_path: Any) -> 
     await app.close()
 
 
+def test_an_environment_used_from_another_event_loop_says_so(tmp_path: Any) -> None:
+    """An environment opened in one event loop and used in another (a module-scoped
+    fixture under function-scoped tests, with pytest-asyncio) is refused with a
+    RuntimeError naming the cause. Its worker and store connections run in the loop
+    that opened it, which does not run meanwhile: a wait timed out on SQLite saying
+    only "did not end within 60 s", and hung for ever on PostgreSQL."""
+    app = App(f"sqlite:///{tmp_path}/real.db")
+
+    @app.workflow
+    async def nap() -> str:
+        await tether.sleep(3600)
+        return "rested"
+
+    env = TestEnv(app)
+    opener, other = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        opener.run_until_complete(env.open())
+        handle = opener.run_until_complete(env.start(nap))
+
+        async def bounded(attempt: Any) -> Any:
+            async with asyncio.timeout(10):  # (without the check: a wait that never ends)
+                return await attempt()
+
+        for attempt in (lambda: env.run(nap), lambda: env.start(nap),
+                        lambda: env.result(handle.run_id), lambda: handle.result(),
+                        lambda: env.app.handle(handle.run_id).result(),
+                        lambda: env.settle(), lambda: env.skip(), lambda: env.advance(60)):
+            with pytest.raises(RuntimeError, match="opened in another event loop"):
+                other.run_until_complete(bounded(attempt))
+        # the loop that opened it goes on as before
+        assert opener.run_until_complete(handle.result()) == "rested"
+    finally:
+        opener.run_until_complete(env.close())
+        opener.run_until_complete(app.close())
+        opener.close()
+        other.close()
+
+
 async def test_a_wait_that_outlasts_the_llm_script_says_so() -> None:
     """A run with more LLM calls than the script has steps retries its call, answered
     500 "script exhausted", until the wait gives up: the TimeoutError says why (it

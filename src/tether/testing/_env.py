@@ -344,6 +344,9 @@ class TestEnv:
         self._busy_at = 0.0
         self._closing = False
         self._opened = False
+        #: The event loop the environment was opened in: its worker, skip loop and
+        #: store connections run there (``_need_open``).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._claim_id = uuid.uuid4().hex
         self._claim_task: asyncio.Task[None] | None = None
         #: The test doubles (``mock_step``), shared with each ``env.app`` it builds.
@@ -375,6 +378,7 @@ class TestEnv:
         self.app._around_result = self._awaiting
         self.app._step_mocks = self._mocks
         self._opened = True
+        self._loop = asyncio.get_running_loop()
         self._closing = False
         try:
             if self._lend_clock:
@@ -525,11 +529,33 @@ class TestEnv:
             raise RuntimeError("the environment is not open (or closed): use `async with "
                                "TestEnv(app) as env:` (or `await env.open()`) before "
                                "starting runs")
+        self._need_loop()
+
+    def _need_loop(self) -> None:
+        """Refuse a call from another event loop than the one the environment was
+        opened in: its worker, its skip loop and its store's connections run in that
+        one, which does not run meanwhile, so a wait on SQLite timed out saying only
+        "did not end within 60 s" and on PostgreSQL hung for ever. The usual cause is
+        an environment in a pytest fixture of a wider scope than the test's loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._loop is not None and loop is not self._loop:
+            raise RuntimeError(
+                "the environment was opened in another event loop: its worker and its "
+                "store's connections run in that one, which does not run while this one "
+                "waits, so no run would move; use the environment in the event loop that "
+                "opened it (a fixture of a wider scope than the test's loop, say: give "
+                "the test the fixture's loop, @pytest.mark.asyncio(loop_scope=\"module\") "
+                "for a module-scoped fixture opened with loop_scope=\"module\", or open "
+                "the environment in the test)")
 
     @contextlib.asynccontextmanager
     async def _awaiting(self, run_id: str, timeout: float | None) -> AsyncIterator[None]:
         """Around a wait on a run's result: skip time, explain a timeout, and end a wait
         without one on a run that can never end (``RunStuck``)."""
+        self._need_loop()  # (a handle of env.app awaited in another event loop)
         # (skipping inside: it stops before a timeout is explained, so the explanation
         # reads runs that stand still)
         async with self._explained(), self.skipping(), self._waiting(run_id, timeout):
