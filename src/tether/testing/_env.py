@@ -1217,7 +1217,10 @@ class TestEnv:
 
     async def run(self, workflow: Callable[..., Awaitable[Any]] | str, *args: Any,
                   **kwargs: Any) -> Any:
-        """Start a run and wait for its result, skipping time (see ``start``)."""
+        """Start a run and wait for its result, skipping time (see ``start``), for 60
+        real seconds at most. Keyword arguments are the workflow's (``run_id`` and
+        ``queue`` are ``App.start``'s); for another timeout, ``await
+        env.result(await env.start(...), timeout=...)``."""
         handle = await self.start(workflow, *args, **kwargs)
         return await handle.result()
 
