@@ -123,6 +123,35 @@ async def test_advance_moves_time_by_hand_and_runs_what_became_due() -> None:
         assert await env.result(handle) == [3600.0, 7200.0, 10800.0]
 
 
+async def test_advance_stops_at_each_wake_up_on_the_way() -> None:
+    """``advance(3 h)`` over a run that sleeps an hour three times wakes it three
+    times, each at its hour, as the same hours of real time would; and a schedule's
+    ticks on the way each start, at their time. The clock jumped to the end at once:
+    the run woke once, at the third hour (its ``tether.now()`` said 10800), and the
+    ticks were missed (catch-up started one, late, and logged them as missed)."""
+    app, seen = make_app()
+    ticks: list[float] = []
+
+    @app.schedule("0 9 * * *")
+    @app.workflow
+    async def report() -> str:
+        ticks.append(tether.now().timestamp())
+        return "sent"
+
+    async with TestEnv(app, start_time=0.0) as env:
+        handle = await env.app.start(seen["workflows"]["ticker"], 3)
+        await env.advance(3 * 3600)
+        info = await env.app.get_run(handle.run_id)
+        assert info.status == "completed"
+        for kind in ("sleep", "now"):  # (each woke at its hour, and read it)
+            assert [e["result"] for e in info.journal if e["kind"] == kind] == [
+                3600.0, 7200.0, 10800.0]
+        assert env.now() == 3 * 3600
+        await env.advance(3 * DAY)
+        assert env.now() == 3 * 3600 + 3 * DAY
+        assert ticks == [9 * 3600 + d * DAY for d in range(3)]
+
+
 async def test_children_and_their_timers_skip_too() -> None:
     app, seen = make_app()
     async with TestEnv(app, start_time=0.0) as env:
