@@ -152,6 +152,26 @@ async def test_advance_stops_at_each_wake_up_on_the_way() -> None:
         assert ticks == [9 * 3600 + d * DAY for d in range(3)]
 
 
+async def test_awaiting_an_ended_runs_result_leaves_the_clock_alone() -> None:
+    """Awaiting the result of a run that has ended (again, or one that ended while the
+    test did something else) reads it without moving the clock: it jumped to the next
+    wake-up of any other run, so a run sleeping 1000 hours beside it completed, and
+    ``env.now()`` after a result depended on the race."""
+    app, seen = make_app()
+    ticker = seen["workflows"]["ticker"]
+    async with TestEnv(app, start_time=0.0) as env:
+        short = await env.start(ticker, 1)
+        long = await env.start(ticker, 1000)
+        assert await short.result() == [3600.0]
+        assert env.now() == 3600.0
+        for _ in range(10):
+            assert await short.result() == [3600.0]
+            assert await env.result(short.run_id) == [3600.0]
+            assert await env.app.handle(short.run_id).result() == [3600.0]
+        assert env.now() == 3600.0
+        assert (await env.app.get_run(long.run_id)).status == "waiting"
+
+
 async def test_children_and_their_timers_skip_too() -> None:
     app, seen = make_app()
     async with TestEnv(app, start_time=0.0) as env:

@@ -77,7 +77,7 @@ from tether._app import App, RunHandle
 from tether._definitions import StepDef
 from tether._lifecycle import tick_schedules
 from tether._procs import process_alive
-from tether._types import JournalEntry, RunRecord
+from tether._types import JournalEntry, RunRecord, RunStatus
 from tether.errors import ConfigError, StoreError, TetherError
 from tether.testing._mocks import step_double, step_of
 from tether.testing.llm_server import ScriptedLLMServer, Step
@@ -906,7 +906,7 @@ class TestEnv:
                 log.warning("time skipping: cannot read the store (%s); retrying", exc)
                 await asyncio.sleep(_POLL_MAX)
                 continue
-            if idle and wake is not None:
+            if idle and wake is not None and not await self._waits_over():
                 self.clock.set(wake)
                 self.worker.notify()
                 delay = _POLL
@@ -914,6 +914,25 @@ class TestEnv:
                 delay = min(delay * 1.5, _POLL_MAX) if idle else _POLL
             await self._watch(still=idle and wake is None)
             await asyncio.sleep(delay)
+
+    async def _waits_over(self) -> bool:
+        """Whether time skips only for waits on runs that have ended (or are blocked):
+        their results are being read, and the clock must not jump to another run's
+        wake-up meanwhile. Until 2026-12-07 it did: awaiting the result of a run that
+        had already ended moved the clock to the next wake-up of any other run (a run
+        sleeping 1000 hours beside it completed), and so could the wait that saw its
+        run end, before it returned."""
+        if self._skippers > len(self._waits):  # (auto_skip, or env.skipping() itself)
+            return False
+        try:
+            for wait in list(self._waits):
+                run = await self.app.store.run_get(wait.run_id)
+                if run is None or not (run.status.is_ended
+                                       or run.status is RunStatus.BLOCKED):
+                    return False
+        except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
+            return False
+        return bool(self._waits)
 
     async def _watch(self, *, still: bool) -> None:
         """End the waits (with a timeout or without) whose runs can never end
