@@ -130,3 +130,48 @@ def test_retry_fork_and_schedules_in_the_browser(browser: object, tmp_path: Path
         out.mkdir(parents=True, exist_ok=True)
         for name in SHOTS:
             shutil.copy(tmp_path / name, out / name)
+
+
+def test_the_retry_note_follows_the_run_on_an_open_page(browser: object,
+                                                        tmp_path: Path) -> None:
+    """A run page opened while the run waits, then the run signalled and cancelled
+    elsewhere: the Retry button shows (live), and its note counts what a retry keeps
+    now (the signal taken; not the cancel), not what the run had recorded when the page
+    was opened ("keeps the 0 recorded operations", drawn then and never redrawn)."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/keeps.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", headers=api,
+                       json={"workflow": "two_signals", "input": [], "run_id": "keeps-live"})
+        assert r.status_code == 201, r.text
+        wait_for(served.url, "keeps-live", "waiting")
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(served.url + "/runs")
+        page.goto(served.url + "/runs/keeps-live")
+        expect(page.locator("#retry")).to_be_hidden()
+        expect(page.locator("#retry [data-keeps]")).to_have_text(
+            "keeps the 0 recorded operations, runs the rest under the current code")
+        r = httpx.post(served.url + "/api/v1/runs/keeps-live/signals/go", headers=api,
+                       json={"data": 1})
+        assert r.status_code in (200, 201, 202), r.text
+        expect(page.locator("#run-status")).to_have_text("waiting")
+        expect(page.locator(".timeline")).to_contain_text("go")
+        r = httpx.post(served.url + "/api/v1/runs/keeps-live/cancel", headers=api)
+        assert r.status_code in (200, 202), r.text
+        expect(page.locator("#run-status")).to_have_text("cancelled", timeout=15_000)
+        expect(page.locator("#retry")).to_be_visible()
+        expect(page.locator("#retry [data-keeps]")).to_have_text(
+            "keeps the 1 recorded operation, runs the rest under the current code")
+        page.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()

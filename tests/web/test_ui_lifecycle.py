@@ -299,6 +299,35 @@ async def test_a_cancelled_run_is_drawn_neutral_not_as_a_failure(
     assert "ended-cancelled" not in page
 
 
+async def test_the_retry_note_counts_what_the_retry_keeps(ui: httpx.AsyncClient) -> None:
+    """The Retry button's note says how many recorded operations a retry keeps, as the
+    store's retry does: a cancelled run's ``cancel`` entry is not one of them (the note
+    said "keeps the 2 recorded operations" of a run whose retry kept 1, counting every
+    ``ok`` entry); the head carries the count for the page's live redraw."""
+    app = ui.app  # type: ignore[attr-defined]
+    csrf = await login(ui, ADMIN)
+    await app.start("waiting_parent", run_id="keep-1")
+    async with app.worker(queues=["default"]):
+        async with asyncio.timeout(30):
+            while (await app.store.run_get("keep-1")).status != "waiting":
+                await asyncio.sleep(0.02)
+        await app.cancel("keep-1")
+        async with asyncio.timeout(30):
+            while (await app.store.run_get("keep-1")).status != "cancelled":
+                await asyncio.sleep(0.02)
+    kinds = [e.kind for e in await app.store.journal_read("keep-1")]
+    assert kinds == ["child_start", "cancel"], kinds
+    page = (await ui.get("/runs/keep-1")).text
+    note = "keeps the 1 recorded operation, runs the rest under the current code"
+    assert f"<span class=\"muted small\" data-keeps>{note}</span>" in page, page
+    assert f'<span id="retry-keeps" hidden>{note}</span>' in page
+    assert note in (await ui.get("/ui/runs/keep-1?part=head")).text
+    r = await ui.post("/ui/runs/keep-1/retry", data={"csrf": csrf})
+    assert r.status_code == 303, r.text
+    kept = [e for e in await app.store.journal_read("keep-1") if e.status != "pending"]
+    assert [e.kind for e in kept] == ["child_start"]
+
+
 async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
     """The page lists schedules; pause, resume and run-now work from it (admin, CSRF);
     a read session sees the list without buttons."""

@@ -47,7 +47,7 @@ from tether._show import (
     untimed,
     version_idle_note,
 )
-from tether._types import ENDED_VALUES, MAX_NAME
+from tether._types import ENDED_VALUES, MAX_NAME, EntryStatus, JournalEntry
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
 from tether.errors import PayloadError, SignalError, shown
 from tether.serve._api import (
@@ -74,7 +74,10 @@ from tether.serve._control import (
 )
 from tether.serve._events import last_event_id
 from tether.serve._paths import root_of, route_path
-from tether.store._lifecycle import RETRYABLE  # (the statuses the retry button shows for)
+from tether.store._lifecycle import (  # (the statuses the retry button shows for)
+    RETRYABLE,
+    retry_plan,
+)
 from tether.store._port import RunChildren
 
 _TEMPLATES = str(resources.files("tether.serve").joinpath("templates"))
@@ -725,7 +728,22 @@ async def run_view(app: App, run_id: str, *,
     doc["final"] = doc["status"] in ENDED_VALUES
     doc["retryable"] = doc["status"] in RETRYABLE and not doc.get("erased_at")
     doc["fork_max"] = max((e["position"] for e in doc["journal"]), default=-1) + 1
+    doc["retry_keeps"] = retry_keeps(doc["status"], doc["journal"])
     return doc
+
+
+def retry_keeps(status: str, journal: list[dict[str, Any]]) -> int:
+    """How many recorded operations a retry of a run in ``status`` keeps, by the
+    store's own rule (``retry_plan``): a cancelled run forgets its ``cancel`` entry and
+    what its code did after it, a failed run its unhandled failures (a failure its code
+    moved on from is kept). The page counted the journal's ``ok`` entries: "keeps the
+    2 recorded operations" of a cancelled run whose retry kept 1."""
+    entries = [JournalEntry(e["position"], e["kind"], e["name"], e["status"],
+                            started_at=e.get("started_at"), finished_at=e.get("finished_at"),
+                            next_attempt_at=e.get("next_attempt_at")) for e in journal]
+    plan = retry_plan(status, entries)
+    gone = {*plan.delete, *plan.reset, *plan.restore}
+    return sum(1 for e in entries if e.position not in gone and e.status != EntryStatus.PENDING)
 
 
 # -- responses -------------------------------------------------------------------------

@@ -241,6 +241,13 @@ function followRun(root) {
     field.value = name;
     field.dataset.filled = name;
   };
+  // The Retry button's note says how many recorded operations a retry keeps: as of the
+  // head last drawn (it said the count when the page was opened, before the run failed).
+  const keeps = () => {
+    const now = root.querySelector("#retry-keeps");
+    const shown = retry && retry.querySelector("[data-keeps]");
+    if (now && shown) shown.textContent = now.textContent;
+  };
   // No event tells of an operation's start (its attempt is written, no event with it):
   // while the body says no operation is known to be in flight (data-unknown), it is
   // drawn again after 0.25 s, then ever less often (up to every 5 s), until it shows
@@ -266,7 +273,7 @@ function followRun(root) {
             if (html === null) return;
             redraw(el, html);
             tick();  // (stamps what was drawn)
-            if (el.dataset.part === "head") awaited();
+            if (el.dataset.part === "head") { awaited(); keeps(); }
             if (el.dataset.part === "body") lookAgain();
           });
       });
