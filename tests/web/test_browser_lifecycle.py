@@ -175,3 +175,76 @@ def test_the_retry_note_follows_the_run_on_an_open_page(browser: object,
         worker.terminate()
         worker.wait(10)
         served.stop()
+
+
+def test_schedules_and_relative_times_keep_their_words_whole(browser: object,
+                                                             tmp_path: Path) -> None:
+    """What a person read wrong before: at 1280 px a schedule whose last run has a long
+    id pushed the table past its box (Run now cut off at its edge); a 14-character name
+    broke in its middle ("nightly_dige" / "st"); on a phone "asked 46 s ago" broke
+    between "46" and "s ago" (at 390 px beside a longer tool name than this app's, at
+    340 px beside this one). A page's one-line description sat a blank line below its
+    title on a phone."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/layout.db"
+    long_name = "morning-greeting-for-the-whole-sales-and-support-organisation"
+
+    async def add() -> None:
+        async with App(db) as app:
+            now = app.clock.now()
+            for spec in (make_spec("greet", "default", "0 9 * * mon-fri", name=long_name,
+                                   args=("team",)),
+                         make_spec("held_after_signal", "default", "*/5 * * * *",
+                                   name="nightly_digest",
+                                   timezone="Europe/Paris", args=("x",))):
+                await app.store.schedule_upsert(schedule=to_record(app, spec, now))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, add()).result()
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        r = httpx.post(served.url + f"/api/v1/schedules/{long_name}/trigger", headers=api)
+        assert r.status_code in (200, 201, 202), r.text
+        r = httpx.post(served.url + "/api/v1/schedules/nightly_digest/pause", headers=api)
+        assert r.status_code == 200, r.text  # (Resume is wider than Pause)
+        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+            "workflow": "purchase", "input": ["globe"], "run_id": "asks-1"})
+        assert r.status_code == 201, r.text
+        wait_for(served.url, "asks-1", "waiting")
+        for width in (1280, 390, 340):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(served.url + "/login")
+            page.fill("input[name=token]", ADMIN)
+            page.press("input[name=token]", "Enter")
+            expect(page).to_have_url(served.url + "/runs")
+            page.goto(served.url + "/schedules")
+            expect(page.locator("tr", has_text=long_name)).to_contain_text("…")
+            page.screenshot(path=str(tmp_path / f"schedules-{width}.png"), full_page=True)
+            # one line: its height is that of one line of its font
+            one_line = "e => e.getBoundingClientRect().height < 1.5 * parseFloat(" \
+                       "getComputedStyle(e).lineHeight)"
+            if width == 1280:
+                box = page.locator(".scroll-x")
+                sizes = box.evaluate("b => [b.scrollWidth, b.clientWidth]")
+                assert sizes[0] <= sizes[1], sizes
+            name = page.locator("td.name b", has_text="nightly_digest")
+            assert name.evaluate(one_line), "the name broke in its middle"
+            page.goto(served.url + "/approvals")
+            asked = page.locator(".approval span", has_text="asked")
+            expect(asked).to_contain_text("ago")
+            assert asked.evaluate(one_line), asked.inner_text()
+            head = page.locator(".page-head")
+            gap = head.evaluate("h => h.querySelector('p').getBoundingClientRect().top"
+                                " - h.querySelector('h1').getBoundingClientRect().bottom")
+            if width < 640:  # (wrapped under the title: the row gap and the title's margin)
+                assert gap <= 12 + 6, gap  # (the paragraph's 14 px margin too, before)
+            page.screenshot(path=str(tmp_path / f"approvals-{width}.png"), full_page=True)
+            page.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
