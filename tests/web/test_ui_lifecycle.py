@@ -9,6 +9,7 @@ import re
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -348,6 +349,13 @@ async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
     assert r.status_code == 303 and not (await app.store.schedule_get("nightly")).paused
     r = await ui.post("/ui/schedules/nightly/trigger", data={"csrf": csrf})
     assert r.status_code == 303 and r.headers["location"].startswith("/runs/nightly%40manual-")
+    # The new run's page says once what Run now did (it said nothing: a page of a run
+    # named NAME@manual-..., its head naming no schedule).
+    run_id = unquote(r.headers["location"].removeprefix("/runs/"))
+    page = (await ui.get(r.headers["location"])).text
+    assert (f'<p class="flash ok" role="status">Started run {run_id} now, for schedule '
+            "nightly; the schedule&#39;s next tick is kept.</p>") in page, page
+    assert 'class="flash' not in (await ui.get(r.headers["location"])).text
     r = await ui.post("/ui/schedules/nightly/explode", data={"csrf": csrf})
     assert r.status_code == 404
     r = await ui.post("/ui/schedules/nope/pause", data={"csrf": csrf})

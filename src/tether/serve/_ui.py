@@ -1216,7 +1216,10 @@ async def schedule_ui_action(request: Request) -> Response:
         raise ApiError(404, "not_found", f"no schedule action {shown(action)}")
     answer_, _ = await schedule_action(request.app.state.tether, name, action)
     if action == "trigger":
-        return _redirect(request, f"/runs/{path_segment(answer_['run_id'])}")
+        # (the new run's page says where it came from: its head names no schedule)
+        return _back(request, {}, f"/runs/{path_segment(answer_['run_id'])}",
+                     f"Started run {answer_['run_id']} now, for schedule {name}; the "
+                     "schedule's next tick is kept.")
     return _back(request, values, "/schedules", f"Schedule {name} is "
                  f"{'paused' if action == 'pause' else 'active again'}.")
 
