@@ -289,6 +289,49 @@ async def test_the_inbox_shows_the_oldest_approvals_and_links_to_more(
             await app.handle(run_id).result(timeout=30)
 
 
+async def test_an_answer_on_a_later_page_of_the_inbox_leads_back_to_that_page(
+        ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An approver working through the inbox's second page, answering one there, is led
+    back to that page, which shows the next one; it led to the first page (the oldest
+    approvals), the place lost at each answer."""
+    import html
+
+    from tether.serve import _ui
+
+    monkeypatch.setattr(_ui, "APPROVALS_SHOWN", 1)
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    ids = [f"page-buy-{i}" for i in range(3)]
+    async with app.worker(queues=["default"], concurrency=4):
+        for run_id in ids:
+            await app.start("purchase", run_id, run_id=run_id)
+        for run_id in ids:
+            for _ in range(500):
+                if (await app.store.run_get(run_id)).status == "waiting":
+                    break
+                await asyncio.sleep(0.02)
+        first = (await ui.get("/approvals")).text
+        more = html.unescape(re.search(r'<a href="([^"]*)">More approvals', first).group(1))
+        second = (await ui.get(more)).text
+        form = re.search(r'<form method="post" action="/ui/runs/page-buy-1/approval"(.*?)'
+                         r"</form>", second, re.S)
+        assert form is not None, second
+        fields = {k: html.unescape(v) for k, v in re.findall(
+            r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(1))}
+        assert fields["next"] == more
+        r = await ui.post("/ui/runs/page-buy-1/approval",
+                          data={**fields, "csrf": csrf, "decision": "approve"})
+        assert r.status_code == 303 and r.headers["location"] == more, r.headers
+        await app.handle("page-buy-1").result(timeout=30)
+        after = (await ui.get(r.headers["location"])).text
+        assert "Approved buy for run page-buy-1" in after
+        assert re.findall(r'<li class="card approval" data-run="([^"]+)"', after) == [
+            "page-buy-2"]
+        for run_id in ("page-buy-0", "page-buy-2"):
+            await app.signal(run_id, "approval", {"approved": False})
+            await app.handle(run_id).result(timeout=30)
+
+
 async def test_runs_pages_keep_their_size_and_lead_back_to_the_newest(
         ui: httpx.AsyncClient) -> None:
     import html
