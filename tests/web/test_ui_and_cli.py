@@ -293,7 +293,8 @@ async def test_an_answer_on_a_later_page_of_the_inbox_leads_back_to_that_page(
         ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """An approver working through the inbox's second page, answering one there, is led
     back to that page, which shows the next one; it led to the first page (the oldest
-    approvals), the place lost at each answer."""
+    approvals), the place lost at each answer. Answered to its end, the page says so and
+    leads back to the first."""
     import html
 
     from tether.serve import _ui
@@ -327,7 +328,16 @@ async def test_an_answer_on_a_later_page_of_the_inbox_leads_back_to_that_page(
         assert "Approved buy for run page-buy-1" in after
         assert re.findall(r'<li class="card approval" data-run="([^"]+)"', after) == [
             "page-buy-2"]
-        for run_id in ("page-buy-0", "page-buy-2"):
+        # That page answered to its end: it says nothing more waits past the earlier
+        # pages, and leads to them (it said "Nothing waits for a person right now",
+        # page-buy-0 waiting on the first page).
+        await app.signal("page-buy-2", "approval", {"approved": False})
+        await app.handle("page-buy-2").result(timeout=30)
+        empty = (await ui.get(more)).text
+        assert "Nothing waits for a person right now" not in empty
+        assert ('<p class="empty">Nothing more waits past the earlier pages now. '
+                '<a href="/approvals">← Oldest approvals</a></p>') in empty
+        for run_id in ("page-buy-0",):
             await app.signal(run_id, "approval", {"approved": False})
             await app.handle(run_id).result(timeout=30)
 
