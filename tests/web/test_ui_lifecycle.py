@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import re
 import subprocess
 import time
@@ -564,3 +565,46 @@ async def test_the_run_page_says_when_no_live_worker_has_a_queued_runs_version(
                 "migrate-runs --from v1 --to VERSION") in page, page
         async with pinned.worker(queues=["idle"]):
             assert "no live worker" not in (await ui.get("/runs/pw")).text
+
+
+async def test_the_signal_forms_note_says_a_send_that_answers_nothing(
+        ui: httpx.AsyncClient) -> None:
+    """The signal form's note says what ``tether signal`` warns of: an ``approval``
+    without ``"approved"`` to a run waiting for an approval (no answer: it waits on),
+    and a signal of another name than the one the run waits for (a typo). It said "Sent
+    signal 'approval' to run R." alone, and the person believed the run answered."""
+    app = ui.app  # type: ignore[attr-defined]
+    csrf = await login(ui, ADMIN)
+    await app.start("purchase", "globe", run_id="sig-appr")
+    await app.start("wait_go", run_id="sig-go")
+    async with app.worker(queues=["default"]):
+        async with asyncio.timeout(30):
+            while {(await app.store.run_get(r)).status for r in ("sig-appr", "sig-go")} \
+                    != {"waiting"}:
+                await asyncio.sleep(0.02)
+
+        async def send(run_id: str, name: str, data: str) -> str:
+            r = await ui.post(f"/ui/runs/{run_id}/signal",
+                              data={"csrf": csrf, "name": name, "data": data})
+            assert r.status_code == 303, r.text
+            page = (await ui.get(r.headers["location"])).text
+            note = re.search(r'<p class="flash ok" role="status">(.*?)</p>', page, re.S)
+            assert note is not None, page
+            return html.unescape(note.group(1))
+
+        note = await send("sig-appr", "approval", '{"ok": 1}')
+        assert note == (
+            "Sent signal 'approval' to run sig-appr. Note: run 'sig-appr' waits for an "
+            "approval of buy: a signal 'approval' without \"approved\": true or false in "
+            "its data is no answer, and the run waits on; answer it with Approve or "
+            "Reject on this page."), note
+        note = await send("sig-go", "og", "")
+        assert note == (
+            "Sent signal 'og' to run sig-go. Note: run 'sig-go' waits for signal 'go', "
+            "not 'og': this signal is kept until a wait of its name takes it (a "
+            "typo?)."), note
+        assert await send("sig-go", "go", "1") == "Sent signal 'go' to run sig-go."
+        assert await app.handle("sig-go").result(timeout=30) == 1
+        assert (await app.store.run_get("sig-appr")).status == "waiting"
+        await app.signal("sig-appr", "approval", {"approved": False})
+        await app.handle("sig-appr").result(timeout=30)

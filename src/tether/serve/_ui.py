@@ -1153,6 +1153,7 @@ async def signal_action(request: Request) -> Response:
         raise ApiError(400, "bad_request", f"the data is not valid JSON: {exc}") from None
     refuse_lone_surrogates(data, "data")
     app: App = request.app.state.tether
+    notes = await _signal_notes(app, run_id, name, data)  # (read before the send)
     try:
         await app.signal(run_id, name, data)
     except RunNotFound:
@@ -1162,7 +1163,40 @@ async def signal_action(request: Request) -> Response:
     except PayloadError as exc:  # (as the API answers it: 413 too large, else 400)
         raise payload_error(exc) from None
     return _back(request, values, f"/runs/{path_segment(run_id)}",
-                 f"Sent signal {name!r} to run {run_id}.")
+                 f"Sent signal {name!r} to run {run_id}." + "".join(
+                     f" Note: {n}." for n in notes))
+
+
+async def _signal_notes(app: App, run_id: str, name: str, data: Any) -> list[str]:
+    """What the signal form's note adds of a send that does not do what it seems to, as
+    ``tether signal`` warns and the API's answer's ``warnings`` say: an ``approval``
+    without ``"approved"`` (no answer: the run waits on), a ``budget`` signal that gives
+    no limit or one that cannot let the run go on, and a signal of another name than
+    the one the run waits for (kept until a wait of its name takes it: a typo?). The
+    note said "Sent signal ..." alone, and the approver believed the run answered.
+    Read before the send: the signal wakes the run, which then waits no more."""
+    from tether.ai._approvals import no_answer_warning, unanswered_by
+    from tether.ai._budget import falls_short, no_raise_warning, raises_nothing
+
+    notes = []
+    unanswered = await unanswered_by(app, run_id, name, data)
+    if unanswered is not None:
+        notes.append(no_answer_warning(run_id, unanswered, name,
+                                       "Approve or Reject on this page"))
+    if await raises_nothing(app, run_id, name, data):
+        notes.append(no_raise_warning(run_id, name, 'data {"usd": X, "tokens": N} '
+                                                    "(either or both)"))
+    short = await falls_short(app, run_id, name, data)
+    if short is not None:
+        notes.append(f"run {shown(run_id)} takes these limits and waits on: {short}")
+    run = await app.store.run_get(run_id)
+    awaited = (run.waiting_for or "") if run is not None else ""
+    if run is not None and run.status == "waiting" and awaited.startswith("signal ") \
+            and awaited != f"signal {name}" and not notes:
+        notes.append(f"run {shown(run_id)} waits for signal "
+                     f"{shown(awaited.removeprefix('signal '))}, not {shown(name)}: this "
+                     "signal is kept until a wait of its name takes it (a typo?)")
+    return notes
 
 
 async def retry_action(request: Request) -> Response:
