@@ -611,3 +611,42 @@ async def test_the_signal_forms_note_says_a_send_that_answers_nothing(
         assert (await app.store.run_get("sig-appr")).status == "waiting"
         await app.signal("sig-appr", "approval", {"approved": False})
         await app.handle("sig-appr").result(timeout=30)
+
+
+async def test_the_inbox_drops_an_approval_once_answered_before_a_worker_takes_it(
+        ui: httpx.AsyncClient) -> None:
+    """An answered approval leaves the inbox at once: its run stays ``waiting`` (its
+    status naming the approval) until a worker claims it, which may take a while (no
+    worker running, all busy), and the inbox the answer led back to showed it still,
+    with its buttons (pressed again: "it was approved first")."""
+    app = ui.app  # type: ignore[attr-defined]
+    csrf = await login(ui, ADMIN)
+    for run_id in ("ans-1", "ans-2"):
+        await app.start("purchase", run_id, run_id=run_id)
+    async with app.worker(queues=["default"]):
+        async with asyncio.timeout(30):
+            while {(await app.store.run_get(r)).status for r in ("ans-1", "ans-2")} \
+                    != {"waiting"}:
+                await asyncio.sleep(0.02)
+
+    def shown(page: str) -> list[str]:
+        return re.findall(r'<li class="card approval" data-run="([^"]+)"', page)
+
+    page = (await ui.get("/approvals")).text
+    assert shown(page) == ["ans-1", "ans-2"]
+    form = re.search(r'action="/ui/runs/ans-1/approval"(.*?)</form>', page, re.S)
+    assert form is not None
+    fields = {k: html.unescape(v) for k, v in re.findall(
+        r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(1))}
+    r = await ui.post("/ui/runs/ans-1/approval",
+                      data={**fields, "csrf": csrf, "decision": "approve"})
+    assert r.status_code == 303 and r.headers["location"] == "/approvals"
+    assert (await app.store.run_get("ans-1")).status == "waiting"  # (no worker yet)
+    page = (await ui.get("/approvals")).text
+    assert "Approved buy for run ans-1" in page
+    assert shown(page) == ["ans-2"], shown(page)
+    assert shown((await ui.get("/ui/approvals")).text) == ["ans-2"]
+    await app.signal("ans-2", "approval", {"approved": False})
+    async with app.worker(queues=["default"]):
+        assert (await app.handle("ans-1").result(timeout=30))["approved"] is True
+        assert (await app.handle("ans-2").result(timeout=30))["approved"] is False

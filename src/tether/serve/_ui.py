@@ -1003,7 +1003,15 @@ async def _approvals_context(request: Request) -> dict[str, Any]:
     cursor = request.query_params.get("cursor")
     app: App = request.app.state.tether
 
+    now = app.clock.now()
+
     def take(r: Any) -> tuple[Any, Any, Any] | None:
+        if r.available_at is not None and r.available_at <= now:
+            # Answered (the signal made it claimable), or its wait's deadline passed: a
+            # worker takes it up next, and an answer now is refused. It stays
+            # ``waiting``, its status naming the approval, until a worker claims it:
+            # the inbox an answer led back to showed it still, with its buttons.
+            return None
         pending = pending_of(app, r)
         marker = None if pending is not None else sealed_approval(app, r)
         return None if pending is None and marker is None else (pending, marker, r)
