@@ -31,10 +31,13 @@ from tether.ai import (
     user_message,
 )
 from tether.ai._budget import (
+    BUDGET_HINT_BEFORE,
     BUDGET_INPUT_SCHEMA,
     Claim,
     RunSpending,
+    budget_hint,
     budget_payload,
+    raise_command,
     stricter,
 )
 from tether.cli._runs import print_metrics
@@ -81,6 +84,8 @@ async def test_a_run_over_budget_waits_and_resumes_when_raised(
         assert info.status_info["waiting_for"] == "budget"
         assert info.status_info["spent_tokens"] == 1010
         assert info.status_info["budget_tokens"] == 1500
+        # The hint names the run (as the API's status_info and --json show it).
+        assert info.status_info["hint"] == "raise it: tether budget b1 --usd X --tokens N"
         wanted = info.status_info["input"]  # what the run asks for (MCP's input_required)
         assert wanted["signal"] == "budget" and wanted["schema"] == BUDGET_INPUT_SCHEMA
         assert "(1010 of 1500 tokens spent)" in wanted["message"]
@@ -1005,3 +1010,15 @@ async def test_cut_attempts_paid_before_a_release_still_count(store_url: str,
         assert refused["type"] == "tether.ai.BudgetExceeded"
         assert refused["attrs"]["failed_attempts"]["tokens"] == 2004
         assert info.metrics["tokens.input"] == 2000 and info.metrics["tokens.output"] == 4
+
+
+def test_the_budget_hint_names_its_run_shell_quoted_and_an_older_hint_gets_it() -> None:
+    """A hint written now holds the run's id, quoted as a shell needs it, and is taken
+    as it is (an id holding ``RUN_ID`` is not replaced again); a hint recorded before it
+    held the id gets the run's id for its ``RUN_ID``."""
+    assert budget_hint("ticket 7") == "raise it: tether budget 'ticket 7' --usd X --tokens N"
+    assert raise_command(budget_hint("RUN_ID-2"), "RUN_ID-2") == (
+        "tether budget RUN_ID-2 --usd X --tokens N")
+    assert raise_command(BUDGET_HINT_BEFORE, "it's") == (
+        "tether budget 'it'\"'\"'s' --usd X --tokens N")
+    assert raise_command("wait a bit", "b1") is None and raise_command(None, "b1") is None

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -661,8 +662,9 @@ class RunSpending:
                                  budget_usd=usd_limit, budget_tokens=token_limit,
                                  estimate_usd=estimate_usd, estimate_tokens=estimate_tokens)
 
-    def status(self, budget: Budget) -> dict[str, Any]:
-        """The live status of a run waiting on its budget."""
+    def status(self, budget: Budget, run_id: str | None = None) -> dict[str, Any]:
+        """The live status of a run waiting on its budget; its ``hint`` names the run
+        (``run_id``, shell-quoted), or says ``RUN_ID`` when it is not given."""
         usd_limit, token_limit = self.limits(budget)
         spent = ([f"${self.usd:.6f} of ${usd_limit:.6f}"] if usd_limit is not None else []
                  ) + ([f"{self.tokens} of {token_limit} tokens"] if token_limit is not None
@@ -675,10 +677,33 @@ class RunSpending:
         return {"waiting_for": "budget", "spent_usd": round(self.usd, 6),
                 "budget_usd": usd_limit, "spent_tokens": self.tokens,
                 "budget_tokens": token_limit,
-                "hint": "raise it: tether budget RUN_ID --usd X --tokens N",
+                "hint": (budget_hint(run_id) if run_id is not None else BUDGET_HINT_BEFORE),
                 # What the run asks for, for faces that ask people (MCP's input_required).
                 "input": {"signal": BUDGET_SIGNAL, "message": message,
                           "schema": BUDGET_INPUT_SCHEMA}}
+
+
+#: The ``hint`` of a budget wait's live status recorded before it held the run's id:
+#: ``raise_command`` reads ``RUN_ID`` in it as the run's id.
+BUDGET_HINT_BEFORE = "raise it: tether budget RUN_ID --usd X --tokens N"
+
+
+def budget_hint(run_id: str) -> str:
+    """The ``hint`` of the live status of the run ``run_id`` while it waits on its
+    budget: the command that raises it, the id shell-quoted."""
+    return f"raise it: tether budget {shlex.quote(run_id)} --usd X --tokens N"
+
+
+def raise_command(hint: object, run_id: str) -> str | None:
+    """The command a waiting run's live status ``hint`` (``raise it: tether ...``)
+    says to run, for the run ``run_id``, or None when the hint is no such one. A hint
+    recorded before it held the run's id (``BUDGET_HINT_BEFORE``) gets ``run_id``,
+    shell-quoted, for its ``RUN_ID``; a hint that names the run is taken as it is."""
+    if not isinstance(hint, str) or not hint.startswith("raise it: tether "):
+        return None
+    if hint == BUDGET_HINT_BEFORE:
+        hint = budget_hint(run_id)
+    return hint.removeprefix("raise it: ")
 
 
 def require_price(spending: RunSpending, budget: Budget | None, *, model: str,
@@ -731,7 +756,7 @@ async def wait_out_budget(spending: RunSpending, limit: Budget | None,
         if not raised and raising is not None:
             await asyncio.shield(raising)
         return
-    tether.set_status(spending.status(limit))
+    tether.set_status(spending.status(limit, tether.run_id()))
     mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     if spending.raising is None:  # (else a run recorded before: one signal per call)
         spending.raising = mine

@@ -80,6 +80,7 @@ def asks_person(info: RunInfo) -> list[tuple[str, str]]:
     The live status line, cut to the width, kept the figures and the tool's arguments
     out of sight; the web UI's run page shows them. Empty for any other run."""
     from tether.ai._approvals import awaited_approval
+    from tether.ai._budget import raise_command
 
     run = shlex.quote(info.run_id)
     approval = awaited_approval(info)
@@ -95,10 +96,8 @@ def asks_person(info: RunInfo) -> list[tuple[str, str]]:
     if (info.status is not RunStatus.WAITING or kind != "signal" or not isinstance(ask, dict)
             or ask.get("signal") != name or not isinstance(ask.get("message"), str)):
         return []
-    hint = status.get("hint")
-    answer = (hint.removeprefix("raise it: ").replace("RUN_ID", run)
-              if isinstance(hint, str) and hint.startswith("raise it: tether ")
-              else f"tether signal {run} {shlex.quote(name)} --data JSON")
+    answer = (raise_command(status.get("hint"), info.run_id)
+              or f"tether signal {run} {shlex.quote(name)} --data JSON")
     return [("  asks: ", safe(ask["message"])), ("  answer: ", safe(answer))]
 
 

@@ -48,6 +48,7 @@ from tether._show import (
     version_idle_note,
 )
 from tether._types import ENDED_VALUES, MAX_NAME, EntryStatus, JournalEntry
+from tether.ai._budget import raise_command
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
 from tether.errors import PayloadError, SignalError, shown
 from tether.serve._api import (
@@ -605,14 +606,13 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
             ask = {}
         message = ask.get("message")
         hint = info.get("hint") if isinstance(info, dict) else None
-        cli = (hint.replace("RUN_ID", shlex.quote(doc["run_id"]))
-               if isinstance(hint, str) and hint.startswith("raise it: tether ")
-               else f"tether signal {shlex.quote(doc['run_id'])} {shlex.quote(what)}"
-                    " --data JSON")
+        cli = (raise_command(hint, doc["run_id"])
+               or f"tether signal {shlex.quote(doc['run_id'])} {shlex.quote(what)}"
+                  " --data JSON")
         return {"kind": "signal", "name": what,
                 "message": message if isinstance(message, str) else None,
                 "hint": _schema_hint(ask.get("schema")),
-                "cli": cli.removeprefix("raise it: ")}
+                "cli": cli}
     if kind == "timer" and what.startswith("until "):
         try:
             until = dt.datetime.fromisoformat(what[len("until "):]).timestamp()
