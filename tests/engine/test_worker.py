@@ -638,6 +638,61 @@ async def test_a_lease_lost_in_a_takeovers_crash_bookkeeping_is_counted_and_said
     await app.close()
 
 
+class _Unencodable:
+    """A result whose ``model_dump`` raises: writing the run's end crashes the executor."""
+
+    def model_dump(self, **_: object) -> object:
+        raise RuntimeError("cannot encode me")
+
+
+async def test_a_lease_lost_handing_back_a_crashed_executors_run_is_counted_and_said_once(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An executor that crashed (here: its run's result cannot be encoded) has its run
+    handed back (``run_release``) for a replay after a back-off. A worker that stalls
+    there past its lease loses the run to another (its lease expired in the store and a
+    thief claimed the run just before that call): the loss is counted in
+    ``leases_lost`` (it was ignored, uncounted and unsaid) and said in one WARNING."""
+    from tether.worker._metrics import exposition
+
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> object:
+        return _Unencodable()
+
+    await app._open()
+    store = app.store
+    await app.start(wf, run_id="c")
+    real = store.run_release
+    stolen: list[int] = []
+
+    async def stalled(*, lease: Any, **kwargs: Any) -> Any:
+        if not stolen:  # (the first call: the worker "stalled" just before it)
+            await store.lease_expire_owner(worker_id=lease.worker_id, now=app.clock.now())
+            taken = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                          now=app.clock.now(), lease_seconds=60)
+            stolen.append(taken[0].lease.fencing_token)
+        return await real(lease=lease, **kwargs)
+
+    store.run_release = stalled  # type: ignore[method-assign]
+    async with app.worker(concurrency=1) as worker:
+        for _ in range(400):
+            if worker.counts.leases_lost:
+                break
+            await asyncio.sleep(0.025)
+        assert worker.counts.leases_lost == 1
+        assert "tether_worker_leases_lost_total 1\n" in exposition(worker)
+    lines = [r.getMessage() for r in caplog.records
+             if r.levelno >= logging.WARNING and "lease lost" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"run c: lease lost at position 0 (now running, owner thief, "
+                               f"fencing token {stolen[0]}; this worker's fencing token "
+                               f"{stolen[0] - 1} is stale); dropping it"), lines
+    run = await store.run_get("c")
+    assert run is not None and run.owner == "thief"
+    await app.close()
+
+
 async def test_a_crash_suspect_runs_only_in_a_worker_that_holds_nothing_else(
         sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A run whose workers died twice in a row running it (a suspect) is executed only

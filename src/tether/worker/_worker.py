@@ -893,7 +893,8 @@ class Worker:
             if active is not None:
                 # Else the heartbeat, which renews every lease this worker holds,
                 # would keep the run 'running' here with nobody executing it.
-                after = self._hand_back(active.lease, crashes, error)
+                position = active.ctx.lost_at() if active.ctx is not None else None
+                after = self._hand_back(active.lease, crashes, error, position)
                 hand_back = asyncio.ensure_future(after)
                 self._background.add(hand_back)
                 hand_back.add_done_callback(self._background.discard)
@@ -901,10 +902,14 @@ class Worker:
         return done
 
     async def _hand_back(self, lease: Lease, crashes: int = 0,
-                         error: BaseException | None = None) -> None:
+                         error: BaseException | None = None,
+                         position: int | None = None) -> None:
         """Release a run this worker holds but no longer executes, for a replay after a
         backoff that doubles with each crash; after ``MAX_EXECUTOR_CRASHES`` the run
-        fails instead, so a poison run can neither spin nor hold a slot for ever."""
+        fails instead, so a poison run can neither spin nor hold a slot for ever. A
+        lease lost meanwhile (another worker took the run over: nothing to hand back) is
+        counted and said as ``_lease_lost`` does; ``position``: where the run stood, if
+        known."""
         store = self.app.store
         reason = f"{type(error).__name__}: {error}" if error is not None else "worker error"
 
@@ -924,14 +929,18 @@ class Worker:
                 now + delay, f"replay after a worker error (crash {crashes} of "
                              f"{MAX_EXECUTOR_CRASHES}): {type(error).__name__}"))
 
-        with contextlib.suppress(LeaseLost):  # someone else has it: nothing to hand back
-            if await self._retry_store(lease.run_id, "hand it back", release,
-                                       errors=(StoreError,), attempts=10) is not _GAVE_UP:
-                if crashes >= MAX_EXECUTOR_CRASHES:
-                    self._crashes.pop(lease.run_id, None)
-                    self._count_end(RunStatus.FAILED)
-                    self._host.run_ended(lease.run_id)
-                self._wake.set()
+        try:
+            handed = await self._retry_store(lease.run_id, "hand it back", release,
+                                             errors=(StoreError,), attempts=10)
+        except LeaseLost:  # someone else has it: nothing to hand back
+            await self._lease_lost(lease.run_id, lease.fencing_token, position)
+            return
+        if handed is not _GAVE_UP:
+            if crashes >= MAX_EXECUTOR_CRASHES:
+                self._crashes.pop(lease.run_id, None)
+                self._count_end(RunStatus.FAILED)
+                self._host.run_ended(lease.run_id)
+            self._wake.set()
 
     async def _retry_store(self, run_id: str, what: str, call: Callable[[], Awaitable[Any]], *,
                            errors: tuple[type[Exception], ...] = (StoreUnavailable,),
@@ -1155,14 +1164,14 @@ class Worker:
         if len(lost) > len(shown):
             log.debug("%d more leases lost; dropping those runs", len(lost) - len(shown))
 
-    async def _lease_lost(self, run_id: str, token: int, position: int,
+    async def _lease_lost(self, run_id: str, token: int, position: int | None,
                           ctx: RunContext | None = None) -> None:
         """This worker lost its lease on ``run_id`` (its fencing ``token`` is stale):
         another worker took the run over. Counted (``leases_lost``), and said once, as
-        one WARNING: where the run stood (``position``), who holds it now and under which
-        token (one read), and, for an execution of it (``ctx``), the steps whose body ran
-        here but whose result was refused: their attempts are noted ``superseded``
-        (``RunContext.supersede``) and written before the line."""
+        one WARNING: where the run stood (``position``; None: not known), who holds it
+        now and under which token (one read), and, for an execution of it (``ctx``), the
+        steps whose body ran here but whose result was refused: their attempts are noted
+        ``superseded`` (``RunContext.supersede``) and written before the line."""
         self.counts.leases_lost += 1
         store = self.app.store
         unread: BaseException | None = None
@@ -1197,9 +1206,11 @@ class Worker:
                     "could not be read (their attempts stay ok)")
         else:
             said = ""
-        log.warning("run %s: lease lost at position %d (%s; this worker's fencing token "
-                    "%d is stale)%s; dropping it", run_id, position, now, token, said,
-                    extra={"run_id": run_id, "position": position})
+        at = f" at position {position}" if position is not None else ""
+        log.warning("run %s: lease lost%s (%s; this worker's fencing token %d is stale)%s; "
+                    "dropping it", run_id, at, now, token, said,
+                    extra={"run_id": run_id} if position is None
+                    else {"run_id": run_id, "position": position})
 
     async def _release_orphans(self, orphans: set[str]) -> None:
         """Hand back runs the store says this worker holds but that it does not execute:
