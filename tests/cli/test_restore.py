@@ -149,8 +149,12 @@ async def _round_trip(tmp: Path, source: str, target: str) -> None:
         assert out.stdout.startswith(
             f"restored 2 runs (1 waiting) from {backup} into {target}\n"), out.stdout
         assert "next: start workers on it" in out.stdout
-        # The restored store lists worker A (the backup has its row, heartbeat fresh),
-        # which is live but on the source store: not a reason to refuse.
+        # Worker A, live on the source store, is not attached to the restored one: the
+        # backup has its row (heartbeat fresh), which the restore leaves out, so the
+        # restored store lists no worker (tether workers, versions) and a restore into
+        # it again is not refused.
+        assert [w.worker_id for w in await _workers(source)] != []
+        assert await _workers(target) == []
         again = _tether(tmp, "db", "restore", str(backup), "--db", target, "--force",
                         "--json")
         assert again.returncode == 0, again.stderr
@@ -159,6 +163,7 @@ async def _round_trip(tmp: Path, source: str, target: str) -> None:
         assert result["schema_version"] == result["backup_schema_version"] > 0
         assert result["migrated"] == result["pending"] == []
         assert result["restored"] is True and result["target"] == target
+        assert await _workers(target) == []
         assert worker_a.poll() is None
     finally:
         stop_process(worker_a, 60)

@@ -5,7 +5,8 @@ reads the dump's table of contents (``pg_restore --list``: it must hold Tether's
 in the store's schema) and its ``schema_version`` rows (a newer schema is refused), then
 runs, through ``psql --single-transaction``, one script: drop Tether's own tables and
 functions if the target has a Tether store (``force`` when it holds runs), create the
-schema if missing, and pg_restore's script of the dump (without its CREATE SCHEMA). One
+schema if missing, pg_restore's script of the dump (without its CREATE SCHEMA), and
+the deletion of the source store's worker registrations (``_script_footer``). One
 transaction: a failure anywhere changes nothing, and a reader sees the old store or the
 restored one. Nothing else in the database or the schema is dropped: a view of
 another schema that depends on Tether's tables makes the restore fail, rolled back.
@@ -301,6 +302,16 @@ def _script_header(schema: str, drop: bool) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _script_footer(schema: str) -> bytes:
+    """The script's end: the source store's worker registrations are left out (no
+    worker of it is attached to the restored store; its rows, heartbeats up to a minute
+    old, would list them live)."""
+    return ("DO $tether$ BEGIN\n"
+            f"IF to_regclass('{schema}.workers') IS NOT NULL THEN "
+            f"DELETE FROM {schema}.workers; END IF;\n"
+            "END $tether$;\n").encode()
+
+
 def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str,
            check: Callable[[int], bool], conninfo: str, env: dict[str, str]) -> None:
     """Run pg_restore's script of the dump (less its CREATE SCHEMA), after the header,
@@ -344,6 +355,7 @@ def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str,
                         _faults.point("restore.locked")
                         loader.stdin.write(_script_header(schema, drop))
                         shutil.copyfileobj(dumper.stdout, loader.stdin, 1 << 16)
+                        loader.stdin.write(_script_footer(schema))
                     else:
                         dumper.kill()
                 except BrokenPipeError:  # psql ended early: its error says why

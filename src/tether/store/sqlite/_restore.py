@@ -1,11 +1,13 @@
 """``tether db restore`` into a SQLite store.
 
-The backup is first copied (SQLite's backup API) into a staging file beside the
-target, checked there (``PRAGMA quick_check``, a Tether schema this code knows) and
-migrated if older; the staging file is then copied into the target with the backup API
-in one step: one write transaction, so a reader of the target sees the old store or the
-restored one, never a mix, and the target's ``-wal`` and ``-shm`` files stay SQLite's
-own (a raw file copy over a store with a ``-wal`` beside it is corrupted by it).
+The backup is first copied (SQLite's backup API) into a staging file beside the target,
+checked there (``PRAGMA quick_check``, a Tether schema this code knows) and migrated if
+older, and its worker registrations are left out (no worker of the source store is
+attached to the restored one); the staging file is then copied into the target with the
+backup API in one step: one write transaction, so a reader of the target sees the old
+store or the restored one, never a mix, and the target's ``-wal`` and ``-shm`` files
+stay SQLite's own (a raw file copy over a store with a ``-wal`` beside it is corrupted
+by it).
 
 A process using the target is found by the lock SQLite's WAL mode makes every
 connection hold on the ``-shm`` file (its "dead man switch" byte) for as long as it is
@@ -368,6 +370,10 @@ def restore(store: SqliteStore, backup: str, *, force: bool) -> RestoreResult:
             if pending and store.auto_migrate:
                 migrated = store._migrate(stage)
                 pending = []
+            if "tether_workers" in _tables(stage):
+                # No worker of the source store is attached to the restored one: its
+                # rows (heartbeats up to a minute old) would list them live.
+                stage.execute("DELETE FROM tether_workers")
             runs, waiting, _ = _counts(stage, _tables(stage))
             done = set().union(*_versions(stage, _tables(stage)))
             version = max(done & set(known), default=0)
