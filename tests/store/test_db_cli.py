@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -133,6 +134,55 @@ def test_db_status_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> N
     assert tether("db", "status", "--db", url).stderr == ""
     bad = tether("db", "status", "--db", f"{url}?migrate=perhaps")
     assert bad.returncode != 0 and "migrate=" in bad.stderr and "true or false" in bad.stderr
+
+
+def _on_one_terminal(*args: str, cwd: Path) -> str:
+    """What ``tether ARGS`` writes to a terminal (a pseudo-terminal) that has both its
+    stdout and its stderr, in the order a person reads it."""
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    leader, follower = pty.openpty()
+    try:
+        proc = forked.Popen([sys.executable, "-m", "tether", *args], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    finally:
+        os.close(follower)
+    out = b""
+    try:
+        while True:
+            try:
+                data = os.read(leader, 1 << 16)
+            except OSError:  # (Linux: EIO once the command has closed the terminal)
+                break
+            if not data:
+                break
+            out += data
+    finally:
+        os.close(leader)
+    assert proc.wait(timeout=60) == 0, out
+    return out.decode().replace("\r\n", "\n")
+
+
+def test_db_status_says_there_is_no_store_before_the_lines_it_explains(
+        tmp_path: Path) -> None:
+    """On a terminal, or into one pipe (``2>&1``), the "no Tether store ... yet" line
+    (stderr) comes first, then the migrations, all pending (stdout): it came after them
+    (and after the terminal's count of pending migrations), below what it explains."""
+    url = f"sqlite:///{tmp_path}/none.db"
+    said = (f"no Tether store at {tmp_path}/none.db yet: `tether db migrate` (or a "
+            "worker's start) creates it there")
+    first = "0001 init"
+    shown = _on_one_terminal("db", "status", "--db", url, cwd=tmp_path).splitlines()
+    assert shown[0] == said and shown[1].startswith(first), shown
+    piped = forked.run([sys.executable, "-m", "tether", "db", "status", "--db", url],
+                       cwd=tmp_path, env={k: v for k, v in os.environ.items()
+                                          if k != "TETHER_DATABASE_URL"},
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=60)
+    assert piped.returncode == 0, piped.stdout
+    lines = piped.stdout.splitlines()
+    assert lines[0] == said and lines[1].startswith(first), lines
+    assert len(lines) == 1 + len(load_migrations("tether.store.sqlite"))
+    assert not (tmp_path / "none.db").exists()
 
 
 async def test_sqlite_url_option_turns_auto_migration_off(tmp_path: Path) -> None:

@@ -85,6 +85,12 @@ async def status(args: argparse.Namespace) -> int:
         raise CliError("this store migrates itself on open")
     rows = await store.migration_status()
     pending = sum(1 for _, _, applied in rows if not applied)
+    if rows and pending == len(rows):
+        # (a path mistyped, or sqlite:///x.db read as ./x.db where it is /x.db: every
+        # line said "pending" as of a store to migrate, and `db migrate` made a new one)
+        # First, before the lines it explains, where both go to one terminal or pipe.
+        print(f"no Tether store at {_place(store)} yet: `tether db migrate` (or a "
+              "worker's start) creates it there", file=sys.stderr, flush=True)
     if args.json:
         print(dumps({"migrations": [{"version": v, "name": n, "applied": bool(a)}
                                     for v, n, a in rows], "pending": pending}))
@@ -99,11 +105,6 @@ async def status(args: argparse.Namespace) -> int:
             say(f"up to date: all {len(rows)} migrations applied" if not pending else
                 f"{pending} of {len(rows)} migrations pending: `tether db migrate` applies "
                 "them (a worker's start does too, unless auto-migration is off)")
-    if rows and pending == len(rows):
-        # (a path mistyped, or sqlite:///x.db read as ./x.db where it is /x.db: every
-        # line said "pending" as of a store to migrate, and `db migrate` made a new one)
-        print(f"no Tether store at {_place(store)} yet: `tether db migrate` (or a "
-              "worker's start) creates it there", file=sys.stderr)
     return 1 if args.check and pending else 0
 
 
