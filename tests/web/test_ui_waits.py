@@ -164,6 +164,19 @@ async def test_a_waiting_or_queued_run_is_not_running_for(ui: httpx.AsyncClient)
                      head), head
 
 
+async def test_a_run_waiting_for_an_approval_says_so_in_words(ui: httpx.AsyncClient) -> None:
+    """The head of a run waiting for an approval said ``waiting for signal approval``
+    (its ``waiting_for``, the signal that answers it): it says ``approval of TOOL``, as
+    ``tether runs`` and ``tether show`` do; a plain wait for a signal keeps its words."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("purchase", "gpu", run_id="pa-1")
+    await _until_waiting(ui, "pa-1")
+    head = _head((await ui.get("/runs/pa-1")).text)
+    assert "waiting for <b>approval of buy</b>" in head, head
+    assert "signal approval" not in head, head
+
+
 async def test_a_run_in_its_first_operation_says_so(ui: httpx.AsyncClient) -> None:
     await login(ui, ADMIN)
     app = ui.app  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
@@ -217,6 +217,20 @@ def wait_text(waiting_for: str | None) -> Markup:
     return Markup("timer until ") + time_tag(until)
 
 
+def run_wait_text(run: Mapping[str, Any]) -> Markup:
+    """What a run's page head says it waits for: ``wait_text``, except a wait for an
+    approval (``waiting_for`` the signal that answers it, ``signal approval``) whose
+    live status this server reads: ``approval of TOOL``, as ``tether runs`` and ``tether
+    show`` say it."""
+    status = run.get("status_info")
+    if run.get("waiting_for") == _APPROVAL_WAIT and isinstance(status, Mapping) \
+            and status.get("state") == "awaiting_approval":
+        approval = status.get("approval")
+        tool = approval.get("tool") if isinstance(approval, Mapping) else None
+        return escape(f"approval of {tool}" if tool else "approval")
+    return wait_text(run.get("waiting_for"))
+
+
 def wait_title(waiting_for: str | None) -> Markup:
     """The title attribute (and ``data-at``) of a runs table's wait: what it waits for,
     a timer's time as ``time_title`` says it."""
@@ -349,7 +363,8 @@ def sealed_text(value: dict[str, Any]) -> str:
 
 
 _ENV.filters.update(time=fmt_time, when=time_tag, at=time_title, flash=flash_times,
-                    wait_text=wait_text, wait_title=wait_title, ago=fmt_ago, ahead=fmt_in,
+                    wait_text=wait_text, run_wait_text=run_wait_text, wait_title=wait_title,
+                    ago=fmt_ago, ahead=fmt_in,
                     waits=fmt_waits, duration=fmt_duration, tokens=fmt_tokens, usd=fmt_usd,
                     pretty=pretty, short=short, id=short_id, seg=path_segment,
                     shell=shlex.quote, att=attempts_cell, took=duration_cell)
