@@ -32,7 +32,7 @@ from tether._definitions import StepDef, WorkflowDef, param_annotations, return_
 from tether._operations import run_step, run_sync_step
 from tether._replay import INHERIT_KEY, current_run, current_step, inherited_of
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
-from tether._show import opened_events, signal_wait_starts
+from tether._show import error_origin, opened_events, signal_wait_starts
 from tether._types import (
     MAX_NAME,
     JournalEntry,
@@ -1352,7 +1352,14 @@ class App:
                                 wdef.return_annotation if wdef is not None else None,
                                 SLOT_RESULT)
         error = codec.decode(run.error, None, SLOT_ERROR) if run.error else None
-        raise RunFailed(run.run_id, run.status, error)
+        failed = RunFailed(run.run_id, run.status, error)
+        origin = error_origin(error)
+        if origin:
+            # Where the run's code went wrong (its journaled traceback's innermost frame
+            # outside Tether), as a note: a test awaiting the result prints it under
+            # the error's line, which named no file; the message itself is unchanged.
+            failed.add_note(f"at {origin}")
+        raise failed
 
 
 def _warn_unknown(workflow: str, queue: str, known: Iterable[str] = ()) -> None:

@@ -185,7 +185,13 @@ class RunErased(RunStateError):
 
 class RunFailed(TetherError):
     """The run whose result was awaited did not complete (it ended failed or cancelled,
-    or it is blocked: not ended, but it waits for an operator)."""
+    or it is blocked: not ended, but it waits for an operator).
+
+    Raised by ``RunHandle.result``, it carries a note (``__notes__``) saying where the
+    run's code went wrong, when its recorded error says: ``at FILE, line N, in
+    FUNCTION: CODE``, the innermost frame outside Tether (a step's line that raised,
+    else the workflow's).
+    """
 
     def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
         detail = ""

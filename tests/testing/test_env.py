@@ -188,6 +188,34 @@ async def test_auto_skip_skips_without_waiting_through_the_env() -> None:
         assert env.now() == DAY
 
 
+async def test_a_failed_runs_error_says_where_the_users_code_raised() -> None:
+    # A test awaiting the result read only "ended failed: KeyError: 'b'"; the file and
+    # line were in the worker's log line and `tether show` alone. A note carries them
+    # (pytest prints it under the error's line); the message is what it was.
+    app = App()
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    def pick(d: dict[str, int]) -> int:
+        return d["b"]
+
+    @app.workflow
+    async def own(d: dict[str, int]) -> int:
+        return d["b"]
+
+    @app.workflow
+    async def through_a_step(d: dict[str, int]) -> int:
+        return await pick(d)
+
+    async with TestEnv(app) as env:
+        for wf, where in ((own, 'in own: return d["b"]'), (through_a_step,
+                                                             'in pick: return d["b"]')):
+            with pytest.raises(RunFailed) as err:
+                await env.run(wf, {"a": 1})
+            assert str(err.value).endswith("ended failed: KeyError: 'b'")
+            [note] = err.value.__notes__
+            assert note.startswith(f"at {__file__}, line ") and note.endswith(where), note
+
+
 async def test_llm_calls_are_answered_by_the_scripted_server() -> None:
     app = App()
     built_before = LLM("anthropic:claude-haiku-4-5", api_key="k")  # module level, say
