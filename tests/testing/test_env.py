@@ -689,6 +689,47 @@ async def test_a_second_environment_on_one_store_is_refused_naming_the_first(
         assert await again.run("napper", "again") == "again"
 
 
+@pytest.mark.postgres
+async def test_fresh_schema_gives_each_environment_an_empty_store_of_one_database(
+        pg_migrated_url: str) -> None:
+    """Tests of one xdist process given one database saw each other's runs: one left
+    waiting by an earlier test was listed, and woken, by the next. With
+    ``fresh_schema=True`` each environment runs on a schema of its own, dropped at
+    close; the database's own store (its default schema) is not touched."""
+    import psycopg
+
+    app = _napper_app()
+    async with App(pg_migrated_url) as outside:  # the database's own store: left alone
+        kept = await outside.start("napper", "kept")
+    schemas = []
+    for tag in ("left waiting", "second"):
+        async with TestEnv(app, store_url=pg_migrated_url, fresh_schema=True,
+                           start_time=0.0) as env:
+            assert env.store_url.startswith(pg_migrated_url + "?schema=tether_test_")
+            schemas.append(env.store_url.rpartition("=")[2])
+            assert await env.app.list_runs() == []  # neither the earlier test's nor kept
+            handle = await env.start("napper", tag)
+            await env.settle()
+            assert (await env.app.get_run(handle.run_id)).status == "waiting"
+    assert schemas[0] != schemas[1]
+    with psycopg.connect(pg_migrated_url) as conn:
+        left = conn.execute("SELECT schema_name FROM information_schema.schemata "
+                            "WHERE schema_name LIKE 'tether_test_%'").fetchall()
+    assert left == []
+    async with App(pg_migrated_url) as outside:
+        assert [r.run_id for r in await outside.list_runs()] == [kept.run_id]
+
+
+def test_fresh_schema_is_refused_without_a_postgresql_url_of_no_schema(
+        sqlite_url: str) -> None:
+    app = _napper_app()
+    for url in (None, sqlite_url):
+        with pytest.raises(ConfigError, match="fresh_schema needs a PostgreSQL store_url"):
+            TestEnv(app, store_url=url, fresh_schema=True)
+    with pytest.raises(ConfigError, match="names one already"):
+        TestEnv(app, store_url="postgresql://u@127.0.0.1/db?schema=mine", fresh_schema=True)
+
+
 @pytest.mark.filterwarnings("ignore::ResourceWarning",
                             "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_environment_left_open_on_a_closed_loop_does_not_hold_the_store(

@@ -72,6 +72,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
+from urllib.parse import parse_qsl, urlsplit
 
 from tether._app import App, RunHandle
 from tether._definitions import StepDef
@@ -271,6 +272,11 @@ class TestEnv:
             fresh PostgreSQL database); it is left in place afterwards. One open
             environment per store: a second one is refused (``ConfigError`` naming the
             first), as it would run the first's runs and skip its clock.
+        fresh_schema: with a PostgreSQL ``store_url`` (whose URL names no ``schema``),
+            run on a schema of the environment's own in that database, new at open
+            (``tether_test_`` and 12 random hex digits) and dropped at close: every
+            environment starts on an empty store, though the tests of one process (an
+            xdist worker) share its database. Nothing else of the database is touched.
         mock_steps: steps to replace by test doubles in the environment's runs, ``{step:
             function}``, each step a name or a step function (see ``mock_step``).
         **worker_options: passed to ``app.worker`` (``concurrency``, ...); its
@@ -294,7 +300,7 @@ class TestEnv:
                  queues: list[str] | None = None, store_url: str | None = None,
                  mock_steps: Mapping[str | Callable[..., Any], Callable[..., Any]]
                  | None = None, stuck_after: float | None = 3.0,
-                 stuck_attempts: int | None = 1000,
+                 stuck_attempts: int | None = 1000, fresh_schema: bool = False,
                  **worker_options: Any) -> None:
         if stuck_after is not None and _finite(stuck_after, "stuck_after") < 0:
             raise ConfigError(f"stuck_after takes seconds >= 0 or None, got {stuck_after!r}")
@@ -325,6 +331,9 @@ class TestEnv:
         self._dir: str | None = None
         self.store_url = store_url or ""
         self._own_store = store_url is None
+        #: The database URL a fresh schema is made in at each open (``fresh_schema``).
+        self._schema_base = _fresh_schema_base(store_url) if fresh_schema else None
+        self._schema: str | None = None
         self._saved_env: dict[str, str | None] = {}
         self._skippers = 0
         self._skip_wanted = asyncio.Event()
@@ -370,6 +379,11 @@ class TestEnv:
         if self._own_store:
             self._dir = tempfile.mkdtemp(prefix="tether-test-")
             self.store_url = f"sqlite:///{self._dir}/tether.db"
+        if self._schema_base is not None:
+            # (Created by the store's migrations at the first use, below: the claim.)
+            self._schema = f"tether_test_{uuid.uuid4().hex[:12]}"
+            sep = "&" if "?" in self._schema_base else "?"
+            self.store_url = f"{self._schema_base}{sep}schema={self._schema}"
         self.app = _twin(self.source, self.store_url, self.clock)
         # Every handle of env.app skips time while its result is awaited, not only
         # env.start's: a handle from env.app.start waited in real time, so a run that
@@ -453,6 +467,9 @@ class TestEnv:
             self._saved_env.clear()
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
+            if self._schema is not None:
+                schema, self._schema = self._schema, None
+                await _drop_schema(self.store_url, schema)
 
     # -- one environment per store ----------------------------------------------------------
 
@@ -1331,6 +1348,38 @@ def _waits_on(task: asyncio.Task[Any], waiting: set[asyncio.Task[Any] | None]) -
                        for child in children)
         return False
     return False
+
+
+def _fresh_schema_base(store_url: str | None) -> str:
+    """The URL ``fresh_schema`` makes its schemas in: ``store_url``, a PostgreSQL URL
+    that names no schema (``ConfigError`` otherwise: the option would not say which
+    store it empties)."""
+    if not store_url or not store_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("TestEnv: fresh_schema needs a PostgreSQL store_url (a schema "
+                          "of its own in that database); without store_url the "
+                          "environment's store is a new SQLite file already")
+    from tether.store.postgres._config import parse_url
+
+    if any(key == "schema" for key, _ in parse_qsl(urlsplit(store_url).query)):
+        raise ConfigError("TestEnv: fresh_schema makes a schema of its own; the store_url "
+                          "names one already (leave ?schema= out, or fresh_schema)")
+    parse_url(store_url, schema=None, connect_timeout=10)  # (a bad URL: refused now)
+    return store_url
+
+
+async def _drop_schema(url: str, schema: str) -> None:
+    """Drop the schema a ``fresh_schema`` environment made (logged if it cannot be)."""
+    import psycopg
+
+    from tether.store.postgres._config import parse_url
+
+    try:
+        cfg = parse_url(url, schema=None, connect_timeout=10)
+        async with await psycopg.AsyncConnection.connect(cfg.conninfo,
+                                                         autocommit=True) as conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    except (psycopg.Error, OSError) as exc:
+        log.warning("TestEnv: could not drop its schema %s of %s: %s", schema, url, exc)
 
 
 def _holder(value: str) -> dict[str, Any] | None:
