@@ -335,12 +335,52 @@ async def test_cli_lists_and_answers_approvals(tmp_path: Path, server: ScriptedL
     assert booked == [{"destination": "Lisbon", "price_usd": 180.0}]
 
 
+async def test_an_answered_approval_awaiting_a_worker(store_url: str,
+                                                     server: ScriptedLLMServer,
+                                                     llm: LLM) -> None:
+    """An approval answered while no worker runs: its run stays ``waiting``, its status
+    naming the approval, until a worker claims it. ``pending_approvals`` (the API,
+    ``tether approvals --json``) lists it with ``awaiting_worker`` true; ``tether
+    approvals``' table leaves it out, as the web inbox does (before, it listed it as
+    pending, and an answer to it was refused)."""
+    booked: list[dict[str, Any]] = []
+    app = booking_app(store_url, llm, booked)
+    booking_script(server)
+    async with app:
+        async with app.worker():
+            handle = await app.start("travel", "Book me a cheap flight", run_id="trip-aw")
+            first = await next_pending(app)
+        assert not first.awaiting_worker
+        await approve(app, "trip-aw")
+        assert (await app.store.run_get("trip-aw")).status == "waiting"
+        (listed,) = await pending_approvals(app)
+        assert listed.awaiting_worker and listed.approval_id == first.approval_id
+        page, _ = await pending_approvals_page(app, limit=5)
+        assert [p.awaiting_worker for p in page] == [True]
+        with pytest.raises(NoPendingApproval, match="answered already"):
+            await approve(app, "trip-aw")
+        as_json = await asyncio.to_thread(tether_cli, "approvals", "--json", db=store_url)
+        assert as_json.returncode == 0, as_json.stderr
+        assert [(r["run_id"], r["awaiting_worker"]) for r in json.loads(as_json.stdout)] \
+            == [("trip-aw", True)]
+        for limit in ((), ("--limit", "5")):
+            table = await asyncio.to_thread(tether_cli, "approvals", *limit, db=store_url)
+            assert (table.returncode, table.stdout) == (0, "no pending approvals\n"), table
+        async with app.worker():
+            second = await next_pending(app, after=first)
+            assert not second.awaiting_worker
+            await approve(app, "trip-aw")
+            assert await handle.result(timeout=20) == "Booked Lisbon."
+    assert booked == [{"destination": "Rome", "price_usd": 420.0},
+                      {"destination": "Lisbon", "price_usd": 180.0}]
+
+
 def test_pending_approval_shape() -> None:
     """to_dict() is the ``--json`` row: every field, JSON types."""
     p = PendingApproval("r", "a", "t", {"x": 1}, "why", 1.5, "1.0", "call_1")
     assert json.loads(json.dumps(p.to_dict())) == {
         "run_id": "r", "agent": "a", "tool": "t", "arguments": {"x": 1}, "reason": "why",
-        "since": 1.5, "approval_id": "1.0", "call_id": "call_1"}
+        "since": 1.5, "approval_id": "1.0", "call_id": "call_1", "awaiting_worker": False}
     assert tether.ai.APPROVAL_SIGNAL == "approval"
 
 

@@ -614,11 +614,14 @@ async def test_the_signal_forms_note_says_a_send_that_answers_nothing(
 
 
 async def test_the_inbox_drops_an_approval_once_answered_before_a_worker_takes_it(
-        ui: httpx.AsyncClient) -> None:
+        ui_any: httpx.AsyncClient) -> None:
     """An answered approval leaves the inbox at once: its run stays ``waiting`` (its
     status naming the approval) until a worker claims it, which may take a while (no
     worker running, all busy), and the inbox the answer led back to showed it still,
-    with its buttons (pressed again: "it was approved first")."""
+    with its buttons (pressed again: "it was approved first"). The runs list's "needs
+    approval" badge leaves it too, and ``GET /api/v1/approvals`` lists it marked
+    ``"awaiting_worker": true`` (before, both listed it as any other)."""
+    ui = ui_any
     app = ui.app  # type: ignore[attr-defined]
     csrf = await login(ui, ADMIN)
     for run_id in ("ans-1", "ans-2"):
@@ -646,6 +649,17 @@ async def test_the_inbox_drops_an_approval_once_answered_before_a_worker_takes_i
     assert "Approved buy for run ans-1" in page
     assert shown(page) == ["ans-2"], shown(page)
     assert shown((await ui.get("/ui/approvals")).text) == ["ans-2"]
+    runs = (await ui.get("/runs")).text
+    badged = [m for m in re.findall(
+        r'<tr>\s*<td><span class="pill s-waiting">waiting</span>\s*'
+        r'(<a class="pill s-approval"[^>]*>needs approval</a>)?\s*</td>\s*'
+        r'<td class="mono"><a href="/runs/([^"]+)"', runs) if m[0]]
+    assert [run for _, run in badged] == ["ans-2"], badged
+    bearer = {"Authorization": f"Bearer {READ}"}
+    for query in ("", "?limit=10"):
+        listed = (await ui.get(f"/api/v1/approvals{query}", headers=bearer)).json()
+        assert {a["run_id"]: a["awaiting_worker"] for a in listed["approvals"]} == {
+            "ans-1": True, "ans-2": False}, listed
     await app.signal("ans-2", "approval", {"approved": False})
     async with app.worker(queues=["default"]):
         assert (await app.handle("ans-1").result(timeout=30))["approved"] is True

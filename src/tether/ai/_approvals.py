@@ -28,7 +28,7 @@ answers whatever approval is waiting.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import tether
@@ -112,6 +112,10 @@ class PendingApproval:
         since: when the run started waiting (epoch seconds, journaled time).
         approval_id: which approval of the run this is (unique within the run).
         call_id: the model's id of the tool call.
+        awaiting_worker: the approval was answered (or the wait's watch timeout passed)
+            and the run is claimable: it stays ``waiting``, its status naming this
+            approval, until a worker takes it up; it is not for a person to answer.
+            ``awaits_worker`` says it of a listed run.
     """
 
     run_id: str
@@ -122,11 +126,13 @@ class PendingApproval:
     since: float
     approval_id: str
     call_id: str = ""
+    awaiting_worker: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "agent": self.agent, "tool": self.tool,
                 "arguments": self.arguments, "reason": self.reason, "since": self.since,
-                "approval_id": self.approval_id, "call_id": self.call_id}
+                "approval_id": self.approval_id, "call_id": self.call_id,
+                "awaiting_worker": self.awaiting_worker}
 
 
 # -- the workflow side ----------------------------------------------------------------------
@@ -299,14 +305,30 @@ async def approval_waits_page(app: App, take: Callable[[Any], T | None], *, limi
 
 def pending_of(app: App, run: Any) -> PendingApproval | None:
     """The approval a run read from the store (a ``RunRecord``: a listing's row) waits
-    for, or ``None``: what the runs page marks "needs approval" without another query."""
+    for, or ``None``: what the runs page marks "needs approval" without another query
+    (unless ``awaiting_worker``: answered, see ``awaits_worker``)."""
     if run.status_info is None or run.waiting_for != _WAITING_FOR:
         return None  # a stale status: the run waits for something else now
     try:
         info = app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
     except Exception:
         return None  # not JSON we wrote: not an approval
-    return _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)
+    pending = _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)
+    if pending is None or not awaits_worker(app, run):
+        return pending
+    return replace(pending, awaiting_worker=True)
+
+
+def awaits_worker(app: App, run: Any) -> bool:
+    """A ``waiting`` run (a ``RunRecord``) that is claimable now: its approval was
+    answered (the signal made it due; a second answer is refused), or its wait's watch
+    timeout passed (a worker takes it up, and it waits again). It stays ``waiting``, its
+    status naming the approval, until a worker claims it. The one rule every listing of
+    pending approvals follows: the web inbox, the runs page's "needs approval" badge and
+    ``tether approvals``' table leave such a run out; the API and ``--json`` list it
+    with ``awaiting_worker``."""
+    return (run.status == RunStatus.WAITING.value and run.available_at is not None
+            and run.available_at <= app.clock.now())
 
 
 def approval_wait(tool: str) -> str:

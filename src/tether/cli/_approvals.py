@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from typing import Any
 
 from tether._fit import KEY_MIN, RUN_ID_KEPT, cells, fit_width, row_lines, say, wide_help, wrap
@@ -22,7 +23,8 @@ from tether.cli._common import (
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("approvals", parents=[common],
                        help="list the tool calls that wait for a human's approval, "
-                       "longest waiting first")
+                       "longest waiting first (--json lists one answered already, its run "
+                       "awaiting a worker, too: \"awaiting_worker\": true)")
     p.add_argument("--limit", type=bounded_int(1_000_000), default=None,
                    help="at most this many approvals, of the oldest runs (a line on "
                    "stderr says when more wait); default: every one, longest waiting "
@@ -50,13 +52,24 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def approvals(args: argparse.Namespace) -> int:
-    from tether.ai._approvals import pending_approvals, pending_approvals_page
+    from tether.ai._approvals import (
+        approval_waits_page,
+        pending_approvals,
+        pending_approvals_page,
+    )
 
     async with client(args, read_only=True) as app:
-        if args.limit is None:
-            found, more = await pending_approvals(app), None
-        else:
-            found, more = await pending_approvals_page(app, limit=args.limit)
+        if args.json:  # (every one, an answered one marked "awaiting_worker": true)
+            if args.limit is None:
+                found, more = await pending_approvals(app), None
+            else:
+                found, more = await pending_approvals_page(app, limit=args.limit)
+        elif args.limit is None:
+            found = [p for p in await pending_approvals(app) if not p.awaiting_worker]
+            more = None
+        else:  # (the table: the ones a person may answer, as the web inbox lists them)
+            found, more = await approval_waits_page(app, partial(_open, app),
+                                                    limit=args.limit, after=None)
         # (how long each has waited, by the clock ``since`` was written by: on
         # PostgreSQL the server's, which this host's may be off from)
         now = app.clock.now()
@@ -82,6 +95,15 @@ async def approvals(args: argparse.Namespace) -> int:
         if p.reason:
             print(f"{'':34} reason: {short(p.reason, 100)}")
     return 0
+
+
+def _open(app: Any, run: Any) -> Any:
+    """The approval ``run`` waits for that a person may answer (not one answered
+    already, its run awaiting a worker), or None."""
+    from tether.ai._approvals import pending_of
+
+    pending = pending_of(app, run)
+    return None if pending is None or pending.awaiting_worker else pending
 
 
 async def approve(args: argparse.Namespace) -> int:

@@ -341,7 +341,12 @@ def document(root_path: str = "") -> dict[str, Any]:
                                     "description": "unique within the run"},
                     "call_id": {"type": "string",
                                 "description": "the model's id of the call (may be "
-                                               "empty)"}}},
+                                               "empty)"},
+                    "awaiting_worker": {
+                        "type": "boolean",
+                        "description": "answered already: the run stays waiting until a "
+                                       "worker takes the answer up, and a second answer "
+                                       "is refused (409); the web inbox leaves it out"}}},
             },
         },
         "servers": [{"url": root_path or "/"}],

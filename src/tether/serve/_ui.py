@@ -934,11 +934,12 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     if len(found) > limit:
         more = "/runs?" + urlencode({**filters, **sized, "cursor": encode_cursor(
             page[-1].created_at, page[-1].run_id)})
-    from tether.ai._approvals import pending_of
+    from tether.ai._approvals import awaits_worker, pending_of
 
-    # (the runs on the page, as listed: no query, and every approval among them)
-    waiting = {r.run_id for r in page
-               if pending_of(app, r) is not None or sealed_approval(app, r) is not None}
+    # (the runs on the page, as listed: no query, and every approval among them that a
+    # person may answer: one answered already, awaiting a worker, is none)
+    waiting = {r.run_id for r in page if not awaits_worker(app, r)
+               and (pending_of(app, r) is not None or sealed_approval(app, r) is not None)}
     # (a blocked run waits for an operator: its cell says why, as `tether runs` does)
     blocked = {r.run_id: blocked_reason(app, r) for r in page if r.status == "blocked"}
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
@@ -1013,15 +1014,13 @@ async def _approvals_context(request: Request) -> dict[str, Any]:
     waits for an approval this server cannot read (its live status encrypted with a key
     it lacks) is one of them (``unreadable``), said so: ``pending_approvals_page``
     skips it, and the inbox said "Nothing waits for a person right now"."""
-    from tether.ai._approvals import approval_waits_page, pending_of
+    from tether.ai._approvals import approval_waits_page, awaits_worker, pending_of
 
     cursor = request.query_params.get("cursor")
     app: App = request.app.state.tether
 
-    now = app.clock.now()
-
     def take(r: Any) -> tuple[Any, Any, Any] | None:
-        if r.available_at is not None and r.available_at <= now:
+        if awaits_worker(app, r):
             # Answered (the signal made it claimable), or its wait's deadline passed: a
             # worker takes it up next, and an answer now is refused. It stays
             # ``waiting``, its status naming the approval, until a worker claims it:
