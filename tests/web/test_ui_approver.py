@@ -89,6 +89,7 @@ async def test_a_page_left_open_answers_the_approval_it_showed_or_none(
             data={**fields, "csrf": csrf, "decision": "reject", "note": "NO: too dear"},
         )
         assert r.status_code == 409, r.text
+        assert "<h1>Your answer was not sent</h1>" in r.text, r.text
         text = html.unescape(r.text)
         assert "Not sent: your rejection (note: NO: too dear) was not recorded." in text
         assert "It was approved first, with the note: fine by me. The first answer counts." in text

@@ -30,13 +30,17 @@ async def _login(http: httpx.AsyncClient) -> str:
 
 
 def _page(r: httpx.Response, status: int) -> str:
-    """The reason the error page ``r`` gives (its paragraph under the status)."""
+    """The reason the error page ``r`` gives (its paragraph under its title, which is in
+    words: "Too large to send", the status code small at the card's foot)."""
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("text/html"), r.text
     found = re.search(
-        r'<section class="card error-card">\s*<h1>(\d+)</h1>\s*<p>(.*?)</p>', r.text, re.S
+        r'<section class="card error-card">\s*<h1>([^<]+)</h1>\s*<p>(.*?)</p>.*?'
+        r'<p class="muted small status-code">HTTP (\d+)</p>', r.text, re.S
     )
-    assert found is not None and int(found.group(1)) == status, r.text
+    assert found is not None and int(found.group(3)) == status, r.text
+    assert found.group(1) == "Too large to send", r.text
+    assert f"<title>Too large to send ({status}) · Tether</title>" in r.text, r.text
     return html.unescape(found.group(2))
 
 

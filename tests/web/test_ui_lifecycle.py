@@ -58,6 +58,7 @@ async def test_retry_button_on_a_failed_run_and_the_form_needs_csrf(
     assert (await store.run_get("f1")).status == "failed"
     r = await ui.post("/ui/runs/nope/retry", data={"csrf": csrf})
     assert r.status_code == 404 and "no run" in r.text
+    assert "<h1>No such run</h1>" in r.text and "HTTP 404</p>" in r.text
 
     webapp.FIXED.add("u")
     r = await ui.post("/ui/runs/f1/retry", data={"csrf": csrf})
@@ -70,6 +71,13 @@ async def test_retry_button_on_a_failed_run_and_the_form_needs_csrf(
     assert "hidden" in re.search(r'<form[^>]*id="retry"[^>]*>', page).group(0)
     r = await ui.post("/ui/runs/f1/retry", data={"csrf": csrf})
     assert r.status_code == 409 and "cannot retry" in r.text
+    # (an error page is titled in words, its status code small under it: it was "409")
+    assert "<h1>This run cannot be retried</h1>" in r.text, r.text
+    assert '<p class="muted small status-code">HTTP 409</p>' in r.text
+    assert "<title>This run cannot be retried (409) · Tether</title>" in r.text
+    r = await ui.post("/ui/runs/f1/signal", data={"csrf": csrf, "name": "go", "data": ""})
+    assert r.status_code == 409 and "has ended" in r.text, r.text
+    assert "<h1>This run has already ended</h1>" in r.text, r.text
 
     read_csrf = await login(ui, READ)
     page = (await ui.get("/runs/f1")).text
@@ -120,6 +128,9 @@ async def test_fork_form_prefills_the_position_and_starts_a_fork(ui: httpx.Async
                          ({"at": "1", "run_id": "s1"}, 409)):
         r = await ui.post("/ui/runs/s1/fork", data={"csrf": csrf, **data})
         assert r.status_code == status, (data, r.text)
+        title = {422: "Not a position in this run", 400: "Bad request",
+                 409: "This run id is taken"}[status]
+        assert f"<h1>{title}</h1>" in r.text, (data, r.text)
     r = await ui.post("/ui/runs/s1/fork", data={"at": "1", "csrf": "forged-csrf-token-000"})
     assert r.status_code == 403
     assert len(await app.store.run_search(limit=100)) == before

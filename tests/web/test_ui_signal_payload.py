@@ -29,13 +29,20 @@ def _login(ui: httpx.Client) -> str:
     return csrf
 
 
+#: An error page's title (words, by the status: ``_ui.ERROR_TITLES``), its reason, and
+#: its status code, small at the card's foot.
+ERROR_CARD = (r'<section class="card error-card">\s*<h1>([^<]+)</h1>\s*<p>(.*?)</p>.*?'
+              r'<p class="muted small status-code">HTTP (\d+)</p>')
+
+
 def _page_message(page: httpx.Response) -> str:
-    """The reason an error page gives a person (its one paragraph under the status)."""
+    """The reason an error page gives a person (its one paragraph under its title)."""
     assert page.headers["content-type"].startswith("text/html"), page.text
-    found = re.search(r'<section class="card error-card">\s*<h1>(\d+)</h1>\s*<p>(.*?)</p>',
-                      page.text, re.S)
+    found = re.search(ERROR_CARD, page.text, re.S)
     assert found is not None, page.text
-    assert int(found.group(1)) == page.status_code
+    assert int(found.group(3)) == page.status_code
+    assert found.group(1) == {400: "Bad request", 413: "Too large to send"}[
+        page.status_code], page.text
     return html.unescape(found.group(2))
 
 

@@ -62,13 +62,18 @@ STORE_RETRY_AFTER = 1
 
 
 class ApiError(Exception):
-    """A 4xx (or 503) answer: ``{"error": {"code", "message"}}``."""
+    """A 4xx (or 503) answer: ``{"error": {"code", "message"}}``. ``title``: what the
+    web UI's error page is headed with when the cause is known in plain words ("This run
+    has already ended"); otherwise the page's title follows the code, then the status
+    (``_ui.error_title``). The API's answer does not carry it."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *,
+                 title: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.title = title
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -427,7 +432,7 @@ async def start_run(request: Request) -> Response:
         # check_input refuses, which comes first)
         raise ApiError(400, "bad_request", str(exc)) from None
     except ConfigError as exc:  # the id belongs to a run of another workflow
-        raise ApiError(409, "conflict", str(exc)) from None
+        raise ApiError(409, "conflict", str(exc), title="This run id is taken") from None
     except PayloadError as exc:
         raise payload_error(exc) from None
     # (Decided by the insert: of concurrent starts of one id, one creates the run.)
@@ -617,8 +622,8 @@ async def send_signal(request: Request) -> Response:
         sent = await app._signal(run_id, name, body.get("data"), idempotency_key=key)
     except RunNotFound:
         raise run_not_found(run_id) from None
-    except SignalError as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
+    except SignalError as exc:  # (the run has ended)
+        raise ApiError(409, "conflict", str(exc), title="This run has already ended") from None
     except PayloadError as exc:
         raise payload_error(exc) from None
     report = await signal_report(app, run_id, name, body.get("data"), sent)
@@ -647,7 +652,8 @@ async def cancel_run(request: Request) -> Response:
     if run is None:
         raise run_not_found(run_id)
     if run.status in ("completed", "failed"):
-        raise ApiError(409, "conflict", f"run {run_id!r} has already ended ({run.status})")
+        raise ApiError(409, "conflict", f"run {run_id!r} has already ended ({run.status})",
+                       title="This run has already ended")
     status = await app.cancel(run_id)
     return json_response({"run_id": run_id, "status": status.value}, 202)
 

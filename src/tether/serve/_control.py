@@ -69,7 +69,7 @@ async def retry(app: App, run_id: str) -> dict[str, Any]:
     except RunNotFound:
         raise run_not_found(run_id) from None
     except RunStateError as exc:  # (its message says what retry takes)
-        raise ApiError(409, "conflict", str(exc)) from None
+        raise ApiError(409, "conflict", str(exc), title="This run cannot be retried") from None
     doc = {**await run_document(app, run_id), "retried_children": report.children}
     doc = await _warn_unserved(app, doc)
     unpinned = version_dropped(run_id, report.version_before, report.run.version)
@@ -118,13 +118,13 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
     except RunNotFound:  # deleted meanwhile
         raise run_not_found(run_id) from None
     except RunStateError as exc:  # erased: its input and results are placeholders
-        raise ApiError(409, "conflict", str(exc)) from None
+        raise ApiError(409, "conflict", str(exc), title="This run cannot be forked") from None
     except (InvalidName, WorkflowArgumentError) as exc:  # (the latter: as check_input)
         raise ApiError(400, "bad_request", str(exc)) from None
     except PayloadError as exc:
         raise payload_error(exc) from None
     except ConfigError as exc:  # another run holds the new id (RunIdTaken)
-        raise ApiError(409, "conflict", str(exc)) from None
+        raise ApiError(409, "conflict", str(exc), title="This run id is taken") from None
     doc = await run_document(app, handle.run_id)
     # (created: as `tether fork --json` and a start's answer have it; the OpenAPI
     # document promised it and the answer lacked it)
@@ -142,7 +142,7 @@ async def erase(app: App, run_id: str) -> dict[str, Any]:
     except RunNotFound:
         raise run_not_found(run_id) from None
     except RunStateError as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
+        raise ApiError(409, "conflict", str(exc), title="This run cannot be erased") from None
     # (already_erased: the run and its whole family had been erased before, nothing new
     # was, and their erased_at stays the first erase's, as `tether erase --json` says;
     # until 2026-12-07 a second erase answered as the first did.)

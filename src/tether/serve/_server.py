@@ -584,7 +584,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     path = route_path(request.scope)
     if not (_for_machines(path) or path == "/healthz") and \
             exc.status in (400, 403, 404, 409, 413, 422):
-        return _ui.error_page(request, exc.status, exc.message)
+        return _ui.error_page(request, exc.status, exc.message, code=exc.code,
+                              title=exc.title)
     return _error(exc.status, exc.code, exc.message)
 
 
@@ -596,7 +597,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             and "text/html" in request.headers.get("accept", "")):
         # A person's browser at a mistyped address: a page, not a JSON document.
         return _ui.error_page(request, 404, "There is no page at "
-                              f"{shown(request.url.path, quoted=False)}.")
+                              f"{shown(request.url.path, quoted=False)}.",
+                              title="Page not found")
     codes = {404: "not_found", 405: "method_not_allowed"}
     # (Starlette's reason phrases, "Not Found", "Method Not Allowed", alone until
     # 2026-12-06)

@@ -846,11 +846,39 @@ def _redirect(request: Request, path: str) -> RedirectResponse:
     return RedirectResponse(root_of(request.scope) + path, status_code=303)
 
 
+#: An error page's title by the error's code (``ApiError.code``), when its raise gave
+#: none of its own, and by its status after that: words, not a bare "409".
+ERROR_TITLES_BY_CODE = {
+    "no_pending_approval": "Your answer was not sent",
+    "run_not_found": "No such run",
+    "schedule_not_found": "No such schedule",
+    "csrf": "This form was not accepted",
+    "forbidden": "Not allowed",
+    "bad_position": "Not a position in this run",
+    "malformed_json": "Not valid JSON",
+}
+ERROR_TITLES = {
+    400: "Bad request", 403: "Not allowed", 404: "Not found",
+    409: "This cannot be done now", 413: "Too large to send",
+    422: "Cannot be done as asked", 500: "Something went wrong",
+    503: "The store is unavailable",
+}
+
+
+def error_title(status: int, code: str | None = None) -> str:
+    """An error page's title in words (the status code is shown beside it, small)."""
+    return (ERROR_TITLES_BY_CODE.get(code or "") or ERROR_TITLES.get(status)
+            or f"Error {status}")
+
+
 def error_page(request: Request, status: int, message: str, *,
-               refresh: int | None = None) -> Response:
+               refresh: int | None = None, code: str | None = None,
+               title: str | None = None) -> Response:
     """The error page; ``refresh``: seconds after which the browser loads it again. A
-    refused form's page links back to the run (or the schedules) it was sent from."""
+    refused form's page links back to the run (or the schedules) it was sent from. Its
+    title: ``title``, else ``error_title(status, code)``; the status code under it."""
     return render(request, "error.html", status=status, status_code=status, message=message,
+                  title=title or error_title(status, code),
                   refresh=refresh, back=_form_origin(request, status))
 
 
@@ -1180,8 +1208,8 @@ async def signal_action(request: Request) -> Response:
         await app.signal(run_id, name, data)
     except RunNotFound:
         raise run_not_found(run_id) from None
-    except SignalError as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
+    except SignalError as exc:  # (the run has ended)
+        raise ApiError(409, "conflict", str(exc), title="This run has already ended") from None
     except PayloadError as exc:  # (as the API answers it: 413 too large, else 400)
         raise payload_error(exc) from None
     return _back(request, values, f"/runs/{path_segment(run_id)}",
