@@ -13,7 +13,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "SignalReport",
            "StartReport", "awaited_signal_since", "blocked_reason", "bookkeeping", "counted",
            "entry_failed", "entry_outcome", "error_origin", "held", "in_flight", "info_dict",
-           "journal_entries", "lifecycle_dict", "run_dict", "run_document", "run_info",
-           "schedule_dict", "schedule_rows", "search_statuses", "signal_report",
+           "journal_entries", "lifecycle_dict", "pinned_to_wait", "run_dict", "run_document",
+           "run_info", "schedule_dict", "schedule_rows", "search_statuses", "signal_report",
            "signal_wait_starts", "split_statuses", "start_report", "timed_out", "unattempted",
-           "unreadable_payload", "untimed", "waiting_since", "workers_document"]
+           "unreadable_payload", "untimed", "versions_idle", "waiting_since",
+           "workers_document"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -718,3 +719,21 @@ def version_idle_note(version: str, live: list[str]) -> str:
     return (f"no live worker of version {version!r}{now}: only one of that version claims "
             f"this run; start one, or move the run to another version with tether "
             f"migrate-runs --from {version} --to VERSION")
+
+
+
+def pinned_to_wait(r: Any) -> bool:
+    """Whether listed run ``r`` is queued or waiting and pinned to a version: only a
+    worker of its version claims it next (``versions_idle``)."""
+    return bool(r.version) and str(r.status) in ("queued", "waiting")
+
+
+def versions_idle(found: list[Any], live: Container[str]) -> dict[str, str]:
+    """Of the listed runs ``found``, each queued or waiting one pinned to a version no
+    live worker has (``live``: the versions of the live workers, ``live_versions``), by
+    run id: what ``tether runs``' WAITING FOR and the runs page's *Waiting for* say of
+    it ("no live worker of version 'v1'", the start of ``version_idle_note``, which
+    ``tether show`` and the run page say whole). The callers read ``live`` once per
+    listing, and only for one that holds such a run (``pinned_to_wait``)."""
+    return {r.run_id: f"no live worker of version {r.version!r}" for r in found
+            if pinned_to_wait(r) and r.version not in live}

@@ -562,3 +562,55 @@ async def test_show_says_when_no_live_worker_has_a_queued_runs_version(store_url
                 out = await asyncio.to_thread(cli, "show", "pinned-1", db=store_url)
             assert out.returncode == 0, out.stderr
             assert "no live worker" not in out.stdout, out.stdout
+
+
+async def test_runs_says_when_no_live_worker_has_a_listed_runs_version(
+        store_url: str) -> None:
+    """``tether runs``' WAITING FOR of a queued run pinned to a version no live worker
+    has was empty, as for a run about to be claimed, while v2's workers served its
+    queue (``tether show`` said why). It says so now, after what a waiting run waits
+    for, on a pipe and on a terminal; not for a run of no version, nor once a worker of
+    its version is live. ``--json`` is as it was."""
+    import asyncio
+
+    from tests.cli.test_fit import on_terminal
+
+    old, new, plain = App(store_url, version="v1"), App(store_url, version="v2"), App(store_url)
+    for app in (old, new, plain):
+        @app.workflow(queue="nobody-serves-it")
+        async def job() -> None:
+            return None
+
+        @app.workflow(queue="nobody-serves-it")
+        async def waits() -> None:
+            await tether.wait_for_signal("go")
+
+    async with old, new, plain:
+        await old.start("waits", run_id="pinned-w")
+        # (the waiting run: a worker of v1 took it to its signal wait)
+        async with old.worker(queues=["nobody-serves-it"]):
+            await wait_for(lambda: status_is(old, "pinned-w", "waiting"), timeout=30,
+                           what="pinned-w waits")
+        await old.start("job", run_id="pinned-1")
+        await plain.start("job", run_id="plain-1")
+        await new.start("job", run_id="pinned-2")
+        async with new.worker(queues=["idle"]):
+            out = await asyncio.to_thread(cli, "runs", db=store_url)
+            assert out.returncode == 0, out.stderr
+            rows = {ln.split()[0]: ln for ln in out.stdout.splitlines()[1:]}
+            assert rows["pinned-1"].split()[2:4] == ["nobody-serves-it", "queued"], rows
+            assert rows["pinned-1"].endswith(" no live worker of version 'v1'"), rows
+            assert rows["pinned-w"].endswith(
+                " signal go; no live worker of version 'v1'"), rows
+            assert "no live worker" not in rows["plain-1"], rows
+            assert "no live worker" not in rows["pinned-2"], rows
+            fitted = await asyncio.to_thread(on_terminal, "runs", db=store_url,
+                                             columns=160)
+            assert next(ln for ln in fitted.splitlines() if ln.startswith("pinned-1 ")
+                        ).endswith(" no live worker of version 'v1'"), fitted
+            as_json = await asyncio.to_thread(cli, "runs", "--json", db=store_url)
+            assert "no live worker" not in as_json.stdout, as_json.stdout
+            async with old.worker(queues=["idle"]):
+                out = await asyncio.to_thread(cli, "runs", db=store_url)
+            assert out.returncode == 0, out.stderr
+            assert "no live worker" not in out.stdout, out.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -21,6 +22,7 @@ from tether._show import (
     held,
     info_dict,
     paused_queue_warning,
+    pinned_to_wait,
     queued_why,
     run_dict,
     run_document,
@@ -30,6 +32,7 @@ from tether._show import (
     split_statuses,
     start_report,
     timed_out,
+    versions_idle,
 )
 from tether._types import RunInfo, RunStatus, check_name, did_you_mean
 from tether.cli._common import (
@@ -388,6 +391,13 @@ async def runs(args: argparse.Namespace) -> int:
             limits = await app.store.queue_limits()
             blocked.update({r.run_id: "queue paused" for r in found
                             if r.status == "queued" and limits.get(r.queue) == 0})
+        # (a queued or waiting run pinned to a version no live worker has waits while
+        # other workers serve its queue: its cell says so, as `tether show` does; one
+        # read of the live workers, only for a listing that holds such a run)
+        idle: dict[str, str] = {}
+        if any(pinned_to_wait(r) for r in found):
+            with contextlib.suppress(TetherError):  # (unreadable: the cells say nothing)
+                idle = versions_idle(found, await live_versions(app.store, app.clock.now()))
         # (an approval's waiting_for is the signal that answers it, `signal approval`:
         # its cell says it in words, as the web UI does)
         said = {r.run_id: text for r in found
@@ -413,14 +423,15 @@ async def runs(args: argparse.Namespace) -> int:
         return 0
     width = fit_width(args.wide)
     if width is not None:
-        for line in fitted_runs(found, width, blocked, said):
+        for line in fitted_runs(found, width, blocked, said, idle):
             print(line)
         return 0
     print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
     for r in found:
         print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
               f"{fmt_time(r.created_at):24} "
-              f"{waits_cell(r, blocked.get(r.run_id), said.get(r.run_id))}".rstrip())
+              f"{waits_cell(r, blocked.get(r.run_id), said.get(r.run_id), idle.get(r.run_id))}"
+              .rstrip())
     return 0
 
 
@@ -475,26 +486,30 @@ RUN_COLUMNS = ("RUN ID", "WORKFLOW", "QUEUE", "STATUS", "CREATED", "WAITING FOR"
 RUN_GIVE = ((5, 11), (1, 8), (2, 5))  # the wait first, then the workflow and the queue
 
 
-def waits_cell(r: Any, blocked: str | None = None, said: str | None = None) -> str:
+def waits_cell(r: Any, blocked: str | None = None, said: str | None = None,
+               idle: str | None = None) -> str:
     """``tether runs``' WAITING FOR cell: what the run waits for (``said``: that in
     words, ``approval_cell``; ``blocked``: what a blocked run does, ``blocked_reason``),
-    and a pending cancel (a waiting run keeps its wait until a worker of its queue
-    delivers the cancel)."""
-    text = safe(said or r.waiting_for or blocked or "")
+    ``idle``: that no live worker has its version (``versions_idle``), and a pending
+    cancel (a waiting run keeps its wait until a worker of its queue delivers the
+    cancel)."""
+    text = safe("; ".join(t for t in (said or r.waiting_for or blocked, idle) if t))
     if cancel_pending(r):
         text = f"{text}; cancel requested" if text else "cancel requested"
     return text
 
 
 def fitted_runs(found: list[Any], width: int, blocked: dict[str, str] | None = None,
-                said: dict[str, str] | None = None) -> list[str]:
+                said: dict[str, str] | None = None,
+                idle: dict[str, str] | None = None) -> list[str]:
     """``tether runs``' table in ``width`` columns: the created time to the second, the
     other cells whole if the line has room for them and a ``KEY_MIN`` column, else cut
     at their end, and a run id never cut (one longer than its column has a line to
     itself, its row's cells under it)."""
     rows = [[safe(r.run_id), safe(r.workflow), safe(r.queue), r.status,
              fmt_time(r.created_at)[:19] + "Z",
-             waits_cell(r, (blocked or {}).get(r.run_id), (said or {}).get(r.run_id))]
+             waits_cell(r, (blocked or {}).get(r.run_id), (said or {}).get(r.run_id),
+                        (idle or {}).get(r.run_id))]
             for r in found]
     keys = {row[0] for row in rows}
 

@@ -39,6 +39,7 @@ from tether._show import (
     bookkeeping,
     entry_outcome,
     held,
+    pinned_to_wait,
     queued_why,
     run_document,
     search_statuses,
@@ -46,6 +47,7 @@ from tether._show import (
     unreadable_payload,
     untimed,
     version_idle_note,
+    versions_idle,
 )
 from tether._types import ENDED_VALUES, MAX_NAME, EntryStatus, JournalEntry
 from tether.ai._budget import raise_command
@@ -970,8 +972,17 @@ async def _runs_context(request: Request) -> dict[str, Any]:
                and (pending_of(app, r) is not None or sealed_approval(app, r) is not None)}
     # (a blocked run waits for an operator: its cell says why, as `tether runs` does)
     blocked = {r.run_id: blocked_reason(app, r) for r in page if r.status == "blocked"}
+    # (a queued run of a paused queue waits for the pause to be lifted, and a queued or
+    # waiting run pinned to a version no live worker has for a worker of it: the cell
+    # says so, as `tether runs` does, where it was empty)
+    if any(r.status == "queued" for r in page):
+        limits = await app.store.queue_limits()
+        blocked.update({r.run_id: "queue paused" for r in page
+                        if r.status == "queued" and limits.get(r.queue) == 0})
+    idle = versions_idle(page, await live_versions(app.store, app.clock.now()) if any(
+        pinned_to_wait(r) for r in page) else ())
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
-            "blocked": blocked,
+            "blocked": blocked, "idle": idle,
             "query": urlencode({**filters, **sized}), "paged": bool(cursor),
             "unparented": urlencode({k: v for k, v in {**filters, **sized}.items()
                                      if k != "parent"})}
