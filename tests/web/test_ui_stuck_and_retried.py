@@ -1,22 +1,27 @@
-"""The runs list says the truth about stuck runs, on both stores: its *Waiting for*
-says that no live worker has a queued or waiting run's version, and that a queued run's
-queue is paused (it was empty, as for a run about to be claimed), as ``tether runs``
-does."""
+"""The runs list and the run page say the truth about stuck and retried runs, on both
+stores: the runs list's *Waiting for* says that no live worker has a queued or waiting
+run's version, and that a queued run's queue is paused (it was empty, as for a run about
+to be claimed), as ``tether runs`` does; the run page's Operations card counts every
+attempt of the run's steps that the store holds, those before a retry of the run
+included, as ``tether show`` lists them (it summed the journal's entries: "2 attempts"
+of a run whose failing step had run 4 times)."""
 
 from __future__ import annotations
 
 import html
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
 import tether
 from tests.engine.helpers import status_is, wait_for
-from tests.web.helpers import READ, ui_client
+from tests.web import webapp
+from tests.web.helpers import ADMIN, READ, ui_client
 from tests.web.test_ui_and_cli import login
-from tether import App
+from tether import App, RunFailed
 
 
 @pytest.fixture
@@ -76,3 +81,39 @@ async def test_the_runs_list_says_when_no_live_worker_has_a_runs_version(
             assert "no live worker" not in page, page
             assert _waits(page, "pinned-w") == "signal go", page
 
+
+def _card(page: str) -> str:
+    card = re.search(r'<div class="k">Operations</div>.*?<div class="sub">(.*?)</div>',
+                     page, re.S)
+    assert card is not None, page
+    return html.unescape(re.sub(r"<[^>]+>", "", card[1])).strip()
+
+
+async def _attempts(ui: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
+    r = await ui.get(f"/api/v1/runs/{run_id}", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200, r.text
+    return list(r.json()["attempts"])
+
+
+async def test_the_operations_card_counts_the_attempts_before_a_retry(
+        ui: httpx.AsyncClient) -> None:
+    """A run whose step fails, retried three times (``tether retry``): its journal holds
+    the step's last attempt alone, and the card said "2 attempts" (1 for ``hello``, 1
+    for ``fragile``) where ``tether show`` lists 4 attempts of ``fragile``. It counts
+    the attempt history now: 5."""
+    webapp.FIXED.discard("card")
+    app = ui.app  # type: ignore[attr-defined]
+    await login(ui, READ)
+    await app.start("fixable", "card", run_id="card-1")
+    async with app.worker(queues=["default"]):
+        with pytest.raises(RunFailed):
+            await app.handle("card-1").result(timeout=30)
+        for _ in range(3):
+            await app.retry("card-1")
+            with pytest.raises(RunFailed):
+                await app.handle("card-1").result(timeout=30)
+    attempts = await _attempts(ui, "card-1")
+    assert [a["name"] for a in attempts].count("fragile") == 4, attempts
+    assert len(attempts) == 5, attempts
+    page = (await ui.get("/runs/card-1")).text
+    assert _card(page) == "1 failed · 5 attempts", _card(page)

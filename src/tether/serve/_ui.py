@@ -698,6 +698,14 @@ async def run_view(app: App, run_id: str, *,
     doc["timeline_rows"] = with_awaited_signal(
         with_in_flight(doc["entries"][cut:], doc["in_flight"], now), doc, now)
     doc["timeline_hidden"] = cut
+    # The Operations card's attempts: every attempt the store holds of this generation's
+    # steps (the history ``tether show`` lists, read with the run), those before a retry
+    # of the run included: the journal's counts are the current entries' alone ("2
+    # attempts" of a step retried three times, 10 in all). At least the journal's count:
+    # an attempt is written to the history up to 50 ms after its start.
+    doc["attempts_made"] = max(
+        sum(1 for a in doc["attempts"] if a["generation"] == doc["generation"]),
+        sum(e["attempts"] or 0 for e in doc["journal"]))
     # A running run none of whose operations is known to be in flight: between two, or
     # in one its worker has not written yet (within 50 ms of its start). The page says
     # so, and looks again by itself (app.js), as no event tells of an attempt's start.
