@@ -581,8 +581,6 @@ async def test_a_lease_lost_in_a_takeovers_crash_bookkeeping_is_counted_and_said
     loses the run to another (here: its lease expired in the store and a thief claimed
     the run just before that call): the loss is counted in ``leases_lost``
     (``tether_worker_leases_lost_total``: it was not) and said in one WARNING."""
-    from tether.worker._metrics import exposition
-
     app = App(store_url)
     ran: list[int] = []
 
@@ -607,7 +605,18 @@ async def test_a_lease_lost_in_a_takeovers_crash_bookkeeping_is_counted_and_said
         if i:
             await store.run_crash_mark(lease=claimed[0].lease, crashes=1, progress=0)
         await store.lease_expire_owner(worker_id=name, now=app.clock.now())
-    real = getattr(store, lost_in)
+    stolen = _stolen_at_first(app, lost_in)
+    await _lost_once(app, caplog, "t", stolen)
+    assert ran == []
+    await app.close()
+
+
+def _stolen_at_first(app: App, method: str) -> list[int]:
+    """Make the store's ``method`` (a write under the caller's lease) lose that lease at
+    its first call, as a worker that stalled just before it: its owner's lease expires
+    in the store and a thief claims the run. The list gets the thief's fencing token."""
+    store = app.store
+    real = getattr(store, method)
     stolen: list[int] = []
 
     async def stalled(*, lease: Any, **kwargs: Any) -> Any:
@@ -618,24 +627,32 @@ async def test_a_lease_lost_in_a_takeovers_crash_bookkeeping_is_counted_and_said
             stolen.append(taken[0].lease.fencing_token)
         return await real(lease=lease, **kwargs)
 
-    setattr(store, lost_in, stalled)
+    setattr(store, method, stalled)
+    return stolen
+
+
+async def _lost_once(app: App, caplog: pytest.LogCaptureFixture, run_id: str,
+                     stolen: list[int]) -> None:
+    """A worker runs until it loses its lease on ``run_id`` to the thief: the loss is
+    counted once (``tether_worker_leases_lost_total``) and said in one WARNING."""
+    from tether.worker._metrics import exposition
+
     async with app.worker(concurrency=1) as worker:
         for _ in range(400):
             if worker.counts.leases_lost:
                 break
             await asyncio.sleep(0.025)
-        assert worker.counts.leases_lost == 1
+        said = [f"{r.levelname} {r.getMessage()}" for r in caplog.records]
+        assert worker.counts.leases_lost == 1, (worker.counts.leases_lost, said)
         assert "tether_worker_leases_lost_total 1\n" in exposition(worker)
     lines = [r.getMessage() for r in caplog.records
              if r.levelno >= logging.WARNING and "lease lost" in r.getMessage()]
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"run t: lease lost at position 0 (now running, owner thief, "
-                               f"fencing token {stolen[0]}; this worker's fencing token "
-                               f"{stolen[0] - 1} is stale); dropping it"), lines
-    assert ran == []
-    run = await store.run_get("t")
+    assert lines[0].startswith(f"run {run_id}: lease lost at position 0 (now running, owner "
+                               f"thief, fencing token {stolen[0]}; this worker's fencing "
+                               f"token {stolen[0] - 1} is stale); dropping it"), lines
+    run = await app.store.run_get(run_id)
     assert run is not None and run.owner == "thief"
-    await app.close()
 
 
 class _Unencodable:
@@ -652,8 +669,6 @@ async def test_a_lease_lost_handing_back_a_crashed_executors_run_is_counted_and_
     there past its lease loses the run to another (its lease expired in the store and a
     thief claimed the run just before that call): the loss is counted in
     ``leases_lost`` (it was ignored, uncounted and unsaid) and said in one WARNING."""
-    from tether.worker._metrics import exposition
-
     app = App(store_url)
 
     @app.workflow
@@ -661,35 +676,9 @@ async def test_a_lease_lost_handing_back_a_crashed_executors_run_is_counted_and_
         return _Unencodable()
 
     await app._open()
-    store = app.store
     await app.start(wf, run_id="c")
-    real = store.run_release
-    stolen: list[int] = []
-
-    async def stalled(*, lease: Any, **kwargs: Any) -> Any:
-        if not stolen:  # (the first call: the worker "stalled" just before it)
-            await store.lease_expire_owner(worker_id=lease.worker_id, now=app.clock.now())
-            taken = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
-                                          now=app.clock.now(), lease_seconds=60)
-            stolen.append(taken[0].lease.fencing_token)
-        return await real(lease=lease, **kwargs)
-
-    store.run_release = stalled  # type: ignore[method-assign]
-    async with app.worker(concurrency=1) as worker:
-        for _ in range(400):
-            if worker.counts.leases_lost:
-                break
-            await asyncio.sleep(0.025)
-        assert worker.counts.leases_lost == 1
-        assert "tether_worker_leases_lost_total 1\n" in exposition(worker)
-    lines = [r.getMessage() for r in caplog.records
-             if r.levelno >= logging.WARNING and "lease lost" in r.getMessage()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith(f"run c: lease lost at position 0 (now running, owner thief, "
-                               f"fencing token {stolen[0]}; this worker's fencing token "
-                               f"{stolen[0] - 1} is stale); dropping it"), lines
-    run = await store.run_get("c")
-    assert run is not None and run.owner == "thief"
+    stolen = _stolen_at_first(app, "run_release")
+    await _lost_once(app, caplog, "c", stolen)
     await app.close()
 
 

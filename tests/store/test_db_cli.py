@@ -146,18 +146,9 @@ def _on_one_terminal(*args: str, cwd: Path) -> str:
                             stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
     finally:
         os.close(follower)
-    out = b""
-    try:
-        while True:
-            try:
-                data = os.read(leader, 1 << 16)
-            except OSError:  # (Linux: EIO once the command has closed the terminal)
-                break
-            if not data:
-                break
-            out += data
-    finally:
-        os.close(leader)
+    from tests.cli.test_fit import read_all
+
+    out = read_all(leader)
     assert proc.wait(timeout=60) == 0, out
     return out.decode().replace("\r\n", "\n")
 
