@@ -674,6 +674,12 @@ async def live_versions(store: Store, now: float) -> dict[str, tuple[int, float 
     return {v: (n, _since(doc["versions"].get(v))) for v, n in counts.items()}
 
 
+def newest_last(live: dict[str, tuple[int, float | None]]) -> list[str]:
+    """The versions of ``live_versions``' answer, the newest (latest ``since``) last: the
+    order ``tether show`` and the run page name them in."""
+    return [v for v, _ in sorted(live.items(), key=lambda kv: (kv[1][1] or 0.0, kv[0]))]
+
+
 async def live_unversioned_workers(store: Store, now: float) -> int:
     """How many live workers (heartbeat within ``WORKER_STALE``) run code of no version
     (an ``App`` without ``version=``): the workers of the runs of none."""

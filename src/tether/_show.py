@@ -710,16 +710,19 @@ async def workers_document(app: App, versions: dict[str, str], *,
     return [r for r in rows if include_stale or r["live"]]
 
 
+def _no_live_worker(version: str) -> str:
+    return f"no live worker of version {version!r}"
+
+
 def version_idle_note(version: str, live: list[str]) -> str:
     """What ``tether show`` and the run page say of a queued or waiting run pinned to a
     ``version`` that no live worker has (``live``: the versions of the live versioned
     workers): only a worker of its version claims it, so it waits while the queue's
     other workers serve, which "waits in queue Q for a worker" did not explain."""
     now = f" (live now: {', '.join(live)})" if live else ""
-    return (f"no live worker of version {version!r}{now}: only one of that version claims "
+    return (f"{_no_live_worker(version)}{now}: only one of that version claims "
             f"this run; start one, or move the run to another version with tether "
             f"migrate-runs --from {version} --to VERSION")
-
 
 
 def pinned_to_wait(r: Any) -> bool:
@@ -735,5 +738,5 @@ def versions_idle(found: list[Any], live: Container[str]) -> dict[str, str]:
     it ("no live worker of version 'v1'", the start of ``version_idle_note``, which
     ``tether show`` and the run page say whole). The callers read ``live`` once per
     listing, and only for one that holds such a run (``pinned_to_wait``)."""
-    return {r.run_id: f"no live worker of version {r.version!r}" for r in found
+    return {r.run_id: _no_live_worker(r.version) for r in found
             if pinned_to_wait(r) and r.version not in live}

@@ -11,7 +11,7 @@ from typing import Any
 
 from tether._app import App
 from tether._fit import KEY_MIN, RUN_ID_KEPT, WIDE_HELP, cells, columns, fit_width, wide_help
-from tether._lifecycle import RunIdTaken, live_versions
+from tether._lifecycle import RunIdTaken, live_versions, newest_last
 from tether._show import (
     HELD_NOTE,
     STATUSES,
@@ -446,11 +446,11 @@ async def show(args: argparse.Namespace) -> int:
             app, info.status.value, info.workflow, info.queue, info.journal)
         child = None if doc is not None else await child_waits(
             app, info.status.value, info.waiting_for)
-        live = ([] if doc is not None or (info.version and not _may_wait_for_version(info))
+        live = ([] if doc is not None or (info.version and not pinned_to_wait(info))
                 else await _live_versions(app))
     # (a run pinned to a version no live worker has waits while other workers serve)
     idle = (version_idle_note(info.version, live) if doc is None and info.version
-            and _may_wait_for_version(info) and info.version not in live else None)
+            and pinned_to_wait(info) and info.version not in live else None)
     if doc is not None:
         print(dumps(doc))
         return 0
@@ -464,12 +464,6 @@ async def show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _may_wait_for_version(info: RunInfo) -> bool:
-    """A run that a worker of its version must claim next: queued, or waiting (a signal,
-    a timer or a child wakes it into the queue)."""
-    return info.status.value in ("queued", "waiting")
-
-
 async def _live_versions(app: App) -> list[str]:
     """The code versions of the live versioned workers, newest last: what ``tether
     show`` names for a run of no version, which any of them claims (none: no line)."""
@@ -477,7 +471,7 @@ async def _live_versions(app: App) -> list[str]:
         live = await live_versions(app.store, app.clock.now())
     except TetherError:
         return []
-    return [v for v, _ in sorted(live.items(), key=lambda kv: (kv[1][1] or 0.0, kv[0]))]
+    return newest_last(live)
 
 
 #: ``tether runs``' columns on a terminal, and the least each is cut to (the last three

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from tether import App, RunNotFound
 from tether._clock import beyond_dates, utc_datetime
-from tether._lifecycle import OVERDUE_AFTER, live_versions
+from tether._lifecycle import OVERDUE_AFTER, live_versions, newest_last
 from tether._show import (
     HELD_NOTE,
     STATUSES,
@@ -744,8 +744,7 @@ async def run_view(app: App, run_id: str, *,
     if doc.get("version") and doc["status"] in ("queued", "waiting"):
         live = await live_versions(app.store, now)
         if doc["version"] not in live:
-            names = [v for v, _ in sorted(live.items(), key=lambda kv: (kv[1][1] or 0.0, kv[0]))]
-            doc["version_idle"] = version_idle_note(doc["version"], names)
+            doc["version_idle"] = version_idle_note(doc["version"], newest_last(live))
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
