@@ -629,21 +629,29 @@ async def test_a_signal_of_another_name_than_the_awaited_one_is_warned_of(
     assert unknown.returncode == 1 and "waits for signal" not in unknown.stderr
 
 
-async def test_a_signal_that_is_no_answer_to_an_awaited_approval_is_warned_of(
-        store_url: str) -> None:
-    """A run waiting for an approval lists as waiting for ``signal approval``; ``tether
-    signal RUN approval`` with data that is no answer (no ``"approved"`` boolean) said
-    "sent", and the run took it, found no answer and waited on, silently: a warning
-    names ``tether approve``. An answer sent as a signal gets none, and is taken."""
+def refund_app(url: str) -> tuple[App, Any]:
+    """An app whose workflow ``refund`` asks an approval (id ``a``) of a payment of its
+    ``amount`` to the tool ``pay``, and returns the answer."""
     from tether.ai import request_approval
 
-    app = App(store_url)
+    app = App(url)
 
     @app.workflow(name="refund")
     async def refund(amount: int) -> object:
         decision = await request_approval("pay", {"amount": amount}, "over $100",
                                           approval_id="a")
         return decision.approved
+
+    return app, refund
+
+
+async def test_a_signal_that_is_no_answer_to_an_awaited_approval_is_warned_of(
+        store_url: str) -> None:
+    """A run waiting for an approval lists as waiting for ``signal approval``; ``tether
+    signal RUN approval`` with data that is no answer (no ``"approved"`` boolean) said
+    "sent", and the run took it, found no answer and waited on, silently: a warning
+    names ``tether approve``. An answer sent as a signal gets none, and is taken."""
+    app, refund = refund_app(store_url)
 
     async with app, app.worker(poll_interval=0.1):
         from tether.ai import pending_approval
@@ -854,15 +862,9 @@ async def test_runs_and_show_say_an_approval_in_words(store_url: str) -> None:
     pipe and on a terminal. ``--json`` keeps ``waiting_for`` as it is; a plain wait for
     a signal named ``approval`` (no approval asked) keeps its words too."""
     from tests.cli.test_fit import on_terminal
-    from tether.ai import approve, pending_approval, request_approval
+    from tether.ai import approve, pending_approval
 
-    app = App(store_url)
-
-    @app.workflow(name="refund")
-    async def refund(amount: int) -> object:
-        decision = await request_approval("pay", {"amount": amount}, "over $100",
-                                          approval_id="a")
-        return decision.approved
+    app, refund = refund_app(store_url)
 
     @app.workflow(name="plain")
     async def plain() -> object:

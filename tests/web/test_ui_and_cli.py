@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -247,6 +248,18 @@ async def test_approval_buttons_name_the_call_and_an_erased_run_says_so(
     assert "<b>erased</b>" in (await ui.get("/runs/buy-a")).text
 
 
+async def _purchases_waiting(app: Any, ids: list[str]) -> None:
+    """Start a ``purchase`` run of each id (each asks an approval) and wait until every
+    one of them waits for its answer (a worker must be running)."""
+    for run_id in ids:
+        await app.start("purchase", run_id, run_id=run_id)
+    for run_id in ids:
+        for _ in range(500):
+            if (await app.store.run_get(run_id)).status == "waiting":
+                break
+            await asyncio.sleep(0.02)
+
+
 async def test_the_inbox_shows_the_oldest_approvals_and_links_to_more(
         ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The inbox shows ``APPROVALS_SHOWN`` approvals, the oldest runs' first, and a link
@@ -261,13 +274,7 @@ async def test_the_inbox_shows_the_oldest_approvals_and_links_to_more(
     app = ui.app  # type: ignore[attr-defined]
     ids = [f"buy-{i}" for i in range(3)]
     async with app.worker(queues=["default"], concurrency=4):
-        for run_id in ids:
-            await app.start("purchase", run_id, run_id=run_id)
-        for run_id in ids:
-            for _ in range(500):
-                if (await app.store.run_get(run_id)).status == "waiting":
-                    break
-                await asyncio.sleep(0.02)
+        await _purchases_waiting(app, ids)
 
         def shown(page: str) -> list[str]:
             return re.findall(r'<li class="card approval" data-run="([^"]+)"', page)
@@ -304,13 +311,7 @@ async def test_an_answer_on_a_later_page_of_the_inbox_leads_back_to_that_page(
     app = ui.app  # type: ignore[attr-defined]
     ids = [f"page-buy-{i}" for i in range(3)]
     async with app.worker(queues=["default"], concurrency=4):
-        for run_id in ids:
-            await app.start("purchase", run_id, run_id=run_id)
-        for run_id in ids:
-            for _ in range(500):
-                if (await app.store.run_get(run_id)).status == "waiting":
-                    break
-                await asyncio.sleep(0.02)
+        await _purchases_waiting(app, ids)
         first = (await ui.get("/approvals")).text
         more = html.unescape(re.search(r'<a href="([^"]*)">More approvals', first).group(1))
         second = (await ui.get(more)).text
