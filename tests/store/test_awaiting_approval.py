@@ -78,3 +78,35 @@ def test_the_store_matches_what_tether_ai_waits_for() -> None:
     for package in ("tether.store.sqlite", "tether.store.postgres"):
         sql = load_queries(package, "serve.sql")["run_list_awaiting_approval"]
         assert f"waiting_for = '{APPROVAL_WAITING_FOR}'" in sql
+
+
+async def test_the_pending_signals_of_many_runs_in_one_read(store: Store) -> None:
+    """``signals_pending_many``: each run's signals of the name not yet taken, oldest
+    first; a run with none, a run that does not exist, another name's signals and a
+    signal taken are left out (what the approval listings read for a page)."""
+    await _release(store, "one", T0, _approval())
+    await _release(store, "two", T0, _approval())
+    await _release(store, "none", T0, _approval())
+    for run_id, payload in (("one", '{"n": 1}'), ("two", None), ("one", '{"n": 2}')):
+        await store.signal_send(run_id=run_id, name="approval", payload=payload,
+                                idempotency_key=None, now=T0 + 1)
+    await store.signal_send(run_id="none", name="go", payload="{}", idempotency_key=None,
+                            now=T0 + 1)
+    ids = ["one", "two", "none", "missing", "one"]
+    assert await store.signals_pending_many(run_ids=ids, name="approval") == {
+        "one": ['{"n": 1}', '{"n": 2}'], "two": [None]}
+    assert await store.signals_pending_many(run_ids=[], name="approval") == {}
+    (claimed,) = await store.run_claim(worker_id="w1", queues=["q-one"], limit=1,
+                                       now=T0 + 2, lease_seconds=30)
+    taken = await store.signal_take(lease=claimed.lease, name="approval", position=0,
+                                    deadline=None, now=T0 + 2, timeout_error="")
+    assert taken is not None
+    assert await store.signals_pending_many(run_ids=ids, name="approval") == {
+        "one": ['{"n": 2}'], "two": [None]}
+
+
+def test_sqlite_reads_the_pending_signals_index(tmp_path: Path) -> None:
+    plan = sqlite_plans(tmp_path, "signals_pending_many")(
+        {"run_ids": '["a", "b"]', "name": "approval"})
+    assert any("tether_signals_pending" in p for p in plan), plan
+    assert not any(p.startswith("SCAN tether_signals") for p in plan), plan

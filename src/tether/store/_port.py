@@ -517,6 +517,15 @@ class ServeQueries(Protocol):
         last run's (created_at, run_id) of the previous page). A partial index holds
         exactly these runs: a page costs the same however many other runs wait."""
 
+    async def signals_pending_many(self, *, run_ids: Sequence[str],
+                                   name: str) -> dict[str, list[str | None]]:
+        """The signals ``name`` sent to each run of ``run_ids`` and not yet consumed by
+        a wait (``signal_pending``'s, for many runs): their encoded payloads, oldest
+        first, in one query whatever the number of runs, through the index of pending
+        signals. A run with none (or no such run) is no key. The approval listings ask
+        it once for the runs of a page whose approval may have been answered: the
+        answer waits there until a worker takes the run up."""
+
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
         """The run's stored events after the cursor ``after`` (None: from the start),

@@ -91,6 +91,19 @@ class PostgresServeQueries:
             "after_id": after[1] if after else ""})
         return [run_from_row(r) for r in rows]
 
+    async def signals_pending_many(self, *, run_ids: Sequence[str],
+                                   name: str) -> dict[str, list[str | None]]:
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        # (never prepared, as run_children_many: planned with its runs every time)
+        rows, _ = await self._one("signals_pending_many", {"run_ids": ids, "name": name},
+                                  prepare=False)
+        found: dict[str, list[str | None]] = {}
+        for run_id, payload in rows:
+            found.setdefault(run_id, []).append(payload)
+        return found
+
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
         txid, event_id, last = _cursor(after)

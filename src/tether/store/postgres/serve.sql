@@ -349,3 +349,10 @@ WHERE status = 'waiting' AND waiting_for = 'signal approval'
   AND (created_at, run_id) > (%(after_at)s::float8, %(after_id)s::text)
 ORDER BY created_at, run_id
 LIMIT %(limit)s;
+
+-- signals_pending_many --
+-- The pending signals of a name of several runs, oldest first per run, through the
+-- signals_pending index.
+SELECT run_id, payload FROM {schema}.signals
+WHERE run_id = ANY(%(run_ids)s::text[]) AND name = %(name)s AND consumed_position IS NULL
+ORDER BY run_id, signal_id;

@@ -91,6 +91,13 @@ class SqliteServeQueries(WriterClient):
                   "after_id": after[1] if after else ""}
         return await self._read(_run_list_awaiting_approval, params)
 
+    async def signals_pending_many(self, *, run_ids: Sequence[str],
+                                   name: str) -> dict[str, list[str | None]]:
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        return await self._read(_signals_pending_many, json.dumps(ids), name)
+
     async def store_live_stats(self, *, now: float) -> LiveStats:
         return await self._read(_store_live_stats, now - WORKER_STALE)
 
@@ -134,6 +141,15 @@ def _run_children_many(conn: apsw.Connection, parents: list[str],
 def _run_list_awaiting_approval(conn: apsw.Connection,
                                 params: dict[str, Any]) -> list[RunRecord]:
     return [run_from_row(r) for r in conn.execute(Q["run_list_awaiting_approval"], params)]
+
+
+def _signals_pending_many(conn: apsw.Connection, ids: str,
+                          name: str) -> dict[str, list[str | None]]:
+    found: dict[str, list[str | None]] = {}
+    for run_id, payload in conn.execute(Q["signals_pending_many"],
+                                        {"run_ids": ids, "name": name}):
+        found.setdefault(run_id, []).append(payload)
+    return found
 
 
 def _run_events_read(conn: apsw.Connection, run_id: str, last: int,

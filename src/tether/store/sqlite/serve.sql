@@ -376,3 +376,12 @@ WHERE status = 'waiting' AND waiting_for = 'signal approval'
   AND (created_at, run_id) > (:after_at, :after_id)
 ORDER BY created_at, run_id
 LIMIT :limit;
+
+-- signals_pending_many --
+-- The pending signals of a name of several runs (a JSON array of run ids), oldest first
+-- per run: one search of the pending-signals index per run.
+SELECT s.run_id, s.payload
+FROM json_each(:run_ids) AS j
+JOIN tether_signals AS s INDEXED BY tether_signals_pending
+  ON s.run_id = j.value AND s.name = :name AND s.consumed_position IS NULL
+ORDER BY s.run_id, s.signal_id;
