@@ -340,9 +340,11 @@ async def test_an_answered_approval_awaiting_a_worker(store_url: str,
                                                      llm: LLM) -> None:
     """An approval answered while no worker runs: its run stays ``waiting``, its status
     naming the approval, until a worker claims it. ``pending_approvals`` (the API,
-    ``tether approvals --json``) lists it with ``awaiting_worker`` true; ``tether
-    approvals``' table leaves it out, as the web inbox does (before, it listed it as
-    pending, and an answer to it was refused)."""
+    ``tether approvals --json``) lists it with ``awaiting_worker`` and ``answered``
+    true; ``tether approvals``' table leaves it out, as the web inbox does (before, it
+    listed it as pending, and an answer to it was refused). ``tether runs`` and ``tether
+    show`` say it was answered and waits for a worker (they said the approval was
+    awaited, and show gave the command that answers it)."""
     booked: list[dict[str, Any]] = []
     app = booking_app(store_url, llm, booked)
     booking_script(server)
@@ -353,16 +355,26 @@ async def test_an_answered_approval_awaiting_a_worker(store_url: str,
         assert not first.awaiting_worker
         await approve(app, "trip-aw")
         assert (await app.store.run_get("trip-aw")).status == "waiting"
+        words = "approval of book_flight answered (approved), waiting for a worker"
+        runs = await asyncio.to_thread(tether_cli, "runs", db=store_url)
+        assert runs.returncode == 0, runs.stderr
+        (row,) = [line for line in runs.stdout.splitlines() if "trip-aw" in line]
+        assert row.endswith(words), runs.stdout
+        show = await asyncio.to_thread(tether_cli, "show", "trip-aw", db=store_url)
+        assert show.returncode == 0, show.stderr
+        assert f"waiting for: {words} (since " in show.stdout, show.stdout
+        assert "tether approve" not in show.stdout, show.stdout
         (listed,) = await pending_approvals(app)
         assert listed.awaiting_worker and listed.approval_id == first.approval_id
+        assert listed.answered
         page, _ = await pending_approvals_page(app, limit=5)
-        assert [p.awaiting_worker for p in page] == [True]
+        assert [(p.awaiting_worker, p.answered) for p in page] == [(True, True)]
         with pytest.raises(NoPendingApproval, match="answered already"):
             await approve(app, "trip-aw")
         as_json = await asyncio.to_thread(tether_cli, "approvals", "--json", db=store_url)
         assert as_json.returncode == 0, as_json.stderr
-        assert [(r["run_id"], r["awaiting_worker"]) for r in json.loads(as_json.stdout)] \
-            == [("trip-aw", True)]
+        assert [(r["run_id"], r["awaiting_worker"], r["answered"])
+                for r in json.loads(as_json.stdout)] == [("trip-aw", True, True)]
         for limit in ((), ("--limit", "5")):
             table = await asyncio.to_thread(tether_cli, "approvals", *limit, db=store_url)
             assert (table.returncode, table.stdout) == (0, "no pending approvals\n"), table
@@ -375,12 +387,79 @@ async def test_an_answered_approval_awaiting_a_worker(store_url: str,
                       {"destination": "Lisbon", "price_usd": 180.0}]
 
 
+async def _claimable(app: App, run_id: str) -> None:
+    """Wait until ``run_id``, waiting, is claimable (its wait's timeout passed)."""
+    async with asyncio.timeout(20):
+        while True:
+            run = await app.store.run_get(run_id)
+            if run.status == "waiting" and run.available_at is not None \
+                    and run.available_at <= app.clock.now():
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_an_approval_whose_watch_timed_out_may_still_be_answered(
+        store_url: str) -> None:
+    """A watched approval wait (``tether.ai.mcp``'s) times out, unanswered, while no
+    worker runs: its run is claimable (``awaiting_worker``), but nobody answered it.
+    ``tether approvals``' table lists it (it left it out, as if answered, until a worker
+    took the run), ``--json`` says ``"answered": false``, ``tether runs`` and ``tether
+    show`` say it is awaited, and an answer is taken. Answered, it leaves the table."""
+    app = App(store_url)
+
+    async def nothing() -> None:
+        return None
+
+    @app.workflow
+    async def deploy(service: str) -> bool:
+        decision = await request_approval("deploy", {"service": service}, "a release",
+                                          approval_id="d-1", watch=nothing,
+                                          watch_every=0.2)
+        return decision.approved
+
+    async with app:
+        async with app.worker():
+            handle = await app.start(deploy, "api", run_id="watched")
+            await next_pending(app)
+        await _claimable(app, "watched")
+        for limit in ((), ("--limit", "5")):
+            table = await asyncio.to_thread(tether_cli, "approvals", *limit, db=store_url)
+            assert table.returncode == 0, table.stderr
+            assert "watched" in table.stdout and "deploy" in table.stdout, table.stdout
+        as_json = await asyncio.to_thread(tether_cli, "approvals", "--json", db=store_url)
+        assert [(r["run_id"], r["awaiting_worker"], r["answered"])
+                for r in json.loads(as_json.stdout)] == [("watched", True, False)]
+        (listed,) = await pending_approvals(app)
+        assert (listed.run_id, listed.awaiting_worker, listed.answered) == (
+            "watched", True, False)
+        runs = await asyncio.to_thread(tether_cli, "runs", db=store_url)
+        (row,) = [line for line in runs.stdout.splitlines() if "watched" in line]
+        assert row.endswith("approval of deploy"), runs.stdout
+        show = await asyncio.to_thread(tether_cli, "show", "watched", db=store_url)
+        assert "waiting for: approval of deploy (since " in show.stdout, show.stdout
+        assert "answer: tether approve watched --approval-id d-1" in show.stdout
+
+        answered = await asyncio.to_thread(tether_cli, "approve", "watched", "--reject",
+                                           db=store_url)
+        assert answered.returncode == 0, answered.stderr
+        (listed,) = await pending_approvals(app)
+        assert (listed.awaiting_worker, listed.answered) == (True, True)
+        table = await asyncio.to_thread(tether_cli, "approvals", db=store_url)
+        assert table.stdout == "no pending approvals\n", table.stdout
+        show = await asyncio.to_thread(tether_cli, "show", "watched", db=store_url)
+        assert ("waiting for: approval of deploy answered (rejected), waiting for a "
+                "worker") in show.stdout, show.stdout
+        async with app.worker():
+            assert await handle.result(timeout=20) is False
+
+
 def test_pending_approval_shape() -> None:
     """to_dict() is the ``--json`` row: every field, JSON types."""
     p = PendingApproval("r", "a", "t", {"x": 1}, "why", 1.5, "1.0", "call_1")
     assert json.loads(json.dumps(p.to_dict())) == {
         "run_id": "r", "agent": "a", "tool": "t", "arguments": {"x": 1}, "reason": "why",
-        "since": 1.5, "approval_id": "1.0", "call_id": "call_1", "awaiting_worker": False}
+        "since": 1.5, "approval_id": "1.0", "call_id": "call_1", "awaiting_worker": False,
+        "answered": False}
     assert tether.ai.APPROVAL_SIGNAL == "approval"
 
 

@@ -624,6 +624,52 @@ async def test_the_signal_forms_note_says_a_send_that_answers_nothing(
         await app.handle("sig-appr").result(timeout=30)
 
 
+async def test_an_approval_whose_watch_timed_out_stays_in_the_inbox_until_answered(
+        ui_any: httpx.AsyncClient) -> None:
+    """A watched approval wait (``tether.ai.mcp``'s) timed out while no worker runs:
+    its run is claimable, but nobody answered it. The inbox, the runs list's "needs
+    approval" badge and its page's buttons offer it (the inbox and the badge left it
+    out, as if answered, until a worker took the run), the API lists it
+    ``"awaiting_worker": true, "answered": false``; the inbox's answer is taken."""
+    ui = ui_any
+    app = ui.app  # type: ignore[attr-defined]
+    csrf = await login(ui, ADMIN)
+    await app.start("watched_purchase", "wt", run_id="wt-1")
+    async with app.worker(queues=["default"]):
+        async with asyncio.timeout(30):
+            while (await app.store.run_get("wt-1")).status != "waiting":
+                await asyncio.sleep(0.02)
+    async with asyncio.timeout(30):  # (its watch's timeout passes: claimable)
+        while not ((run := await app.store.run_get("wt-1")).status == "waiting"
+                   and run.available_at <= app.clock.now()):
+            await asyncio.sleep(0.05)
+
+    page = (await ui.get("/approvals")).text
+    assert re.findall(r'<li class="card approval" data-run="([^"]+)"', page) == ["wt-1"]
+    runs = (await ui.get("/runs")).text
+    assert re.search(r'<span class="pill s-waiting">waiting</span>\s*<a class="pill '
+                     r's-approval"[^>]*>needs approval</a>', runs), runs
+    bearer = {"Authorization": f"Bearer {READ}"}
+    listed = (await ui.get("/api/v1/approvals", headers=bearer)).json()["approvals"]
+    assert [(a["run_id"], a["awaiting_worker"], a["answered"]) for a in listed] == [
+        ("wt-1", True, False)], listed
+    head = (await ui.get("/ui/runs/wt-1?part=head")).text
+    assert " · waiting for <b>approval of buy</b>" in head, head
+    form = re.search(r'action="/ui/runs/wt-1/approval"(.*?)</form>', page, re.S)
+    assert form is not None and 'action="/ui/runs/wt-1/approval"' in head
+    fields = {k: html.unescape(v) for k, v in re.findall(
+        r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(1))}
+    r = await ui.post("/ui/runs/wt-1/approval",
+                      data={**fields, "csrf": csrf, "decision": "approve"})
+    assert r.status_code == 303, r.text
+    assert "Approved buy for run wt-1" in (await ui.get("/approvals")).text
+    listed = (await ui.get("/api/v1/approvals", headers=bearer)).json()["approvals"]
+    assert [(a["awaiting_worker"], a["answered"]) for a in listed] == [(True, True)]
+    assert "data-run=" not in (await ui.get("/ui/approvals")).text
+    async with app.worker(queues=["default"]):
+        assert (await app.handle("wt-1").result(timeout=30))["approved"] is True
+
+
 async def test_the_inbox_drops_an_approval_once_answered_before_a_worker_takes_it(
         ui_any: httpx.AsyncClient) -> None:
     """An answered approval leaves the inbox at once: its run stays ``waiting`` (its
@@ -631,7 +677,9 @@ async def test_the_inbox_drops_an_approval_once_answered_before_a_worker_takes_i
     worker running, all busy), and the inbox the answer led back to showed it still,
     with its buttons (pressed again: "it was approved first"). The runs list's "needs
     approval" badge leaves it too, and ``GET /api/v1/approvals`` lists it marked
-    ``"awaiting_worker": true`` (before, both listed it as any other)."""
+    ``"awaiting_worker": true`` and ``"answered": true`` (before, both listed it as any
+    other). Its page's head says it was answered and waits for a worker, and its card
+    has no buttons (it said "waiting for approval of buy", the buttons under it)."""
     ui = ui_any
     app = ui.app  # type: ignore[attr-defined]
     csrf = await login(ui, ADMIN)
@@ -666,11 +714,21 @@ async def test_the_inbox_drops_an_approval_once_answered_before_a_worker_takes_i
         r'(<a class="pill s-approval"[^>]*>needs approval</a>)?\s*</td>\s*'
         r'<td class="mono"><a href="/runs/([^"]+)"', runs) if m[0]]
     assert [run for _, run in badged] == ["ans-2"], badged
+    for part in ("/runs/ans-1", "/ui/runs/ans-1?part=head"):
+        head = (await ui.get(part)).text
+        assert (" · waiting for <b>approval of buy answered (approved), waiting for a "
+                "worker</b>") in head, head
+        assert 'action="/ui/runs/ans-1/approval"' not in head, head
+        assert "<b>Answered: approved</b>; waiting for a worker" in head, head
+    head = (await ui.get("/ui/runs/ans-2?part=head")).text
+    assert " · waiting for <b>approval of buy</b>" in head, head
+    assert 'action="/ui/runs/ans-2/approval"' in head, head
     bearer = {"Authorization": f"Bearer {READ}"}
     for query in ("", "?limit=10"):
         listed = (await ui.get(f"/api/v1/approvals{query}", headers=bearer)).json()
-        assert {a["run_id"]: a["awaiting_worker"] for a in listed["approvals"]} == {
-            "ans-1": True, "ans-2": False}, listed
+        assert {a["run_id"]: (a["awaiting_worker"], a["answered"])
+                for a in listed["approvals"]} == {
+            "ans-1": (True, True), "ans-2": (False, False)}, listed
     await app.signal("ans-2", "approval", {"approved": False})
     async with app.worker(queues=["default"]):
         assert (await app.handle("ans-1").result(timeout=30))["approved"] is True

@@ -171,6 +171,19 @@ def make_app(url: str | None = None) -> tether.App:
                                           status={"agent": "purchase"})
         return {"approved": decision.approved, "note": decision.note}
 
+    async def nothing_to_watch() -> None:
+        return None
+
+    @app.workflow
+    async def watched_purchase(item: str) -> dict[str, object]:
+        # (an approval whose wait times out every 0.2 s, as tether.ai.mcp's watched
+        # ones do: with no worker running, the run is claimable and nobody answered)
+        decision = await request_approval("buy", {"item": item, "price_usd": 49.0},
+                                          f"{item} is needed for the report", approval_id="1",
+                                          status={"agent": "purchase"},
+                                          watch=nothing_to_watch, watch_every=0.2)
+        return {"approved": decision.approved, "note": decision.note}
+
     @app.step
     async def pay_once(i: int) -> int:
         tether.ext.add_metrics({"llm.calls": 1, "tokens.input": 100, "cost.usd": 0.5})

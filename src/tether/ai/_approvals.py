@@ -27,7 +27,7 @@ answers whatever approval is waiting.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -112,10 +112,14 @@ class PendingApproval:
         since: when the run started waiting (epoch seconds, journaled time).
         approval_id: which approval of the run this is (unique within the run).
         call_id: the model's id of the tool call.
-        awaiting_worker: the approval was answered (or the wait's watch timeout passed)
-            and the run is claimable: it stays ``waiting``, its status naming this
-            approval, until a worker takes it up; it is not for a person to answer.
-            ``awaits_worker`` says it of a listed run.
+        awaiting_worker: the run is claimable now (``awaits_worker``): its approval was
+            answered (``answered``), or its wait's watch timeout passed (a worker takes
+            it up, and it waits again, for the same approval). It stays ``waiting``, its
+            status naming this approval, until a worker claims it.
+        answered: an answer to this approval waits in the store for the run to take
+            it (``awaiting_worker`` is true too): it is not for a person to answer any
+            more (a second answer is refused). One whose watch timeout passed and that
+            nobody answered is not answered, and a person may answer it.
     """
 
     run_id: str
@@ -127,12 +131,13 @@ class PendingApproval:
     approval_id: str
     call_id: str = ""
     awaiting_worker: bool = False
+    answered: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "agent": self.agent, "tool": self.tool,
                 "arguments": self.arguments, "reason": self.reason, "since": self.since,
                 "approval_id": self.approval_id, "call_id": self.call_id,
-                "awaiting_worker": self.awaiting_worker}
+                "awaiting_worker": self.awaiting_worker, "answered": self.answered}
 
 
 # -- the workflow side ----------------------------------------------------------------------
@@ -233,9 +238,10 @@ async def pending_approvals(app: App, *, limit: int | None = None) -> list[Pendi
 
     Reads the runs the store's index of approval waits holds
     (``run_list_awaiting_approval``: the ``waiting`` runs released on the approval
-    signal, however many other runs wait), page by page, and decodes their live status:
-    a run whose approval was just answered is ``queued`` or ``running`` until it takes
-    the answer, and is not listed.
+    signal, however many other runs wait), page by page, and decodes their live status.
+    A run whose approval was answered stays ``waiting`` until a worker takes the answer
+    up: it is listed ``answered`` (``waiting_answers``: one more read a page, only when
+    a run of it is claimable).
 
     Raises:
         ValueError: a ``limit`` below 1.
@@ -246,8 +252,9 @@ async def pending_approvals(app: App, *, limit: int | None = None) -> list[Pendi
     after: tuple[float, str] | None = None
     while True:
         page = await runs_awaiting_approval(app, limit=_PAGE, after=after)
+        answers = await waiting_answers(app, page)
         for run in page:
-            pending = pending_of(app, run)
+            pending = pending_of(app, run, answered=run.run_id in answers)
             if pending is not None:
                 found.append(pending)
         if len(page) < _PAGE:
@@ -269,30 +276,32 @@ async def pending_approvals_page(app: App, *, limit: int = 50,
     approval can sort): a run's age never changes, so a cursor continues exactly, each
     approval once, whatever is answered or asked meanwhile (an approval asked meanwhile
     by a run older than the cursor shows on the next pass from the start). Reads
-    ``limit + 1`` waiting runs at a time (a run whose approval was just answered is
-    skipped), not every one.
+    ``limit + 1`` waiting runs at a time, not every one.
 
     Raises:
         ValueError: a ``limit`` below 1.
     """
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    return await approval_waits_page(app, lambda run: pending_of(app, run), limit=limit,
-                                     after=after)
+    return await approval_waits_page(
+        app, lambda run, answered: pending_of(app, run, answered=answered), limit=limit,
+        after=after)
 
 
-async def approval_waits_page(app: App, take: Callable[[Any], T | None], *, limit: int,
-                              after: tuple[float, str] | None
+async def approval_waits_page(app: App, take: Callable[[Any, bool], T | None], *,
+                              limit: int, after: tuple[float, str] | None
                               ) -> tuple[list[T], tuple[float, str] | None]:
     """``pending_approvals_page``'s walk of the index of approval waits, for what
-    ``take`` makes of each waiting run (a record; None: skipped, as a run whose
-    approval was just answered): at most ``limit`` of them after ``after``, and the
-    next page's cursor. (The inbox takes the approvals this server cannot read too.)"""
+    ``take`` makes of each waiting run (a record, and whether its approval was answered,
+    ``waiting_answers``; None: skipped, as the table and the inbox skip an answered
+    one): at most ``limit`` of them after ``after``, and the next page's cursor. (The
+    inbox takes the approvals this server cannot read too.)"""
     found: list[tuple[T, tuple[float, str]]] = []
     while len(found) <= limit:
         page = await runs_awaiting_approval(app, limit=limit + 1, after=after)
+        answers = await waiting_answers(app, page)
         for run in page:
-            item = take(run)
+            item = take(run, run.run_id in answers)
             if item is not None:
                 found.append((item, (run.created_at, run.run_id)))
         if len(page) < limit + 1:
@@ -303,32 +312,116 @@ async def approval_waits_page(app: App, take: Callable[[Any], T | None], *, limi
     return [item for item, _ in shown], nxt
 
 
-def pending_of(app: App, run: Any) -> PendingApproval | None:
+def pending_of(app: App, run: Any, *, answered: bool = False) -> PendingApproval | None:
     """The approval a run read from the store (a ``RunRecord``: a listing's row) waits
-    for, or ``None``: what the runs page marks "needs approval" without another query
-    (unless ``awaiting_worker``: answered, see ``awaits_worker``)."""
-    if run.status_info is None or run.waiting_for != _WAITING_FOR:
-        return None  # a stale status: the run waits for something else now
-    try:
-        info = app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
-    except Exception:
-        return None  # not JSON we wrote: not an approval
+    for, or ``None``: what the runs page marks "needs approval" without another query.
+    ``answered``: an answer to it waits for the run (``waiting_answers`` says which runs
+    of a listing); marked only on a run claimable now (``awaiting_worker``), which an
+    answer makes it."""
+    info = _status_of(app, run)
+    if info is None:
+        return None
     pending = _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)
     if pending is None or not awaits_worker(app, run):
         return pending
-    return replace(pending, awaiting_worker=True)
+    return replace(pending, awaiting_worker=True, answered=answered)
+
+
+def _status_of(app: App, run: Any) -> Any:
+    """The live status of a run record waiting for an approval, decoded; None for a run
+    that waits for something else, or whose status this process cannot decode."""
+    if run.status_info is None or run.waiting_for != _WAITING_FOR:
+        return None  # a stale status: the run waits for something else now
+    try:
+        return app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
+    except Exception:
+        return None  # not JSON we wrote (or sealed with a key we lack): not an approval
 
 
 def awaits_worker(app: App, run: Any) -> bool:
     """A ``waiting`` run (a ``RunRecord``) that is claimable now: its approval was
     answered (the signal made it due; a second answer is refused), or its wait's watch
-    timeout passed (a worker takes it up, and it waits again). It stays ``waiting``, its
-    status naming the approval, until a worker claims it. The one rule every listing of
-    pending approvals follows: the web inbox, the runs page's "needs approval" badge and
-    ``tether approvals``' table leave such a run out; the API and ``--json`` list it
-    with ``awaiting_worker``."""
+    timeout passed (a worker takes it up, and it waits again, for the same approval,
+    which a person may still answer). It stays ``waiting``, its status naming the
+    approval, until a worker claims it. The API and ``--json`` list such a run with
+    ``awaiting_worker``; whether it was answered is ``waiting_answers``' to say, read
+    only for the runs this holds of."""
     return (run.status == RunStatus.WAITING.value and run.available_at is not None
             and run.available_at <= app.clock.now())
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingAnswer:
+    """An answer to the approval a run waits for, in the store until a worker takes the
+    run up (the run stays ``waiting``, its status naming the approval, meanwhile).
+
+    Attributes:
+        decision: what was answered; None when this process cannot read it (sent
+            encrypted with a key it lacks).
+    """
+
+    decision: ApprovalDecision | None
+
+    def words(self, tool: str) -> str:
+        """What the run waits for, as a person reads it: ``approval of refund answered
+        (approved), waiting for a worker`` (``tether runs``, ``tether show``, the run
+        page's head), where ``approval_wait`` said ``approval of refund``."""
+        said = "" if self.decision is None else \
+            f" ({'approved' if self.decision.approved else 'rejected'})"
+        return f"{approval_wait(tool)} answered{said}, waiting for a worker"
+
+
+async def waiting_answers(app: App, runs: Iterable[Any]) -> dict[str, WaitingAnswer]:
+    """The answers that wait in the store for runs of a listing (``RunRecord``s) to take
+    them, by run id: of each run waiting for an approval and claimable now
+    (``awaits_worker``: an answer makes it so; so does its wait's watch timeout, with no
+    answer) whose pending ``approval`` signals hold an answer to its approval. One read
+    for them all (``signals_pending_many``), none when no run is claimable. An
+    ``approval`` signal that answers nothing (another approval's id, no ``approved``)
+    is none: the run skips it and waits on, for a person to answer."""
+    due = {r.run_id: r for r in runs
+           if r.waiting_for == _WAITING_FOR and awaits_worker(app, r)}
+    if not due:
+        return {}
+    sent = await app.store.signals_pending_many(run_ids=list(due), name=APPROVAL_SIGNAL)
+    found = {}
+    for run_id, payloads in sent.items():
+        info = _status_of(app, due[run_id])
+        pending = None if info is None else _pending_from(
+            run_id, due[run_id].workflow, RunStatus(due[run_id].status), info)
+        answer = _answer_in(app, run_id, None if pending is None else pending.approval_id,
+                            payloads)
+        if answer is not None:
+            found[run_id] = answer
+    return found
+
+
+async def waiting_answer(app: App, run_id: str, approval_id: str) -> WaitingAnswer | None:
+    """The answer to approval ``approval_id`` that waits in the store for the ``waiting``
+    run ``run_id`` to take it, or None: what ``tether show`` and the run page say of a
+    run waiting for an approval (one read; ask it of such a run alone)."""
+    sent = await app.store.signals_pending_many(run_ids=[run_id], name=APPROVAL_SIGNAL)
+    return _answer_in(app, run_id, approval_id, sent.get(run_id, []))
+
+
+def _answer_in(app: App, run_id: str, approval_id: str | None,
+               payloads: list[str | None]) -> WaitingAnswer | None:
+    """The first of a run's pending ``approval`` signals (encoded payloads, oldest
+    first) that answers approval ``approval_id`` (None: a status this process cannot
+    read; any signal counts), as the run will take them; None if none does. One this
+    process cannot decode counts, unread."""
+    codec = app.codec.for_run(run_id)
+    for text in payloads:
+        try:
+            payload = codec.decode(text, None, "signal")
+        except Exception:
+            return WaitingAnswer(None)  # (encrypted with a key this process lacks)
+        if approval_id is None:
+            return WaitingAnswer(None)
+        decision = _decision(payload, approval_id)
+        if decision is not None:
+            return WaitingAnswer(decision)
+    return None
 
 
 def approval_wait(tool: str) -> str:

@@ -24,7 +24,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("approvals", parents=[common],
                        help="list the tool calls that wait for a human's approval, "
                        "longest waiting first (--json lists one answered already, its run "
-                       "awaiting a worker, too: \"awaiting_worker\": true)")
+                       "awaiting a worker, too: \"answered\": true)")
     p.add_argument("--limit", type=bounded_int(1_000_000), default=None,
                    help="at most this many approvals, of the oldest runs (a line on "
                    "stderr says when more wait); default: every one, longest waiting "
@@ -59,13 +59,13 @@ async def approvals(args: argparse.Namespace) -> int:
     )
 
     async with client(args, read_only=True) as app:
-        if args.json:  # (every one, an answered one marked "awaiting_worker": true)
+        if args.json:  # (every one, an answered one marked "answered": true)
             if args.limit is None:
                 found, more = await pending_approvals(app), None
             else:
                 found, more = await pending_approvals_page(app, limit=args.limit)
         elif args.limit is None:
-            found = [p for p in await pending_approvals(app) if not p.awaiting_worker]
+            found = [p for p in await pending_approvals(app) if not p.answered]
             more = None
         else:  # (the table: the ones a person may answer, as the web inbox lists them)
             found, more = await approval_waits_page(app, partial(_open, app),
@@ -97,13 +97,13 @@ async def approvals(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(app: Any, run: Any) -> Any:
+def _open(app: Any, run: Any, answered: bool) -> Any:
     """The approval ``run`` waits for that a person may answer (not one answered
-    already, its run awaiting a worker), or None."""
+    already, its run awaiting a worker; one whose watch timed out unanswered is), or
+    None."""
     from tether.ai._approvals import pending_of
 
-    pending = pending_of(app, run)
-    return None if pending is None or pending.awaiting_worker else pending
+    return None if answered else pending_of(app, run)
 
 
 async def approve(args: argparse.Namespace) -> int:

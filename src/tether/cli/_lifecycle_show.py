@@ -44,38 +44,48 @@ def name_width(info: RunInfo) -> int:
 APPROVAL_WAIT = "signal approval"
 
 
-def waiting_text(info: RunInfo) -> str:
+def waiting_text(info: RunInfo, answer: Any = None) -> str:
     """What a waiting run waits for, and since when if that is known
     (``_show.waiting_since``), as stored: the caller makes it safe to print. An
     approval (``waiting_for`` the signal that answers it, ``signal approval``) is said
-    in words (``asks_person`` adds its arguments and the command that answers it)."""
+    in words (``asks_person`` adds its arguments and the command that answers it), and
+    one answered already, its run awaiting a worker (``answer``: the answer waiting,
+    ``tether.ai._approvals.waiting_answer``), says so: ``approval of refund answered
+    (approved), waiting for a worker`` (it said the approval was awaited)."""
     since = waiting_since(info_dict(info))
     when = f" (since {fmt_time(since)})" if since is not None else ""
     if info.waiting_for == APPROVAL_WAIT:
         from tether.ai._approvals import approval_wait, awaited_approval
 
         pending = awaited_approval(info)
+        if pending is not None and answer is not None:
+            return f"{answer.words(pending.tool)}{when}"
         if pending is not None:  # (the command that answers it: asks_person's lines)
             return f"{approval_wait(pending.tool)}{when}"
     return (info.waiting_for or "") + when
 
 
-def approval_cell(app: Any, run: Any) -> str | None:
+def approval_cell(app: Any, run: Any, answer: Any = None) -> str | None:
     """``tether runs``' WAITING FOR cell of a run record waiting for an approval
-    (``approval of TOOL``), or None (another wait; an approval whose live status this
+    (``approval of TOOL``; ``answer``: the answer waiting for it, from
+    ``tether.ai._approvals.waiting_answers``, ``approval of TOOL answered (approved),
+    waiting for a worker``), or None (another wait; an approval whose live status this
     command cannot decode keeps its raw ``signal approval``)."""
     if run.waiting_for != APPROVAL_WAIT or run.status != "waiting":
         return None
     from tether.ai._approvals import approval_wait, pending_of
 
     pending = pending_of(app, run)
-    return None if pending is None else approval_wait(pending.tool)
+    if pending is None:
+        return None
+    return answer.words(pending.tool) if answer is not None else approval_wait(pending.tool)
 
 
-def asks_person(info: RunInfo) -> list[tuple[str, str]]:
+def asks_person(info: RunInfo, answer: Any = None) -> list[tuple[str, str]]:
     """What a waiting run asks a person for and the command that answers it, as
     ``(label, text)`` lines under its ``waiting for:`` line: an approval's tool and
-    arguments (``tether approve``), or the message of a signal the workflow asked a
+    arguments (``tether approve``; no command for one answered already, ``answer``,
+    whose run awaits a worker), or the message of a signal the workflow asked a
     person for in its live status (``input``: the budget's raise, ``tether budget``).
     The live status line, cut to the width, kept the figures and the tool's arguments
     out of sight; the web UI's run page shows them. Empty for any other run."""
@@ -85,11 +95,13 @@ def asks_person(info: RunInfo) -> list[tuple[str, str]]:
     run = shlex.quote(info.run_id)
     approval = awaited_approval(info)
     if approval is not None:
-        return [(f"  approval {safe(approval.approval_id)}: ",
-                 f"{safe(approval.tool)} {short(approval.arguments, 200)}"),
-                ("  answer: ", f"tether approve {run} --approval-id "
-                               f"{shlex.quote(approval.approval_id)} (--reject to refuse; "
-                               "--note TEXT)")]
+        asked = [(f"  approval {safe(approval.approval_id)}: ",
+                  f"{safe(approval.tool)} {short(approval.arguments, 200)}")]
+        if answer is not None:
+            return asked
+        return [*asked, ("  answer: ", f"tether approve {run} --approval-id "
+                                       f"{shlex.quote(approval.approval_id)} (--reject to "
+                                       "refuse; --note TEXT)")]
     kind, _, name = (info.waiting_for or "").partition(" ")
     status = info.status_info if isinstance(info.status_info, dict) else {}
     ask = status.get("input")

@@ -373,6 +373,8 @@ def _statuses(texts: list[str] | None) -> tuple[str, ...] | None:
 
 
 async def runs(args: argparse.Namespace) -> int:
+    from tether.ai._approvals import waiting_answers
+
     async with client(args, read_only=True) as app:
         # (the search the API's list and the runs page make: a workflow's through its
         # index, not a scan of every run; and each record with a fork's origin)
@@ -400,8 +402,11 @@ async def runs(args: argparse.Namespace) -> int:
                 idle = versions_idle(found, await live_versions(app.store, app.clock.now()))
         # (an approval's waiting_for is the signal that answers it, `signal approval`:
         # its cell says it in words, as the web UI does)
+        # (one answered already says so: one read of the answers waiting, only for a
+        # listing that holds a claimable run waiting for an approval)
+        answers = await waiting_answers(app, found)
         said = {r.run_id: text for r in found
-                if (text := approval_cell(app, r)) is not None}
+                if (text := approval_cell(app, r, answers.get(r.run_id))) is not None}
         if not found and args.workflow:
             await _warn_unknown_filter(app, args.workflow)
         if not found and args.queue:
@@ -436,6 +441,8 @@ async def runs(args: argparse.Namespace) -> int:
 
 
 async def show(args: argparse.Namespace) -> int:
+    from tether.ai._approvals import awaited_approval, waiting_answer
+
     async with reader(args) as app:
         info = await app.get_run(args.run_id)
         doc = await run_document(app, args.run_id) if args.json else None
@@ -448,6 +455,10 @@ async def show(args: argparse.Namespace) -> int:
             app, info.status.value, info.waiting_for)
         live = ([] if doc is not None or (info.version and not pinned_to_wait(info))
                 else await _live_versions(app))
+        # (an approval answered already, its run awaiting a worker, is not awaited)
+        asked = awaited_approval(info) if info.status is RunStatus.WAITING else None
+        answer = (await waiting_answer(app, info.run_id, asked.approval_id)
+                  if doc is None and asked is not None else None)
     # (a run pinned to a version no live worker has waits while other workers serve)
     idle = (version_idle_note(info.version, live) if doc is None and info.version
             and pinned_to_wait(info) and info.version not in live else None)
@@ -457,10 +468,10 @@ async def show(args: argparse.Namespace) -> int:
     width = fit_width(args.wide)
     if width is None:
         print_timeline(info, parent_gone=parent_gone, unregistered=unregistered,
-                       queue_limit=limit, live=live, idle=idle, child=child)
+                       queue_limit=limit, live=live, idle=idle, child=child, answer=answer)
     else:
         print_fitted(info, width, sys.stdout.write, parent_gone, unregistered=unregistered,
-                     queue_limit=limit, live=live, idle=idle, child=child)
+                     queue_limit=limit, live=live, idle=idle, child=child, answer=answer)
     return 0
 
 
@@ -550,7 +561,7 @@ def _short_created(text: str) -> str:
 def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
                    unregistered: str | None = None, queue_limit: int | None = None,
                    live: list[str] | None = None, idle: str | None = None,
-                   child: str | None = None) -> None:
+                   child: str | None = None, answer: Any = None) -> None:
     out = out or sys.stdout
     w = out.write
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
@@ -559,8 +570,8 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
       + (f"  {'blocked' if info.status is RunStatus.BLOCKED else 'finished'} "
          f"{fmt_time(info.finished_at)}" if info.finished_at else "") + "\n")
     if info.waiting_for:
-        w(f"waiting for: {safe(waiting_text(info))}\n")
-        for label, text in asks_person(info):
+        w(f"waiting for: {safe(waiting_text(info, answer))}\n")
+        for label, text in asks_person(info, answer):
             w(f"{label}{text}\n")
         if child is not None:
             w(f"  the child is {safe(child)}\n")

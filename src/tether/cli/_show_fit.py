@@ -222,14 +222,15 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
 def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False, *,
                  unregistered: str | None = None, queue_limit: int | None = None,
                  live: Sequence[str] = (), idle: str | None = None,
-                 child: str | None = None) -> None:
+                 child: str | None = None, answer: Any = None) -> None:
     """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide
     (``parent_gone``: its parent run was purged; ``unregistered``: as for
     ``no_operations_note``; ``queue_limit``: its queue's limit; ``live``: the versions
     of the live versioned workers, for ``version_text``; ``idle``: the note of a run
     whose version no live worker has, ``version_idle_note``; ``child``: what the child
-    it waits for is doing, ``_show.child_waits``)."""
-    for line in _head(info, width, parent_gone, live, child):
+    it waits for is doing, ``_show.child_waits``; ``answer``: the answer waiting for
+    the approval it waits for, ``tether.ai._approvals.waiting_answer``)."""
+    for line in _head(info, width, parent_gone, live, child, answer):
         w(line + "\n")
     for line in wrap(idle, width, "") if idle is not None else ():
         w(line + "\n")
@@ -267,7 +268,8 @@ def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False,
 
 
 def _head(info: RunInfo, width: int, parent_gone: bool = False,
-          live: Sequence[str] = (), child: str | None = None) -> list[str]:
+          live: Sequence[str] = (), child: str | None = None,
+          answer: Any = None) -> list[str]:
     """The run's id (whole, on the first line), where it stands, and its payloads."""
     where = [f"workflow {_line(info.workflow)}", f"queue {_line(info.queue)}",
              f"status {info.status.value}"]
@@ -290,8 +292,8 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False,
                    *([f"{ended} {fmt_time(info.finished_at)}"] if info.finished_at else [])],
                   width)
     if info.waiting_for:
-        lines.append(cut_end(f"waiting for: {_line(waiting_text(info))}", width))
-        for label, text in asks_person(info):
+        lines.append(cut_end(f"waiting for: {_line(waiting_text(info, answer))}", width))
+        for label, text in asks_person(info, answer):
             lines += wrap(text, width, label)
         if child is not None:
             lines += wrap(_line(child), width, "  the child is ")

@@ -344,9 +344,16 @@ def document(root_path: str = "") -> dict[str, Any]:
                                                "empty)"},
                     "awaiting_worker": {
                         "type": "boolean",
+                        "description": "the run is claimable now: answered (see "
+                                       "answered), or its wait's watch timeout passed; "
+                                       "it stays waiting until a worker takes it up"},
+                    "answered": {
+                        "type": "boolean",
                         "description": "answered already: the run stays waiting until a "
                                        "worker takes the answer up, and a second answer "
-                                       "is refused (409); the web inbox leaves it out"}}},
+                                       "is refused (409); the web inbox leaves it out. "
+                                       "False for one whose watch timeout passed with "
+                                       "no answer: it may still be answered"}}},
             },
         },
         "servers": [{"url": root_path or "/"}],

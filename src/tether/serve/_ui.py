@@ -223,12 +223,17 @@ def run_wait_text(run: Mapping[str, Any]) -> Markup:
     """What a run's page head says it waits for: ``wait_text``, except a wait for an
     approval (``waiting_for`` the signal that answers it, ``signal approval``) whose
     live status this server reads: ``approval of TOOL``, as ``tether runs`` and ``tether
-    show`` say it."""
+    show`` say it; one answered already, its run awaiting a worker (``run_view``'s
+    ``approval_answer``): ``approval of TOOL answered (approved), waiting for a
+    worker``."""
     status = run.get("status_info")
     if run.get("waiting_for") == _APPROVAL_WAIT and isinstance(status, Mapping) \
             and status.get("state") == "awaiting_approval":
         approval = status.get("approval")
         tool = approval.get("tool") if isinstance(approval, Mapping) else None
+        answer = run.get("approval_answer")  # (tether.ai._approvals.waiting_answer's)
+        if answer is not None:
+            return escape(answer.words(str(tool or "")))
         return escape(f"approval of {tool}" if tool else "approval")
     return wait_text(run.get("waiting_for"))
 
@@ -733,6 +738,15 @@ async def run_view(app: App, run_id: str, *,
         "tokens": m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0) + kids_tokens,
         "kids_cost": kids_cost}
     doc["approval"] = _pending_approval(doc)
+    # (an approval answered already, its run awaiting a worker, is not awaited: the head
+    # says so, and the card has no buttons; one read, of a run waiting for one alone)
+    doc["approval_answer"] = None
+    if doc["approval"] is not None and doc["status"] == "waiting" \
+            and doc.get("waiting_for") == _APPROVAL_WAIT:
+        from tether.ai._approvals import waiting_answer
+
+        doc["approval_answer"] = await waiting_answer(app, run_id,
+                                                      str(doc["approval"].get("id", "")))
     doc["wait"] = await _wait_view(app, doc)
     # A queued run's workflow no worker registered, its queue's limit (paused: 0), as
     # `tether show` says them.
@@ -971,11 +985,13 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     if len(found) > limit:
         more = "/runs?" + urlencode({**filters, **sized, "cursor": encode_cursor(
             page[-1].created_at, page[-1].run_id)})
-    from tether.ai._approvals import awaits_worker, pending_of
+    from tether.ai._approvals import pending_of, waiting_answers
 
-    # (the runs on the page, as listed: no query, and every approval among them that a
-    # person may answer: one answered already, awaiting a worker, is none)
-    waiting = {r.run_id for r in page if not awaits_worker(app, r)
+    # (the runs on the page, as listed, and every approval among them that a person may
+    # answer: one answered already, awaiting a worker, is none; one read of the answers
+    # waiting, only when a run on the page waiting for an approval is claimable)
+    answered = await waiting_answers(app, page)
+    waiting = {r.run_id for r in page if r.run_id not in answered
                and (pending_of(app, r) is not None or sealed_approval(app, r) is not None)}
     # (a blocked run waits for an operator: its cell says why, as `tether runs` does)
     blocked = {r.run_id: blocked_reason(app, r) for r in page if r.status == "blocked"}
@@ -1060,17 +1076,18 @@ async def _approvals_context(request: Request) -> dict[str, Any]:
     waits for an approval this server cannot read (its live status encrypted with a key
     it lacks) is one of them (``unreadable``), said so: ``pending_approvals_page``
     skips it, and the inbox said "Nothing waits for a person right now"."""
-    from tether.ai._approvals import approval_waits_page, awaits_worker, pending_of
+    from tether.ai._approvals import approval_waits_page, pending_of
 
     cursor = request.query_params.get("cursor")
     app: App = request.app.state.tether
 
-    def take(r: Any) -> tuple[Any, Any, Any] | None:
-        if awaits_worker(app, r):
-            # Answered (the signal made it claimable), or its wait's deadline passed: a
-            # worker takes it up next, and an answer now is refused. It stays
-            # ``waiting``, its status naming the approval, until a worker claims it:
-            # the inbox an answer led back to showed it still, with its buttons.
+    def take(r: Any, answered: bool) -> tuple[Any, Any, Any] | None:
+        if answered:
+            # A worker takes the answer up next, and a second answer is refused. It
+            # stays ``waiting``, its status naming the approval, until a worker claims
+            # it: the inbox an answer led back to showed it still, with its buttons.
+            # (One whose watch timed out, unanswered, is claimable too, and listed: a
+            # person may answer it still.)
             return None
         pending = pending_of(app, r)
         marker = None if pending is not None else sealed_approval(app, r)
