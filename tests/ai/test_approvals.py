@@ -404,7 +404,9 @@ async def test_an_approval_whose_watch_timed_out_may_still_be_answered(
     worker runs: its run is claimable (``awaiting_worker``), but nobody answered it.
     ``tether approvals``' table lists it (it left it out, as if answered, until a worker
     took the run), ``--json`` says ``"answered": false``, ``tether runs`` and ``tether
-    show`` say it is awaited, and an answer is taken. Answered, it leaves the table."""
+    show`` say it is awaited, and an answer is taken. Answered, it leaves the table; an
+    ``approval`` signal that answers nothing (no ``approved``, another approval's id)
+    does not make it answered."""
     app = App(store_url)
 
     async def nothing() -> None:
@@ -438,6 +440,11 @@ async def test_an_approval_whose_watch_timed_out_may_still_be_answered(
         show = await asyncio.to_thread(tether_cli, "show", "watched", db=store_url)
         assert "waiting for: approval of deploy (since " in show.stdout, show.stdout
         assert "answer: tether approve watched --approval-id d-1" in show.stdout
+        # (a signal that answers nothing, which the run will skip, is no answer either)
+        await app.signal("watched", "approval", {"approve": "yes"})
+        await app.signal("watched", "approval", {"approved": True, "approval_id": "old"})
+        (listed,) = await pending_approvals(app)
+        assert (listed.awaiting_worker, listed.answered) == (True, False)
 
         answered = await asyncio.to_thread(tether_cli, "approve", "watched", "--reject",
                                            db=store_url)
