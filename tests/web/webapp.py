@@ -189,6 +189,17 @@ def make_app(url: str | None = None) -> tether.App:
         tether.ext.add_metrics({"llm.calls": 1, "tokens.input": 100, "cost.usd": 0.5})
         return i
 
+    @app.step(on_replay=lambda value: {"saved.calls": 1, "saved.cost.usd": 0.0006})
+    async def ask_model(question: str) -> str:
+        tether.ext.add_metrics({"llm.calls": 1, "tokens.input": 10, "cost.usd": 0.0006})
+        return f"answer to {question}"
+
+    @app.workflow
+    async def asked_then_wait(question: str) -> list[object]:
+        """A paid call, then a wait for the signal ``go``: the run's next turn answers
+        the call from the journal, $0.0006 saved by replay."""
+        return [await ask_model(question), await tether.wait_for_signal("go")]
+
     @app.workflow
     async def paid_child(i: int) -> int:
         return await pay_once(i)
