@@ -110,3 +110,35 @@ def test_sqlite_reads_the_pending_signals_index(tmp_path: Path) -> None:
         {"run_ids": '["a", "b"]', "name": "approval"})
     assert any("tether_signals_pending" in p for p in plan), plan
     assert not any(p.startswith("SCAN tether_signals") for p in plan), plan
+
+async def test_counts_the_approvals_a_person_may_answer_and_a_pages_place(store: Store) -> None:
+    """``run_count_awaiting_approval``: the approval waits not claimable now (the
+    inbox's "N waiting"), the oldest ``limit`` at most, and how many of them are at or
+    before a cursor (its page's place); a run waiting on anything else is not counted,
+    nor one answered (claimable) or past its watch's deadline."""
+    for i in range(5):
+        await _release(store, f"ask-{i}", T0 + i, _approval())
+    await _release(store, "other", T0 + 1, Wait(None, "signal go", signal="go"))
+    await _release(store, "timer", T0 + 1, Wait(T0 + 1000, "sleep 1000s"))
+    await _release(store, "watched", T0 + 6, Wait(T0 + 100, APPROVAL_WAITING_FOR,
+                                                  signal="approval"))
+    assert await store.run_count_awaiting_approval(now=T0 + 10, limit=100) == (6, 0)
+    assert await store.run_count_awaiting_approval(
+        now=T0 + 10, limit=100, upto=(T0 + 1, "ask-1")) == (6, 2)
+    assert await store.run_count_awaiting_approval(now=T0 + 10, limit=4) == (4, 0)
+    assert await store.run_count_awaiting_approval(
+        now=T0 + 10, limit=4, upto=(T0 + 9, "z")) == (4, 4)
+    # Past its watch's deadline, a run is claimable (a worker takes it up): not counted.
+    assert await store.run_count_awaiting_approval(now=T0 + 200, limit=100) == (5, 0)
+    # Answered: claimable at once, not counted.
+    await store.signal_send(run_id="ask-3", name="approval", payload="{}",
+                            idempotency_key=None, now=T0 + 11)
+    assert await store.run_count_awaiting_approval(
+        now=T0 + 12, limit=100, upto=(T0 + 4, "ask-4")) == (5, 4)
+
+
+def test_sqlite_counts_through_the_partial_index(tmp_path: Path) -> None:
+    plan = sqlite_plans(tmp_path, "run_count_awaiting_approval")(
+        {"limit": 50, "now": T0, "upto_at": T0, "upto_id": "r"})
+    assert any("tether_runs_awaiting_approval" in p for p in plan), plan
+    assert not any(p.startswith("SCAN tether_runs") and "INDEX" not in p for p in plan), plan

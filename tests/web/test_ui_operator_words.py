@@ -46,3 +46,56 @@ async def test_what_replay_saved_reads_as_saved_not_as_a_negative_cost(
     assert "\N{MINUS SIGN}" not in cell and "-$" not in cell
     head = html.unescape((await ui.get("/runs/sv-1")).text)
     assert re.search(r"Saved by replay</div><div class=\"v\">\$0\.0006</div>", head), head
+
+
+async def test_the_inbox_says_how_many_wait_and_which_a_page_shows(
+        ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inbox's heading counts the approvals waiting ("3 waiting"), and a page of
+    several says which of them it shows ("Showing 1-2 of 3", "Showing 3 of 3"); an
+    answered one leaves the count at once. It said "Approvals" alone: a page of 50
+    said nothing of the others behind it."""
+    from tests.web.test_ui_and_cli import _purchases_waiting
+    from tether.serve import _ui
+
+    monkeypatch.setattr(_ui, "APPROVALS_SHOWN", 2)
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    ids = [f"cnt-{i}" for i in range(3)]
+    async with app.worker(queues=["default"], concurrency=4):
+        await _purchases_waiting(app, ids)
+        first = html.unescape((await ui.get("/approvals")).text)
+        assert '<h1>Approvals <span class="h-count">3 waiting</span></h1>' in first
+        assert "Showing 1\N{EN DASH}2 of 3" in first
+        more = re.search(r'<a href="([^"]*)">More approvals', first)
+        assert more is not None
+        second = html.unescape((await ui.get(more.group(1))).text)
+        assert "3 waiting" in second and "Showing 3 of 3" in second
+        # (the fragment the page redraws itself with says the same)
+        refresh = re.search(r'data-refresh="([^"]*)"', second)
+        assert refresh is not None
+        assert "Showing 3 of 3" in html.unescape((await ui.get(refresh.group(1))).text)
+        await app.signal("cnt-0", "approval", {"approved": False})
+        await app.handle("cnt-0").result(timeout=30)
+        page = html.unescape((await ui.get("/approvals")).text)
+        assert '<span class="h-count">2 waiting</span>' in page
+        assert "Showing" not in page  # (all on one page: nothing to place)
+        for run_id in ids[1:]:
+            await app.signal(run_id, "approval", {"approved": False})
+        for run_id in ids[1:]:
+            await app.handle(run_id).result(timeout=30)
+    page = (await ui.get("/approvals")).text
+    assert "h-count" not in page and "Nothing waits for a person right now" in page
+
+
+def test_the_inbox_count_past_its_bound_says_so() -> None:
+    """Past ``APPROVALS_COUNTED`` the count says "10,000+" and a page past the counted
+    ones says where it is without a number it does not know."""
+    from tether.serve._ui import APPROVALS_COUNTED, inbox_count
+
+    bound = APPROVALS_COUNTED
+    assert inbox_count(bound, 0, 50, more=True) == {
+        "waiting": f"{bound:,}+ waiting", "showing": f"Showing 1\N{EN DASH}50 of {bound:,}+"}
+    assert inbox_count(bound, bound, 50, more=True)["showing"] == (
+        f"Showing 50 past the oldest {bound:,}")
+    # (an answer between the count and the page: the total is what the page shows)
+    assert inbox_count(60, 50, 12, more=False)["showing"] == "Showing 51\N{EN DASH}62 of 62"

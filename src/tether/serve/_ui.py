@@ -1068,6 +1068,30 @@ async def schedules_page(request: Request) -> Response:
 
 #: How many approvals the inbox shows at a time (the oldest runs' first).
 APPROVALS_SHOWN = 50
+#: How many approvals the inbox counts at most (its heading says "10,000+ waiting"
+#: past it): the count reads that many entries of the index of approval waits.
+APPROVALS_COUNTED = 10_000
+
+
+def inbox_count(total: int, before: int, shown: int, *, more: bool) -> dict[str, str]:
+    """The inbox's words of how many approvals wait (``total``, as the store counted
+    them, at most ``APPROVALS_COUNTED``) and, on a page of several, which of them it
+    shows (``before`` it, ``shown`` on it): ``{"waiting": "62 waiting", "showing":
+    "Showing 26-50 of 62"}``. The heading said "Approvals" alone, and a page of 50
+    said nothing of the other 12 or the 5,000 behind it. (The count and the page are
+    two reads: an answer between them may make them differ by one, so the total is
+    at least what the page accounts for.)"""
+    capped = total >= APPROVALS_COUNTED
+    total = max(total, before + shown)
+    of = f"{APPROVALS_COUNTED:,}+" if capped else f"{total:,}"
+    words = {"waiting": f"{of} waiting" if total else "", "showing": ""}
+    if shown and (more or before):
+        if capped and before >= APPROVALS_COUNTED:
+            words["showing"] = f"Showing {shown:,} past the oldest {APPROVALS_COUNTED:,}"
+        else:
+            span = f"{before + 1:,}" + (f"\N{EN DASH}{before + shown:,}" if shown > 1 else "")
+            words["showing"] = f"Showing {span} of {of}"
+    return words
 
 
 async def _approvals_context(request: Request) -> dict[str, Any]:
@@ -1093,12 +1117,15 @@ async def _approvals_context(request: Request) -> dict[str, Any]:
         marker = None if pending is not None else sealed_approval(app, r)
         return None if pending is None and marker is None else (pending, marker, r)
 
-    shown, nxt = await approval_waits_page(
-        app, take, limit=APPROVALS_SHOWN, after=decode_cursor(cursor) if cursor else None)
+    after = decode_cursor(cursor) if cursor else None
+    shown, nxt = await approval_waits_page(app, take, limit=APPROVALS_SHOWN, after=after)
     found = [pending for pending, _, _ in shown if pending is not None]
     unreadable = [{"run_id": r.run_id, "workflow": r.workflow, "marker": marker}
                   for _, marker, r in shown if marker is not None]
+    total, before = await app.store.run_count_awaiting_approval(
+        now=app.clock.now(), limit=APPROVALS_COUNTED, upto=after)
     return {"approvals": found, "unreadable": unreadable, "paged": bool(cursor),
+            "count": inbox_count(total, before, len(shown), more=nxt is not None),
             "query": urlencode({"cursor": cursor}) if cursor else "",
             "more": "/approvals?" + urlencode({"cursor": encode_cursor(*nxt)}) if nxt else None}
 

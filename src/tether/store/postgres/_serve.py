@@ -104,6 +104,14 @@ class PostgresServeQueries:
             found.setdefault(run_id, []).append(payload)
         return found
 
+    async def run_count_awaiting_approval(self, *, now: float, limit: int,
+                                          upto: tuple[float, str] | None = None
+                                          ) -> tuple[int, int]:
+        rows, _ = await self._one("run_count_awaiting_approval", {
+            "now": now, "limit": max(0, min(limit, _BIGINT_MAX)),
+            "upto_at": upto[0] if upto else float("-inf"), "upto_id": upto[1] if upto else ""})
+        return int(rows[0][0]), int(rows[0][1] or 0)
+
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
         txid, event_id, last = _cursor(after)

@@ -356,3 +356,17 @@ LIMIT %(limit)s;
 SELECT run_id, payload FROM {schema}.signals
 WHERE run_id = ANY(%(run_ids)s::text[]) AND name = %(name)s AND consumed_position IS NULL
 ORDER BY run_id, signal_id;
+
+-- run_count_awaiting_approval --
+-- How many of run_list_awaiting_approval's runs a person may answer at now (not
+-- claimable: available_at unset or later), the oldest `limit` at most, and how many of
+-- them are at or before a (created_at, run_id) cursor: the approvals inbox's count and
+-- its page's place. The same partial index, read in its order and cut at `limit`.
+SELECT count(*),
+       count(*) FILTER (WHERE (created_at, run_id) <= (%(upto_at)s::float8, %(upto_id)s::text))
+FROM (SELECT created_at, run_id
+      FROM {schema}.runs
+      WHERE status = 'waiting' AND waiting_for = 'signal approval'
+        AND (available_at IS NULL OR available_at > %(now)s::float8)
+      ORDER BY created_at, run_id
+      LIMIT %(limit)s) AS answerable;

@@ -98,6 +98,14 @@ class SqliteServeQueries(WriterClient):
             return {}
         return await self._read(_signals_pending_many, json.dumps(ids), name)
 
+    async def run_count_awaiting_approval(self, *, now: float, limit: int,
+                                          upto: tuple[float, str] | None = None
+                                          ) -> tuple[int, int]:
+        params = {"now": now, "limit": max(0, min(limit, 2**62)),
+                  "upto_at": upto[0] if upto else float("-inf"),
+                  "upto_id": upto[1] if upto else ""}
+        return await self._read(_run_count_awaiting_approval, params)
+
     async def store_live_stats(self, *, now: float) -> LiveStats:
         return await self._read(_store_live_stats, now - WORKER_STALE)
 
@@ -150,6 +158,11 @@ def _signals_pending_many(conn: apsw.Connection, ids: str,
                                         {"run_ids": ids, "name": name}):
         found.setdefault(run_id, []).append(payload)
     return found
+
+def _run_count_awaiting_approval(conn: apsw.Connection,
+                                 params: dict[str, Any]) -> tuple[int, int]:
+    total, upto = next(iter(conn.execute(Q["run_count_awaiting_approval"], params)))
+    return int(total), int(upto or 0)
 
 
 def _run_events_read(conn: apsw.Connection, run_id: str, last: int,

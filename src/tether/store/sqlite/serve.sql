@@ -385,3 +385,17 @@ FROM json_each(:run_ids) AS j
 JOIN tether_signals AS s INDEXED BY tether_signals_pending
   ON s.run_id = j.value AND s.name = :name AND s.consumed_position IS NULL
 ORDER BY s.run_id, s.signal_id;
+
+-- run_count_awaiting_approval --
+-- How many of run_list_awaiting_approval's runs a person may answer at now (not
+-- claimable: available_at unset or later), the oldest `limit` at most, and how many of
+-- them are at or before a (created_at, run_id) cursor: the approvals inbox's count and
+-- its page's place. The same partial index (INDEXED BY), read in its order and cut.
+SELECT count(*),
+       sum(CASE WHEN (created_at, run_id) <= (:upto_at, :upto_id) THEN 1 ELSE 0 END)
+FROM (SELECT created_at, run_id
+      FROM tether_runs INDEXED BY tether_runs_awaiting_approval
+      WHERE status = 'waiting' AND waiting_for = 'signal approval'
+        AND (available_at IS NULL OR available_at > :now)
+      ORDER BY created_at, run_id
+      LIMIT :limit);
