@@ -3,6 +3,7 @@ on a parent's timeline."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from collections.abc import AsyncIterator
@@ -99,3 +100,41 @@ def test_the_inbox_count_past_its_bound_says_so() -> None:
         f"Showing 50 past the oldest {bound:,}")
     # (an answer between the count and the page: the total is what the page shows)
     assert inbox_count(60, 50, 12, more=False)["showing"] == "Showing 51\N{EN DASH}62 of 62"
+
+
+def _timeline_row(page: str, name: str) -> str:
+    """The timeline's ``child_result`` row named ``name`` (a child's run id)."""
+    rows = re.findall(r'<tr class="op k-child_result[^"]*">.*?</tr>', page, re.S)
+    found = [r for r in rows if f">{name}</a>" in r]
+    assert len(found) == 1, rows
+    return html.unescape(found[0])
+
+
+async def test_a_child_wait_is_a_row_of_the_parents_timeline(ui: httpx.AsyncClient) -> None:
+    """A parent waiting for a child shows that wait on its timeline as other waits are
+    drawn: the child's id linked, its workflow, how long the parent has waited so far
+    (ticking) and what the child is at; once the child ended, the row says its workflow
+    and how it ended (completed, failed). The timeline showed the ``child_start`` row
+    and nothing of the wait until the child's result was journaled."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("waiting_parent", run_id="cw-1")
+    await _until_waiting(ui, "cw-1", "cw-1.0")
+    row = _timeline_row((await ui.get("/runs/cw-1")).text, "cw-1.0")
+    assert 'href="/runs/cw-1.0"' in row and "o-waiting" in row
+    assert "child run of <b>wait_go</b>, now waiting (for signal go)" in row
+    assert "data-ticking=" in row  # (how long the parent has waited, going on)
+    await app.signal("cw-1.0", "go", 1)
+    async with app.worker(queues=["default"]):
+        assert await app.handle("cw-1").result(timeout=30) == 1
+    row = _timeline_row((await ui.get("/runs/cw-1")).text, "cw-1.0")
+    assert "child run of <b>wait_go</b>: completed" in row and "data-ticking" not in row
+    assert re.search(r'<td class="num">[0-9.]+ (ms|s)</td>', row), row
+    await app.start("failing_parent", "x", run_id="cf-1")
+    async with app.worker(queues=["default"]):
+        for _ in range(600):
+            if (await app.get_run("cf-1")).status == "failed":
+                break
+            await asyncio.sleep(0.05)
+    row = _timeline_row((await ui.get("/runs/cf-1")).text, "cf-1.0")
+    assert "child run of <b>fixable</b>: failed" in row, row

@@ -165,6 +165,11 @@ def make_app(url: str | None = None) -> tether.App:
         return await tether.call(wait_go)
 
     @app.workflow
+    async def failing_parent(tag: str) -> object:
+        """A parent whose child (``fixable``) fails unless ``tag`` is fixed."""
+        return await tether.call(fixable, tag)
+
+    @app.workflow
     async def purchase(item: str) -> dict[str, object]:
         decision = await request_approval("buy", {"item": item, "price_usd": 49.0},
                                           f"{item} is needed for the report", approval_id="1",

@@ -522,6 +522,56 @@ def with_awaited_signal(rows: list[dict[str, Any]], doc: dict[str, Any],
     return [*rows, view]
 
 
+def child_workflows(journal: list[dict[str, Any]]) -> dict[str, str]:
+    """The workflow of each child run a journal started, by the child's run id: its
+    ``child_start`` entry is named by the workflow, its result is the child's id (read
+    from the journal: no query; a result this server cannot decrypt is left out)."""
+    return {e["result"]: e["name"] for e in journal
+            if e["kind"] == "child_start" and isinstance(e.get("result"), str)}
+
+
+def child_outcome(e: dict[str, Any]) -> str:
+    """How the child of a journaled ``child_result`` entry ended, in a word: its entry
+    is ok when it completed, an error naming the child's status when it did not."""
+    if e["status"] == "ok":
+        return "completed"
+    error = e.get("error")
+    status = error.get("status") if isinstance(error, dict) else None
+    return str(status) if isinstance(status, str) and status else "ended, not completed"
+
+
+def with_child_waits(rows: list[dict[str, Any]], doc: dict[str, Any],
+                     now: float) -> list[dict[str, Any]]:
+    """The timeline's rows with a child wait drawn as other waits are: each journaled
+    ``child_result`` row says the child's workflow and how it ended (``child``), and a
+    run waiting for a child now gets a row for that wait, which journals nothing until
+    the child ends (the page showed the ``child_start`` row, then nothing: no word of
+    the wait, nor of how long it has lasted). The awaited row has no position, its start
+    is the run's ``waiting_since``, and it says the child's workflow and status
+    (``doc["wait"]``'s, read once for the waiting box)."""
+    workflows = child_workflows(doc["journal"])
+    out = []
+    for row in rows:
+        if row["kind"] == "child_result" and row["state"] != "waiting" \
+                and not row.get("in_flight"):
+            row = {**row, "child": {"workflow": workflows.get(row["name"]),
+                                    "outcome": child_outcome(row)}}
+        out.append(row)
+    wait = doc.get("wait")
+    if doc.get("status") != "waiting" or not wait or wait.get("kind") != "child":
+        return out
+    child_id = wait["child"]
+    if any(r["kind"] == "child_result" and r["name"] == child_id for r in out):
+        return out
+    view = entry_view({"position": None, "kind": "child_result", "name": child_id,
+                       "status": "pending", "attempts": 0,
+                       "started_at": doc.get("waiting_since"), "duration": None}, now)
+    view["awaited"] = True
+    view["child"] = {"workflow": workflows.get(child_id), "status": wait["child_status"],
+                     "waiting_for": wait["child_waiting_for"]}
+    return [*out, view]
+
+
 #: How many child runs a run page's tree draws under each run (its newest); the
 #: others are counted in one line, and their own cost and tokens in the roll-up.
 TREE_SHOWN = 100
@@ -748,6 +798,7 @@ async def run_view(app: App, run_id: str, *,
         doc["approval_answer"] = await waiting_answer(app, run_id,
                                                       str(doc["approval"].get("id", "")))
     doc["wait"] = await _wait_view(app, doc)
+    doc["timeline_rows"] = with_child_waits(doc["timeline_rows"], doc, now)
     # A queued run's workflow no worker registered, its queue's limit (paused: 0), as
     # `tether show` says them.
     doc["unregistered"], doc["queue_limit"] = await queued_why(
