@@ -138,3 +138,19 @@ async def test_a_child_wait_is_a_row_of_the_parents_timeline(ui: httpx.AsyncClie
             await asyncio.sleep(0.05)
     row = _timeline_row((await ui.get("/runs/cf-1")).text, "cf-1.0")
     assert "child run of <b>fixable</b>: failed" in row, row
+
+
+async def test_the_runs_list_says_an_approval_wait_as_tether_runs_does(
+        ui: httpx.AsyncClient) -> None:
+    """A run waiting for an approval: its Waiting-for cell says "approval of buy", as
+    ``tether runs`` and the run page's head say it; it said the raw "signal approval"
+    (the signal that answers it), the guide's "as `tether runs` says them" untrue."""
+    from tests.web.test_ui_and_cli import _purchases_waiting
+
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        await _purchases_waiting(app, ["aw-1"])
+    row = _row((await ui.get("/runs")).text, "aw-1")
+    assert ">approval of buy</td>" in row and ">signal approval<" not in row, row
+    assert "needs approval" in row

@@ -1036,7 +1036,7 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     if len(found) > limit:
         more = "/runs?" + urlencode({**filters, **sized, "cursor": encode_cursor(
             page[-1].created_at, page[-1].run_id)})
-    from tether.ai._approvals import pending_of, waiting_answers
+    from tether.ai._approvals import approval_wait, pending_of, waiting_answers
 
     # (the runs on the page, as listed, and every approval among them that a person may
     # answer: one answered already, awaiting a worker, is none; one read of the answers
@@ -1044,6 +1044,12 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     answered = await waiting_answers(app, page)
     waiting = {r.run_id for r in page if r.run_id not in answered
                and (pending_of(app, r) is not None or sealed_approval(app, r) is not None)}
+    # (a run waiting for an approval this server reads: its Waiting-for cell says
+    # "approval of TOOL" (or that it was answered and waits for a worker), as `tether
+    # runs`' does (``approval_cell``); it said the raw "signal approval")
+    asked = {r.run_id: (answered[r.run_id].words(p.tool) if r.run_id in answered
+                        else approval_wait(p.tool)) for r in page
+             if r.status == "waiting" and (p := pending_of(app, r)) is not None}
     # (a blocked run waits for an operator: its cell says why, as `tether runs` does)
     blocked = {r.run_id: blocked_reason(app, r) for r in page if r.status == "blocked"}
     # (a queued run of a paused queue waits for the pause to be lifted, and a queued or
@@ -1056,7 +1062,7 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     idle = versions_idle(page, await live_versions(app.store, app.clock.now()) if any(
         pinned_to_wait(r) for r in page) else ())
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
-            "blocked": blocked, "idle": idle,
+            "blocked": blocked, "idle": idle, "asked": asked,
             "query": urlencode({**filters, **sized}), "paged": bool(cursor),
             "unparented": urlencode({k: v for k, v in {**filters, **sized}.items()
                                      if k != "parent"})}
