@@ -145,7 +145,9 @@ async def test_a_waiting_or_queued_run_is_not_running_for(ui: httpx.AsyncClient)
     app = ui.app  # type: ignore[attr-defined]
     await app.start("wait_go", run_id="wg-1")
     head = _head((await ui.get("/runs/wg-1")).text)  # queued: no worker yet
-    assert "running for" not in head and "started" in head
+    # (not started: created, as `tether show` says; "started 9 min ago" beside "No
+    # operations yet: the run waits in queue ... for a worker" read as a contradiction)
+    assert "running for" not in head and "created <span" in head and "started" not in head
     await app.start("nap", run_id="nap-2")
     await _until_waiting(ui, "wg-1", "nap-2")
     # A timer's entry says since when it sleeps; a signal's wait with no timeout has no
