@@ -154,3 +154,17 @@ async def test_the_runs_list_says_an_approval_wait_as_tether_runs_does(
     row = _row((await ui.get("/runs")).text, "aw-1")
     assert ">approval of buy</td>" in row and ">signal approval<" not in row, row
     assert "needs approval" in row
+
+
+async def test_the_tokens_card_says_how_many_are_the_child_runs(ui: httpx.AsyncClient) -> None:
+    """A parent whose child runs paid 300 tokens: its Tokens card reads 300 (rolled up,
+    as Cost) and its line says they are the children's; it read "300" over "0 in · 0
+    out", the 300 nowhere accounted for."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"], concurrency=4):
+        assert await (await app.start("paid_family", 3, run_id="tk")).result(30) == [0, 1, 2]
+    page = html.unescape((await ui.get("/runs/tk")).text)
+    stats = page[page.index('<div class="stats">'): page.index("Saved by replay")]
+    assert '<div class="v">300</div>' in stats
+    assert "0 in · 0 out · 300 in child runs" in stats, stats

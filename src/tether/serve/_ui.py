@@ -786,7 +786,7 @@ async def run_view(app: App, run_id: str, *,
     doc["totals"] = {
         "cost": m.get("cost.usd", 0.0) + kids_cost,
         "tokens": m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0) + kids_tokens,
-        "kids_cost": kids_cost}
+        "kids_cost": kids_cost, "kids_tokens": kids_tokens}
     doc["approval"] = _pending_approval(doc)
     # (an approval answered already, its run awaiting a worker, is not awaited: the head
     # says so, and the card has no buttons; one read, of a run waiting for one alone)
