@@ -1,0 +1,75 @@
+"""The operator pages on a phone (390 px), in a real headless Chromium: what a run waits
+for and what replay saved keep to one line in the runs table, and a parent's timeline
+row for its child wait keeps its note readable. Screenshots go to the test's temporary
+folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web.helpers import ADMIN, WEBAPP, start_serve, start_worker
+from tests.web.test_browser import browser as browser  # the fixture
+from tests.web.test_browser import wait_for
+
+pytestmark = pytest.mark.slow
+
+GO = "go-01a24fd1274c781c966a580383fa9eb7"
+SAVED = "saved-01a24fd1274a7519b33475a2b12c7e"
+
+#: An element's text on one line: the box of its text (not of its padding) is under one
+#: and a half of its font's lines tall.
+ONE_LINE = ("e => { const r = document.createRange(); r.selectNodeContents(e); "
+            "return r.getBoundingClientRect().height < 1.5 * parseFloat("
+            "getComputedStyle(e).lineHeight); }")
+
+
+def test_the_runs_table_and_a_child_wait_on_a_phone(browser: object, tmp_path: Path) -> None:
+    """At 390 px the runs table scrolls sideways; its Waiting-for column was squeezed to
+    a word ("signal" / "go" on two lines, each row three lines tall) and "$0.0006 saved
+    by replay" wrapped under the cost."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/walk.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        # (ids as long as the ones Tether makes: they take the table's width on a phone)
+        for workflow, run_id, args in (("wait_go", GO, []), ("asked_then_wait", SAVED, ["q"]),
+                                       ("waiting_parent", "wp-w", [])):
+            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+                "workflow": workflow, "input": args, "run_id": run_id})
+            assert r.status_code == 201, r.text
+        for run_id in (GO, SAVED, "wp-w"):
+            wait_for(served.url, run_id, "waiting")
+        r = httpx.post(served.url + f"/api/v1/runs/{SAVED}/signals/go", headers=api,
+                       json={"data": 1})
+        assert r.status_code in (200, 202), r.text
+        wait_for(served.url, SAVED, "completed")
+        page = browser.new_page(viewport={"width": 390, "height": 900})
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(served.url + "/runs")
+        waits = page.locator("tr", has_text=GO).locator("td").last
+        expect(waits).to_have_text("signal go")
+        page.screenshot(path=str(tmp_path / "runs-390.png"), full_page=True)
+        assert waits.evaluate(ONE_LINE), "what the run waits for went on two lines"
+        saved = page.locator("tr", has_text=SAVED).locator(".saved")
+        expect(saved).to_have_text("$0.0006 saved by replay")
+        assert saved.evaluate(ONE_LINE), "what replay saved went on two lines"
+        page.goto(served.url + "/runs/wp-w")
+        row = page.locator("tr.k-child_result")
+        expect(row).to_contain_text("child run of wait_go, now waiting")
+        page.screenshot(path=str(tmp_path / "child-wait-390.png"), full_page=True)
+        width = row.locator("td.details").evaluate("e => e.getBoundingClientRect().width")
+        assert width >= 240, width  # (a note in a column a word wide: a row a screen tall)
+        page.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
