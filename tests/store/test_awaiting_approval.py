@@ -115,7 +115,8 @@ async def test_counts_the_approvals_a_person_may_answer_and_a_pages_place(store:
     """``run_count_awaiting_approval``: the approval waits not claimable now (the
     inbox's "N waiting"), the oldest ``limit`` at most, and how many of them are at or
     before a cursor (its page's place); a run waiting on anything else is not counted,
-    nor one answered (claimable) or past its watch's deadline."""
+    nor one answered (claimable, an approval signal waiting for it); one past its
+    watch's deadline with no answer is (claimable too, but a person may answer it)."""
     for i in range(5):
         await _release(store, f"ask-{i}", T0 + i, _approval())
     await _release(store, "other", T0 + 1, Wait(None, "signal go", signal="go"))
@@ -128,13 +129,18 @@ async def test_counts_the_approvals_a_person_may_answer_and_a_pages_place(store:
     assert await store.run_count_awaiting_approval(now=T0 + 10, limit=4) == (4, 0)
     assert await store.run_count_awaiting_approval(
         now=T0 + 10, limit=4, upto=(T0 + 9, "z")) == (4, 4)
-    # Past its watch's deadline, a run is claimable (a worker takes it up): not counted.
-    assert await store.run_count_awaiting_approval(now=T0 + 200, limit=100) == (5, 0)
-    # Answered: claimable at once, not counted.
+    # Past its watch's deadline, unanswered, a run is claimable (a worker takes it up)
+    # and still answerable: counted.
+    assert await store.run_count_awaiting_approval(now=T0 + 200, limit=100) == (6, 0)
+    # Answered: claimable at once, an approval signal waiting for it: not counted.
     await store.signal_send(run_id="ask-3", name="approval", payload="{}",
                             idempotency_key=None, now=T0 + 11)
     assert await store.run_count_awaiting_approval(
         now=T0 + 12, limit=100, upto=(T0 + 4, "ask-4")) == (5, 4)
+    # Another run's or another name's signal is no answer of this one.
+    await store.signal_send(run_id="watched", name="go", payload="{}",
+                            idempotency_key=None, now=T0 + 13)
+    assert await store.run_count_awaiting_approval(now=T0 + 200, limit=100) == (5, 0)
 
 
 def test_sqlite_counts_through_the_partial_index(tmp_path: Path) -> None:

@@ -359,7 +359,8 @@ ORDER BY run_id, signal_id;
 
 -- run_count_awaiting_approval --
 -- How many of run_list_awaiting_approval's runs a person may answer at now (not
--- claimable: available_at unset or later), the oldest `limit` at most, and how many of
+-- claimable: available_at unset or later; or claimable with no approval signal waiting
+-- for it: its watch timed out, unanswered), the oldest `limit` at most, and how many of
 -- them are at or before a (created_at, run_id) cursor: the approvals inbox's count and
 -- its page's place. The same partial index, read in its order and cut at `limit`.
 SELECT count(*),
@@ -367,6 +368,9 @@ SELECT count(*),
 FROM (SELECT created_at, run_id
       FROM {schema}.runs
       WHERE status = 'waiting' AND waiting_for = 'signal approval'
-        AND (available_at IS NULL OR available_at > %(now)s::float8)
+        AND (available_at IS NULL OR available_at > %(now)s::float8
+             OR NOT EXISTS (SELECT 1 FROM {schema}.signals AS s
+                            WHERE s.run_id = runs.run_id AND s.name = 'approval'
+                              AND s.consumed_position IS NULL))
       ORDER BY created_at, run_id
       LIMIT %(limit)s) AS answerable;

@@ -388,7 +388,8 @@ ORDER BY s.run_id, s.signal_id;
 
 -- run_count_awaiting_approval --
 -- How many of run_list_awaiting_approval's runs a person may answer at now (not
--- claimable: available_at unset or later), the oldest `limit` at most, and how many of
+-- claimable: available_at unset or later; or claimable with no approval signal waiting
+-- for it: its watch timed out, unanswered), the oldest `limit` at most, and how many of
 -- them are at or before a (created_at, run_id) cursor: the approvals inbox's count and
 -- its page's place. The same partial index (INDEXED BY), read in its order and cut.
 SELECT count(*),
@@ -396,6 +397,9 @@ SELECT count(*),
 FROM (SELECT created_at, run_id
       FROM tether_runs INDEXED BY tether_runs_awaiting_approval
       WHERE status = 'waiting' AND waiting_for = 'signal approval'
-        AND (available_at IS NULL OR available_at > :now)
+        AND (available_at IS NULL OR available_at > :now
+             OR NOT EXISTS (SELECT 1 FROM tether_signals AS s
+                            WHERE s.run_id = tether_runs.run_id AND s.name = 'approval'
+                              AND s.consumed_position IS NULL))
       ORDER BY created_at, run_id
       LIMIT :limit);
