@@ -725,6 +725,14 @@ def version_idle_note(version: str, live: list[str]) -> str:
             f"migrate-runs --from {version} --to VERSION")
 
 
+def version_unknown_note(version: str, why: str) -> str:
+    """What ``tether show`` and the run page say in place of ``version_idle_note`` when
+    the live workers could not be read (``why``): that it cannot tell whether one of
+    ``version`` runs (it asserted there was none)."""
+    return (f"could not tell whether a live worker of version {version!r} runs: reading "
+            f"the live workers failed ({why}); only one of that version claims this run")
+
+
 def pinned_to_wait(r: Any) -> bool:
     """Whether listed run ``r`` is queued or waiting and pinned to a version: only a
     worker of its version claims it next (``versions_idle``)."""

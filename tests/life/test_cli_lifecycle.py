@@ -564,6 +564,38 @@ async def test_show_says_when_no_live_worker_has_a_queued_runs_version(store_url
             assert "no live worker" not in out.stdout, out.stdout
 
 
+async def test_show_says_it_cannot_tell_when_the_live_workers_are_unreadable(
+        sqlite_url: str) -> None:
+    """``tether show`` of a run pinned to v1 said "no live worker of version 'v1'" when
+    its read of the live workers failed (it took a failed read for none live): it says
+    it could not tell, and why, and asserts nothing. (The store's workers table is
+    renamed away under it: its read fails, the run's own reads do not.)"""
+    import asyncio
+    import sqlite3
+
+    old, new = App(sqlite_url, version="v1"), App(sqlite_url, version="v2")
+    for app in (old, new):
+        @app.workflow(queue="nobody-serves-it")
+        async def job() -> None:
+            return None
+    async with old, new:
+        await old.start("job", run_id="pinned-1")
+        async with new.worker(queues=["idle"]):
+            pass  # (a versioned worker was live once: the versions row exists)
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
+    out = await asyncio.to_thread(cli, "show", "pinned-1", db=sqlite_url)
+    assert out.returncode == 0, out.stderr
+    assert "no live worker" not in out.stdout, out.stdout
+    note = [line for line in out.stdout.splitlines() if line.startswith("could not tell")]
+    assert len(note) == 1 and note[0].startswith(
+        "could not tell whether a live worker of version 'v1' runs: reading the live "
+        "workers failed (StoreError: "), out.stdout
+    assert "no such table: tether_workers" in note[0], note
+    assert note[0].endswith("); only one of that version claims this run"), note
+
+
 async def test_runs_says_when_no_live_worker_has_a_listed_runs_version(
         store_url: str) -> None:
     """``tether runs``' WAITING FOR of a queued run pinned to a version no live worker

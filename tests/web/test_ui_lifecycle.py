@@ -578,6 +578,35 @@ async def test_the_run_page_says_when_no_live_worker_has_a_queued_runs_version(
             assert "no live worker" not in (await ui.get("/runs/pw")).text
 
 
+async def test_the_run_page_says_it_cannot_tell_when_the_live_workers_are_unreadable(
+        ui: httpx.AsyncClient, sqlite_url: str) -> None:
+    """The page of a run pinned to v1 whose server's read of the live workers failed
+    (the store's workers table renamed away under it) failed with it: it says, as
+    ``tether show`` does, that it could not tell whether a v1 worker is live, and why,
+    not that none is."""
+    import sqlite3
+
+    pinned = App(sqlite_url, version="v1")
+
+    @pinned.workflow(name="pinned_wait", queue="nobody-serves-it")
+    async def pinned_wait() -> None:
+        return None
+
+    await login(ui, READ)
+    async with pinned:
+        await pinned.start(pinned_wait, run_id="pw")
+        async with pinned.worker(queues=["idle"]):
+            pass  # (a versioned worker was live once: the versions row exists)
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+            db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
+        r = await ui.get("/runs/pw")
+    assert r.status_code == 200, r.text
+    assert "no live worker" not in r.text, r.text
+    assert ("could not tell whether a live worker of version &#39;v1&#39; runs: reading "
+            "the live workers failed (StoreError: ") in r.text, r.text
+    assert "); only one of that version claims this run" in r.text, r.text
+
+
 async def test_the_signal_forms_note_says_a_send_that_answers_nothing(
         ui: httpx.AsyncClient) -> None:
     """The signal form's note says what ``tether signal`` warns of: an ``approval``

@@ -20,6 +20,9 @@ from tether._show import (
 from tether._show import (
     version_idle_note as idle_note,
 )
+from tether._show import (
+    version_unknown_note as unknown_note,
+)
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 
@@ -347,6 +350,11 @@ def version_text(info: RunInfo, live: Sequence[str] = ()) -> str | None:
 def version_idle_note(version: str, live: Sequence[str]) -> str:
     """``tether._show.version_idle_note``, its names made safe to print."""
     return idle_note(safe(version), [safe(v) for v in live])
+
+
+def version_unknown_note(version: str, why: str) -> str:
+    """``tether._show.version_unknown_note``, its words made safe to print."""
+    return unknown_note(safe(version), safe(why))
 
 
 def print_origin(info: RunInfo, w: Callable[[str], Any], width: int,

@@ -70,6 +70,7 @@ from tether.cli._lifecycle_show import (
     status_width,
     timeout_text,
     version_idle_note,
+    version_unknown_note,
     waiting_text,
 )
 from tether.cli._show_fit import cancel_note, print_fitted
@@ -453,14 +454,18 @@ async def show(args: argparse.Namespace) -> int:
             app, info.status.value, info.workflow, info.queue, info.journal)
         child = None if doc is not None else await child_waits(
             app, info.status.value, info.waiting_for)
-        live = ([] if doc is not None or (info.version and not pinned_to_wait(info))
-                else await _live_versions(app))
+        live, unread = (([], None) if doc is not None
+                        or (info.version and not pinned_to_wait(info))
+                        else await _live_versions(app))
         # (an approval answered already, its run awaiting a worker, is not awaited)
         asked = awaited_approval(info) if info.status is RunStatus.WAITING else None
         answer = (await waiting_answer(app, info.run_id, asked.approval_id)
                   if doc is None and asked is not None else None)
-    # (a run pinned to a version no live worker has waits while other workers serve)
-    idle = (version_idle_note(info.version, live) if doc is None and info.version
+    # (a run pinned to a version no live worker has waits while other workers serve;
+    # when the live workers could not be read, it says it cannot tell, not "no live
+    # worker")
+    idle = ((version_unknown_note(info.version, unread) if unread is not None
+             else version_idle_note(info.version, live)) if doc is None and info.version
             and pinned_to_wait(info) and info.version not in live else None)
     if doc is not None:
         print(dumps(doc))
@@ -475,14 +480,16 @@ async def show(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _live_versions(app: App) -> list[str]:
+async def _live_versions(app: App) -> tuple[list[str], str | None]:
     """The code versions of the live versioned workers, newest last: what ``tether
-    show`` names for a run of no version, which any of them claims (none: no line)."""
+    show`` names for a run of no version, which any of them claims (none: no line);
+    and why they could not be read (``None``: they were), for a run pinned to a
+    version, of which it then cannot say that no live worker has it."""
     try:
         live = await live_versions(app.store, app.clock.now())
-    except TetherError:
-        return []
-    return newest_last(live)
+    except TetherError as exc:
+        return [], f"{type(exc).__name__}: {exc}"
+    return newest_last(live), None
 
 
 #: ``tether runs``' columns on a terminal, and the least each is cut to (the last three

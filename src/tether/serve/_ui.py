@@ -47,12 +47,13 @@ from tether._show import (
     unreadable_payload,
     untimed,
     version_idle_note,
+    version_unknown_note,
     versions_idle,
 )
 from tether._types import ENDED_VALUES, MAX_NAME, EntryStatus, JournalEntry
 from tether.ai._budget import raise_command
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
-from tether.errors import PayloadError, SignalError, shown
+from tether.errors import PayloadError, SignalError, TetherError, shown
 from tether.serve._api import (
     ApiError,
     answer,
@@ -807,9 +808,14 @@ async def run_view(app: App, run_id: str, *,
     # says it: it waits while other versions' workers serve its queue.
     doc["version_idle"] = None
     if doc.get("version") and doc["status"] in ("queued", "waiting"):
-        live = await live_versions(app.store, now)
-        if doc["version"] not in live:
-            doc["version_idle"] = version_idle_note(doc["version"], newest_last(live))
+        try:
+            live = await live_versions(app.store, now)
+        except TetherError as exc:  # (it cannot tell: it says so, not "no live worker")
+            doc["version_idle"] = version_unknown_note(doc["version"],
+                                                       f"{type(exc).__name__}: {exc}")
+        else:
+            if doc["version"] not in live:
+                doc["version_idle"] = version_idle_note(doc["version"], newest_last(live))
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
