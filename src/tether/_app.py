@@ -55,7 +55,7 @@ from tether.errors import (
     WorkflowNotFound,
 )
 from tether.store import SignalSent, Store, check_store_options, open_store, resolve_url
-from tether.store._lifecycle import RetryReport, version_dropped
+from tether.store._lifecycle import RetryReport, fork_version_dropped, version_dropped
 from tether.store._values import check_queue_limit
 
 if TYPE_CHECKING:
@@ -1159,6 +1159,9 @@ class App:
         for w in self._workers:
             w.notify()
         await self._warn_if_unserved(source.workflow, source.queue)
+        unpinned = fork_version_dropped(run_id, rid, source.version, record.version)
+        if unpinned is not None:
+            _log.warning("%s", unpinned)
         return RunHandle(self, rid, source.workflow, created=True)
 
     async def _fork_held(self, rid: str, run_id: str, at: int, text: str,

@@ -271,6 +271,56 @@ async def test_a_versioned_workers_start_line_names_its_version(
         "(concurrency 50, version 2026-12-07: its runs and runs without one)"), versioned
 
 
+async def test_a_fork_by_an_app_of_no_version_warns_that_it_left_the_version_behind(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A fork runs under the version of the app that forks it: none from an app of none
+    (the bare ``tether fork``, ``serve`` without ``--app``), so the fork of a run pinned
+    to v1 is claimed by workers of every version. That happened in silence, where a
+    retry warned; the fork now warns too, and ``fork`` of the API (``warnings``) and
+    the CLI (stderr) say it. A fork by an app of a version says nothing of it."""
+    from tests.life.test_cli_lifecycle import cli
+    from tether.serve._control import fork as api_fork
+
+    pinned = App(store_url, version="v1")
+
+    @pinned.workflow(name="job")
+    async def job() -> str:
+        return "done"
+
+    async with pinned, pinned.worker():
+        await (await pinned.start(job, run_id="f-1")).result(timeout=20)
+    plain = App(store_url)
+    async with plain:
+        with caplog.at_level(logging.WARNING, logger="tether"):
+            handle = await plain.fork("f-1", at=0, new_run_id="f-1.a")
+        assert (await plain.store.run_get("f-1.a")).version is None  # type: ignore[union-attr]
+        said = [r.getMessage() for r in caplog.records if "code version" in r.getMessage()]
+        assert said == [
+            "run 'f-1' ran under code version 'v1'; its fork 'f-1.a', made by an app of no "
+            "version, has none: workers of every version may claim it (a fork from the app "
+            "of a version, tether fork --app MODULE:APP or serve --app, gives it that "
+            "version)"], said
+        assert handle.created
+        # (what POST /api/v1/runs/f-1/fork runs)
+        doc, status = await api_fork(plain, "f-1", 0, None, "f-1.b")
+        assert status == 201 and doc["version"] is None
+        assert any("its fork 'f-1.b', made by an app of no version" in w
+                   for w in doc.get("warnings", [])), doc
+        out = await asyncio.to_thread(cli, "fork", "f-1", "--at", "0", "--id", "f-1.c",
+                                      db=store_url)
+        assert out.returncode == 0 and out.stdout == "f-1.c\n", out.stderr
+        assert "its fork 'f-1.c', made by an app of no version" in out.stderr, out.stderr
+    # Forked by an app of a version: it has that version, and nothing is said of it.
+    again = App(store_url, version="v1")
+    async with again:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tether"):
+            await again.fork("f-1", at=0, new_run_id="f-1.d")
+        assert not [r for r in caplog.records if "code version" in r.getMessage()]
+        doc, _ = await api_fork(again, "f-1", 0, None, "f-1.e")
+        assert not [w for w in doc.get("warnings", []) if "code version" in w], doc
+
+
 async def test_a_retry_by_an_app_of_no_version_warns_that_the_run_lost_its_version(
         store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A retry gives the run the version of the app that retries it: none from an app

@@ -556,6 +556,30 @@ async def test_the_retry_note_says_when_the_retry_took_the_runs_version_away(
     assert "ran under code version &#39;v1&#39;" in note[1], note[1]
 
 
+async def test_the_fork_note_says_when_the_fork_left_the_runs_version_behind(
+        ui: httpx.AsyncClient, sqlite_url: str) -> None:
+    """A server of no version forks a run under none, so the fork of a run pinned to v1
+    is claimed by workers of every version. The Fork form went on to the new run's page
+    in silence; the page now has a note saying so, as the API's ``warnings`` do."""
+    pinned = App(sqlite_url, version="v1")
+
+    @pinned.workflow(name="pinned_done")
+    async def pinned_done() -> str:
+        return "done"
+
+    async with pinned, pinned.worker(queues=["default"]):
+        await (await pinned.start(pinned_done, run_id="pf")).result(timeout=30)
+    csrf = await login(ui, ADMIN)
+    r = await ui.post("/ui/runs/pf/fork", data={"csrf": csrf, "at": "0", "run_id": "pf.1"})
+    assert r.status_code == 303 and r.headers["location"].endswith("/runs/pf.1"), r.text
+    page = (await ui.get("/runs/pf.1")).text
+    note = re.search(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', page, re.S)
+    assert note is not None, page
+    assert "Forked pf at position 0 as pf.1." in note[1], note[1]
+    assert ("run &#39;pf&#39; ran under code version &#39;v1&#39;; its fork &#39;pf.1&#39;, "
+            "made by an app of no version, has none") in note[1], note[1]
+
+
 async def test_the_run_page_says_when_no_live_worker_has_a_queued_runs_version(
         ui: httpx.AsyncClient, sqlite_url: str) -> None:
     """A run pinned to v1 with no v1 worker live stays queued while other workers serve

@@ -75,9 +75,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "down with it (a budget's share) is kept")
     p.add_argument("--id", dest="new_id", metavar="NEW_ID", help="the new run's id")
     p.add_argument("--app", metavar="MODULE:APP",
-                   help="the app whose code version the fork runs under (default: none); "
-                   "its store is used unless --db is given; an --input its workflow "
-                   "cannot take is refused, as by start --app")
+                   help="the app whose code version the fork runs under (default: none: "
+                   "a worker of any version may claim it; the fork of a run that had a "
+                   "version is warned about); its store is used unless --db is given; "
+                   "an --input its workflow cannot take is refused, as by start --app")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=fork)
 

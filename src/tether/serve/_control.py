@@ -52,7 +52,7 @@ from tether.serve._api import (
     unserved_warning,
     workflow_known,
 )
-from tether.store._lifecycle import version_dropped
+from tether.store._lifecycle import fork_version_dropped, version_dropped
 from tether.store._values import check_queue_limit
 
 SCHEDULE_ACTIONS = ("pause", "resume", "trigger")
@@ -131,7 +131,11 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
     doc["created"] = handle.created is not False
     if not doc["created"]:  # this fork asked for again: nothing started (200)
         return doc, 200
-    return await _warn_unserved(app, doc), 201
+    doc = await _warn_unserved(app, doc)
+    unpinned = fork_version_dropped(run_id, handle.run_id, source.version, doc["version"])
+    if unpinned is not None:
+        doc["warnings"] = [*doc.get("warnings", []), unpinned]
+    return doc, 201
 
 
 async def erase(app: App, run_id: str) -> dict[str, Any]:

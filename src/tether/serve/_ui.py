@@ -1416,6 +1416,12 @@ async def fork_action(request: Request) -> Response:
     if new_id is not None:
         field_name(new_id, "run_id", required=True)
     doc, _ = await fork(request.app.state.tether, run_id, at, args, new_id)
+    if doc.get("warnings"):
+        # (the answer's warnings, as the API gives them: no worker has its workflow,
+        # its source's version left behind; on to the new run's page, which says them)
+        notes = "".join(f" Note: {w}." for w in doc["warnings"])
+        return _back(request, {}, f"/runs/{path_segment(doc['run_id'])}",
+                     f"Forked {run_id} at position {at} as {doc['run_id']}.{notes}")
     return _redirect(request, f"/runs/{path_segment(doc['run_id'])}")
 
 

@@ -58,6 +58,21 @@ def version_dropped(run_id: str, before: str | None, after: str | None) -> str |
             "gives it that version)")
 
 
+def fork_version_dropped(run_id: str, fork_id: str, before: str | None,
+                         after: str | None) -> str | None:
+    """The warning of a fork that left its source's code version behind, as
+    ``version_dropped`` is a retry's: a fork runs under the version of the app that
+    forks it, none for an app of none, and a run of none is claimed by workers of every
+    version, so its replay of the copied journal may meet code other than the code
+    that wrote it. ``None`` when it has a version (or the source had none)."""
+    if before is None or after is not None:
+        return None
+    return (f"run {run_id!r} ran under code version {before!r}; its fork {fork_id!r}, made "
+            "by an app of no version, has none: workers of every version may claim it (a "
+            "fork from the app of a version, tether fork --app MODULE:APP or serve --app, "
+            "gives it that version)")
+
+
 def child_id_taken(child_run_id: str, parent_run_id: str, workflow: str) -> ConfigError:
     """A child's run id already used by a run that is not this parent's child (it would
     have given the parent that run's result as its child's)."""
