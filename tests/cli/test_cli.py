@@ -854,6 +854,44 @@ async def test_budget_that_leaves_the_limit_the_run_stopped_at_is_warned_of(
         await app.cancel("th-3")
 
 
+async def test_budget_that_leaves_the_limit_an_estimate_went_over_is_warned_of(
+        store_url: str) -> None:
+    """A budget of both kinds (5 tokens, $10) whose first call's estimate goes over the
+    token limit, none spent: ``tether budget RUN --usd 20`` said "set to $20.00" alone
+    (the wait did not say which limit refused the call, and it had spent neither), and
+    the run took it and waited on. The wait's status now names the limit
+    (``blocked_by``), and the raise of the other one is warned of; a raise of the token
+    limit gets no warning."""
+    from tether.ai import LLM, Budget, set_budget, user_message
+
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
+
+    @app.workflow(name="thrifty_both")
+    async def thrifty_both(question: str) -> str:
+        set_budget(Budget(tokens=5, usd=10.0))  # the first call is refused: no request
+        reply = await llm.chat([user_message(question)])
+        return reply.text or ""
+
+    async with app, app.worker(poll_interval=0.1):
+        await app.start(thrifty_both, "q", run_id="tb-1")
+        status = await waiting_on_budget(app, "tb-1", 0)
+        assert status["blocked_by"] == ["tokens"], status
+        assert (status["spent_tokens"], status["budget_tokens"]) == (0, 5), status
+        usd = await cli("budget", "tb-1", "--usd", "20", db=store_url)
+        assert usd.returncode == 0 and usd.stdout == "budget of run tb-1 set to $20.00\n"
+        assert usd.stderr.splitlines() == [
+            "tether: warning: run 'tb-1' takes these limits and waits on: it stopped at its "
+            "token limit (0 tokens spent of 5 tokens), which this raise leaves as it was; a "
+            "token limit above 0 tokens lets it go on"], usd.stderr
+        status = await waiting_on_budget(app, "tb-1", 1)
+        assert status["budget_usd"] == 20.0 and status["blocked_by"] == ["tokens"], status
+        right = await cli("budget", "tb-1", "--tokens", "6", db=store_url)
+        assert right.returncode == 0 and right.stderr == "", right.stderr
+        await waiting_on_budget(app, "tb-1", 2)  # (6 tokens: too few for the prompt)
+        await app.cancel("tb-1")
+
+
 async def test_runs_and_show_say_an_approval_in_words(store_url: str) -> None:
     """A run waiting for an approval read ``signal approval`` in ``tether runs``' WAITING
     FOR and ``tether show``'s "waiting for" (its ``waiting_for``, the signal that

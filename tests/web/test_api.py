@@ -1398,6 +1398,51 @@ async def test_a_budget_signal_that_gives_no_limit_warns(api: Api) -> None:
         assert r.status_code == 202 and "warnings" not in r.json(), r.text
 
 
+async def test_a_budget_signal_that_leaves_the_limit_an_estimate_went_over_warns(
+        api: Api) -> None:
+    """A run under a budget of both kinds (5 tokens, $10) whose first call's estimate
+    goes over the token limit, none spent, waits on its budget; ``POST
+    .../signals/budget`` raising only its USD limit was a bare 202 (the wait did not say
+    which limit refused the call), and the run took it and waited on. Its status names
+    the limit (``blocked_by``) and the answer's ``warnings`` say why it waits on."""
+    from tether.ai import LLM, Budget, set_budget, user_message
+
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
+
+    @api.app.workflow(name="over_tokens_of_two")
+    async def over_tokens_of_two(question: str) -> str:
+        set_budget(Budget(tokens=5, usd=10.0))  # the first call is refused: no request
+        reply = await llm.chat([user_message(question)])
+        return reply.text or ""
+
+    async def waiting_on_budget(after: int) -> dict[str, Any]:
+        async with asyncio.timeout(15):
+            while True:
+                doc = (await api.http.get("/api/v1/runs/ot-1")).json()
+                taken = [e for e in doc["journal"] if e["name"] == "budget"]
+                if doc["waiting_for"] == "signal budget" and len(taken) == after:
+                    return dict(doc["status_info"])
+                await asyncio.sleep(0.02)
+
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "over_tokens_of_two",
+                                                  "input": ["q"], "run_id": "ot-1"})
+        status = await waiting_on_budget(0)
+        assert status["blocked_by"] == ["tokens"], status
+        r = await api.http.post("/api/v1/runs/ot-1/signals/budget",
+                                json={"data": {"usd": 20}})
+        assert r.status_code == 202 and r.json()["warnings"] == [
+            "run 'ot-1' takes these limits and waits on: it stopped at its token limit (0 "
+            "tokens spent of 5 tokens), which this raise leaves as it was; a token limit "
+            "above 0 tokens lets it go on"], r.text
+        await waiting_on_budget(1)
+        r = await api.http.post("/api/v1/runs/ot-1/signals/budget",
+                                json={"data": {"tokens": 6}})
+        assert r.status_code == 202 and "warnings" not in r.json(), r.text
+        await waiting_on_budget(2)
+        await api.app.cancel("ot-1")
+
+
 async def test_approvals_list_and_answer(api: Api) -> None:
     """A waiting approval is listed with its tool, arguments and reason; bad answers
     change nothing; approving resumes the run; a second answer is a 409."""

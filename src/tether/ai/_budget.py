@@ -231,7 +231,8 @@ def short_raise(status: Any, usd: float | None, tokens: int | None) -> str | Non
     """Why new limits (``usd``, ``tokens``: ``None`` for one not given) cannot let a run
     go on, read from its live status while it waits on its budget (``RunSpending.status``:
     its spending and limits), or ``None`` when they may: a limit it stopped at that they
-    leave as it was (the budget's only limit, or one it has spent: ``tether budget RUN
+    leave as it was (the budget's only limit, one it has spent, or one its next call's
+    estimate went over, which the status names in ``blocked_by``: ``tether budget RUN
     --usd 5`` to a run stopped at its token limit), or a new limit at or under what it
     has spent. The run takes such a raise and waits on. (A raise past what it spent may
     still fall short of its next call's estimate: the run then waits on too, and the
@@ -242,6 +243,9 @@ def short_raise(status: Any, usd: float | None, tokens: int | None) -> str | Non
                "tokens": (status.get("spent_tokens"), status.get("budget_tokens"), tokens)}
     limited = [kind for kind, (_, limit, _) in figures.items()
                if isinstance(limit, (int, float))]
+    # (the limits that refused its call, when its status says: with both, the one its
+    # next call's estimate went over, which it has not spent, was not told apart)
+    blocked = _limit_kinds(status.get("blocked_by"))
 
     def said(kind: str, value: Any) -> str:
         return f"${value:,.6f}" if kind == "usd" else f"{value:,} tokens"
@@ -255,7 +259,7 @@ def short_raise(status: Any, usd: float | None, tokens: int | None) -> str | Non
                     f"{said(kind, spent)} it has spent; a {what} limit above that lets it "
                     "go on")
         if (new is None and isinstance(limit, (int, float))
-                and (len(limited) == 1 or spent >= limit)):
+                and (len(limited) == 1 or spent >= limit or kind in blocked)):
             return (f"it stopped at its {what} limit ({said(kind, spent)} spent of "
                     f"{said(kind, limit)}), which this raise leaves as it was; a "
                     f"{what} limit above {said(kind, spent)} lets it go on")
@@ -340,22 +344,28 @@ class BudgetExceeded(NonRetryable):
         spent_usd, spent_tokens: what the run spent so far.
         budget_usd, budget_tokens: the limits (``None``: no limit of that kind).
         estimate_usd, estimate_tokens: what this call's prompt was estimated to cost.
+        blocked_by: the limits it would pass, ``"usd"`` and/or ``"tokens"`` (journaled
+            with it, as its other attributes are: a run waiting on its budget says
+            which in its status, so that a raise of the other one alone is warned of).
     """
 
     __module__ = "tether.ai"
 
     def __init__(self, message: str, *, spent_usd: float = 0.0, spent_tokens: int = 0,
                  budget_usd: float | None = None, budget_tokens: int | None = None,
-                 estimate_usd: float = 0.0, estimate_tokens: int = 0) -> None:
+                 estimate_usd: float = 0.0, estimate_tokens: int = 0,
+                 blocked_by: list[str] | None = None) -> None:
         super().__init__(message, data={"spent_usd": spent_usd, "spent_tokens": spent_tokens,
                                         "budget_usd": budget_usd,
-                                        "budget_tokens": budget_tokens})
+                                        "budget_tokens": budget_tokens,
+                                        "blocked_by": list(blocked_by or [])})
         self.spent_usd = spent_usd
         self.spent_tokens = spent_tokens
         self.budget_usd = budget_usd
         self.budget_tokens = budget_tokens
         self.estimate_usd = estimate_usd
         self.estimate_tokens = estimate_tokens
+        self.blocked_by = list(blocked_by or [])
 
 
 class Claim:
@@ -476,23 +486,26 @@ class RunSpending:
         held_tokens, held_usd = self.held()
         in_flight = [c for c in self.claims if c.in_flight]
         over: list[str] = []
+        blocked: list[str] = []
         if token_limit is not None and share.tokens is not None and share.tokens <= 0:
             left = max(0, token_limit - tokens - held_tokens - sum(c.tokens for c in in_flight))
             over.append(f"{tokens} tokens spent, {held_tokens} held for child runs and "
                         f"{sum(c.tokens for c in in_flight)} in flight leave {left} of budget "
                         f"{token_limit} tokens")
+            blocked.append("tokens")
         if usd_limit is not None and share.usd is not None and share.usd <= 0:
             left_usd = max(0.0, usd_limit - usd - held_usd - sum(c.usd for c in in_flight))
             over.append(f"${usd:.6f} spent, ${held_usd:.6f} held for child runs and "
                         f"${sum(c.usd for c in in_flight):.6f} in flight leave "
                         f"${left_usd:.6f} of budget ${usd_limit:.6f}")
+            blocked.append("usd")
         if over:
             parts = max(1, self.splitting)
             raise BudgetExceeded(
                 "budget exceeded: " + "; ".join(over) + ": no share for a child run"
                 + (f" (split between {parts} child runs)" if parts > 1 else ""),
                 spent_usd=usd, spent_tokens=tokens, budget_usd=usd_limit,
-                budget_tokens=token_limit)
+                budget_tokens=token_limit, blocked_by=blocked)
 
     def roll_up(self, child_run_id: str, tokens: int, usd: float) -> None:
         """A child run's spend, in place of the share held for it."""
@@ -649,22 +662,30 @@ class RunSpending:
         tokens, usd = spent if spent is not None else (self.tokens, self.usd)
         usd_limit, token_limit = self.limits(budget)
         over: list[str] = []
+        blocked: list[str] = []
         if usd_limit is not None and (usd >= usd_limit or usd + estimate_usd > usd_limit):
             over.append(f"${usd:.6f} spent + ~${estimate_usd:.6f} for this call > "
                         f"budget ${usd_limit:.6f}")
+            blocked.append("usd")
         if token_limit is not None and (tokens >= token_limit
                                         or tokens + estimate_tokens > token_limit):
             over.append(f"{tokens} tokens spent + ~{estimate_tokens} for this call > "
                         f"budget {token_limit} tokens")
+            blocked.append("tokens")
         if over:
             raise BudgetExceeded("budget exceeded: " + "; ".join(over),
                                  spent_usd=usd, spent_tokens=tokens,
                                  budget_usd=usd_limit, budget_tokens=token_limit,
-                                 estimate_usd=estimate_usd, estimate_tokens=estimate_tokens)
+                                 estimate_usd=estimate_usd, estimate_tokens=estimate_tokens,
+                                 blocked_by=blocked)
 
-    def status(self, budget: Budget, run_id: str | None = None) -> dict[str, Any]:
+    def status(self, budget: Budget, run_id: str | None = None,
+               blocked_by: Any = None) -> dict[str, Any]:
         """The live status of a run waiting on its budget; its ``hint`` names the run
-        (``run_id``, shell-quoted), or says ``RUN_ID`` when it is not given."""
+        (``run_id``, shell-quoted), or says ``RUN_ID`` when it is not given; with
+        ``blocked_by`` (the refusal's ``BudgetExceeded.blocked_by``), ``blocked_by``:
+        the limits that refused the call, ``"usd"`` and/or ``"tokens"``, which
+        ``short_raise`` reads (left out for a refusal journaled without it)."""
         usd_limit, token_limit = self.limits(budget)
         spent = ([f"${self.usd:.6f} of ${usd_limit:.6f}"] if usd_limit is not None else []
                  ) + ([f"{self.tokens} of {token_limit} tokens"] if token_limit is not None
@@ -674,13 +695,25 @@ class RunSpending:
         if self.inherited is not None:
             message += (" Its limits are its share of its parent run's budget; new limits "
                         "given here are this run's.")
-        return {"waiting_for": "budget", "spent_usd": round(self.usd, 6),
-                "budget_usd": usd_limit, "spent_tokens": self.tokens,
-                "budget_tokens": token_limit,
-                "hint": (budget_hint(run_id) if run_id is not None else BUDGET_HINT_BEFORE),
-                # What the run asks for, for faces that ask people (MCP's input_required).
-                "input": {"signal": BUDGET_SIGNAL, "message": message,
-                          "schema": BUDGET_INPUT_SCHEMA}}
+        status = {"waiting_for": "budget", "spent_usd": round(self.usd, 6),
+                  "budget_usd": usd_limit, "spent_tokens": self.tokens,
+                  "budget_tokens": token_limit,
+                  "hint": (budget_hint(run_id) if run_id is not None else BUDGET_HINT_BEFORE),
+                  # What the run asks for, for faces that ask people (MCP's input_required).
+                  "input": {"signal": BUDGET_SIGNAL, "message": message,
+                            "schema": BUDGET_INPUT_SCHEMA}}
+        blocked = _limit_kinds(blocked_by)
+        if blocked:
+            status["blocked_by"] = blocked
+        return status
+
+
+def _limit_kinds(value: Any) -> list[str]:
+    """The limit kinds (``"usd"``, ``"tokens"``) a journaled ``blocked_by`` names, in
+    that order; ``[]`` for anything else (a refusal journaled before it was kept)."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [kind for kind in ("usd", "tokens") if kind in value]
 
 
 #: The ``hint`` of a budget wait's live status recorded before it held the run's id:
@@ -756,7 +789,10 @@ async def wait_out_budget(spending: RunSpending, limit: Budget | None,
         if not raised and raising is not None:
             await asyncio.shield(raising)
         return
-    tether.set_status(spending.status(limit, tether.run_id()))
+    # (which limits refused it, when they are the limits it waits under: a run recorded
+    # before one raise served all may wait here under limits raised since)
+    blocked = (getattr(exc, "blocked_by", None) if not raised else None)
+    tether.set_status(spending.status(limit, tether.run_id(), blocked))
     mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     if spending.raising is None:  # (else a run recorded before: one signal per call)
         spending.raising = mine
