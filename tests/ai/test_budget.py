@@ -1022,3 +1022,61 @@ def test_the_budget_hint_names_its_run_shell_quoted_and_an_older_hint_gets_it() 
     assert raise_command(BUDGET_HINT_BEFORE, "it's") == (
         "tether budget 'it'\"'\"'s' --usd X --tokens N")
     assert raise_command("wait a bit", "b1") is None and raise_command(None, "b1") is None
+
+
+async def test_show_says_a_runs_budget_whether_or_not_it_waits_on_it(
+        store_url: str, server: ScriptedLLMServer) -> None:
+    """``tether show`` (and ``--json``'s ``budget``) said a run's budget only while the
+    run waited on it (its status's figures): a run under ``Budget(tokens=5000,
+    usd=0.5)`` that spent 1,840 tokens and waited for another signal, or ended, said
+    nothing of it. Its limits are journaled with each call's record, and ``show`` says
+    them with what the run spent. A run with no budget has no such line (``null``)."""
+    from tests.cli.test_fit import on_terminal
+
+    server.set_script([Reply("one", input_tokens=1800, output_tokens=40),
+                       Reply("two", input_tokens=10, output_tokens=5)])
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url)
+
+    @app.workflow
+    async def budgeted() -> str:
+        set_budget(Budget(tokens=5000, usd=0.5))
+        first = await llm.chat([user_message("a question")])
+        await tether.wait_for_signal("go")
+        return first.text or ""
+
+    @app.workflow
+    async def unbudgeted() -> str:
+        return (await llm.chat([user_message("another")])).text or ""
+
+    async with app, app.worker(poll_interval=0.05):
+        await app.start(budgeted, run_id="bs-1")
+        await wait_for(lambda: _waits_for(app, "bs-1", "signal go"), timeout=20,
+                       what="bs-1 waiting for go")
+        cost = (await app.get_run("bs-1")).metrics["cost.usd"]
+        waiting = await asyncio.to_thread(tether_cli, "show", "bs-1", db=store_url)
+        as_json = await asyncio.to_thread(tether_cli, "show", "bs-1", "--json", db=store_url)
+        await app.signal("bs-1", "go", None)
+        await (app.handle("bs-1")).result(timeout=20)
+        ended = await asyncio.to_thread(tether_cli, "show", "bs-1", db=store_url)
+        fitted = await asyncio.to_thread(on_terminal, "show", "bs-1", db=store_url,
+                                         columns=40)
+        await (await app.start(unbudgeted, run_id="nb-1")).result(timeout=20)
+        plain = await asyncio.to_thread(tether_cli, "show", "nb-1", db=store_url)
+        plain_json = await asyncio.to_thread(tether_cli, "show", "nb-1", "--json",
+                                             db=store_url)
+    line = f"budget: 1,840 of 5,000 tokens · ${cost:.4f} of $0.50"
+    assert waiting.returncode == 0, waiting.stderr
+    assert line in waiting.stdout.splitlines(), waiting.stdout
+    assert json.loads(as_json.stdout)["budget"] == {
+        "usd": 0.5, "tokens": 5000, "spent_usd": round(cost, 6), "spent_tokens": 1840}
+    assert line in ended.stdout.splitlines(), ended.stdout
+    # (on a terminal 40 columns wide: each limit's figures on a line, under the label)
+    at = fitted.splitlines().index("budget: 1,840 of 5,000 tokens")
+    assert fitted.splitlines()[at + 1] == f"        ${cost:.4f} of $0.50", fitted
+    assert "budget:" not in plain.stdout, plain.stdout
+    assert json.loads(plain_json.stdout)["budget"] is None
+
+
+async def _waits_for(app: App, run_id: str, what: str) -> bool:
+    return (await app.get_run(run_id)).waiting_for == what

@@ -69,7 +69,8 @@ __all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "CHILD_SHARE_PATCH", "CHILD_S
            "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "checked_budget",
            "child_share",
            "current_spending", "falls_short", "no_raise_warning", "output_bound", "raises_nothing",
-           "require_price", "set_budget", "short_raise", "signal_limits", "stricter"]
+           "require_price", "set_budget", "short_raise", "signal_limits", "stricter",
+           "with_limits"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
@@ -737,6 +738,20 @@ def raise_command(hint: object, run_id: str) -> str | None:
     if hint == BUDGET_HINT_BEFORE:
         hint = budget_hint(run_id)
     return hint.removeprefix("raise it: ")
+
+
+def with_limits(record: dict[str, Any], spending: RunSpending,
+                budget: Budget | None) -> dict[str, Any]:
+    """The record of a call admitted under ``budget`` (its run's effective one, or
+    ``None``) with its limits, ``"budget": {"usd", "tokens"}`` (a raise the run took
+    counted; ``None``: no limit of that kind). A budget is workflow state, journaled
+    nowhere else: so ``tether show`` and the run's document read the run's limits from
+    its journal whether or not it waits on them (``tether._budgets``), in the entry
+    the call writes anyway, at no read or write of its own."""
+    if budget is not None:
+        usd, tokens = spending.limits(budget)
+        record["budget"] = {"usd": usd, "tokens": tokens}
+    return record
 
 
 def require_price(spending: RunSpending, budget: Budget | None, *, model: str,

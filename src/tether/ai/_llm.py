@@ -63,6 +63,7 @@ from tether.ai._budget import (
     require_price,
     spending_of,
     wait_out_budget,
+    with_limits,
 )
 from tether.ai._errors import (
     FatalProviderError,
@@ -450,7 +451,7 @@ class LLM:
                                         spending=spending, claim=claim, price=price,
                                         estimate_input=call.estimate_input)
             spending.answered(claim, record.reply.usage.total_tokens, record.cost_usd)
-            return paid.record(record.to_dict())
+            return paid.record(with_limits(record.to_dict(), spending, budget))
 
         return llm_call
 

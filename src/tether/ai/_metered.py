@@ -59,6 +59,7 @@ from tether.ai._budget import (
     require_price,
     spending_of,
     wait_out_budget,
+    with_limits,
 )
 from tether.ai._errors import FatalProviderError, RetryableProviderError
 from tether.ai._pricing import PriceTable
@@ -239,7 +240,7 @@ class MeteredModel:
                               max_out=max_out, pending=pending, polls=polls),
                 spending=spending, claim=claim, price=price, estimate_input=estimate)
             spending.answered(claim, *_cost(record))
-            return paid.record(record)
+            return paid.record(with_limits(record, spending, limit))
 
         return metered_call
 

@@ -12,7 +12,9 @@ import logging
 import math
 from typing import Any
 
+from tether._budgets import run_budget
 from tether._fit import say
+from tether._types import RunInfo
 from tether.cli._common import CliError, client, run_id_arg, safe
 from tether.errors import SignalError
 
@@ -59,6 +61,24 @@ async def budget(args: argparse.Namespace) -> int:
         log.warning("run %s takes these limits and waits on: %s", safe(repr(args.run_id)),
                     short)
     return 0
+
+
+def budget_line(info: RunInfo) -> str | None:
+    """``tether show``'s budget line of a run whose journal holds a call under a budget
+    (``tether._budgets.run_budget``), waiting on it or not: what it spent of each limit,
+    ``budget: 1,840 of 5,000 tokens · $0.0031 of $0.50``; else ``None`` (no line)."""
+    budget = run_budget(info.journal, info.metrics, info.status_info)
+    if budget is None:
+        return None
+    from tether.ai._rows import fmt_tokens, fmt_usd  # (tether.ai: for a budget only)
+
+    said = []
+    if budget["tokens"] is not None:
+        said.append(f"{fmt_tokens(budget['spent_tokens'])} of {fmt_tokens(budget['tokens'])} "
+                    f"token{'' if budget['tokens'] == 1 else 's'}")
+    if budget["usd"] is not None:
+        said.append(f"{fmt_usd(budget['spent_usd'])} of {fmt_usd(budget['usd'])}")
+    return "budget: " + " · ".join(said)
 
 
 def limits_text(usd: float | None, tokens: int | None) -> str:

@@ -35,6 +35,7 @@ from tether._show import (
     versions_idle,
 )
 from tether._types import RunInfo, RunStatus, check_name, did_you_mean
+from tether.cli._budget import budget_line
 from tether.cli._common import (
     CliError,
     bounded_int,
@@ -589,6 +590,9 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
         # as the run's, under a head that says "status completed")
         w(f"live status: {short(info.status_info, 100)}\n")
     w(f"input: {short(info.input, 100)}\n")
+    budget = budget_line(info)
+    if budget is not None:
+        w(f"{budget}\n")
     width = name_width(info)
     print_origin(info, w, width, parent_gone, live or ())
     if idle is not None:

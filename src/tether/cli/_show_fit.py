@@ -15,6 +15,7 @@ from typing import Any
 from tether._fit import cells, cut_end, cut_middle, hang, pack, pad, wrap
 from tether._show import HELD_NOTE, bookkeeping, error_origin, held, timed_out
 from tether._types import RunInfo, RunStatus
+from tether.cli._budget import budget_line
 from tether.cli._common import fmt_time, safe, short
 from tether.cli._lifecycle_show import (
     OPERATOR_NOTE,
@@ -302,6 +303,14 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False,
     if info.status_info is not None:
         lines.append("live status: " + short(info.status_info, width - len("live status: ")))
     lines.append("input: " + short(info.input, width - len("input: ")))
+    budget = budget_line(info)
+    if budget is not None and cells(budget) <= width:
+        lines.append(budget)
+    elif budget is not None:  # (too long for the line: each limit's figures on its own)
+        first, *others = budget.removeprefix("budget: ").split(" · ")
+        lines += wrap(first, width, "budget: ")
+        for figures in others:
+            lines += wrap(figures, width, " " * len("budget: "))
     parent = parent_text(info, parent_gone)
     if parent is not None and info.parent_run_id is not None:
         # (its id whole, on a line of its own if need be: a person copies it)

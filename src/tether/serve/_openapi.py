@@ -279,6 +279,19 @@ def document(root_path: str = "") -> dict[str, Any]:
                                 "the operation before it, or the run's start); null "
                                 "when not waiting or not known")},
                             "metrics": {"type": "object"},
+                            "budget": {"type": "object", "nullable": True, "description": (
+                                "its LLM budget, waiting on it or not: the limits "
+                                "(usd, tokens; null: no limit of that kind) its "
+                                "journal's latest LLM call was decided under, or its "
+                                "status's while it waits on them, and what it spent "
+                                "(spent_usd, spent_tokens: its metrics' tree total, "
+                                "or its status's figures while it waits); null when "
+                                "no call of its journal had a budget"),
+                                "properties": {
+                                    "usd": {"type": "number", "nullable": True},
+                                    "tokens": {"type": "integer", "nullable": True},
+                                    "spent_usd": {"type": "number"},
+                                    "spent_tokens": {"type": "integer"}}},
                             "cancel_requested": {"type": "boolean", "description": (
                                 "a cancel was asked and the run has not ended: it ends "
                                 "cancelled when a worker serving its queue replays it "
