@@ -22,8 +22,15 @@ log = logging.getLogger("tether.cli")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("budget", parents=[common],
-                       help="set a run's LLM budget (a run waiting on it continues)")
+    p = sub.add_parser(
+        "budget", parents=[common],
+        help="set a run's LLM budget (a run waiting on it continues)",
+        description="Send RUN_ID the budget signal with new limits: a run waiting on its "
+        "budget continues with them; a run not waiting yet keeps them for when it "
+        "reaches its budget. New limits that cannot let a waiting run go on are taken "
+        "all the same, and warned of on stderr: one that leaves the limit the run "
+        "stopped at as it was (its budget's only limit, one it has spent, or the one "
+        "its next call's estimate went over), or a new limit not above what it spent.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--usd", type=float, help="the new limit in US dollars")
     p.add_argument("--tokens", type=int, help="the new limit in tokens (input + output)")
