@@ -7,6 +7,7 @@ import asyncio
 import gc
 import itertools
 import os
+import re
 from typing import Any
 
 import httpx
@@ -458,6 +459,65 @@ async def test_a_wait_on_llm_calls_that_go_elsewhere_says_so() -> None:
     await llm.aclose()
 
 
+async def test_a_model_not_pointed_at_the_environment_ends_the_wait_at_once() -> None:
+    """A model built before the environment and not given as ``llms=`` keeps its own
+    base URL (the provider's; here a closed port, not to reach the network): nothing
+    answers there, and its call was retried for ever, each backoff skipped, until the
+    wait gave up at its timeout (60 s) saying why. The wait now ends as soon as the call
+    has failed again while the test only waited, with ``RunStuck`` saying where the
+    calls went and how to point the model at the scripted server."""
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1")
+    app.add_agent(Agent("astray", model=llm))
+    async with TestEnv(app, llm=[Reply("ok")]) as env:
+        handle = await env.start("astray", "hi")
+        with pytest.raises(RunStuck, match=(
+                rf"run '{handle.run_id}' \(astray\) cannot reach its model: its LLM call "
+                r"\(step 'llm:openai:gpt-4\.1-mini'\) failed \d+ attempts in a row, nothing "
+                r"answering at http://127\.0\.0\.1:9/v1, and the environment's scripted LLM "
+                rf"server is at {re.escape(env.llm.base_url)}: .*TestEnv\(\.\.\., llms=\[llm\]\)")):
+            await env.result(handle, timeout=30)
+        assert env.llm.requests == []
+        assert (await env.app.get_run(handle.run_id)).status in ("waiting", "running")
+    await llm.aclose()
+
+
+async def test_a_model_on_a_server_of_the_tests_own_is_answered_by_it() -> None:
+    """A model pointed at a server the test started (not the environment's) is answered
+    by it, and one whose server the test brings up while the run already retries (the
+    test sleeping meanwhile) is not cut short: only calls that keep failing to connect
+    while the test does nothing but wait end the wait."""
+    app = App()
+    port = _free_port()
+    async with ScriptedLLMServer([Reply("mine")]) as mine:
+        up = LLM("openai:gpt-4.1-mini", base_url=mine.base_url)
+        late = LLM("openai:gpt-4.1-nano", base_url=f"http://127.0.0.1:{port}/v1")
+        app.add_agent(Agent("up", model=up))
+        app.add_agent(Agent("late", model=late))
+        async with TestEnv(app, llm=[Reply("the environment's")]) as env:
+            assert await env.run("up", "hi") == "mine"
+            handle = await env.start("late", "hi")
+            waiting = asyncio.create_task(env.result(handle))
+            async with asyncio.timeout(30):  # (its calls fail: nothing listens yet)
+                while not any(e.attempts > 3
+                              for e in await env.app.store.journal_read(handle.run_id)):
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(2 * 1.0)  # (the test is busy: the server may come)
+            async with ScriptedLLMServer([Reply("late but mine")], port=port):
+                assert await waiting == "late but mine"
+            assert env.llm.requests == []
+        await up.aclose()
+        await late.aclose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def test_a_server_given_started_is_left_running() -> None:
     """A server the test started (the ``llm_server`` fixture's) is the test's: the
     environment leaves it running at close (it stopped it, so the test's own calls to
@@ -718,6 +778,50 @@ async def test_fresh_schema_gives_each_environment_an_empty_store_of_one_databas
     assert left == []
     async with App(pg_migrated_url) as outside:
         assert [r.run_id for r in await outside.list_runs()] == [kept.run_id]
+
+
+@pytest.mark.postgres
+async def test_keep_schema_leaves_the_fresh_schema_in_place_and_says_how_to_look(
+        pg_migrated_url: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fresh_schema=True`` dropped its schema at close, so the runs of a failed test
+    could not be looked at. ``keep_schema=True`` (or ``env.keep_schema = True`` while
+    open, or ``TETHER_TEST_KEEP_SCHEMA=1``) leaves it, and a warning says its name and
+    the commands to look at it and to drop it; the schema is a store its URL opens."""
+    import psycopg
+
+    app = _napper_app()
+    monkeypatch.delenv("TETHER_TEST_KEEP_SCHEMA", raising=False)
+    kept = []
+    for how in ("option", "attribute", "variable", "none"):
+        if how == "variable":
+            monkeypatch.setenv("TETHER_TEST_KEEP_SCHEMA", "1")
+        else:
+            monkeypatch.delenv("TETHER_TEST_KEEP_SCHEMA", raising=False)
+        async with TestEnv(app, store_url=pg_migrated_url, fresh_schema=True,
+                           keep_schema=how == "option") as env:
+            schema, url = env.schema, env.store_url
+            assert schema is not None and url.endswith(f"?schema={schema}")
+            handle = await env.start("napper", how)
+            await env.settle()
+            if how == "attribute":
+                env.keep_schema = True
+        assert env.schema is None
+        if how != "none":
+            kept.append((schema, url, handle.run_id))
+            assert f"TestEnv: kept its schema {schema} (keep_schema): look at its runs " \
+                   f"with `tether runs --db '{url}'`" in caplog.text
+            assert f"`psql '{pg_migrated_url}' -c 'DROP SCHEMA {schema} CASCADE'`" \
+                in caplog.text
+    with psycopg.connect(pg_migrated_url, autocommit=True) as conn:
+        left = sorted(row[0] for row in conn.execute(
+            "SELECT schema_name FROM information_schema.schemata "
+            "WHERE schema_name LIKE 'tether_test_%'"))
+        assert left == sorted(schema for schema, _, _ in kept)
+        for schema, url, run_id in kept:
+            async with App(url) as looking:
+                assert (await looking.get_run(run_id)).status == "waiting"
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def test_fresh_schema_is_refused_without_a_postgresql_url_of_no_schema(
@@ -1391,3 +1495,44 @@ async def test_runs_that_move_beside_a_spinning_run_still_end_a_wait(store_url: 
         assert bill["attempts"] > 20  # (it spun all along)
         await env.app.cancel(spinner.run_id)
         await env.settle()
+
+
+@pytest.mark.postgres
+async def test_environments_open_at_once_on_one_database_keep_to_their_own_runs(
+        pg_url: str) -> None:
+    """Several ``TestEnv(fresh_schema=True)`` open at the same time on one PostgreSQL
+    database, in one process: each runs, signals and advances only its own runs (the
+    same workflows, the same virtual start time), none sees or wakes another's, and
+    each drops its schema. The guide said one database per process, untested."""
+    from tests.testing import shared_db_apps
+
+    count = 3
+    barrier = asyncio.Barrier(count)
+
+    async def together() -> None:
+        await barrier.wait()
+
+    schemas = await asyncio.gather(*(shared_db_apps.scenario(pg_url, f"env {i}", together)
+                                     for i in range(count)))
+    assert len(set(schemas)) == count
+    assert await shared_db_apps.schemas(pg_url) == 0
+
+
+async def test_reading_an_ended_runs_result_moves_no_clock(store_url: str) -> None:
+    """Awaiting the result of a run that has ended skips nothing, also when the wait
+    ends while the skip loop reads the store: the loop then found no wait left, took
+    that for a wait not over and jumped the clock to another run's wake-up. On
+    PostgreSQL, whose reads gave the race its time, a run waiting a day for a signal
+    beside it timed out before the test sent the signal."""
+    from tests.testing.shared_db_apps import DAY as ONE_DAY
+    from tests.testing.shared_db_apps import app, nap, order
+
+    async with TestEnv(app, store_url=store_url, start_time=0.0) as env:
+        waiting = await env.start(order, "x")
+        napping = await env.start(nap, 3)
+        await env.advance(ONE_DAY)
+        for _ in range(5):
+            assert await napping.result() == 3 * 3600
+            assert env.now() == ONE_DAY
+        await env.app.signal(waiting.run_id, "note", "in time")
+        assert await waiting.result() == {"tag": "x", "note": "in time", "took": ONE_DAY}

@@ -181,3 +181,156 @@ async def test_a_fake_tools_error_result_carries_the_exceptions_message() -> Non
     assert chosen.is_error and chosen.text == "Error executing tool deliberate: quota reached"
     assert refused.is_error and refused.text == f"MCP error {INVALID_PARAMS}: bad params"
     assert server.calls[0] == MCPCall("lookup", {"city": "Atlantis"})
+
+
+_KEEPS = '''
+import os
+
+import tether
+from tether import App
+
+app = App()
+
+
+@app.workflow
+async def napper(tag: str) -> str:
+    await tether.sleep(3600)
+    return tag
+
+
+async def _left_waiting(tether_env, tag):
+    env = await tether_env(app, store_url=os.environ["KEEP_DB"], fresh_schema=True)
+    with open(f"{tag}.schema", "w") as out:
+        out.write(env.schema)
+    await env.start(napper, tag)
+    await env.settle()
+    return env
+
+
+async def test_fails(tether_env):
+    env = await _left_waiting(tether_env, "failed")
+    assert [r.status for r in await env.app.list_runs()] == ["completed"]
+
+
+async def test_passes(tether_env):
+    await _left_waiting(tether_env, "passed")
+'''
+
+
+@pytest.mark.postgres
+def test_tether_env_keeps_the_fresh_schema_of_a_failed_test(pg_url: str, tmp_path: Any) -> None:
+    """``fresh_schema=True`` dropped the schema at close whatever the test's outcome, so
+    the runs of a failed test could not be looked at. The ``tether_env`` fixture keeps
+    it when its test failed, and the failure's report says which it is and the commands
+    to look at it and to drop it; those commands work as written. A passing test's
+    schema is dropped as before."""
+    import re
+    import shlex
+
+    import psycopg
+
+    from tests import forked
+
+    (tmp_path / "test_keeps.py").write_text(_KEEPS)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n"
+                                         "asyncio_default_fixture_loop_scope = function\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYTEST") and k != "TETHER_TEST_KEEP_SCHEMA"}
+    env["KEEP_DB"] = pg_url
+    out = forked.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                      "-p", "no:xdist", str(tmp_path)], cwd=tmp_path, env=env,
+                     capture_output=True, text=True, timeout=120)
+    assert "1 failed, 1 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
+    failed = (tmp_path / "failed.schema").read_text()
+    passed = (tmp_path / "passed.schema").read_text()
+    with psycopg.connect(pg_url) as conn:
+        left = [row[0] for row in conn.execute(
+            "SELECT schema_name FROM information_schema.schemata "
+            "WHERE schema_name LIKE 'tether_test_%'")]
+    assert left == [failed] and passed != failed
+    report = out.stdout.split("short test summary")[0]
+    assert "Captured stdout teardown" in report, report
+    notice = re.search(rf"TestEnv: kept its schema {failed} \(keep_schema\): look at its runs "
+                       r"with `(tether runs --db '[^']+')` .*; drop it with `(psql [^`]+)`",
+                       report)
+    assert notice is not None, report
+    runs = forked.run([sys.executable, "-m", *shlex.split(notice.group(1))], env=env,
+                      capture_output=True, text=True, timeout=60)
+    assert runs.returncode == 0 and " napper " in runs.stdout \
+        and "waiting" in runs.stdout, runs.stdout + runs.stderr
+    dropped = subprocess_run(shlex.split(notice.group(2)))
+    assert dropped.returncode == 0, dropped.stderr
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.schemata "
+                            "WHERE schema_name LIKE 'tether_test_%'").fetchone() == (0,)
+
+
+def subprocess_run(args: list[str]) -> Any:
+    """``psql``, not a Python process: a new process of its own."""
+    import subprocess
+
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+_SHARING = '''
+import asyncio
+import os
+
+from shared_db_apps import all_open, scenario
+
+URL = os.environ["SHARED_DB"]
+
+
+async def _two_at_once(worker_id):
+    calls = []
+
+    async def together():  # (all four open at once, across the processes; once)
+        calls.append(1)
+        if len(calls) <= 2:
+            await all_open(URL, 4)
+
+    await asyncio.gather(*(scenario(URL, f"{worker_id} {i}", together) for i in range(2)))
+    with open(f"{worker_id}.{os.getpid()}.done", "w"):
+        pass
+
+
+async def test_one(worker_id):
+    await _two_at_once(worker_id)
+
+
+async def test_two(worker_id):
+    await _two_at_once(worker_id)
+'''
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_environments_of_xdist_processes_share_one_database(pg_url: str,
+                                                            tmp_path: Any) -> None:
+    """Tests on two pytest-xdist processes (``-n 2``), given one PostgreSQL database,
+    each open two ``TestEnv(fresh_schema=True)`` at once (four at the same time, which
+    each waits for), and run, signal and advance their runs as in one process: each
+    environment keeps to its own. The guide said to give each process its own
+    database, which was never needed with ``fresh_schema``."""
+    from pathlib import Path
+
+    import psycopg
+
+    from tests import forked
+    from tests.testing import shared_db_apps
+
+    (tmp_path / "shared_db_apps.py").write_text(Path(shared_db_apps.__file__).read_text())
+    (tmp_path / "test_sharing.py").write_text(_SHARING)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n"
+                                         "asyncio_default_fixture_loop_scope = function\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["SHARED_DB"] = pg_url
+    out = forked.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                      "-n", "2", str(tmp_path)], cwd=tmp_path, env=env,
+                     capture_output=True, text=True, timeout=240)
+    assert "2 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
+    done = [p.name.split(".")[0] for p in tmp_path.glob("*.done")]
+    assert sorted(done) == ["gw0", "gw1"], done
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.schemata "
+                            "WHERE schema_name LIKE 'tether_test_%'").fetchone() == (0,)

@@ -65,6 +65,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -102,6 +103,14 @@ _SPIN_RUNS = 32
 #: At most this many runs queued, running or waiting are read to tell that every run
 #: that moves only spins (``TestEnv._spinners``); a store with more is never still.
 _SPIN_LIST = 1000
+#: Real seconds an LLM call of a run waited on may keep failing to connect to a base URL
+#: other than the scripted server's, while the test only waits, before the wait ends
+#: (``RunStuck``; ``stuck_after`` if shorter): a model not pointed at the environment's
+#: server (``_watch_unreached``).
+_UNREACHED_AFTER = 1.0
+#: The message of an LLM call whose request reached no server (``ProviderError``'s
+#: ``no response``, the clients' ``cannot connect to {base_url} (...)``).
+_CANNOT_CONNECT = re.compile(r": no response: cannot connect to (\S+) \(")
 
 #: The store's key-value row an open environment holds (``kv_get``/``kv_cas``), to refuse
 #: a second environment on the same store; its holder refreshes it every
@@ -259,8 +268,11 @@ class TestEnv:
             without) raises ``RunStuck`` when its run can never end: all that time no
             run was running or due, no timer, retry or schedule was pending (but those
             of runs that only spin, see ``stuck_attempts``), and every task of the test
-            was waiting on the environment. None: such a wait waits out its timeout, or
-            for ever without one.
+            was waiting on the environment. A wait whose run keeps failing an LLM call
+            that reaches nothing at its model's base URL, not the scripted server's (a
+            model not given as ``llms=``), raises ``RunStuck`` too, after a second (or
+            ``stuck_after`` if shorter) of such failures while the test only waited.
+            None: such waits wait out their timeout, or for ever without one.
         stuck_attempts: failed attempts in a row of one call of a step (default 1000)
             after which a wait on a run's result raises ``RunSpinning`` when the step,
             in the run or in a child it waits for, keeps failing: it failed again while
@@ -275,8 +287,14 @@ class TestEnv:
         fresh_schema: with a PostgreSQL ``store_url`` (whose URL names no ``schema``),
             run on a schema of the environment's own in that database, new at open
             (``tether_test_`` and 12 random hex digits) and dropped at close: every
-            environment starts on an empty store, though the tests of one process (an
-            xdist worker) share its database. Nothing else of the database is touched.
+            environment starts on an empty store, and environments open at the same
+            time (in one process, or in several: xdist workers) may share the database,
+            each keeping to its own runs. Nothing else of the database is touched.
+        keep_schema: with ``fresh_schema``, leave the schema in place at close (its
+            name, and the commands to look at it and to drop it, logged as a warning),
+            to look at the runs of a failed test; also ``env.keep_schema = True`` while
+            open, or the environment variable ``TETHER_TEST_KEEP_SCHEMA=1`` for every
+            environment. The ``tether_env`` fixture keeps it when its test failed.
         mock_steps: steps to replace by test doubles in the environment's runs, ``{step:
             function}``, each step a name or a step function (see ``mock_step``).
         **worker_options: passed to ``app.worker`` (``concurrency``, ...); its
@@ -301,6 +319,7 @@ class TestEnv:
                  mock_steps: Mapping[str | Callable[..., Any], Callable[..., Any]]
                  | None = None, stuck_after: float | None = 3.0,
                  stuck_attempts: int | None = 1000, fresh_schema: bool = False,
+                 keep_schema: bool = False,
                  **worker_options: Any) -> None:
         if stuck_after is not None and _finite(stuck_after, "stuck_after") < 0:
             raise ConfigError(f"stuck_after takes seconds >= 0 or None, got {stuck_after!r}")
@@ -334,6 +353,8 @@ class TestEnv:
         #: The database URL a fresh schema is made in at each open (``fresh_schema``).
         self._schema_base = _fresh_schema_base(store_url) if fresh_schema else None
         self._schema: str | None = None
+        #: Leave the fresh schema in place at close (``keep_schema``).
+        self.keep_schema = keep_schema
         self._saved_env: dict[str, str | None] = {}
         self._skippers = 0
         self._skip_wanted = asyncio.Event()
@@ -351,6 +372,12 @@ class TestEnv:
         #: them: the environment is still but for them (``_watch``); else None.
         self._spinners: dict[str, tuple[RunRecord, JournalEntry]] | None = None
         self._busy_at = 0.0
+        #: The LLM calls of the runs waited on that failed to connect elsewhere than to
+        #: the scripted server, by (run id, position): their failed attempts and when
+        #: (real, monotonic) a look first saw them so while the test only waited
+        #: (``_watch_unreached``), and when the last look was.
+        self._unreached: dict[tuple[str, int], tuple[int, float]] = {}
+        self._unreached_at = 0.0
         self._closing = False
         self._opened = False
         #: The event loop the environment was opened in: its worker, skip loop and
@@ -469,7 +496,10 @@ class TestEnv:
                 shutil.rmtree(self._dir, ignore_errors=True)
             if self._schema is not None:
                 schema, self._schema = self._schema, None
-                await _drop_schema(self.store_url, schema)
+                if self.keep_schema or _keep_env():
+                    log.warning("%s", kept_schema_notice(self.store_url, schema))
+                else:
+                    await _drop_schema(self.store_url, schema)
 
     # -- one environment per store ----------------------------------------------------------
 
@@ -532,6 +562,12 @@ class TestEnv:
         os.environ[var] = value
 
     @property
+    def schema(self) -> str | None:
+        """The schema of a ``fresh_schema`` environment while it is open (None
+        otherwise): ``tether_test_`` and 12 hex digits, in ``store_url``'s database."""
+        return self._schema
+
+    @property
     def worker(self) -> Worker:
         if self._worker is None:
             raise RuntimeError("the environment is not open: use `async with TestEnv(app)`")
@@ -589,8 +625,10 @@ class TestEnv:
         wait = _Wait(asyncio.current_task(), run_id, time.monotonic(), timeout)
         self._waits.append(wait)
         # (the test may have done anything since the last look at the journals, while no
-        # wait was on and nothing looked at its tasks: RunSpinning starts counting anew)
+        # wait was on and nothing looked at its tasks: RunSpinning starts counting anew,
+        # and so does an LLM call that cannot connect)
         self._spin_reset()
+        self._unreached.clear()
         try:
             if self.stuck_after is None:
                 yield
@@ -949,7 +987,12 @@ class TestEnv:
                     return False
         except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
             return False
-        return bool(self._waits)
+        # Over too when nothing wants time to skip any more: the last wait ended while
+        # the skip loop read the store. (It said not over with no wait left, so the
+        # clock jumped to another run's wake-up just after the result of a run that had
+        # ended was read: on PostgreSQL, whose reads gave the race its time, a run
+        # waiting a day for a signal beside it timed out before the test sent it.)
+        return self._skippers <= len(self._waits)
 
     async def _watch(self, *, still: bool) -> None:
         """End the waits (with a timeout or without) whose runs can never end
@@ -965,6 +1008,9 @@ class TestEnv:
         backoffs are skipped, raised nothing and hung (or waited out its timeout)."""
         watched = [wait for wait in self._waits
                    if wait.deadline is not None and wait.stuck is None]
+        if watched and not still:
+            await self._watch_unreached(watched)
+            watched = [wait for wait in watched if wait.stuck is None]
         if watched and not still and self.stuck_attempts is not None:
             await self._watch_spinning(watched)
             still = self._spinners is not None
@@ -1020,6 +1066,85 @@ class TestEnv:
             + " (TestEnv(stuck_after=...) sets how long to wait before saying so; None "
             + ("waits for ever)" if wait.timeout is None
                else f"waits out the wait's timeout, {wait.timeout:g} s)"))
+        wait.deadline.reschedule(asyncio.get_running_loop().time())
+
+    async def _watch_unreached(self, watched: list[_Wait]) -> None:
+        """End the waits whose run, or a child it waits for, keeps failing an LLM call
+        that reaches no server at its model's base URL, another than the scripted
+        server's (``RunStuck``): a model built before the environment and not given as
+        ``llms=`` keeps the provider's URL (no network, or no such host, under a test),
+        or a server of the test's own is not up. Its calls were retried for ever, each
+        backoff skipped, and the wait gave up only at its timeout (60 s) saying why.
+        The call must have failed again, between two looks at least ``_UNREACHED_AFTER``
+        real seconds apart (or ``stuck_after``), while every task of the test only
+        waited on the environment: a test that starts its server meanwhile, or a run
+        whose retries are bounded (it fails by itself at once), is never cut short, and
+        a model whose server answers never fails so."""
+        if self.stuck_after is None:
+            return
+        now = time.monotonic()
+        if now - self._unreached_at < _POLL_MAX:  # (a look at most this often)
+            return
+        self._unreached_at = now
+        if self._test_busy():
+            self._unreached.clear()
+            return
+        grace = min(self.stuck_after, _UNREACHED_AFTER)
+        try:
+            for wait in watched:
+                _, steps = await self._failing_steps(wait.run_id)
+                for run, entry in steps:
+                    url = self._unreached_url(run.run_id, entry)
+                    if url is None:
+                        continue
+                    # (kept while the call is being tried again, and its entry reads
+                    # as no failure: a call that succeeds never fails again)
+                    attempts, since = self._unreached.setdefault(
+                        (run.run_id, entry.position), (entry.attempts, now))
+                    if entry.attempts > attempts and now - since >= grace \
+                            and wait.stuck is None and not self._test_busy():
+                        await self._end_unreached(wait, run, entry, url)
+        except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
+            self._unreached.clear()
+
+    def _unreached_url(self, run_id: str, entry: JournalEntry) -> str | None:
+        """The base URL a failed LLM call (``llm:...``) could not connect to, when it is
+        not one of the scripted server's; else None."""
+        if not entry.name.startswith("llm:") or not _failed_step(entry):
+            return None
+        try:
+            error = self.app.codec.for_run(run_id).decode(entry.error)
+        except Exception:  # (a payload this app cannot read)
+            return None
+        found = (_CANNOT_CONNECT.search(str(error.get("message")))
+                 if isinstance(error, dict) else None)
+        if found is None:
+            return None
+        url = found.group(1).rstrip("/")
+        ours = {self.llm.base_url.rstrip("/"), self.llm.anthropic_base_url.rstrip("/")}
+        return None if url in ours else url
+
+    async def _end_unreached(self, wait: _Wait, run: RunRecord, entry: JournalEntry,
+                             url: str) -> None:
+        """Raise ``RunStuck`` in ``wait``: its run's LLM call ``entry`` cannot connect
+        to ``url``, not the scripted server's (``_watch_unreached``)."""
+        waited = await self.app.store.run_get(wait.run_id)
+        if waited is None or waited.status.is_settled or wait not in self._waits \
+                or wait.deadline is None:
+            return
+        wait.stuck = RunStuck(
+            f"run {run.run_id!r} ({run.workflow}) cannot reach its model: its LLM call "
+            f"(step {entry.name!r}) failed {entry.attempts} attempts in a row, nothing "
+            f"answering at {url}, and the environment's scripted LLM server is at "
+            f"{self.llm.base_url}"
+            + (f" (the wait is on run {wait.run_id!r} ({waited.workflow}), which waits "
+               "for it)" if run.run_id != wait.run_id else "")
+            + ": an LLM built before the environment (at module level, say) keeps its "
+            "own base_url, the provider's, unless given as TestEnv(..., llms=[llm]); a "
+            "server of your own at that URL must be up before the run calls it "
+            "(TestEnv(stuck_after=None) "
+            + ("waits for ever instead)" if wait.timeout is None
+               else f"waits out the wait's timeout instead, {wait.timeout:g} s)"))
         wait.deadline.reschedule(asyncio.get_running_loop().time())
 
     def _spin_reset(self) -> None:
@@ -1367,6 +1492,27 @@ def _fresh_schema_base(store_url: str | None) -> str:
     return store_url
 
 
+#: Set to 1 (or true, yes), every ``fresh_schema`` environment keeps its schema at close.
+KEEP_SCHEMA_ENV = "TETHER_TEST_KEEP_SCHEMA"
+
+
+def _keep_env() -> bool:
+    return os.environ.get(KEEP_SCHEMA_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def kept_schema_notice(url: str, schema: str) -> str:
+    """What a kept schema's line says: its name, and the commands (run as they are
+    written) to look at its runs and to drop it. ``url`` is the store's URL, with
+    ``?schema=``, which ``tether --db`` takes; ``psql`` takes the database's."""
+    parts = urlsplit(url)
+    query = "&".join(f"{key}={value}" for key, value in parse_qsl(parts.query)
+                     if key != "schema")
+    base = parts._replace(query=query).geturl()
+    return (f"TestEnv: kept its schema {schema} (keep_schema): look at its runs with "
+            f"`tether runs --db '{url}'` (and `tether show RUN_ID --db '{url}'`); drop "
+            f"it with `psql '{base}' -c 'DROP SCHEMA {schema} CASCADE'`")
+
+
 async def _drop_schema(url: str, schema: str) -> None:
     """Drop the schema a ``fresh_schema`` environment made (logged if it cannot be)."""
     import psycopg
@@ -1413,7 +1559,9 @@ def _claim_refusal(url: str, holder: dict[str, Any]) -> str:
     return (f"TestEnv: the store {url} is in use by another open TestEnv ({where}"
             f"{f', test {test!r}' if test else ''}): two environments on one store run "
             "each other's runs and skip each other's clocks. Give each its own store "
-            "(under pytest-xdist, a database named after the worker_id fixture), or "
+            "(TestEnv(..., fresh_schema=True): a schema of its own in a PostgreSQL "
+            "database; or, under pytest-xdist, a database named after the worker_id "
+            "fixture), or "
             "close the first before opening this one")
 
 

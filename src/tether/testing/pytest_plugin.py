@@ -5,7 +5,9 @@ installed (entry point ``pytest11``: ``tether``). Async fixtures need pytest-asy
 - ``app``: a fresh ``tether.App`` on a temporary SQLite file, closed after the test
   (for workflows defined in the test itself).
 - ``tether_env``: a factory, ``env = await tether_env(my_app, **options)``: a
-  ``TestEnv`` (time skipping, worker, scripted LLM server) closed after the test.
+  ``TestEnv`` (time skipping, worker, scripted LLM server) closed after the test; one
+  of ``fresh_schema=True`` keeps its schema when the test failed (``keep_schema``), and
+  the test's report says which and how to look at it.
 - ``llm_server``: a started ``ScriptedLLMServer`` with an empty script
   (``llm_server.set_script([...])``), stopped after the test; it answers the OpenAI
   Responses API too (a ``ScriptedResponsesServer``).
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 
 from tether._app import App
-from tether.testing._env import TestEnv
+from tether.testing._env import TestEnv, kept_schema_notice
 from tether.testing._mcp import FakeMCPServer
 from tether.testing.llm_server import ScriptedLLMServer
 from tether.testing.responses_api import ScriptedResponsesServer
@@ -35,6 +37,22 @@ except ImportError:  # pragma: no cover - depends on the environment
     pytest_asyncio = None  # type: ignore[assignment]
 
 _NEEDS = "Tether's async fixtures need pytest-asyncio: pip install 'tether[testing]'"
+
+#: The reports of a test's phases (``setup``, ``call``), by phase, for its fixtures'
+#: teardown to tell whether it failed (pytest's own pattern for that).
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+def _failed(node: pytest.Item) -> bool:
+    """Whether the test's setup or call failed (so far: its teardown runs)."""
+    return any(report.failed for report in node.stash.get(_REPORTS, {}).values())
 
 
 def _async_fixture(fn: Callable[..., Any]) -> Any:
@@ -65,8 +83,12 @@ async def app(tether_store_url: str) -> AsyncIterator[App]:
 
 
 @_async_fixture
-async def tether_env() -> AsyncIterator[Callable[..., Awaitable[TestEnv]]]:
-    """``env = await tether_env(app, **options)``: an open ``TestEnv``, closed after."""
+async def tether_env(request: pytest.FixtureRequest,
+                     ) -> AsyncIterator[Callable[..., Awaitable[TestEnv]]]:
+    """``env = await tether_env(app, **options)``: an open ``TestEnv``, closed after.
+    One of ``fresh_schema=True`` keeps its schema when the test failed: its name and
+    the commands to look at it and to drop it are printed (the test's report shows
+    them, under "Captured stdout teardown")."""
     envs: list[TestEnv] = []
 
     async def make(target: App, **options: Any) -> TestEnv:
@@ -78,8 +100,14 @@ async def tether_env() -> AsyncIterator[Callable[..., Awaitable[TestEnv]]]:
     try:
         yield make
     finally:
+        failed = _failed(request.node)
         for env in reversed(envs):
+            schema, url = env.schema, env.store_url
+            if failed and schema is not None:
+                env.keep_schema = True
             await env.close()
+            if env.keep_schema and schema is not None:
+                print(kept_schema_notice(url, schema))
 
 
 @_async_fixture
