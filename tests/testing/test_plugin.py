@@ -186,8 +186,11 @@ async def test_a_fake_tools_error_result_carries_the_exceptions_message() -> Non
 _KEEPS = '''
 import os
 
+import pytest
+
 import tether
 from tether import App
+from tether.testing import TestEnv
 
 app = App()
 
@@ -214,6 +217,23 @@ async def test_fails(tether_env):
 
 async def test_passes(tether_env):
     await _left_waiting(tether_env, "passed")
+
+
+async def test_fails_inside_async_with():
+    async with TestEnv(app, store_url=os.environ["KEEP_DB"], fresh_schema=True) as env:
+        with open("failed_inside.schema", "w") as out:
+            out.write(env.schema)
+        await env.start(napper, "inside")
+        await env.settle()
+        assert [r.status for r in await env.app.list_runs()] == ["completed"]
+
+
+async def test_expects_the_error_inside_async_with():
+    with pytest.raises(ValueError):
+        async with TestEnv(app, store_url=os.environ["KEEP_DB"], fresh_schema=True) as env:
+            with open("expected.schema", "w") as out:
+                out.write(env.schema)
+            raise ValueError("expected")
 '''
 
 
@@ -240,16 +260,23 @@ def test_tether_env_keeps_the_fresh_schema_of_a_failed_test(pg_url: str, tmp_pat
     out = forked.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                       "-p", "no:xdist", str(tmp_path)], cwd=tmp_path, env=env,
                      capture_output=True, text=True, timeout=120)
-    assert "1 failed, 1 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "2 failed, 2 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
     failed = (tmp_path / "failed.schema").read_text()
+    inside = (tmp_path / "failed_inside.schema").read_text()
     passed = (tmp_path / "passed.schema").read_text()
+    expected = (tmp_path / "expected.schema").read_text()
     with psycopg.connect(pg_url) as conn:
-        left = [row[0] for row in conn.execute(
+        left = sorted(row[0] for row in conn.execute(
             "SELECT schema_name FROM information_schema.schemata "
-            "WHERE schema_name LIKE 'tether_test_%'")]
-    assert left == [failed] and passed != failed
+            "WHERE schema_name LIKE 'tether_test_%'"))
+    assert left == sorted([failed, inside])
+    assert len({failed, inside, passed, expected}) == 4
     report = out.stdout.split("short test summary")[0]
     assert "Captured stdout teardown" in report, report
+    # (a TestEnv of the test's own, closed by the failure leaving its block: a section
+    # of the failure's report)
+    assert re.search(r"-+ TestEnv: kept its schema -+\nTestEnv: kept its schema "
+                     rf"{inside} \(keep_schema\): look at its runs", report), report
     notice = re.search(rf"TestEnv: kept its schema {failed} \(keep_schema\): look at its runs "
                        r"with `(tether runs --db '[^']+')` .*; drop it with `(psql [^`]+)`",
                        report)
@@ -260,7 +287,8 @@ def test_tether_env_keeps_the_fresh_schema_of_a_failed_test(pg_url: str, tmp_pat
         and "waiting" in runs.stdout, runs.stdout + runs.stderr
     dropped = subprocess_run(shlex.split(notice.group(2)))
     assert dropped.returncode == 0, dropped.stderr
-    with psycopg.connect(pg_url) as conn:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {inside} CASCADE")
         assert conn.execute("SELECT count(*) FROM information_schema.schemata "
                             "WHERE schema_name LIKE 'tether_test_%'").fetchone() == (0,)
 

@@ -355,6 +355,11 @@ class TestEnv:
         self._schema: str | None = None
         #: Leave the fresh schema in place at close (``keep_schema``).
         self.keep_schema = keep_schema
+        #: Closing as an error leaves ``async with`` (``__aexit__``).
+        self._raising = False
+        #: Log the kept schema's line at close (the ``tether_env`` fixture prints it to
+        #: the test's report instead).
+        self._say_kept = True
         self._saved_env: dict[str, str | None] = {}
         self._skippers = 0
         self._skip_wanted = asyncio.Event()
@@ -397,7 +402,13 @@ class TestEnv:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        # (an error on its way out of the block, the test's failure most often: under
+        # the pytest plugin a fresh schema is then dropped only if the test passes)
+        self._raising = exc[0] is not None
+        try:
+            await self.close()
+        finally:
+            self._raising = False
 
     async def open(self) -> None:
         """Build ``env.app`` on a temporary store, start the LLM server and a worker."""
@@ -497,7 +508,10 @@ class TestEnv:
             if self._schema is not None:
                 schema, self._schema = self._schema, None
                 if self.keep_schema or _keep_env():
-                    log.warning("%s", kept_schema_notice(self.store_url, schema))
+                    if self._say_kept:
+                        log.warning("%s", kept_schema_notice(self.store_url, schema))
+                elif self._raising and DEFERRED_DROPS is not None:
+                    DEFERRED_DROPS.append((self.store_url, schema))
                 else:
                     await _drop_schema(self.store_url, schema)
 
@@ -1494,6 +1508,27 @@ def _fresh_schema_base(store_url: str | None) -> str:
 
 #: Set to 1 (or true, yes), every ``fresh_schema`` environment keeps its schema at close.
 KEEP_SCHEMA_ENV = "TETHER_TEST_KEEP_SCHEMA"
+
+
+#: Set to a list by the pytest plugin: the fresh schemas of environments that closed as
+#: an error left their ``async with`` block, ``(store URL, schema)``, for the plugin to
+#: keep if the test failed (and say so in its report), or drop if it passed (the error
+#: was one the test expected). None: dropped at close, whatever the error.
+DEFERRED_DROPS: list[tuple[str, str]] | None = None
+
+
+def drop_schema_now(url: str, schema: str) -> None:
+    """``_drop_schema``, from code that runs no event loop (a pytest hook)."""
+    import psycopg
+
+    from tether.store.postgres._config import parse_url
+
+    try:
+        cfg = parse_url(url, schema=None, connect_timeout=10)
+        with psycopg.connect(cfg.conninfo, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    except (psycopg.Error, OSError) as exc:
+        log.warning("TestEnv: could not drop its schema %s of %s: %s", schema, url, exc)
 
 
 def _keep_env() -> bool:

@@ -7,7 +7,9 @@ installed (entry point ``pytest11``: ``tether``). Async fixtures need pytest-asy
 - ``tether_env``: a factory, ``env = await tether_env(my_app, **options)``: a
   ``TestEnv`` (time skipping, worker, scripted LLM server) closed after the test; one
   of ``fresh_schema=True`` keeps its schema when the test failed (``keep_schema``), and
-  the test's report says which and how to look at it.
+  the test's report says which and how to look at it. So does an ``async with
+  TestEnv(..., fresh_schema=True)`` block that the test's failure leaves (its schema
+  dropped after the test if it passed: the error was expected).
 - ``llm_server``: a started ``ScriptedLLMServer`` with an empty script
   (``llm_server.set_script([...])``), stopped after the test; it answers the OpenAI
   Responses API too (a ``ScriptedResponsesServer``).
@@ -26,6 +28,7 @@ from typing import Any
 import pytest
 
 from tether._app import App
+from tether.testing import _env
 from tether.testing._env import TestEnv, kept_schema_notice
 from tether.testing._mcp import FakeMCPServer
 from tether.testing.llm_server import ScriptedLLMServer
@@ -43,11 +46,43 @@ _NEEDS = "Tether's async fixtures need pytest-asyncio: pip install 'tether[testi
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # (a TestEnv(fresh_schema=True) closed by an error leaving its ``async with`` hands
+    # its schema to the report below instead of dropping it)
+    if _env.DEFERRED_DROPS is None:
+        _env.DEFERRED_DROPS = []
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
+    _settle_schemas(report)
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # (an environment closed on an error after the last report: no failure to show)
+    for url, schema in _env.DEFERRED_DROPS or ():
+        _env.drop_schema_now(url, schema)
+    if _env.DEFERRED_DROPS:
+        _env.DEFERRED_DROPS.clear()
+
+
+def _settle_schemas(report: pytest.TestReport) -> None:
+    """The fresh schemas of the environments that closed on an error during this phase
+    of the test: kept, and named in the failure's report (a section of its own), if it
+    failed; dropped if it passed (the test expected that error)."""
+    pending = _env.DEFERRED_DROPS
+    if not pending:
+        return
+    schemas, pending[:] = list(pending), []
+    for url, schema in schemas:
+        if report.failed:
+            report.sections.append(("TestEnv: kept its schema",
+                                    _env.kept_schema_notice(url, schema)))
+        else:
+            _env.drop_schema_now(url, schema)
 
 
 def _failed(node: pytest.Item) -> bool:
@@ -105,8 +140,9 @@ async def tether_env(request: pytest.FixtureRequest,
             schema, url = env.schema, env.store_url
             if failed and schema is not None:
                 env.keep_schema = True
+            env._say_kept = False  # (said once, below: the report shows it)
             await env.close()
-            if env.keep_schema and schema is not None:
+            if schema is not None and (env.keep_schema or _env._keep_env()):
                 print(kept_schema_notice(url, schema))
 
 
