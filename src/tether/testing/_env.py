@@ -108,6 +108,8 @@ _SPIN_LIST = 1000
 #: (``RunStuck``; ``stuck_after`` if shorter): a model not pointed at the environment's
 #: server (``_watch_unreached``).
 _UNREACHED_AFTER = 1.0
+#: Real seconds between those looks at the journals of the runs waited on.
+_UNREACHED_LOOK = 0.25
 #: The message of an LLM call whose request reached no server (``ProviderError``'s
 #: ``no response``, the clients' ``cannot connect to {base_url} (...)``).
 _CANNOT_CONNECT = re.compile(r": no response: cannot connect to (\S+) \(")
@@ -1097,7 +1099,7 @@ class TestEnv:
         if self.stuck_after is None:
             return
         now = time.monotonic()
-        if now - self._unreached_at < _POLL_MAX:  # (a look at most this often)
+        if now - self._unreached_at < _UNREACHED_LOOK:
             return
         self._unreached_at = now
         if self._test_busy():

@@ -29,7 +29,7 @@ import pytest
 
 from tether._app import App
 from tether.testing import _env
-from tether.testing._env import TestEnv, kept_schema_notice
+from tether.testing._env import TestEnv
 from tether.testing._mcp import FakeMCPServer
 from tether.testing.llm_server import ScriptedLLMServer
 from tether.testing.responses_api import ScriptedResponsesServer
@@ -143,7 +143,7 @@ async def tether_env(request: pytest.FixtureRequest,
             env._say_kept = False  # (said once, below: the report shows it)
             await env.close()
             if schema is not None and (env.keep_schema or _env._keep_env()):
-                print(kept_schema_notice(url, schema))
+                print(_env.kept_schema_notice(url, schema))
 
 
 @_async_fixture
