@@ -47,7 +47,7 @@ async def schemas(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-async def all_open(url: str, count: int, timeout: float = 60.0) -> None:
+async def all_open(url: str, count: int, timeout: float = 120.0) -> None:
     """Wait until ``count`` environments are open on the database at once (their
     schemas exist), or fail saying so."""
     deadline = time.monotonic() + timeout
