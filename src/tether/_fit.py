@@ -6,9 +6,10 @@ On a terminal (and without ``--wide``) ``tether show``, ``runs``, ``approvals``,
 letting every line wrap; into a pipe or a file they print everything, as
 they always have, for scripts that read it. A command that answers with a sentence
 (``approve``, ``retry``, ``purge``, ``erase``, ...) has it wrapped between words there
-(``say``), and so are its ``tether: error:`` and ``tether: warning:`` lines when stderr
-is a terminal (``fit_message``). The demo fits its own output with the same helpers (so
-they live outside the CLI package, which the demo uses only through its command line).
+(``say``), and so are its ``tether: error:`` and ``tether: warning:`` lines and its
+usage errors when stderr is a terminal (``fit_message``). The demo fits its own output
+with the same helpers (so they live outside the CLI package, which the demo uses only
+through its command line).
 """
 
 from __future__ import annotations

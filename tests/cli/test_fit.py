@@ -888,3 +888,33 @@ def test_error_and_warning_lines_wrap_between_words_on_a_terminal(
         assert [line for line in long_lines(err, columns)
                 if line.strip() != missing] == [], err
         assert err.split() == said[0].split(), err  # every word, in order, none cut
+
+
+@pytest.mark.parametrize("columns", [40, 80])
+@pytest.mark.parametrize("argv", [
+    ["runs", "--log-level", "loudest-of-all-the-levels-there-could-ever-be"],
+    ["show"],
+    ["runs", "--include-the-runs-of-every-queue-and-every-workflow-version"],
+    ["no-such-command-anywhere-in-tether"],
+])
+def test_usage_errors_wrap_between_words_on_a_terminal(columns: int, argv: list[str]) -> None:
+    """argparse's own usage error (an invalid choice, a missing argument, an unknown flag
+    or command) follows the rule of every ``tether: error:`` line: on a terminal wrapped
+    between words, its lines after the first indented by 2, nothing cut; the terminal
+    broke it anywhere. Into a pipe it is one line, as argparse prints it."""
+    rc, err = stderr_on_terminal(argv, columns)
+    piped = forked.run([sys.executable, "-m", "tether", *argv], capture_output=True,
+                       text=True, timeout=60)
+    said = [line for line in piped.stderr.splitlines() if ": error: " in line]
+    assert (rc, piped.returncode, len(said)) == (2, 2, 1), (err, piped.stderr)
+    assert piped.stderr.startswith("usage: tether") and piped.stderr.endswith(said[0] + "\n")
+    lines = err.splitlines()
+    at = next(i for i, line in enumerate(lines) if ": error: " in line)
+    message = lines[at:]
+    assert err.startswith("usage: tether"), err
+    assert len(message) > 1 if len(said[0]) > columns else message == said, err
+    assert all(line.startswith("  ") for line in message[1:]), err
+    # (a word longer than the line, the unknown flag, stays whole on a line of its own)
+    assert [line for line in long_lines("\n".join(message), columns)
+            if len(line.split()) > 1] == [], err
+    assert " ".join(message).split() == said[0].split(), err  # every word, in order

@@ -17,8 +17,9 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from tether._fit import fit_message, message_width
 from tether.cli import (
     _approvals,
     _budget,
@@ -35,7 +36,7 @@ from tether.cli import (
     _worker,
     _workers,
 )
-from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id, db_url_arg
+from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id, db_url_arg, safe
 from tether.errors import InvalidName, RunNotFound, TetherError
 
 EXIT_ERROR = 1
@@ -124,7 +125,19 @@ class _Formatter(argparse.HelpFormatter):
         return "\n".join(lines) + "\n\n"
 
 
-class _CommandParser(argparse.ArgumentParser):
+class _Fitted(argparse.ArgumentParser):
+    """A parser whose usage error (``tether runs: error: argument --status: invalid
+    choice: ...``) is wrapped between words on a terminal as the command's own ``tether:
+    error:`` lines are (``fit_message``); into a pipe or a file it is one line, as
+    argparse prints it. (Until 2026-12-07 the terminal broke it anywhere.)"""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        line = fit_message(safe(f"{self.prog}: error: {message}"), message_width())
+        self.exit(EXIT_USAGE, line + "\n")
+
+
+class _CommandParser(_Fitted):
     """A command's parser (and its actions'): argparse's, its help ``_Formatter``'s."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -132,7 +145,7 @@ class _CommandParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(_Fitted):
     """The ``tether`` parser: an option common to the commands given before COMMAND
     (``tether --log-level debug runs``) counts as given after it, unless it is given
     there too: the one after COMMAND wins. (Until 2026-12-06 only ``--version`` and
