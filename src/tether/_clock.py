@@ -32,6 +32,28 @@ def beyond_dates(ts: float) -> str | None:
     return None
 
 
+#: ``age``'s units: below each bound (seconds), the age in that unit. The web UI's
+#: script (``fmtAgo`` in serve/static/app.js) keeps the same bounds, to redraw what the
+#: server drew.
+AGE_UNITS = ((120, 1, "s"), (7200, 60, "min"), (172800, 3600, "h"))
+
+
+def age(seconds: float) -> str:
+    """How long ago, short, the one rule of ``tether workers``' STARTED and HEARTBEAT,
+    ``tether approvals``' WAITING and the web UI's "... ago": ``42 s`` under 2 minutes,
+    ``17 min`` under 2 hours, ``5.2 h`` under 48 hours, then days, ``3.0 d`` under ten
+    and ``118 d`` beyond. (Until 2026-12-07 the three had rules of their own: past 48
+    hours ``tether approvals`` said ``52.0 h`` where ``tether workers`` said ``2.2 d``,
+    and the UI ``2 min ago`` where both said ``90 s``.)"""
+    seconds = max(seconds, 0.0)
+    for bound, unit, name in AGE_UNITS:
+        if seconds < bound:
+            value = seconds / unit
+            return f"{value:.1f} {name}" if name == "h" else f"{value:.0f} {name}"
+    days = seconds / 86400
+    return f"{days:.1f} d" if days < 10 else f"{days:.0f} d"
+
+
 class Clock(Protocol):
     """Wall-clock time in epoch seconds, and a way to wait on it."""
 

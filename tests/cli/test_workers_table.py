@@ -21,31 +21,33 @@ from tether.store._port import WorkerInfo
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 
 
-@pytest.mark.parametrize(
-    ("seconds", "shown"),
-    [
-        (0, "0 s"),
-        (-3.0, "0 s"),  # (a heartbeat "in the future": another host's clock ahead)
-        (42.4, "42 s"),
-        (119, "119 s"),
-        # 120 s: minutes
-        (120, "2 min"),
-        (17 * MINUTE, "17 min"),
-        (119 * MINUTE, "119 min"),
-        # 2 h: hours, to a tenth
-        (2 * HOUR, "2.0 h"),
-        (5.2 * HOUR, "5.2 h"),
-        (47.9 * HOUR, "47.9 h"),
-        # 2 days: days, to a tenth under 10
-        (2 * DAY, "2.0 d"),
-        (3 * DAY + 2 * HOUR, "3.1 d"),
-        (9.9 * DAY, "9.9 d"),
-        # 10 days: whole days
-        (10 * DAY, "10 d"),
-        (118.3 * DAY, "118 d"),
-        (3650 * DAY, "3650 d"),
-    ],
-)
+#: An age and how it reads (``tether._clock.age``) below and at each threshold: the web
+#: UI (tests/web/test_ages.py) and ``tether approvals`` read ages by the same table.
+AGES = [
+    (0, "0 s"),
+    (-3.0, "0 s"),  # (a heartbeat "in the future": another host's clock ahead)
+    (42.4, "42 s"),
+    (119, "119 s"),
+    # 120 s: minutes
+    (120, "2 min"),
+    (17 * MINUTE, "17 min"),
+    (119 * MINUTE, "119 min"),
+    # 2 h: hours, to a tenth
+    (2 * HOUR, "2.0 h"),
+    (5.2 * HOUR, "5.2 h"),
+    (47.9 * HOUR, "47.9 h"),
+    # 2 days: days, to a tenth under 10
+    (2 * DAY, "2.0 d"),
+    (3 * DAY + 2 * HOUR, "3.1 d"),
+    (9.9 * DAY, "9.9 d"),
+    # 10 days: whole days
+    (10 * DAY, "10 d"),
+    (118.3 * DAY, "118 d"),
+    (3650 * DAY, "3650 d"),
+]
+
+
+@pytest.mark.parametrize(("seconds", "shown"), AGES)
 def test_ago_at_each_threshold(seconds: float, shown: str) -> None:
     assert ago(seconds) == shown
 

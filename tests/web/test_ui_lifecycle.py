@@ -455,7 +455,7 @@ async def test_schedules_page_says_an_overdue_tick_and_a_paused_schedule(
     in its Next tick cell; a tick ahead reads "in ..."."""
     app = ui.app  # type: ignore[attr-defined]
     now = app.clock.now()
-    for name, cron, at in (("late", "*/5 * * * *", now - 7200), ("ontime", "0 3 * * *", now),
+    for name, cron, at in (("late", "*/5 * * * *", now - 4 * 3600), ("ontime", "0 3 * * *", now),
                            ("held", "0 * * * *", now)):
         spec = make_spec("greet", "default", cron, name=name, args=("cron",))
         await app.store.schedule_upsert(schedule=to_record(app, spec, at))

@@ -7,6 +7,7 @@ import sys
 from functools import partial
 from typing import Any
 
+from tether._clock import age
 from tether._fit import KEY_MIN, RUN_ID_KEPT, cells, fit_width, row_lines, say, wide_help, wrap
 from tether.cli._common import (
     CliError,
@@ -178,9 +179,6 @@ def _short_since(text: str) -> str:
 
 
 def _ago(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    """How long a request has waited (``age``: the rule of ``tether workers`` and the
+    web UI)."""
+    return age(seconds)

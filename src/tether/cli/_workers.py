@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tether._clock import age
 from tether._fit import cells, cut_end, fit_width, pack, row_lines, wide_help
 from tether._lifecycle import worker_versions
 from tether._show import workers_document
@@ -95,13 +96,5 @@ def stacked(titles: list[str], table: list[list[str]], fit: int) -> list[str]:
 
 
 def ago(seconds: float) -> str:
-    """An age, short: ``42 s``, ``17 min``, ``5.2 h``, ``3.0 d``, ``118 d``."""
-    seconds = max(seconds, 0.0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    days = seconds / 86400
-    return f"{days:.1f} d" if days < 10 else f"{days:.0f} d"
+    """An age, short: ``42 s``, ``17 min``, ``5.2 h``, ``3.0 d``, ``118 d`` (``age``)."""
+    return age(seconds)

@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._clock import beyond_dates, utc_datetime
+from tether._clock import age, beyond_dates, utc_datetime
 from tether._lifecycle import OVERDUE_AFTER, live_versions, newest_last
 from tether._show import (
     HELD_NOTE,
@@ -172,14 +172,7 @@ def fmt_ago(context: Context, ts: float | None) -> str:
     """How long ago ``ts`` was, by the page's ``now`` (the App's clock, see ``render``)."""
     if ts is None:
         return "-"
-    s = max(context["now"] - ts, 0.0)
-    if s < 60:
-        return f"{s:.0f} s ago"
-    if s < 3600:
-        return f"{s / 60:.0f} min ago"
-    if s < 172800:
-        return f"{s / 3600:.1f} h ago"
-    return f"{s / 86400:.0f} d ago"
+    return f"{age(context['now'] - ts)} ago"  # (the CLI's rule: ``age``)
 
 
 @pass_context

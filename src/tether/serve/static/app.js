@@ -183,12 +183,14 @@ function fmtDuration(s) {
   return (s / 3600).toFixed(1) + " h";
 }
 
-// How long ago, as the server draws it (``fmt_ago``).
+// How long ago, as the server draws it (``fmt_ago``, by tether._clock.age's rule:
+// the CLI's too).
 function fmtAgo(s) {
-  if (s < 60) return s.toFixed(0) + " s ago";
-  if (s < 3600) return (s / 60).toFixed(0) + " min ago";
+  if (s < 120) return s.toFixed(0) + " s ago";
+  if (s < 7200) return (s / 60).toFixed(0) + " min ago";
   if (s < 172800) return (s / 3600).toFixed(1) + " h ago";
-  return (s / 86400).toFixed(0) + " d ago";
+  const days = s / 86400;
+  return days.toFixed(days < 10 ? 1 : 0) + " d ago";
 }
 
 // A "running for" (of a run, of an operation in flight), a wait's "so far" and the
