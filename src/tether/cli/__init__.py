@@ -99,7 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     _mcp.register(sub, common)
     _lifecycle.register(sub, common)
     _schedules.register(sub, common)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give each (sub)command's ``--help`` that has no description of its own its line
+    of ``tether --help`` as one, a sentence: ``tether show --help`` began at its usage
+    and said nowhere what the command does (nor did ``runs``, ``result``, ``approve``,
+    ``queues`` and a dozen others)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for listed in action._choices_actions:
+            command = action.choices[listed.dest]
+            if command.description is None and listed.help:
+                text = listed.help
+                command.description = text[0].upper() + text[1:] + (
+                    "" if text.endswith(".") else ".")
+            _describe(command)
 
 
 class _Formatter(argparse.HelpFormatter):

@@ -57,7 +57,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=retry)
 
     p = sub.add_parser(
-        "fork", parents=[common], help="a new run from a past position of a run",
+        "fork", parents=[common], help="start a new run from a past position of a run",
         description="Start a new run whose journal is RUN_ID's up to (not including) "
         "POSITION; it continues from there with the current code, so operations before "
         "POSITION (LLM calls included) are not paid again. `tether show` says where it "
@@ -83,7 +83,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=fork)
 
     p = sub.add_parser("versions", parents=[common],
-                       help="code versions with their run counts",
+                       help="list code versions with their run counts",
                        description="Each code version runs were started under "
                        "(App(version=...)) with its number of runs, in all and by status, "
                        "and its live workers (heartbeat under 60 s); (none) counts the "

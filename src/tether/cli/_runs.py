@@ -134,7 +134,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "then left out"))
     p.set_defaults(handler=runs)
 
-    p = sub.add_parser("show", parents=[common], help="a run's timeline")
+    p = sub.add_parser("show", parents=[common],
+                       help="print a run's timeline: its operations, attempts and outcome")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
