@@ -222,6 +222,12 @@ def test_reading_commands_on_postgresql_create_and_migrate_nothing(pg_url: str) 
     empty = tether("runs", "--db", pg_url)
     assert empty.returncode == 1 and "no Tether store in PostgreSQL schema 'tether'" \
         in empty.stderr and "tether db migrate" in empty.stderr, empty.stderr
+    # `db status` says it in the same words (it said "at PostgreSQL schema ... at ...")
+    where = empty.stderr.split("no Tether store ", 1)[1].split(": run ", 1)[0]
+    status = tether("db", "status", "--db", pg_url)
+    assert status.returncode == 0 and status.stderr == (
+        f"no Tether store {where} yet: `tether db migrate` (or a worker's start) creates "
+        "it there\n"), (empty.stderr, status.stderr)
     assert tables() == 0
     make_release_one_store(pg_url)
     before = status_lines(pg_url)

@@ -89,7 +89,7 @@ async def status(args: argparse.Namespace) -> int:
         # (a path mistyped, or sqlite:///x.db read as ./x.db where it is /x.db: every
         # line said "pending" as of a store to migrate, and `db migrate` made a new one)
         # First, before the lines it explains, where both go to one terminal or pipe.
-        print(f"no Tether store at {_place(store)} yet: `tether db migrate` (or a "
+        print(f"no Tether store {_place(store)} yet: `tether db migrate` (or a "
               "worker's start) creates it there", file=sys.stderr, flush=True)
     if args.json:
         print(dumps({"migrations": [{"version": v, "name": n, "applied": bool(a)}
@@ -109,11 +109,13 @@ async def status(args: argparse.Namespace) -> int:
 
 
 def _place(store: Any) -> str:
-    """Where ``store`` is: a SQLite file's absolute path, a PostgreSQL schema's name
-    and server (no password)."""
+    """Where ``store`` is, as the other commands' "no Tether store" errors say it: at a
+    SQLite file's absolute path, in a PostgreSQL schema at its server (no password).
+    (``db status`` said "at PostgreSQL schema 'tether' at db:5432/app" where ``tether
+    runs`` says "in PostgreSQL schema 'tether' at db:5432/app".)"""
     if isinstance(getattr(store, "path", None), str):
-        return os.path.abspath(str(store.path))
-    return f"PostgreSQL schema {store.schema!r} at {store.cfg.where}"
+        return f"at {os.path.abspath(str(store.path))}"
+    return f"in PostgreSQL schema {store.schema!r} at {store.cfg.where}"
 
 
 def _check_backup_path(path: str) -> None:
