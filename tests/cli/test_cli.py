@@ -1022,8 +1022,21 @@ async def _waiting(app: App, run_id: str) -> None:
     raise AssertionError(f"run {run_id} never waited")
 
 
-def test_unknown_scheme() -> None:
-    assert_one_line_error(tether_cli("runs", db="mysql://x/y"), "mysql")
+@pytest.mark.parametrize("url", ["mysql://x/y", "tether.db"])
+def test_unknown_scheme(url: str) -> None:
+    """A ``--db`` no store takes is a malformed argument (exit 2), as an empty one is:
+    it was exit 1, the code of a store that failed. From ``$TETHER_DATABASE_URL`` it is
+    the configuration's error (exit 1)."""
+    proc = tether_cli("runs", db=url)
+    said = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert proc.returncode == 2 and said == [
+        f"tether runs: error: argument --db: unsupported store URL {url!r}: use "
+        "sqlite:///path.db or postgresql://host/db"], proc.stderr
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    configured = forked.run([sys.executable, "-m", "tether", "runs"], capture_output=True,
+                            text=True, timeout=60, env={**env, "TETHER_DATABASE_URL": url})
+    assert_one_line_error(configured, "unsupported store URL")
+    assert configured.returncode == 1
 
 
 def test_help_lists_the_commands() -> None:

@@ -18,7 +18,7 @@ from tether._clock import beyond_dates, utc_datetime
 from tether._types import _FORBIDDEN, check_name
 from tether.encryption import sealed_view
 from tether.errors import InvalidName
-from tether.store import resolve_url
+from tether.store import resolve_url, unsupported_url
 
 #: The help of every command's ``--db``.
 DB_HELP = ("store URL (default: the store of the app a command is given as MODULE:APP, "
@@ -39,11 +39,16 @@ class CliError(Exception):
 def db_url_arg(text: str) -> str:
     """``--db URL``: an empty one is bad input (exit 2). It was taken as no ``--db`` at
     all, so a script's unset variable (``--db "$URL"``) named ``./tether.db``, or
-    ``$TETHER_DATABASE_URL``'s store: a ``db restore --force`` replaced that one."""
+    ``$TETHER_DATABASE_URL``'s store: a ``db restore --force`` replaced that one. So is
+    a URL of a scheme no store takes (``mysql://``, a bare path), as every malformed
+    argument is: it was exit 1, as if a store had failed. (One from
+    ``$TETHER_DATABASE_URL`` or an ``App(url)`` is a configuration error, exit 1.)"""
     if not text.strip():
         raise argparse.ArgumentTypeError(
             "empty: give a store URL (sqlite:///path.db, postgresql://host/db), or leave "
             "--db out for $TETHER_DATABASE_URL or sqlite:///./tether.db")
+    if (why := unsupported_url(text)) is not None:
+        raise argparse.ArgumentTypeError(why)
     return text
 
 

@@ -21,12 +21,20 @@ DEFAULT_URL = "sqlite:///./tether.db"
 
 __all__ = ["DEFAULT_URL", "FAIL_FAST", "REQUEST_TIMEOUT", "HeartbeatResult", "SignalSent",
            "Store", "StoreCapabilities", "Wait", "WorkerInfo", "check_store_options", "open_store",
-           "resolve_url", "store_option_names"]
+           "resolve_url", "store_option_names", "unsupported_url"]
 
 
 def resolve_url(url: str | None) -> str:
     """The store URL: the argument, else ``TETHER_DATABASE_URL``, else ``./tether.db``."""
     return url or os.environ.get("TETHER_DATABASE_URL") or DEFAULT_URL
+
+
+def unsupported_url(url: str) -> str | None:
+    """Why no backend takes ``url`` (a resolved URL), or None: its scheme is neither
+    ``sqlite:`` nor ``postgresql:`` (``postgres:``)."""
+    if url.startswith(("sqlite:", "postgresql:", "postgres:")):
+        return None
+    return f"unsupported store URL {url!r}: use sqlite:///path.db or postgresql://host/db"
 
 
 def _store_class(url: str) -> type[Store]:
@@ -49,9 +57,7 @@ def _store_class(url: str) -> type[Store]:
         from tether.store import postgres
 
         return postgres.PostgresStore
-    raise ConfigError(
-        f"unsupported store URL {url!r}: use sqlite:///path.db or postgresql://host/db"
-    )
+    raise ConfigError(unsupported_url(url) or url)
 
 
 def store_option_names(url: str | None = None) -> tuple[str, ...]:
