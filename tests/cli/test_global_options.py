@@ -40,26 +40,30 @@ async def url(sqlite_url: str) -> str:
     return sqlite_url
 
 
+#: Three store URLs (a --db that names no store a backend takes is refused as it is parsed).
+A, B, C = "sqlite:///a.db", "sqlite:///b.db", "sqlite:///c.db"
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     # before the command only
-    (["--db", "A", "--log-level", "debug", "--log-format", "json", "runs"],
-     {"db": "A", "log_level": "debug", "log_format": "json", "json": False}),
+    (["--db", A, "--log-level", "debug", "--log-format", "json", "runs"],
+     {"db": A, "log_level": "debug", "log_format": "json", "json": False}),
     (["--json", "runs"], {"db": None, "log_level": None, "log_format": "text", "json": True}),
     # after it only (the form every command always took)
-    (["runs", "--db", "B", "--log-level", "error", "--log-format", "json", "--json"],
-     {"db": "B", "log_level": "error", "log_format": "json", "json": True}),
+    (["runs", "--db", B, "--log-level", "error", "--log-format", "json", "--json"],
+     {"db": B, "log_level": "error", "log_format": "json", "json": True}),
     # on both sides: the one after the command wins
-    (["--db", "A", "--log-level", "debug", "--log-format", "json", "runs", "--db", "B",
+    (["--db", A, "--log-level", "debug", "--log-format", "json", "runs", "--db", B,
       "--log-level", "error", "--log-format", "text"],
-     {"db": "B", "log_level": "error", "log_format": "text"}),
+     {"db": B, "log_level": "error", "log_format": "text"}),
     # a command with actions: before the command, before the action, after it
-    (["--db", "A", "schedules", "list"], {"db": "A", "action": "list"}),
-    (["--db", "A", "schedules", "--db", "B", "list"], {"db": "B"}),
-    (["--db", "A", "schedules", "--db", "B", "list", "--db", "C"], {"db": "C"}),
+    (["--db", A, "schedules", "list"], {"db": A, "action": "list"}),
+    (["--db", A, "schedules", "--db", B, "list"], {"db": B}),
+    (["--db", A, "schedules", "--db", B, "list", "--db", C], {"db": C}),
     (["--json", "schedules", "pause", "nightly"], {"json": True, "name": "nightly"}),
     (["--json", "--log-level", "warning", "db", "status"],
      {"json": True, "log_level": "warning", "db_command": "status"}),
-    (["--db", "A", "db", "migrate"], {"db": "A", "db_command": "migrate"}),
+    (["--db", A, "db", "migrate"], {"db": A, "db_command": "migrate"}),
     # nothing given anywhere: the defaults
     (["versions"], {"db": None, "log_level": None, "log_format": "text", "json": False}),
 ])
