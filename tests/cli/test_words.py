@@ -1,14 +1,20 @@
 """What the commands say to a new operator, read as one reads them: each ``--help``
-says what its command does, a store URL no backend takes is bad input, and one
-wording for a store that is not there yet."""
+says what its command does, and a run that ended before its first operation is not
+said to have none "yet"."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
 
+import httpx
 import pytest
 
+import tether
+from tests import forked
 from tests.cli.test_fit import command_names
+from tether import App, RunFailed
 from tether.cli import main
 
 
@@ -28,3 +34,51 @@ def test_every_command_help_says_what_it_does(path: tuple[str, ...],
     said = rest.split("\n\n", 1)[0]
     assert not said.startswith(("positional arguments:", "options:")), shown
     assert re.match(r"[A-Z]", said) and said.rstrip().endswith((".", ")")), said
+
+
+def test_a_run_that_ended_before_its_first_operation_has_none_for_good(
+        sqlite_url: str) -> None:
+    """``tether show`` and the run page of a run that ended without an operation (its
+    workflow raised at once; cancelled while queued) said "no operations yet", as if
+    some were to come; a run waiting with none recorded still says "yet"."""
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def hasty(n: int) -> int:
+        raise ValueError(f"refused {n} before doing anything")
+
+    @app.workflow
+    async def patient() -> object:
+        return await tether.wait_for_signal("go")
+
+    async def make() -> dict[str, str]:
+        async with app:
+            await app.start(hasty, 1, run_id="cancelled-1")
+            await app.cancel("cancelled-1")
+            async with app.worker(poll_interval=0.05):
+                with pytest.raises(RunFailed):
+                    await (await app.start(hasty, 2, run_id="failed-1")).result(timeout=30)
+                await app.start(patient, run_id="waiting-1")
+                for _ in range(600):
+                    if (await app.get_run("waiting-1")).status.value == "waiting":
+                        break
+                    await asyncio.sleep(0.05)
+            from tether.serve import create_app
+
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(
+                    app=create_app(app, mcp=False)), base_url="http://127.0.0.1") as http:
+                return {run_id: " ".join((await http.get(f"/runs/{run_id}")).text.split())
+                        for run_id in ("cancelled-1", "failed-1", "waiting-1")}
+
+    pages = asyncio.run(make())
+    for run_id, status in (("cancelled-1", "cancelled"), ("failed-1", "failed")):
+        shown = forked.run([sys.executable, "-m", "tether", "show", run_id, "--db",
+                            sqlite_url], capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert f"no operations: the run ended {status} before recording one\n" in \
+            shown.stdout and "yet" not in shown.stdout, shown.stdout
+        assert (f"No operations: the run ended {status} before recording one." in
+                pages[run_id]) and "No operations yet" not in pages[run_id], pages[run_id]
+    waiting = forked.run([sys.executable, "-m", "tether", "show", "waiting-1", "--db",
+                          sqlite_url], capture_output=True, text=True, timeout=60)
+    assert "no operations yet\n" in waiting.stdout, waiting.stdout

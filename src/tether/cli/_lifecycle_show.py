@@ -23,7 +23,7 @@ from tether._show import (
 from tether._show import (
     version_unknown_note as unknown_note,
 )
-from tether._types import RunInfo, RunStatus
+from tether._types import ENDED_VALUES, RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 
 #: The NAME column's least width. A longer name widens the column for the whole table
@@ -176,6 +176,9 @@ def no_operations_note(info: RunInfo, unregistered: str | None = None,
             return (f"no operations yet: the run waits in queue {queue} for a worker "
                     f"(at most {queue_limit} of its runs at once: tether queue-limit)")
         return f"no operations yet: the run waits in queue {queue} for a worker"
+    if info.status.value in ENDED_VALUES:
+        # (an ended run records no more: "yet" promised operations to come)
+        return f"no operations: the run ended {info.status.value} before recording one"
     flying = in_flight({"journal": info.journal, "attempts": info.attempts,
                         "generation": info.generation})
     if flying:
