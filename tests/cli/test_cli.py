@@ -427,10 +427,13 @@ async def test_runs_takes_several_statuses(store_url: str) -> None:
                       db=store_url))
     assert [ln.split()[0] for ln in text.stdout.splitlines()[1:]] == ["r-5", "r-4"]
     assert "more runs are stored" in text.stderr
-    for bad in ("cancelled,done", ","):
+    for bad, said in (("cancelled,done", "'done' is not a status; the statuses are"),
+                      ("cancelled,done,blokked",  # (which of the words: a typo's place)
+                       "'done' and 'blokked' are not statuses; the statuses are"),
+                      (",", "not a list of statuses")):
         proc = await cli("runs", "--status", bad, db=store_url)
         assert proc.returncode == 2
-        assert_one_line_error(proc, "not a list of statuses", "cancelled")
+        assert_one_line_error(proc, f"--status {bad!r}: {said}", "cancelled, blocked")
 
 
 async def test_runs_lines_into_a_pipe_end_without_spaces(sqlite_url: str) -> None:

@@ -69,4 +69,4 @@ def test_a_bad_status_is_bad_input(sqlite_url: str) -> None:
     out = tether("replay", "--check", "tests.testing.replay_gate_apps:v1", "--db",
                  sqlite_url, "--workflow", "gate", "--status", "done")
     assert out.returncode == 2
-    assert "--status 'done': not a list of statuses" in out.stderr
+    assert "--status 'done': 'done' is not a status; the statuses are queued," in out.stderr

@@ -122,6 +122,19 @@ def run_id_arg(text: str) -> str:
     return text
 
 
+def bad_statuses(text: str, bad: list[str], known: tuple[str, ...]) -> CliError:
+    """``--status TEXT``'s refusal (exit 2), naming the words of it that are no status:
+    in ``--status completed,faild,blocked`` the typo was left to be found ("not a list
+    of statuses") against a list of seven."""
+    if not bad:  # (``--status ,``: no word at all)
+        return CliError(f"--status {text!r}: not a list of statuses ({', '.join(known)})",
+                        EXIT_USAGE)
+    words = " and ".join(repr(w) for w in bad)
+    which = "is not a status" if len(bad) == 1 else "are not statuses"
+    return CliError(f"--status {text!r}: {words} {which}; the statuses are "
+                    f"{', '.join(known)}", EXIT_USAGE)
+
+
 def bad_run_id(run_id: str) -> InvalidName | None:
     """Why ``run_id`` could never be a new run's id (control characters, a lone
     surrogate), or None: for a ``RUN_ID`` that names no run, the answer is then that the

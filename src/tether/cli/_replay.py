@@ -12,6 +12,7 @@ from tether._fit import say
 from tether._types import ENDED, RunStatus
 from tether.cli._common import (
     CliError,
+    bad_statuses,
     bounded_int,
     code_reader,
     load_app,
@@ -42,8 +43,7 @@ def _wanted_statuses(args: argparse.Namespace) -> tuple[str, ...] | None:
         found = [s.strip() for s in text.split(",") if s.strip()]
         bad = [s for s in found if s not in _STATUSES]
         if bad or not found:
-            raise CliError(f"--status {text!r}: not a list of statuses "
-                           f"({', '.join(_STATUSES)})", 2)
+            raise bad_statuses(text, bad, _STATUSES)
         wanted.extend(found)
     # In RunStatus's order, each once.
     return tuple(s for s in _STATUSES if s in wanted)

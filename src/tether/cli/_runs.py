@@ -38,6 +38,7 @@ from tether._types import RunInfo, RunStatus, check_name, did_you_mean
 from tether.cli._budget import budget_line
 from tether.cli._common import (
     CliError,
+    bad_statuses,
     bounded_int,
     client,
     dumps,
@@ -370,8 +371,7 @@ def _statuses(texts: list[str] | None) -> tuple[str, ...] | None:
         return None
     statuses, bad = split_statuses(texts)
     if bad or not statuses:
-        raise CliError(f"--status {','.join(texts)!r}: not a list of statuses "
-                       f"({', '.join(STATUSES)})", 2)
+        raise bad_statuses(",".join(texts), bad, STATUSES)
     return statuses
 
 
