@@ -82,3 +82,24 @@ def test_a_run_that_ended_before_its_first_operation_has_none_for_good(
     waiting = forked.run([sys.executable, "-m", "tether", "show", "waiting-1", "--db",
                           sqlite_url], capture_output=True, text=True, timeout=60)
     assert "no operations yet\n" in waiting.stdout, waiting.stdout
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["run"], "argument COMMAND: invalid choice: 'run' (did you mean 'runs'?); choose from "
+              "'worker', 'start', 'runs',"),
+    (["approval"], "invalid choice: 'approval' (did you mean 'approvals'?); choose from"),
+    (["db", "stauts"], "tether db: error: argument ACTION: invalid choice: 'stauts' (did you "
+                       "mean 'status'?); choose from 'migrate', 'status', 'backup', 'restore'"),
+    (["runs", "--log-level", "warn"], "invalid choice: 'warn' (did you mean 'warning'?)"),
+    # (none close: argparse's own words)
+    (["zzz"], "argument COMMAND: invalid choice: 'zzz' (choose from 'worker', 'start',"),
+], ids=" ".join)
+def test_a_typo_of_a_choice_is_answered_with_the_closest(
+        argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``tether run`` was answered with the list of all 29 commands; the closest choice
+    (a command, a ``db`` or ``schedules`` action, a ``--log-level``) comes first."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: tether") and said in err, err

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from tether._fit import fit_message, message_width
+from tether._types import did_you_mean
 from tether.cli import (
     _approvals,
     _budget,
@@ -148,6 +149,21 @@ class _Fitted(argparse.ArgumentParser):
     choice: ...``) is wrapped between words on a terminal as the command's own ``tether:
     error:`` lines are (``fit_message``); into a pipe or a file it is one line, as
     argparse prints it. (Until 2026-12-07 the terminal broke it anywhere.)"""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """argparse's refusal of a value not among ``action``'s choices, with the
+        closest one when one is close (``tether run``: did you mean 'runs'?; ``--log-level
+        warn``: 'warning'): a typo'd command was answered with the list of all 29."""
+        choices = action.choices
+        if choices is None or value in choices or not isinstance(value, str):
+            super()._check_value(action, value)
+            return
+        hint = did_you_mean(value, [c for c in choices if isinstance(c, str)])
+        if not hint:
+            super()._check_value(action, value)
+            return
+        raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint}; choose from "
+                                             f"{', '.join(map(repr, choices))}")
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
