@@ -317,7 +317,8 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
         (["replay", "--check", "tests.testing.replay_apps:v1", str(garbage)], "not JSON"),
         (["replay", "--check", "tests.testing.replay_apps:v1"], "nothing to check"),
         (["replay", "--check", "tests.testing.replay_apps:v1", "--workflow", "nope",
-          "--db", f"sqlite:///{tmp_path}/x.db"], "no workflow named 'nope'"),
+          "--db", f"sqlite:///{tmp_path}/x.db"],
+         "tests.testing.replay_apps:v1 has no workflow 'nope' (its workflows: "),
         (["replay", "--check", "no_such_module:app", str(garbage)], "cannot import"),
     ]
     for argv, message in cases:

@@ -197,6 +197,14 @@ def load_app(spec: str) -> App:
     return app
 
 
+def no_workflow(spec: str, app: App, name: str) -> CliError:
+    """Bad input (exit 2): the app ``spec`` names (``--app``, ``--check``) has no
+    workflow ``name``; the words of ``start --app`` and ``replay --check`` alike (replay
+    said "has no workflow named 'x' (registered: ...)")."""
+    names = ", ".join(sorted(app.workflows())) or "none"
+    return CliError(f"{spec} has no workflow {name!r} (its workflows: {names})", EXIT_USAGE)
+
+
 def _where(exc: BaseException) -> str:
     """`` (FILE, line N)``: the innermost frame of ``exc``'s traceback outside the
     import machinery, where the user's module went wrong; empty if there is none (a

@@ -16,6 +16,7 @@ from tether.cli._common import (
     bounded_int,
     code_reader,
     load_app,
+    no_workflow,
     positive_float,
     reader,
     run_id_arg,
@@ -129,8 +130,7 @@ async def replay(args: argparse.Namespace) -> int:
                                                 compare_args=args.compare_args))
     else:
         if args.workflow not in app.workflows():
-            raise CliError(f"{args.check} has no workflow named {args.workflow!r} "
-                           f"(registered: {', '.join(sorted(app.workflows())) or 'none'})", 2)
+            raise no_workflow(args.check, app, args.workflow)
         # The store of --check's app unless --db names another: where its runs are.
         async with code_reader(app, args.db) as stored:
             store = stored.store

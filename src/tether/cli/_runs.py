@@ -44,6 +44,7 @@ from tether.cli._common import (
     dumps,
     fmt_time,
     load_app,
+    no_workflow,
     non_negative_float,
     parse_json,
     reader,
@@ -216,9 +217,7 @@ async def start(args: argparse.Namespace) -> int:
         if args.workflow not in app.workflows():
             # The code was named to start from: a name it lacks is a typo, not a run
             # for some worker to come (which is what a name unknown to the store is).
-            names = ", ".join(sorted(app.workflows())) or "none"
-            raise CliError(f"{args.app} has no workflow {args.workflow!r} (its workflows: "
-                           f"{names})", 2)
+            raise no_workflow(args.app, app, args.workflow)
         _check_arguments(app, args.workflow, values)
         if args.db:
             app.use_store(store_url(args, must_exist=False))
