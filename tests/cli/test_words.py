@@ -5,6 +5,7 @@ said to have none "yet"."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 
@@ -103,3 +104,60 @@ def test_a_typo_of_a_choice_is_answered_with_the_closest(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: tether") and said in err, err
+
+
+def test_a_timer_wait_is_said_in_the_cli_time_format(sqlite_url: str) -> None:
+    """``tether runs``' WAITING FOR and ``tether show``'s "waiting for:" said a timer's
+    wake-up as stored, ``timer until 2026-12-07T11:47:21+00:00``, beside the CLI's
+    ``2026-12-07 09:47:20.999Z`` times (and the timeline's ``until ...Z``): it is said in
+    that format now; ``--json`` keeps the stored text."""
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def nap() -> str:
+        await tether.sleep(7200)
+        return "awake"
+
+    async def make() -> str:
+        async with app, app.worker(poll_interval=0.05):
+            await app.start(nap, run_id="nap-1")
+            for _ in range(600):
+                info = await app.get_run("nap-1")
+                if info.status.value == "waiting":
+                    assert info.waiting_for is not None
+                    return info.waiting_for
+                await asyncio.sleep(0.05)
+        raise AssertionError("nap-1 never waited")
+
+    stored = asyncio.run(make())
+    at = re.fullmatch(r"timer until (\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)\+00:00", stored)
+    assert at, stored
+    said = f"timer until {at[1]} {at[2]}Z"
+
+    def tether_says(*args: str) -> str:
+        done = forked.run([sys.executable, "-m", "tether", *args, "--db", sqlite_url],
+                          capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return str(done.stdout)
+
+    listed = tether_says("runs").splitlines()
+    assert listed[1].split(None, 5)[:4] == ["nap-1", "nap", "default", "waiting"]
+    assert listed[1].endswith(f"Z {said}"), listed
+    assert f"\nwaiting for: {said} (since " in tether_says("show", "nap-1")
+    assert json.loads(tether_says("runs", "--json"))[0]["waiting_for"] == stored
+    assert json.loads(tether_says("show", "nap-1", "--json"))["waiting_for"] == stored
+
+
+def test_wait_words_of_branches_and_far_times() -> None:
+    """Each timer of a run whose branches wait at once; a time past the dates a
+    datetime holds (a timer set that far) as the CLI says it; other text as it is."""
+    from tether.cli._common import wait_words
+
+    assert wait_words("signal go or timer until 2026-12-07T11:47:21+00:00 or timer until "
+                      "2026-12-08T00:00:00+00:00") == (
+        "signal go or timer until 2026-12-07 11:47:21Z or timer until 2026-12-08 00:00:00Z")
+    assert wait_words("timer until 9999-12-31T23:59:59+00:00") == \
+        "timer until 9999-12-31 23:59:59Z"
+    assert wait_words("child order-1.0") == "child order-1.0"
+    assert wait_words("timer until 2026-13-45T99:00:00+00:00") == \
+        "timer until 2026-13-45T99:00:00+00:00"  # (not a date: as stored)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -347,6 +349,27 @@ def fmt_duration(seconds: float | None) -> str:
     if seconds < 120:
         return f"{seconds:.2f} s"
     return f"{seconds / 60:.1f} min"
+
+
+_TIMER_UNTIL = re.compile(r"timer until (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d\d:\d\d)?)")
+
+
+def wait_words(waiting_for: str) -> str:
+    """A run's ``waiting_for`` with each timer's wake-up time in the CLI's format
+    (``timer until 2026-12-07 10:23:40Z``), as its timeline says it (``until
+    2026-12-07 10:23:40.307Z``) and the run page shows it: the stored text's ISO form
+    (``2026-12-07T10:23:40+00:00``) stood beside the CLI's times in ``tether runs`` and
+    ``tether show``. ``--json`` keeps the stored text."""
+
+    def said(match: re.Match[str]) -> str:
+        try:
+            at = dt.datetime.fromisoformat(match.group(1))
+        except ValueError:
+            return match.group(0)
+        when = fmt_time((at if at.tzinfo else at.replace(tzinfo=dt.UTC)).timestamp())
+        return f"timer until {when[:19]}Z" if when[:1].isdigit() else f"timer until {when}"
+
+    return _TIMER_UNTIL.sub(said, waiting_for)
 
 
 def short(value: Any, width: int = 60) -> str:

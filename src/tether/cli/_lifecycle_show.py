@@ -24,7 +24,7 @@ from tether._show import (
     version_unknown_note as unknown_note,
 )
 from tether._types import ENDED_VALUES, RunInfo, RunStatus
-from tether.cli._common import fmt_duration, fmt_time, safe, short
+from tether.cli._common import fmt_duration, fmt_time, safe, short, wait_words
 
 #: The NAME column's least width. A longer name widens the column for the whole table
 #: rather than being cut: a ``child_result`` entry is named by the child's run id, which
@@ -65,7 +65,7 @@ def waiting_text(info: RunInfo, answer: Any = None) -> str:
             return f"{answer.words(pending.tool)}{when}"
         if pending is not None:  # (the command that answers it: asks_person's lines)
             return f"{approval_wait(pending.tool)}{when}"
-    return (info.waiting_for or "") + when
+    return wait_words(info.waiting_for or "") + when
 
 
 def approval_cell(app: Any, run: Any, answer: Any = None) -> str | None:

@@ -52,6 +52,7 @@ from tether.cli._common import (
     safe,
     short,
     store_url,
+    wait_words,
 )
 from tether.cli._lifecycle_show import (
     OPERATOR_NOTE,
@@ -506,7 +507,8 @@ def waits_cell(r: Any, blocked: str | None = None, said: str | None = None,
     ``idle``: that no live worker has its version (``versions_idle``), and a pending
     cancel (a waiting run keeps its wait until a worker of its queue delivers the
     cancel)."""
-    text = safe("; ".join(t for t in (said or r.waiting_for or blocked, idle) if t))
+    waits = wait_words(r.waiting_for) if r.waiting_for else None
+    text = safe("; ".join(t for t in (said or waits or blocked, idle) if t))
     if cancel_pending(r):
         text = f"{text}; cancel requested" if text else "cancel requested"
     return text
