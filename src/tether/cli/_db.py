@@ -17,7 +17,7 @@ from tether.store._restore import RestoreRefused
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("db", help="store schema migrations, backups and restores")
+    p = sub.add_parser("db", help="migrate, back up and restore the store")
     dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     m = dsub.add_parser("migrate", parents=[common], help="apply pending migrations")
     m.set_defaults(handler=migrate)
