@@ -161,3 +161,16 @@ def test_wait_words_of_branches_and_far_times() -> None:
     assert wait_words("child order-1.0") == "child order-1.0"
     assert wait_words("timer until 2026-13-45T99:00:00+00:00") == \
         "timer until 2026-13-45T99:00:00+00:00"  # (not a date: as stored)
+
+
+def test_a_usage_error_escapes_what_the_terminal_would_act_on(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse echoes an unknown argument as it was typed (``unrecognized arguments:
+    ...``): its control characters are escaped, as in every ``tether: error:`` line (a
+    pasted ``ESC [2J`` cleared the operator's screen)."""
+    with pytest.raises(SystemExit) as exited:
+        main(["runs", "\x1b[2J\x1b[31mgone"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and \
+        "tether runs: error: unrecognized arguments: \\x1b[2J\\x1b[31mgone" in err, err
