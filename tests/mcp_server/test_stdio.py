@@ -256,14 +256,17 @@ def _wait_for_line(path: Path, text: str, proc: subprocess.Popen[Any]) -> None:
         threading.Event().wait(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, None],
+                         ids=lambda s: s.name if s else "stdin closed")
 def test_a_stop_signal_drains_the_worker_and_exits_0(tmp_path: Path,
-                                                     sig: signal.Signals) -> None:
+                                                     sig: signal.Signals | None) -> None:
     """SIGTERM (what an MCP client sends its stdio server after closing stdin, and a
     supervisor) or SIGINT stops `tether mcp` as it stops `tether worker`: the step in
     flight finishes and is journaled, the run is handed back, and the process exits 0.
     SIGTERM ended it at once (-15, the step cut off, to run again after a takeover);
-    SIGINT left it waiting for ever for the client to close stdin."""
+    SIGINT left it waiting for ever for the client to close stdin. The client closing
+    stdin (``sig`` None: MCP's own stdio shutdown) drains it alike: the worker stopped
+    at once, and the step ran again in the next worker."""
     db = f"sqlite:///{tmp_path / 'tether.db'}"
     side, gate, log = tmp_path / "side.txt", tmp_path / "gate", tmp_path / "mcp.log"
     env = dict(os.environ, PYTHONPATH=SERVER_PATH, TETHER_TEST_SIDE_FILE=str(side))
@@ -279,7 +282,11 @@ def test_a_stop_signal_drains_the_worker_and_exits_0(tmp_path: Path,
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert started.returncode == 0, started.stderr
         _wait_for_line(side, "begun", proc)
-        proc.send_signal(sig)
+        if sig is None:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        else:
+            proc.send_signal(sig)
         _wait_for_line(log, "draining: 1 run in flight", proc)
         gate.touch()
         assert proc.wait(60) == 0, log.read_text()
@@ -306,11 +313,13 @@ def test_a_stop_signal_drains_the_worker_and_exits_0(tmp_path: Path,
     assert len(side.read_text().splitlines()) == 2  # (no step ran again)
 
 
-@pytest.mark.parametrize("how", ["grace", "second signal"])
+@pytest.mark.parametrize("how", ["grace", "second signal", "signal after stdin closed"])
 def test_a_stop_that_cuts_a_step_off_exits_1(tmp_path: Path, how: str) -> None:
     """The step in flight outlasts ``--grace``, or a second signal comes while it
-    drains: the step is cut off (the run handed back, the step to run again
-    elsewhere), and the exit status says the stop was not clean."""
+    drains (or a signal while it drains after the client closed stdin: the SDK's
+    client sends SIGTERM 2 s after closing it): the step is cut off (the run handed
+    back, the step to run again elsewhere), and the exit status says the stop was
+    not clean."""
     db = f"sqlite:///{tmp_path / 'tether.db'}"
     side, gate, log = tmp_path / "side.txt", tmp_path / "gate", tmp_path / "mcp.log"
     env = dict(os.environ, PYTHONPATH=SERVER_PATH, TETHER_TEST_SIDE_FILE=str(side))
@@ -327,8 +336,12 @@ def test_a_stop_that_cuts_a_step_off_exits_1(tmp_path: Path, how: str) -> None:
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert started.returncode == 0, started.stderr
         _wait_for_line(side, "begun", proc)
-        proc.send_signal(signal.SIGTERM)
-        if how == "second signal":
+        if how == "signal after stdin closed":
+            assert proc.stdin is not None
+            proc.stdin.close()
+        else:
+            proc.send_signal(signal.SIGTERM)
+        if how != "grace":
             _wait_for_line(log, "draining: 1 run in flight", proc)
             proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 1, log.read_text()
@@ -338,9 +351,11 @@ def test_a_stop_that_cuts_a_step_off_exits_1(tmp_path: Path, how: str) -> None:
             proc.wait()
         assert proc.stdin is not None
         proc.stdin.close()
-    why = ("the grace period of 0.5 s ran out" if how == "grace"
-           else "a second stop signal")
-    assert f"did not stop cleanly on SIGTERM: steps in flight were cut off ({why})" in (
+    stop, why = {"grace": ("SIGTERM", "the grace period of 0.5 s ran out"),
+                 "second signal": ("SIGTERM", "a second stop signal"),
+                 "signal after stdin closed": ("the client closing stdin",
+                                               "a stop signal while it drained")}[how]
+    assert f"did not stop cleanly on {stop}: steps in flight were cut off ({why})" in (
         log.read_text())
     assert side.read_text().splitlines() == [f"{proc.pid} begun"]
 

@@ -32,10 +32,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "for the app's queues; --no-worker leaves execution to `tether worker` processes. "
         "It answers at once; a store it cannot reach is tried again (0.5 s doubling to "
         "10 s, a line on stderr each time) while tool calls answer that it is "
-        "unavailable. It ends when the client closes stdin (exit 0); SIGTERM or SIGINT "
-        "stop it as they stop `tether worker`: the steps in flight finish (--grace), "
-        "every run is handed back, exit 0; a second signal (or the end of --grace) "
-        "cuts off what is left (those steps run again elsewhere) and it exits 1.")
+        "unavailable. The client closing stdin, SIGTERM or SIGINT stop it as those "
+        "signals stop `tether worker`: the steps in flight finish (--grace), every run "
+        "is handed back, exit 0; a second stop (a signal after one of those) or the "
+        "end of --grace cuts off what is left (those steps run again elsewhere) and it "
+        "exits 1.")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--no-worker", dest="worker", action="store_false",
                    help="do not execute runs in this process")
@@ -45,9 +46,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="how long a call from a client without the Tasks extension waits "
                    "for its run (default 60)")
     p.add_argument("--grace", type=non_negative_float, default=30.0, metavar="SECONDS",
-                   help="on SIGTERM or SIGINT, how long the steps in flight of this "
-                   "process's worker may take to finish before it exits 0, as for "
-                   "`tether worker` (default 30)")
+                   help="when the client closes stdin, or on SIGTERM or SIGINT, how "
+                   "long the steps in flight of this process's worker may take to "
+                   "finish before it exits 0, as for `tether worker` (default 30)")
     p.set_defaults(handler=run, verbose=False)
 
 
@@ -71,17 +72,21 @@ async def run(args: argparse.Namespace) -> int:
     if not app.mcp_exposed:
         raise CliError(f"{args.app} exposes no workflow: mark one @app.workflow(mcp=True) "
                        "or app.add_agent(agent, mcp=True)")
-    # SIGTERM (an MCP client that ends its server after closing stdin, a supervisor)
-    # or SIGINT stops serving and drains the worker, as `tether worker` does, then
-    # exits 0. Python's defaults ended the process at once on SIGTERM (-15: the steps
-    # in flight cut off, to run again after a takeover), and SIGINT waited for ever for
-    # the client to close stdin (the thread that reads it cannot be interrupted).
-    stop = asyncio.Event()
-    abandon = asyncio.Event()  # a second signal: stop draining
+    # The client closing stdin, SIGTERM (an MCP client that ends its server after
+    # closing stdin, a supervisor) or SIGINT stops serving and drains the worker, as
+    # `tether worker` does, then exits 0. Python's defaults ended the process at once
+    # on SIGTERM (-15: the steps in flight cut off, to run again after a takeover), and
+    # SIGINT waited for ever for the client to close stdin (the thread that reads it
+    # cannot be interrupted).
+    stop = asyncio.Event()  # (serve_stdio sets it too when the client closes stdin)
+    abandon = asyncio.Event()  # a second stop: stop draining
     signals: list[int] = []
+    closed_first: list[bool] = []  # the client closed stdin before any signal
 
     def on_signal(sig: int) -> None:
-        if signals:
+        if stop.is_set():
+            if not signals:
+                closed_first.append(True)
             abandon.set()
         signals.append(sig)
         stop.set()
@@ -92,18 +97,20 @@ async def run(args: argparse.Namespace) -> int:
     clean = await serve_stdio(
         app, worker=args.worker, stop=stop, grace=args.grace, abandon=abandon,
         poll_interval_ms=args.poll_interval, sync_timeout=args.sync_timeout)
+    first = ("the client closing stdin" if closed_first or not signals
+             else signal.Signals(signals[0]).name)
+    if not clean:  # (as `tether worker`: steps cut off, runs handed back; exit 1)
+        log.error("tether mcp: did not stop cleanly on %s: steps in flight were cut off "
+                  "(%s); their runs were handed back, and those steps run again "
+                  "elsewhere", first, f"the grace period of {args.grace:g} s ran out"
+                  if not abandon.is_set() else "a stop signal while it drained"
+                  if closed_first else "a second stop signal")
+    elif signals:
+        log.info("tether mcp: stopped on %s", first)
     if signals:
-        name = signal.Signals(signals[0]).name
-        if clean:
-            log.info("tether mcp: stopped on %s", name)
-        else:  # (as `tether worker`: steps cut off, runs handed back; exit 1)
-            log.error("tether mcp: did not stop cleanly on %s: steps in flight were cut "
-                      "off (%s); their runs were handed back, and those steps run again "
-                      "elsewhere", name, "a second stop signal" if abandon.is_set()
-                      else f"the grace period of {args.grace:g} s ran out")
         # The thread reading stdin waits for the client's next line, and the
         # interpreter's exit would wait for it: everything is closed already.
         logging.shutdown()
         sys.stdout.flush()
         os._exit(0 if clean else 1)
-    return 0
+    return 0 if clean else 1

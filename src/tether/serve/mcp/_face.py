@@ -1251,9 +1251,13 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
     the queue (``abandon`` set meanwhile: at once, as after the grace period). The
     thread reading stdin may still wait for the client's next line (it
     cannot be interrupted): the caller then ends the process (``tether mcp`` does).
-    When the client closes stdin, the worker stops at once instead (its runs handed
-    back; steps cut off run again elsewhere). Returns False if a drain cut steps off
-    (the grace period ran out), True otherwise."""
+    The client closing stdin (MCP's stdio shutdown: it then waits for the server to
+    exit, and signals it after a while) drains the worker the same way, and sets
+    ``stop``: a signal after it is a second stop, which the caller answers by setting
+    ``abandon``. (The worker stopped at once there: a step in flight was cut off and
+    its run handed back, so the step ran again elsewhere, though a thread's step
+    finished its work as the process exited.) Returns False if a drain cut steps off
+    (the grace period ran out, or ``abandon``), True otherwise."""
     server, _ = create_mcp_server(app, **options)
     draining: list[float] = []
     # Made before serving, in this context: the worker's tasks do not inherit the
@@ -1266,8 +1270,9 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
         await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
             serving.result()
-        else:
-            draining.append(grace)
+            if stop is not None:
+                stop.set()  # (the client's stop: a signal after it is the second)
+        draining.append(grace)
     finally:
         stopped.cancel()
         serving.cancel()
