@@ -204,6 +204,23 @@ def test_stdio_command_errors(tmp_path: Path) -> None:
     assert "--poll-interval" in out.stderr
 
 
+def test_its_start_line_names_the_tools_and_the_store_file(tmp_path: Path) -> None:
+    """A desktop client launches its server in a folder of its own choosing (often
+    ``/``), where the app's ``sqlite:///./tether.db`` is another file than its workers'
+    and ``tether serve``'s: the runs went there unseen, and nothing said where. The
+    start line on stderr (at the default log level: it was warning, though ``--help``
+    said info) names the tools, the store and a relative SQLite file's absolute path."""
+    out = forked.run([sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app",
+                      "--db", "sqlite:///./here.db"], cwd=tmp_path, text=True,
+                     capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+                     env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")})
+    assert out.returncode == 0, out.stderr
+    assert ("tether mcp: 4 tools (ask, explode, quote, slow_sum) over stdio, on "
+            f"sqlite:///./here.db (the file {tmp_path / 'here.db'}); a worker runs them "
+            "in this process") in out.stderr, out.stderr
+    assert out.stdout == ""
+
+
 PRINTING_APP = '''
 print("importing the app")
 from tether import App

@@ -49,7 +49,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="when the client closes stdin, or on SIGTERM or SIGINT, how "
                    "long the steps in flight of this process's worker may take to "
                    "finish before it exits 0, as for `tether worker` (default 30)")
-    p.set_defaults(handler=run, verbose=False)
+    p.set_defaults(handler=run)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -72,6 +72,11 @@ async def run(args: argparse.Namespace) -> int:
     if not app.mcp_exposed:
         raise CliError(f"{args.app} exposes no workflow: mark one @app.workflow(mcp=True) "
                        "or app.add_agent(agent, mcp=True)")
+    tools = sorted(app.mcp_exposed)
+    log.info("tether mcp: %d tool%s (%s) over stdio, on %s; %s", len(tools),
+             "" if len(tools) == 1 else "s", ", ".join(tools), _store_shown(app),
+             "a worker runs them in this process" if args.worker else
+             "--no-worker: `tether worker` processes on that store run them")
     # The client closing stdin, SIGTERM (an MCP client that ends its server after
     # closing stdin, a supervisor) or SIGINT stops serving and drains the worker, as
     # `tether worker` does, then exits 0. Python's defaults ended the process at once
@@ -114,3 +119,18 @@ async def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         os._exit(0 if clean else 1)
     return 0 if clean else 1
+
+
+def _store_shown(app: Any) -> str:
+    """The app's store URL as the start line shows it: without a password, and a
+    relative SQLite file with its absolute path. A desktop client launches its servers
+    in a folder of its own choosing (often ``/``), where ``sqlite:///./tether.db`` is
+    another file than the one the app's workers and ``tether serve`` use: the runs
+    would go there unseen."""
+    from tether.cli._serve import _without_password
+
+    shown = _without_password(app.url)
+    path = getattr(app.store, "path", None)  # (a SQLite store's file, as it opens it)
+    if isinstance(path, str) and not os.path.isabs(path):
+        shown += f" (the file {os.path.abspath(path)})"
+    return shown
