@@ -536,8 +536,6 @@ async def child_waits(app: App, status: str, waiting_for: str | None) -> str | N
     queued where no worker looks (its worker killed and not restarted, a queue of
     ``workflow_tool(queue=)`` no worker was started with) held its parent as silently as
     a child that was working."""
-    from tether.store._port import WORKER_STALE
-
     kind, _, child_id = (waiting_for or "").partition(" ")
     if status != RunStatus.WAITING.value or kind != "child" or not child_id:
         return None
@@ -545,19 +543,27 @@ async def child_waits(app: App, status: str, waiting_for: str | None) -> str | N
     if child is None:
         return None
     if child.status == RunStatus.QUEUED.value:
-        queue = child.queue
-        if (await app.store.queue_limits()).get(queue) == 0:
-            return f"queued in queue {queue}, which is paused"
-        now = app.clock.now()
-        served = {q for w in await app.store.worker_list()
-                  if now - w.heartbeat_at <= WORKER_STALE for q in w.queues.split(",")}
-        if queue not in served:
-            return (f"queued in queue {queue}, which no live worker serves (tether worker "
-                    f"MODULE:APP --queue {shlex.quote(queue)})")
-        return f"queued in queue {queue}"
+        return await queued_in(app, child.queue)
     if child.status == RunStatus.WAITING.value and child.waiting_for:
         return f"waiting for {child.waiting_for}"
     return str(child.status)
+
+
+async def queued_in(app: App, queue: str) -> str:
+    """What a queued run waits for, in the words of ``child_waits``: ``queued in queue
+    crawl, which no live worker serves (tether worker MODULE:APP --queue crawl)``, ``...,
+    which is paused``, or ``queued in queue crawl`` (a worker will take it)."""
+    from tether.store._port import WORKER_STALE
+
+    if (await app.store.queue_limits()).get(queue) == 0:
+        return f"queued in queue {queue}, which is paused"
+    now = app.clock.now()
+    served = {q for w in await app.store.worker_list()
+              if now - w.heartbeat_at <= WORKER_STALE for q in w.queues.split(",")}
+    if queue not in served:
+        return (f"queued in queue {queue}, which no live worker serves (tether worker "
+                f"MODULE:APP --queue {shlex.quote(queue)})")
+    return f"queued in queue {queue}"
 
 
 def paused_queue_warning(queue: str) -> str:

@@ -33,8 +33,8 @@ from tether.mcp_tasks import (
 from tether.serve.mcp import create_mcp_http
 
 
-def asgi(app: App) -> Starlette:
-    face = create_mcp_http(app)
+def asgi(app: App, **options: Any) -> Starlette:
+    face = create_mcp_http(app, **options)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -45,12 +45,14 @@ def asgi(app: App) -> Starlette:
 
 
 @asynccontextmanager
-async def serve_http(app: App) -> AsyncIterator[str]:
-    """Serve ``app``'s MCP face on 127.0.0.1 (a free port); yields the MCP URL."""
+async def serve_http(app: App, **options: Any) -> AsyncIterator[str]:
+    """Serve ``app``'s MCP face on 127.0.0.1 (a free port); yields the MCP URL.
+    ``options`` go to ``create_mcp_http``."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi(app), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(asgi(app, **options), log_level="warning",
+                                           lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

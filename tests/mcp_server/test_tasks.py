@@ -575,6 +575,31 @@ async def test_client_without_the_extension(served: tuple[App, str],
         assert "waits for input (signal approval)" in waits.content[0].text  # type: ignore[union-attr]
 
 
+async def test_a_task_queued_where_no_live_worker_looks_says_so(store_url: str) -> None:
+    """``tether serve`` runs no worker: a task started through its /mcp with none
+    running stayed "queued" (its ``statusMessage``), and a call without the extension
+    answered, after ``sync_timeout``, that the run "is still going", with nothing to
+    say that nothing would ever run it. Both say the queue no live worker serves, and
+    the command that serves it; once a worker runs, the task completes."""
+    app = apps.build(store_url)
+    async with serve_http(app, sync_timeout=0.5) as url:
+        async with tasks_client(url) as client:
+            created = await client.session.call_tool("slow_sum", {"numbers": [1, 2]},
+                                                     allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            unserved = ("queued in queue default, which no live worker serves (tether "
+                        "worker MODULE:APP --queue default)")
+            assert created.status_message == unserved
+            assert (await get_task(client, created.task_id)).status_message == unserved
+        async with Client(url) as plain:
+            answer = await plain.call_tool("slow_sum", {"numbers": [3]})
+        assert answer.is_error
+        assert f"is still {unserved}, after 0.5 s" in answer.content[0].text  # type: ignore[union-attr]
+        async with app.worker(), tasks_client(url) as client:
+            done = await poll(client, created.task_id, {"completed"})
+            assert done.result is not None and done.result["content"][0]["text"] == "3"
+
+
 async def test_task_notifications_to_a_subscriber(served: tuple[App, str]) -> None:
     """subscriptions/listen with taskIds: the ack names the known tasks; each change of
     the task is a notifications/tasks carrying the whole task, the last one completed

@@ -36,6 +36,7 @@ from tether import App, RunStatus, TetherError
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_SIGNAL, SLOT_STATUS
 from tether._ids import new_run_id
 from tether._lifecycle import workflow_retention
+from tether._show import queued_in
 from tether._types import ENDED_VALUES, JournalEntry, RunRecord, check_name
 from tether.ai._approvals import approval_key
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
@@ -313,9 +314,14 @@ class TetherTasks:
                         f"with the MCP Tasks extension to answer it, or answer with {cli}",
                         True)
                 if remaining <= 0:
+                    where = (await queued_in(self.app, run.queue)
+                             if run is not None and run.status == RunStatus.QUEUED.value
+                             else None)
+                    going = (f"is still going after {self.sync_timeout:g} s" if where is None
+                             else f"is still {where}, after {self.sync_timeout:g} s")
                     return _text_result(
-                        f"run {run_id} is still going after {self.sync_timeout:g} s; call "
-                        "this tool with the MCP Tasks extension to follow it", True)
+                        f"run {run_id} {going}; call this tool with the MCP Tasks "
+                        "extension to follow it", True)
                 if self.closing is not None and self.closing.is_set():
                     return _text_result(
                         f"run {run_id} is still going, and this server is shutting down; "
@@ -372,8 +378,18 @@ class TetherTasks:
                 task["statusMessage"] = f"waiting for {run.waiting_for}"
             else:
                 task["status"] = "working"
-                task["statusMessage"] = _working_message(run)
+                task["statusMessage"] = await self._working_message(run)
         return task
+
+    async def _working_message(self, run: RunRecord) -> str:
+        """A working task's ``statusMessage``; a queued run's says when no live worker
+        serves its queue, or the queue is paused (``tether serve`` runs no worker: its
+        tasks stayed "queued", with nothing to say why)."""
+        if run.status == RunStatus.QUEUED.value:
+            where = await queued_in(self.app, run.queue)
+            if where != f"queued in queue {run.queue}":
+                return where
+        return _working_message(run)
 
     @staticmethod
     def _erased(task: dict[str, Any], run: RunRecord) -> None:
