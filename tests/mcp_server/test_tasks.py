@@ -411,6 +411,36 @@ async def test_idempotency_key_returns_the_same_task(served: tuple[App, str],
     assert lines(side_file) == ["add 0", "add 0"]
 
 
+async def test_an_idempotency_key_that_is_no_text_is_refused(served: tuple[App, str]
+                                                             ) -> None:
+    """An idempotency key that is no non-empty string is -32602 naming it, and nothing
+    starts, to a task client and a synchronous one alike (the HTTP API refuses such a
+    key, 400). It was taken as its Python text: ``5`` named the task of ``"5"``, and
+    ``""`` one task for every call sent with it."""
+    app, url = served
+    keyed = await raw_rpc(url, "tools/call", {"name": "slow_sum",
+                                              "arguments": {"numbers": [5]},
+                                              "_meta": {"idempotency_key": "5"}})
+    assert keyed["result"]["resultType"] == "task", keyed
+    for key, shown in ((5, "a number"), ("", "''"), (" ", "' '"), ({"k": 1}, "an object"),
+                       (["k"], "an array"), (True, "a boolean")):
+        for client in (tasks_client(url), Client(url)):
+            async with client:
+                with pytest.raises(MCPError) as err:
+                    await client.session.call_tool("slow_sum", {"numbers": [5]},
+                                                   allow_claimed=True,
+                                                   meta={"idempotency_key": key})
+            assert err.value.code == INVALID_PARAMS, key
+            assert err.value.message == (
+                "Invalid request parameters: tools/call: _meta.idempotency_key: must be a "
+                f"non-empty string, not {shown}")
+            assert err.value.error.data == {"invalid": [{
+                "field": "_meta.idempotency_key",
+                "problem": f"must be a non-empty string, not {shown}"}]}
+    assert [run.run_id for run in await app.store.run_list(limit=10)] == [
+        keyed["result"]["taskId"]]  # (nothing else started)
+
+
 async def test_unknown_task_and_invalid_arguments(served: tuple[App, str]) -> None:
     """An unknown task id (or a run that is no task) is -32602 on tasks/get, update and
     cancel; arguments that do not fit the schema are a tool error, and start nothing."""

@@ -33,7 +33,14 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, CallToolR
 from pydantic import PydanticUserError, TypeAdapter, ValidationError
 
 from tether import App, RunStatus, TetherError
-from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_SIGNAL, SLOT_STATUS
+from tether._codec import (
+    SLOT_ERROR,
+    SLOT_INPUT,
+    SLOT_RESULT,
+    SLOT_SIGNAL,
+    SLOT_STATUS,
+    json_kind,
+)
 from tether._ids import new_run_id
 from tether._lifecycle import workflow_retention
 from tether._show import queued_in
@@ -203,6 +210,9 @@ class TetherTasks:
             return await call_next()  # not ours: the SDK answers (unknown tool)
         if exposed.task_only and not tasks:
             raise missing_capability(f"tool {params.name!r} (task-only)")
+        meta = params.meta or {}
+        key = _idempotency_key(meta.get(IDEMPOTENCY_META_KEY)
+                               if isinstance(meta, Mapping) else None)
         # As the SDK does for its own tools: a list or object sent as a JSON string
         # (Claude Desktop does this) is parsed first; a str parameter stays as sent.
         arguments = exposed.tool.fn_metadata.pre_parse_json(dict(params.arguments or {}))
@@ -223,10 +233,7 @@ class TetherTasks:
             arguments = validated.model_dump(mode="json", by_alias=True, exclude_unset=True)
         except Exception:  # a type pydantic cannot dump: pass what was sent
             pass
-        meta = params.meta or {}
-        key = meta.get(IDEMPOTENCY_META_KEY) if isinstance(meta, Mapping) else None
-        run_id = (_keyed_run_id(params.name, str(key)) if key is not None
-                  else new_run_id())
+        run_id = _keyed_run_id(params.name, key) if key is not None else new_run_id()
         # app.start returns once the run's row is committed: only then does the task exist.
         try:
             handle = await self.app.start(params.name, run_id=run_id, **arguments)
@@ -1146,6 +1153,24 @@ def _before_initialize(ctx: ServerRequestContext[Any, Any], exc: MCPError) -> bo
         return False
     connection = getattr(ctx.session, "_connection", None)
     return connection is not None and not getattr(connection, "initialize_accepted", True)
+
+
+def _idempotency_key(key: Any) -> str | None:
+    """A call's idempotency key (None: none sent). One that is no non-empty string is
+    refused, and nothing starts, as the HTTP API refuses a signal's (400). It was taken
+    as its Python text: ``5`` and ``"5"`` were one key, an object's key its ``repr``,
+    and ``""`` (a client's unset key) one task for every call sent with it.
+
+    Raises:
+        MCPError: -32602, the field and why, as for params that do not fit the method.
+    """
+    if key is None or (isinstance(key, str) and key.strip()):
+        return key
+    problem = "must be a non-empty string, not " + (
+        repr(key) if isinstance(key, str) else json_kind(key))
+    problems = [(f"_meta.{IDEMPOTENCY_META_KEY}", problem)]
+    raise MCPError(code=INVALID_PARAMS, message=_invalid_params("tools/call", problems),
+                   data={"invalid": [{"field": f, "problem": p} for f, p in problems]})
 
 
 #: How many of a request's invalid params an error names.
