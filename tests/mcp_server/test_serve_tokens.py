@@ -156,7 +156,8 @@ async def test_mcp_refuses_another_origin(store_url: str) -> None:
     answer 403 to one that is not theirs (DNS rebinding, a page of another site). On a
     loopback server without tokens a script of another origin was served every GET
     (the stream); now every method is refused, and a client without ``Origin``, or
-    with this server's, is served."""
+    with this server's, is served. The refusal says why (another origin): it said
+    "send it ... with an Authorization header", which /mcp refuses too."""
     tools_list = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     accept = {"Accept": "application/json, text/event-stream",
               "MCP-Protocol-Version": "2025-06-18"}
@@ -166,8 +167,11 @@ async def test_mcp_refuses_another_origin(store_url: str) -> None:
                 headers = {"Origin": origin}
                 post = await http.post(url, json=tools_list, headers=headers)
                 assert post.status_code == 403, origin
+                assert "another origin" in post.text, post.text
+                assert "Authorization" not in post.text, post.text
                 get = await http.get(url, headers=headers)
                 assert get.status_code == 403, origin
+                assert "another origin" in get.text, get.text
             own = url.rsplit("/", 1)[0]
             answer = await http.post(url, json=tools_list, headers={"Origin": own})
             assert answer.status_code == 200 and '"slow_sum"' in answer.text

@@ -308,6 +308,19 @@ class Guard:
                 "addressed to localhost or a loopback address; configure tokens "
                 "(--token-file) to serve other names"))
             return
+        if (path == "/mcp" or path.startswith("/mcp/")) and _foreign_script(headers):
+            # The MCP face, whatever the request's token: the MCP specification says "if
+            # the Origin header is present and invalid, servers MUST respond with HTTP
+            # 403 Forbidden" (until 2026-12-06 a request with a valid token was served).
+            # No client is lost: a browser's script of another origin could not read an
+            # answer anyway (no CORS), and programs name no Origin. (Checked before the
+            # cross-site rule below, whose answer says an Authorization header would
+            # do: not here.)
+            await _reply(scope, receive, send, _error(
+                403, "forbidden", "MCP request from another origin refused (the MCP "
+                "specification: an Origin that is not this server's is answered 403); "
+                "a program sends no Origin header"))
+            return
         changes = scope["method"] not in ("GET", "HEAD", "OPTIONS")
         if "authorization" not in headers and ((changes and _cross_site(headers))
                                                or (is_api and _foreign_script(headers))):
@@ -320,17 +333,6 @@ class Guard:
             await _reply(scope, receive, send, _error(
                 403, "forbidden", "cross-site request refused: send it from this server's "
                 "pages or with an Authorization header"))
-            return
-        if (path == "/mcp" or path.startswith("/mcp/")) and _foreign_script(headers):
-            # The MCP face, whatever the request's token: the MCP specification says "if
-            # the Origin header is present and invalid, servers MUST respond with HTTP
-            # 403 Forbidden" (until 2026-12-06 a request with a valid token was served).
-            # No client is lost: a browser's script of another origin could not read an
-            # answer anyway (no CORS), and programs name no Origin.
-            await _reply(scope, receive, send, _error(
-                403, "forbidden", "MCP request from another origin refused (the MCP "
-                "specification: an Origin that is not this server's is answered 403); "
-                "a program sends no Origin header"))
             return
         moved = _slashless(scope, path, root, self.routes)
         if moved is not None:
