@@ -19,6 +19,7 @@ from tether.cli._common import (
     positive_float,
     positive_int,
 )
+from tether.errors import ConfigError
 
 log = logging.getLogger("tether.cli")
 
@@ -130,7 +131,10 @@ def _store_shown(app: Any) -> str:
     from tether.cli._serve import _without_password
 
     shown = _without_password(app.url)
-    path = getattr(app.store, "path", None)  # (a SQLite store's file, as it opens it)
+    try:
+        path = getattr(app.store, "path", None)  # (a SQLite store's file, as it opens it)
+    except ConfigError:  # (a URL no store takes: serve_stdio logs it, calls answer it)
+        return shown
     if isinstance(path, str) and not os.path.isabs(path):
         shown += f" (the file {os.path.abspath(path)})"
     return shown
