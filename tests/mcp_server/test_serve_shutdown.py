@@ -49,9 +49,9 @@ async def test_a_waiting_synchronous_tool_call_answers_when_the_server_stops(
     assert isinstance(answer, CallToolResult) and answer.is_error, answer
     assert isinstance(answer.content[0], TextContent)
     assert answer.content[0].text == (
-        f"run {run.run_id} is still going, and this server is shutting down; call this "
-        f"tool with the MCP Tasks extension to follow it, or `tether result {run.run_id}`"
-    )
+        f"run {run.run_id} is still going, and this server is shutting down; it goes on: "
+        f"follow it as task {run.run_id} (tasks/get, with the MCP Tasks extension) or with "
+        f"`tether result {run.run_id}`; a new call of this tool starts another run")
     log = served.log.read_text()
     assert "Traceback" not in log and "Cancel " not in log, log
 

@@ -610,7 +610,9 @@ async def test_a_task_queued_where_no_live_worker_looks_says_so(store_url: str) 
     running stayed "queued" (its ``statusMessage``), and a call without the extension
     answered, after ``sync_timeout``, that the run "is still going", with nothing to
     say that nothing would ever run it. Both say the queue no live worker serves, and
-    the command that serves it; once a worker runs, the task completes."""
+    the command that serves it; once a worker runs, the task completes. The answer says
+    how to follow the run (as its task): it said "call this tool with the MCP Tasks
+    extension", which starts another run."""
     app = apps.build(store_url)
     async with serve_http(app, sync_timeout=0.5) as url:
         async with tasks_client(url) as client:
@@ -624,7 +626,12 @@ async def test_a_task_queued_where_no_live_worker_looks_says_so(store_url: str) 
         async with Client(url) as plain:
             answer = await plain.call_tool("slow_sum", {"numbers": [3]})
         assert answer.is_error
-        assert f"is still {unserved}, after 0.5 s" in answer.content[0].text  # type: ignore[union-attr]
+        text = answer.content[0].text  # type: ignore[union-attr]
+        (run,) = [r for r in await app.store.run_list(limit=10) if r.run_id != created.task_id]
+        assert text == (
+            f"run {run.run_id} is still {unserved}, after 0.5 s; it goes on: follow it as "
+            f"task {run.run_id} (tasks/get, with the MCP Tasks extension) or with `tether "
+            f"result {run.run_id}`; a new call of this tool starts another run")
         async with app.worker(), tasks_client(url) as client:
             done = await poll(client, created.task_id, {"completed"})
             assert done.result is not None and done.result["content"][0]["text"] == "3"

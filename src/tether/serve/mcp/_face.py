@@ -326,14 +326,11 @@ class TetherTasks:
                              else None)
                     going = (f"is still going after {self.sync_timeout:g} s" if where is None
                              else f"is still {where}, after {self.sync_timeout:g} s")
-                    return _text_result(
-                        f"run {run_id} {going}; call this tool with the MCP Tasks "
-                        "extension to follow it", True)
+                    return _text_result(f"run {run_id} {going}; {_follow(run_id)}", True)
                 if self.closing is not None and self.closing.is_set():
                     return _text_result(
                         f"run {run_id} is still going, and this server is shutting down; "
-                        "call this tool with the MCP Tasks extension to follow it, or "
-                        f"`tether result {run_id}`", True)
+                        f"{_follow(run_id)}", True)
                 continue
             except RunFailed as exc:
                 return _text_result(_error_text(exc.error) if exc.error else str(exc), True)
@@ -1021,6 +1018,15 @@ def _complete(result: dict[str, Any]) -> dict[str, Any]:
 
 def _text_result(text: str, is_error: bool = False) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": is_error}
+
+
+def _follow(run_id: str) -> str:
+    """How a synchronous caller follows a run that goes on after its answer: as the
+    task it is. (It said "call this tool with the MCP Tasks extension to follow it",
+    which starts another run.)"""
+    return (f"it goes on: follow it as task {run_id} (tasks/get, with the MCP Tasks "
+            f"extension) or with `tether result {run_id}`; a new call of this tool starts "
+            "another run")
 
 
 def _value_result(value: Any) -> dict[str, Any]:
