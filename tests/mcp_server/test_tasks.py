@@ -584,8 +584,10 @@ async def _answered(client: Client, task_id: str, key: str) -> bool:
 async def test_client_without_the_extension(served: tuple[App, str],
                                             llm_server: ScriptedLLMServer) -> None:
     """Without the extension a short tool answers synchronously; a task-only tool and
-    tasks/get get the extension's error (-32021)."""
-    _, url = served
+    tasks/get get the extension's error (-32021). A run waiting for input is answered
+    at once, saying how to answer it: as the task it is (it said "call this tool with
+    the MCP Tasks extension to answer it", which starts another run)."""
+    app, url = served
     async with Client(url) as client:
         assert client.protocol_version == "2026-07-28"
         result = await client.call_tool("slow_sum", {"numbers": [2, 3]})
@@ -603,6 +605,13 @@ async def test_client_without_the_extension(served: tuple[App, str],
         waits = await client.call_tool("travel", {"task": "Book Oslo"})
         assert waits.is_error  # it cannot be answered without the extension; not a hang
         assert "waits for input (signal approval)" in waits.content[0].text  # type: ignore[union-attr]
+        # (how to answer it: as the task it is; a new call would start another run)
+        (run,) = await app.store.run_search(workflow="travel", limit=1)
+        assert waits.content[0].text == (  # type: ignore[union-attr]
+            f"run {run.run_id} waits for input (signal approval); answer it as task "
+            f"{run.run_id} (tasks/get, then tasks/update, with the MCP Tasks extension) or "
+            "with `tether approve` / `tether signal`; a new call of this tool starts "
+            "another run")
 
 
 async def test_a_task_queued_where_no_live_worker_looks_says_so(store_url: str) -> None:

@@ -317,9 +317,10 @@ class TetherTasks:
                     who = (f"run {run_id}" if waiter.run_id == run_id
                            else f"run {run_id} waits for its child run {waiter.run_id}, which")
                     return _text_result(
-                        f"{who} waits for input ({waiter.waiting_for}); call this tool "
-                        f"with the MCP Tasks extension to answer it, or answer with {cli}",
-                        True)
+                        f"{who} waits for input ({waiter.waiting_for}); answer it as task "
+                        f"{run_id} (tasks/get, then tasks/update, with the MCP Tasks "
+                        f"extension) or with {cli}; a new call of this tool starts another "
+                        "run", True)
                 if remaining <= 0:
                     where = (await queued_in(self.app, run.queue)
                              if run is not None and run.status == RunStatus.QUEUED.value
