@@ -276,6 +276,51 @@ async def test_budget_wait_resumes_when_raised(
     assert len(server.requests) == 3
 
 
+def refund_agent(model: OpenAIChatCompletionsModel, refunds: list[str]) -> Agent[Any]:
+    @function_tool(needs_approval=True)
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        refunds.append(order_id)
+        return f"refunded {order_id}"
+
+    return Agent(name="refunder", model=model, tools=[refund], instructions="Refund.")
+
+
+REFUND_SCRIPT = [Reply(tool_calls=[{"name": "refund", "arguments": {"order_id": "A1"},
+                                    "id": "call_r1"}], input_tokens=100, output_tokens=10),
+                 Reply("Done.", input_tokens=120, output_tokens=5)]
+
+
+@pytest.mark.parametrize("approved", [True, False])
+async def test_a_tool_that_needs_approval_waits_for_a_human_in_a_run_by_name(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel,
+        approved: bool) -> None:
+    """A function tool with the SDK's ``needs_approval``, in an agent started by name: the
+    run waits (released) on a Tether approval naming the call (``tether approvals``),
+    then goes on with the decision: approved, the tool runs once; rejected, it does not,
+    and the model is told the human's note. (Before, the run ended ``completed`` with
+    ``null``: the SDK's interruption was its final output, the tool never ran and nobody
+    was asked.)"""
+    server.set_script(list(REFUND_SCRIPT))
+    refunds: list[str] = []
+    app = App(sqlite_url)
+    TetherAgent(refund_agent(model, refunds), app=app)
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start("refunder", "Refund A1", run_id="a1")
+        await wait_for(lambda: status_is(app, "a1", "waiting"), timeout=20)
+        [pending] = await tether.ai.pending_approvals(app)
+        assert (pending.run_id, pending.agent, pending.tool, pending.arguments,
+                pending.reason, pending.approval_id) == (
+            "a1", "refunder", "refund", {"order_id": "A1"}, "Refund an order.", "call_r1")
+        await tether.ai.approve(app, "a1", approved=approved, note="not this one")
+        assert await handle.result(timeout=20) == "Done."
+    assert refunds == (["A1"] if approved else [])
+    assert len(server.requests) == 2
+    told = [item["content"] for item in server.requests[1].body["messages"]
+            if item["role"] == "tool"]
+    assert told == (["refunded A1"] if approved else ["rejected by a human: not this one"])
+
+
 async def test_an_input_guardrail_with_its_own_agent_is_durable(
         sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
     """The guardrail runs a checking agent (its request a metered step) before the main

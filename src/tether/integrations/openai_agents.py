@@ -1047,7 +1047,7 @@ class TetherAgent(Generic[OutputT]):
             session = None
             if self._session is not None:
                 session = self._session(tether.run_id())
-            result = await self.run(input, session=session)
+            result = await self._approved(await self.run(input, session=session), session)
             return _jsonable(result.final_output) if not isinstance(
                 result.final_output, pydantic.BaseModel) else result.final_output
 
@@ -1095,8 +1095,49 @@ class TetherAgent(Generic[OutputT]):
         handle: RunHandle[OutputT] = await self.app.start(self.workflow, input, run_id=run_id)
         return handle
 
+    async def _approved(self, result: RunResult, session: Session | None) -> RunResult:
+        """``result`` once every tool call awaiting approval (``needs_approval``) was
+        decided by a human: each is a Tether approval (``tether approvals``,
+        ``tether approve``; the run released meanwhile), the SDK's run state approved or
+        rejected accordingly, and the run resumed from it. A run started by name ended
+        ``completed`` with ``null`` here, the tool never called nor anyone asked."""
+        asked = 0  # (ids for calls without one: the same on every replay)
+        while result.interruptions:
+            state = result.to_state()
+            for item in result.interruptions:
+                tool, asked = item.name or "tool", asked + 1
+                decision = await tether.ai.request_approval(
+                    tool, _call_arguments(item.arguments), _approval_reason(item, tool),
+                    approval_id=str(item.call_id or f"{tool}.{asked}"),
+                    call_id=str(item.call_id or ""), status={"agent": self.name})
+                if decision.approved:
+                    state.approve(item)
+                else:
+                    state.reject(item, rejection_message=(
+                        "rejected by a human: " + decision.note if decision.note
+                        else "rejected by a human (no note given)"))
+            result = await self.run(state, session=session)  # type: ignore[arg-type]
+        return result
+
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _call_arguments(raw: str | None) -> dict[str, Any]:
+    """A tool call's arguments (the model's JSON text) as the approval shows them."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"arguments": raw}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def _approval_reason(item: Any, tool: str) -> str:
+    """What the human is asked: the tool's description, as ``tether.ai.Agent`` asks."""
+    for candidate in getattr(item.agent, "tools", None) or ():
+        if getattr(candidate, "name", None) == tool and getattr(candidate, "description", ""):
+            return str(candidate.description)
+    return f"call {tool}"
 
 
 def _note_response(operation: str, fresh: list[bool]) -> None:
