@@ -257,6 +257,44 @@ async def test_budget_wait_resumes_when_raised(
     assert len(server.requests) == 2
 
 
+@pytest.mark.parametrize("approved", [True, False])
+async def test_a_tool_that_requires_approval_waits_for_a_human_in_a_run_by_name(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel,
+        approved: bool) -> None:
+    """A tool with pydantic-ai's ``requires_approval``, in an agent started by name: the
+    run waits (released) on a Tether approval naming the call (``tether approvals``),
+    then goes on with the decision: approved, the tool runs once; rejected, it does not,
+    and the model is told the human's note. (Before, the run failed with pydantic-ai's
+    ``UserError``: no ``DeferredToolRequests`` among the output types; nobody asked.)"""
+    server.set_script([Reply(tool_calls=[{"name": "refund", "arguments": {"order_id": "A1"},
+                                          "id": "call_r1"}]),
+                       Reply("Done.")])
+    refunds: list[str] = []
+    agent = Agent(model, name="refunder", instructions="Refund.")
+
+    @agent.tool_plain(requires_approval=True)
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        refunds.append(order_id)
+        return f"refunded {order_id}"
+
+    app = App(sqlite_url)
+    TetherAgent(agent, app=app)
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start("refunder", "Refund A1", run_id="a1")
+        await wait_for(lambda: status_is(app, "a1", "waiting"), timeout=20)
+        [pending] = await tether.ai.pending_approvals(app)
+        assert (pending.run_id, pending.agent, pending.tool, pending.arguments,
+                pending.reason, pending.approval_id) == (
+            "a1", "refunder", "refund", {"order_id": "A1"}, "Refund an order.", "call_r1")
+        await tether.ai.approve(app, "a1", approved=approved, note="not this one")
+        assert await handle.result(timeout=20) == "Done."
+    assert refunds == (["A1"] if approved else [])
+    assert len(server.requests) == 2
+    told = [m["content"] for m in server.requests[1].body["messages"] if m["role"] == "tool"]
+    assert told == (["refunded A1"] if approved else ["rejected by a human: not this one"])
+
+
 async def test_streaming_events_reach_the_handler_inside_a_run(
         sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
     """With an event_stream_handler the request is streamed inside its step: the handler

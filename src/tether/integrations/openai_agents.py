@@ -976,8 +976,10 @@ class TetherAgent(Generic[OutputT]):
     ``name=``) that takes the input text and returns the run's ``final_output``, typed
     as the agent's ``output_type`` (a pydantic model comes back as that model). Start
     it with ``await tagent.start("...")``, by name (``tether start NAME '"..."'``), over
-    the HTTP API or as an MCP task. In your own workflows, ``await tagent.run(input,
-    ...)`` runs it durably with ``Runner.run``'s arguments.
+    the HTTP API or as an MCP task; there a tool call awaiting approval
+    (``needs_approval``) waits for a human's Tether approval (``tether approve``). In
+    your own workflows, ``await tagent.run(input, ...)`` runs it durably with
+    ``Runner.run``'s arguments.
 
     Args:
         agent: the starting agent (its handoffs and tools are made durable too).

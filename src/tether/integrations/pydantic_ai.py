@@ -96,7 +96,13 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model, ModelRequestContext
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.run import AgentRunResult
-from pydantic_ai.tools import AgentDepsT, RunContext
+from pydantic_ai.tools import (
+    AgentDepsT,
+    DeferredToolRequests,
+    DeferredToolResults,
+    RunContext,
+    ToolDenied,
+)
 from typing_extensions import TypeVar
 
 if TYPE_CHECKING:  # (pydantic-ai 2.60, which the extra allows, does not export them)
@@ -121,6 +127,7 @@ from tether.ai import (
     error_for_status,
     error_in_answer,
     idempotency_headers,
+    request_approval,
     set_budget,
 )
 
@@ -947,6 +954,43 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                 "once": "max_retries" not in unsupported}
 
 
+def _asking(agent: str) -> list[Any]:
+    """The capability by which a run started by name asks a human about each tool call
+    awaiting approval (``requires_approval=True``, ``ApprovalRequired``): pydantic-ai's
+    ``HandleDeferredToolCalls`` (none before it had one) with ``_ask_humans``. Without
+    it such a call failed the run (``UserError``: no ``DeferredToolRequests`` among the
+    output types), or ended it with the requests as its output, which nobody could
+    answer."""
+    try:
+        from pydantic_ai.capabilities import HandleDeferredToolCalls
+    except ImportError:  # pragma: no cover (pydantic-ai before the capability)
+        return []
+    return [HandleDeferredToolCalls(handler=partial(_ask_humans, agent))]
+
+
+async def _ask_humans(agent: str, ctx: RunContext[Any], requests: DeferredToolRequests
+                      ) -> DeferredToolResults | None:
+    """Each call of ``requests`` awaiting approval as a Tether approval (``tether
+    approvals``, ``tether approve``; the run released while it waits), in workflow code:
+    the decisions are journaled signals, so a replay decides alike. A rejected call is
+    reported to the model with the human's note. Other deferred calls (external tools)
+    are left to pydantic-ai (the run ends with them, as before)."""
+    if not requests.approvals or not ext.in_workflow():
+        return None
+    results = DeferredToolResults()
+    tools = ctx.tool_manager
+    for call in requests.approvals:
+        found = tools.get_tool_def(call.tool_name) if tools is not None else None
+        reason = (found.description if found is not None else None) or f"call {call.tool_name}"
+        decision = await request_approval(
+            call.tool_name, call.args_as_dict(), reason, approval_id=call.tool_call_id,
+            call_id=call.tool_call_id, status={"agent": agent})
+        results.approvals[call.tool_call_id] = True if decision.approved else ToolDenied(
+            "rejected by a human: " + decision.note if decision.note
+            else "rejected by a human (no note given)")
+    return results
+
+
 def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> ProviderError:
     message = getattr(exc, "message", None) or str(exc)
     retry_after = getattr(exc, "retry_after", None)
@@ -1041,8 +1085,10 @@ class TetherAgent(Generic[AgentDepsT, OutputT]):
     the agent's ``output_type`` (a pydantic model comes back as that model, also from
     ``RunHandle.result()``). Start it with ``await tagent.start("prompt")``, by name
     (``tether start NAME '"prompt"'``, ``app.start("NAME", "prompt")``), over the HTTP
-    API or as an MCP task. In your own workflows, ``await tagent.run(prompt, ...)``
-    runs the agent durably with pydantic-ai's full ``run`` signature.
+    API or as an MCP task; there a tool call awaiting approval (``requires_approval``)
+    waits for a human's Tether approval (``tether approve``). In your own workflows,
+    ``await tagent.run(prompt, ...)`` runs the agent durably with pydantic-ai's full
+    ``run`` signature.
 
     Args:
         agent: the pydantic-ai agent (it needs a ``name``, or pass ``name=``).
@@ -1118,7 +1164,7 @@ class TetherAgent(Generic[AgentDepsT, OutputT]):
 
         async def run_agent(prompt: str) -> Any:
             deps = self._deps() if self._deps is not None else None
-            result = await self.run(prompt, deps=deps)
+            result = await self.run(prompt, deps=deps, capabilities=_asking(self.name))
             return result.output
 
         output = self.agent.output_type
