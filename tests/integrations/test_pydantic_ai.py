@@ -381,6 +381,29 @@ async def test_a_refused_request_fails_the_run_once(
     assert len(server.requests) == 1
 
 
+async def test_a_provider_error_says_the_providers_words(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """A retried 429 is journaled in the provider's words, with its code and request id,
+    as ``tether.ai.LLM`` and the Agents SDK integration say it: ``tether show`` prints
+    its start in the attempts' column. (It was pydantic-ai's ``status_code: 429,
+    model_name: gpt-4.1-mini, body: {'message': ...}``, shown as ``openai: HTTP 429:
+    status_…``.)"""
+    server.set_script([Fault.rate_limit(retry_after=2), Reply("fine")])
+    app = App(sqlite_url)
+    TetherAgent(Agent(model, name="limited"), app=app)
+    async with app, app.worker():
+        assert await (await app.start("limited", "x", run_id="l1")).result(
+            timeout=30) == "fine"
+        info = await app.get_run("l1")
+    [failed] = [a["error"] for a in info.attempts if a["status"] == "error"]
+    assert failed["type"] == "tether.ai.RetryableProviderError"
+    said = ("openai: HTTP 429 (rate_limit_exceeded): Rate limit reached for requests. "
+            "Please try again later. [request ")
+    assert failed["message"].startswith(said), failed["message"]
+    assert failed["message"].endswith("] (retry after 2 s)"), failed["message"]
+    assert failed["message"][len(said):].startswith("req_")  # (the answer's x-request-id)
+
+
 async def test_an_account_out_of_credit_fails_the_run_at_once(
         sqlite_url: str, server: ScriptedLLMServer) -> None:
     """OpenAI's 429 ``insufficient_quota`` is a ProviderBillingError: the run fails at

@@ -992,11 +992,12 @@ async def _ask_humans(agent: str, ctx: RunContext[Any], requests: DeferredToolRe
 
 
 def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> ProviderError:
-    message = getattr(exc, "message", None) or str(exc)
     retry_after = getattr(exc, "retry_after", None)
     body = getattr(exc, "body", None)
     err = body.get("error") if isinstance(body, Mapping) else None
     err = err if isinstance(err, Mapping) else body
+    message = _provider_message(exc, err)
+    request_id = _request_id(exc)
     if (status is None and isinstance(body, Mapping) and body.get("error")
             and isinstance(body["error"], (str, Mapping))):
         # An HTTP 200 whose body is an error (a gateway's ``{"error": {"code": 400,
@@ -1009,13 +1010,47 @@ def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> Pr
         code, kind = (str(code) if code else None), (str(kind) if kind else None)
         if status is not None:
             error = error_for_status(provider, status, message, code=code or kind,
-                                     error_type=kind)
+                                     error_type=kind, request_id=request_id)
             if isinstance(error, ProviderBillingError):
                 return error
+    code = _error_code(err)
     if status is None or status in (408, 409, 429) or status >= 500:
-        return RetryableProviderError(message, provider=provider, status=status,
-                                      retry_after=retry_after)
-    return FatalProviderError(message, provider=provider, status=status)
+        return RetryableProviderError(message, provider=provider, status=status, code=code,
+                                      request_id=request_id, retry_after=retry_after)
+    return FatalProviderError(message, provider=provider, status=status, code=code,
+                              request_id=request_id)
+
+
+def _provider_message(exc: ModelAPIError, err: Any) -> str:
+    """The provider's own words for an error: its error body's ``message`` (with the
+    hint pydantic-ai adds, if any), as ``tether.ai.LLM`` and the Agents SDK integration
+    say it (``openai: HTTP 429 (rate_limit_exceeded): Rate limit reached ...``); else
+    pydantic-ai's message. (pydantic-ai's own reads ``status_code: 429, model_name:
+    ..., body: {...}``: ``tether show`` cut it to ``openai: HTTP 429: status_…``.)"""
+    said = err.get("message") if isinstance(err, Mapping) else None
+    if not isinstance(said, str) or not said.strip():
+        return getattr(exc, "message", None) or str(exc)
+    hint = getattr(exc, "hint", None)
+    return f"{said.strip()} ({hint})" if isinstance(hint, str) and hint else said.strip()
+
+
+def _error_code(err: Any) -> str | None:
+    """An error body's ``code``: ``rate_limit_exceeded``."""
+    code = err.get("code") if isinstance(err, Mapping) else None
+    return str(code) if code else None
+
+
+def _request_id(exc: ModelAPIError) -> str | None:
+    """The provider's id of the failed request (what its support asks for), from the
+    answer's headers (OpenAI's ``x-request-id``, Anthropic's ``request-id``) or the SDK
+    error under pydantic-ai's."""
+    headers = getattr(exc, "headers", None)
+    if isinstance(headers, Mapping):
+        for name in ("x-request-id", "request-id"):
+            if isinstance(headers.get(name), str) and headers[name]:
+                return str(headers[name])
+    found = getattr(exc.__cause__, "request_id", None)
+    return found if isinstance(found, str) and found else None
 
 
 def _background(model: object, settings: Mapping[str, Any] | None) -> bool:
