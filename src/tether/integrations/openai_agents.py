@@ -66,6 +66,7 @@ from agents import (
     RunConfig,
     Runner,
     RunResult,
+    RunState,
     Tool,
     function_tool,
 )
@@ -1065,11 +1066,13 @@ class TetherAgent(Generic[OutputT]):
         self.app = app
         return self
 
-    async def run(self, input: str | list[TResponseInputItem], *,
+    async def run(self, input: str | list[TResponseInputItem] | RunState[Any], *,
                   session: Session | None = None, context: Any = None,
                   max_turns: int | None = None, **kwargs: Any) -> RunResult:
         """``Runner.run`` on the durable copy of the agent: inside a workflow each model
-        request, tool call and session access is a journaled operation."""
+        request, tool call and session access is a journaled operation. ``input`` may be
+        the SDK's ``RunState`` of an earlier result (``result.to_state()``, its tool
+        calls approved or rejected), to resume that run."""
         if self.budget is not None and ext.in_workflow():
             set_budget(self.budget)
         if session is not None and not isinstance(session, TetherSession):
@@ -1118,7 +1121,7 @@ class TetherAgent(Generic[OutputT]):
                     state.reject(item, rejection_message=(
                         "rejected by a human: " + decision.note if decision.note
                         else "rejected by a human (no note given)"))
-            result = await self.run(state, session=session)  # type: ignore[arg-type]
+            result = await self.run(state, session=session)
         return result
 
 
