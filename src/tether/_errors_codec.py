@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sys
 import traceback
 from typing import Any
@@ -11,6 +12,12 @@ from typing import Any
 from tether.errors import StepError
 
 _MAX_TB = 4000
+
+#: The lines between two tracebacks of a chain (``raise ... from exc``, or an error
+#: raised while another was handled), as ``traceback.format_exception`` writes them.
+_CHAIN = re.compile(r"(\nThe above exception was the direct cause of the following "
+                    r"exception:\n\n|\nDuring handling of the above exception, another "
+                    r"exception occurred:\n\n)")
 
 
 def qualified_name(t: type) -> str:
@@ -31,11 +38,39 @@ def error_to_dict(exc: BaseException, **extra: Any) -> dict[str, Any]:
         tb = "".join(traceback.format_exception(exc))
     except Exception as tb_exc:  # (a broken __str__ of a chained exception, say)
         tb = f"(traceback unavailable: {type(tb_exc).__name__})"
-    if len(tb) > _MAX_TB:
-        tb = "…" + tb[-_MAX_TB:]
-    d["traceback"] = tb
+    d["traceback"] = _bounded(tb)
     d.update(extra)
     return d
+
+
+def _bounded(tb: str) -> str:
+    """``tb`` in about ``_MAX_TB`` characters: of each traceback of a chain, its end (the
+    innermost frames and the error's line), the longest cut first. The root cause's
+    end says where the code went wrong (``tether show``'s ``at FILE, line N``); cutting
+    the whole text's head dropped it whenever the outer tracebacks were long (a step's
+    error re-raised in the workflow through a framework's deep stack: a pydantic-ai
+    tool's error was shown at a line of pydantic-ai, not of the tool)."""
+    if len(tb) <= _MAX_TB:
+        return tb
+    pieces = _CHAIN.split(tb)
+    blocks, links = pieces[0::2], pieces[1::2]
+    left = max(_MAX_TB - sum(map(len, links)), 0)
+    keep = [0] * len(blocks)
+    for n, i in enumerate(sorted(range(len(blocks)), key=lambda i: len(blocks[i]))):
+        keep[i] = min(len(blocks[i]), left // (len(blocks) - n))  # (shortest first)
+        left -= keep[i]
+    out = [b if k >= len(b) else _tail(b, k) for b, k in zip(blocks, keep, strict=True)]
+    return "".join(x for pair in zip(out, [*links, ""], strict=True) for x in pair)
+
+
+_HEAD = "Traceback (most recent call last):\n"
+
+
+def _tail(block: str, keep: int) -> str:
+    """The end of one traceback of a chain in about ``keep`` characters, under its head
+    line (which tells where one traceback of a chain begins)."""
+    head = _HEAD if block.startswith(_HEAD) else ""
+    return head + "…" + block[len(block) - max(keep - len(head), 0):]
 
 
 def _message(exc: BaseException) -> str:

@@ -404,6 +404,34 @@ async def test_a_provider_error_says_the_providers_words(
     assert failed["message"][len(said):].startswith("req_")  # (the answer's x-request-id)
 
 
+async def test_a_tools_error_is_said_at_the_tools_own_line(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """A tool that raises fails the run (``tool_retry`` spent), and the run says where:
+    at the tool's line (``RunFailed``'s note, as ``tether show`` and the worker's log
+    say it). The journaled traceback keeps the end of each traceback of its chain; it
+    kept the end of the whole, the workflow's side of pydantic-ai's deep stack, so the
+    run said ``at .../pydantic_ai/durable_exec/_operation_backend.py, line ..., in
+    dispatch``."""
+    server.set_script([Reply(tool_calls=[{"name": "flaky", "arguments": {"x": "y"}}])])
+    agent = Agent(model, name="boom")
+
+    @agent.tool_plain
+    def flaky(x: str) -> str:
+        """Always fails."""
+        raise RuntimeError(f"database down for {x}")
+
+    app = App(sqlite_url)
+    TetherAgent(agent, app=app, durability=TetherDurability(
+        tool_retry=tether.RetryPolicy(max_attempts=1)))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match="database down for y") as failed:
+            await (await app.start("boom", "go", run_id="e1")).result(timeout=30)
+    line = flaky.__code__.co_firstlineno + 3  # (the decorator's line; the raise)
+    assert failed.value.__notes__ == [
+        f"at {__file__}, line {line}, in flaky: "
+        'raise RuntimeError(f"database down for {x}")']
+
+
 async def test_an_account_out_of_credit_fails_the_run_at_once(
         sqlite_url: str, server: ScriptedLLMServer) -> None:
     """OpenAI's 429 ``insufficient_quota`` is a ProviderBillingError: the run fails at
