@@ -289,6 +289,8 @@ async def test_a_tool_that_requires_approval_waits_for_a_human_in_a_run_by_name(
             "a1", "refunder", "refund", {"order_id": "A1"}, "Refund an order.", "call_r1")
         await tether.ai.approve(app, "a1", approved=approved, note="not this one")
         assert await handle.result(timeout=20) == "Done."
+        # (the answered approval is not left as the ended run's live status)
+        assert (await app.get_run("a1")).status_info is None
     assert refunds == (["A1"] if approved else [])
     assert len(server.requests) == 2
     told = [m["content"] for m in server.requests[1].body["messages"] if m["role"] == "tool"]
