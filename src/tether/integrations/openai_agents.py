@@ -1121,7 +1121,7 @@ class TetherAgent(Generic[OutputT]):
                     state.reject(item, rejection_message=(
                         "rejected by a human: " + decision.note if decision.note
                         else "rejected by a human (no note given)"))
-            # (the approvals answered: their status, else shown to the run's end)
+            # (answered: clear the approval status, else shown until the run ends)
             tether.set_status(None)
             result = await self.run(state, session=session)
         return result

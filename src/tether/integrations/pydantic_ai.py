@@ -988,7 +988,7 @@ async def _ask_humans(agent: str, ctx: RunContext[Any], requests: DeferredToolRe
         results.approvals[call.tool_call_id] = True if decision.approved else ToolDenied(
             "rejected by a human: " + decision.note if decision.note
             else "rejected by a human (no note given)")
-    tether.set_status(None)  # (the approvals answered: their status, else shown to the end)
+    tether.set_status(None)  # (answered: clear the approval status, else shown to the end)
     return results
 
 
