@@ -8,6 +8,7 @@ import gc
 import itertools
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -1536,3 +1537,29 @@ async def test_reading_an_ended_runs_result_moves_no_clock(store_url: str) -> No
             assert env.now() == ONE_DAY
         await env.app.signal(waiting.run_id, "note", "in time")
         assert await waiting.result() == {"tag": "x", "note": "in time", "took": ONE_DAY}
+
+
+async def test_environments_closed_out_of_order_leave_no_variable_behind(
+        tmp_path: Path) -> None:
+    """Two environments open at once (each on a store of its own) set the process's
+    ``OPENAI_BASE_URL`` and keys in turn; closed in the order they were opened, the
+    variables hold the still-open one's server, then what was there before. Each
+    restoring what it found put the first one's closed server's URL back for good."""
+    from tests.testing.shared_db_apps import app as shared_app
+
+    before = {var: os.environ.get(var) for var in
+              ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY")}
+    first = TestEnv(shared_app, store_url=f"sqlite:///{tmp_path / 'a.db'}")
+    second = TestEnv(shared_app, store_url=f"sqlite:///{tmp_path / 'b.db'}")
+    await first.__aenter__()
+    try:
+        await second.__aenter__()
+        try:
+            assert os.environ["OPENAI_BASE_URL"] == second.llm.base_url
+        finally:
+            await first.__aexit__(None, None, None)
+        assert os.environ["OPENAI_BASE_URL"] == second.llm.base_url
+        assert os.environ["OPENAI_API_KEY"]
+    finally:
+        await second.__aexit__(None, None, None)
+    assert {var: os.environ.get(var) for var in before} == before

@@ -129,6 +129,13 @@ _OPEN_CLAIMS: dict[str, asyncio.AbstractEventLoop] = {}
 _LLM_ENV = {"OPENAI_BASE_URL": "base_url", "ANTHROPIC_BASE_URL": "anthropic_base_url"}
 _KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
+#: The environment variables open environments of this process set, by name: the value
+#: found before the first set it, and each open environment's value (by its ``id()``),
+#: in the order they were set. Environments open at once may close in any order: the
+#: variable keeps the value of the last one still open, and the value found before
+#: when none is (each restoring what it found would put back a closed one's URL).
+_ENV_SET: dict[str, tuple[str | None, dict[int, str]]] = {}
+
 #: The top-level packages whose tasks are the environment's machinery, not the test's:
 #: Tether's own (the worker, the store, the scripted servers), asyncio's, and those of
 #: the libraries Tether runs in the loop (the PostgreSQL pool, HTTP clients, the MCP
@@ -447,7 +454,7 @@ class TestEnv:
             for var, attr in _LLM_ENV.items():
                 self._set_env(var, getattr(self.llm, attr))
             for var in _KEY_ENV:
-                if not os.environ.get(var):
+                if not os.environ.get(var) or var in _ENV_SET:  # (unset, or set by us)
                     self._set_env(var, "test-key")
             for model in self._llms:
                 await model.aclose()  # a client of this loop would keep the old URL
@@ -499,11 +506,8 @@ class TestEnv:
         finally:
             if self._lend_clock:
                 self.llm._set_clock(None)
-            for var, old in self._saved_env.items():
-                if old is None:
-                    os.environ.pop(var, None)
-                else:
-                    os.environ[var] = old
+            for var in self._saved_env:
+                _unset_env(var, id(self))
             self._saved_env.clear()
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
@@ -575,6 +579,9 @@ class TestEnv:
 
     def _set_env(self, var: str, value: str) -> None:
         self._saved_env.setdefault(var, os.environ.get(var))
+        values = _ENV_SET.setdefault(var, (os.environ.get(var), {}))[1]
+        values.pop(id(self), None)
+        values[id(self)] = value
         os.environ[var] = value
 
     @property
@@ -1621,3 +1628,17 @@ def _twin(app: App, url: str, clock: VirtualClock) -> App:
     twin._schedules.update(app._schedules)
     twin.mcp_exposed.update(app.mcp_exposed)
     return twin
+
+
+def _unset_env(var: str, holder: int) -> None:
+    """Drop the value environment ``holder`` gave ``var``: it takes the value of the
+    last environment still open that set it, else the value found before any did."""
+    found, values = _ENV_SET.get(var, (os.environ.get(var), {}))
+    values.pop(holder, None)
+    value = next(reversed(values.values()), None) if values else found
+    if not values:
+        _ENV_SET.pop(var, None)
+    if value is None:
+        os.environ.pop(var, None)
+    else:
+        os.environ[var] = value
