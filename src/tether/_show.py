@@ -34,7 +34,7 @@ __all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "Sign
            "journal_entries", "lifecycle_dict", "pinned_to_wait", "run_dict", "run_document",
            "run_info", "schedule_dict", "schedule_rows", "search_statuses", "signal_report",
            "signal_wait_starts", "split_statuses", "start_report", "timed_out", "unattempted",
-           "unreadable_payload", "untimed", "versions_idle", "waiting_since",
+           "unreadable_payload", "untimed", "versions_idle", "versions_unreadable", "waiting_since",
            "workers_document"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
@@ -756,3 +756,13 @@ def versions_idle(found: list[Any], live: Container[str]) -> dict[str, str]:
     listing, and only for one that holds such a run (``pinned_to_wait``)."""
     return {r.run_id: _no_live_worker(r.version) for r in found
             if pinned_to_wait(r) and r.version not in live}
+
+
+def versions_unreadable(found: list[Any]) -> dict[str, str]:
+    """What ``versions_idle`` says when the read of the live workers failed: of each
+    listed run pinned to wait for a worker of its version, that it cannot tell
+    ("version 'v1': live workers unreadable", the short way of
+    ``version_unknown_note``, which ``tether show`` and the run page say whole). Until
+    2026-12-07 ``tether runs`` said nothing then, and the runs page failed."""
+    return {r.run_id: f"version {r.version!r}: live workers unreadable" for r in found
+            if pinned_to_wait(r)}

@@ -596,6 +596,41 @@ async def test_show_says_it_cannot_tell_when_the_live_workers_are_unreadable(
     assert note[0].endswith("); only one of that version claims this run"), note
 
 
+async def test_runs_says_it_cannot_tell_when_the_live_workers_are_unreadable(
+        sqlite_url: str) -> None:
+    """``tether runs``' WAITING FOR of a run pinned to v1 said nothing when its read of
+    the live workers failed, while ``tether show`` said it could not tell: it says so
+    the short way, on a pipe and on a terminal, and not of a run of no version. (The
+    store's workers table is renamed away under it, as for ``tether show``.)"""
+    import asyncio
+    import sqlite3
+
+    from tests.cli.test_fit import on_terminal
+
+    pinned, plain = App(sqlite_url, version="v1"), App(sqlite_url)
+    for app in (pinned, plain):
+        @app.workflow(queue="nobody-serves-it")
+        async def job() -> None:
+            return None
+    async with pinned, plain:
+        await pinned.start("job", run_id="pinned-1")
+        await plain.start("job", run_id="plain-1")
+        async with pinned.worker(queues=["idle"]):
+            pass  # (a versioned worker was live once: the versions row exists)
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
+    out = await asyncio.to_thread(cli, "runs", db=sqlite_url)
+    assert out.returncode == 0, out.stderr
+    rows = {ln.split()[0]: ln for ln in out.stdout.splitlines()[1:]}
+    assert rows["pinned-1"].endswith(" version 'v1': live workers unreadable"), rows
+    assert "unreadable" not in rows["plain-1"], rows
+    fitted = await asyncio.to_thread(on_terminal, "runs", db=sqlite_url, columns=160)
+    assert next(ln for ln in fitted.splitlines() if ln.startswith("pinned-1 ")
+                ).endswith(" version 'v1': live workers unreadable"), fitted
+    assert "unreadable" not in next(ln for ln in fitted.splitlines()
+                                    if ln.startswith("plain-1 ")), fitted
+
+
 async def test_runs_says_when_no_live_worker_has_a_listed_runs_version(
         store_url: str) -> None:
     """``tether runs``' WAITING FOR of a queued run pinned to a version no live worker

@@ -631,6 +631,34 @@ async def test_the_run_page_says_it_cannot_tell_when_the_live_workers_are_unread
     assert "); only one of that version claims this run" in r.text, r.text
 
 
+async def test_the_runs_list_says_it_cannot_tell_when_the_live_workers_are_unreadable(
+        ui: httpx.AsyncClient, sqlite_url: str) -> None:
+    """The runs list failed with its read of the live workers (a page holding a run
+    pinned to a version): its *Waiting for* says, as ``tether runs`` does, that it
+    cannot tell ("version 'v1': live workers unreadable")."""
+    import sqlite3
+
+    from tests.web.test_ui_stuck_and_retried import _waits
+
+    pinned = App(sqlite_url, version="v1")
+
+    @pinned.workflow(name="pinned_wait", queue="nobody-serves-it")
+    async def pinned_wait() -> None:
+        return None
+
+    await login(ui, READ)
+    async with pinned:
+        await pinned.start(pinned_wait, run_id="pw")
+        async with pinned.worker(queues=["idle"]):
+            pass  # (a versioned worker was live once: the versions row exists)
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+            db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
+        for path in ("/runs", "/ui/runs"):
+            r = await ui.get(path)
+            assert r.status_code == 200, r.text
+            assert _waits(r.text, "pw") == "version 'v1': live workers unreadable", r.text
+
+
 async def test_the_signal_forms_note_says_a_send_that_answers_nothing(
         ui: httpx.AsyncClient) -> None:
     """The signal form's note says what ``tether signal`` warns of: an ``approval``

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
@@ -33,6 +32,7 @@ from tether._show import (
     start_report,
     timed_out,
     versions_idle,
+    versions_unreadable,
 )
 from tether._types import RunInfo, RunStatus, check_name, did_you_mean
 from tether.cli._budget import budget_line
@@ -401,8 +401,10 @@ async def runs(args: argparse.Namespace) -> int:
         # read of the live workers, only for a listing that holds such a run)
         idle: dict[str, str] = {}
         if any(pinned_to_wait(r) for r in found):
-            with contextlib.suppress(TetherError):  # (unreadable: the cells say nothing)
+            try:
                 idle = versions_idle(found, await live_versions(app.store, app.clock.now()))
+            except TetherError:  # (unreadable: it cannot tell, and says so as `show` does)
+                idle = versions_unreadable(found)
         # (an approval's waiting_for is the signal that answers it, `signal approval`:
         # its cell says it in words, as the web UI does)
         # (one answered already says so: one read of the answers waiting, only for a

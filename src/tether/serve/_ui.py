@@ -49,6 +49,7 @@ from tether._show import (
     version_idle_note,
     version_unknown_note,
     versions_idle,
+    versions_unreadable,
 )
 from tether._types import ENDED_VALUES, MAX_NAME, EntryStatus, JournalEntry
 from tether.ai._budget import raise_command
@@ -1058,8 +1059,12 @@ async def _runs_context(request: Request) -> dict[str, Any]:
         limits = await app.store.queue_limits()
         blocked.update({r.run_id: "queue paused" for r in page
                         if r.status == "queued" and limits.get(r.queue) == 0})
-    idle = versions_idle(page, await live_versions(app.store, app.clock.now()) if any(
-        pinned_to_wait(r) for r in page) else ())
+    idle: dict[str, str] = {}
+    if any(pinned_to_wait(r) for r in page):
+        try:
+            idle = versions_idle(page, await live_versions(app.store, app.clock.now()))
+        except TetherError:  # (it cannot tell, and says so, as the run page does)
+            idle = versions_unreadable(page)
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
             "blocked": blocked, "idle": idle, "asked": asked,
             "query": urlencode({**filters, **sized}), "paged": bool(cursor),
