@@ -228,13 +228,17 @@ def _words(text: str, width: int, first: str, indent: str) -> list[str]:
         return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=indent,
                              break_on_hyphens=False, break_long_words=False)
     lines: list[str] = []
-    line = first
+    line, words = first, 0  # (the words on ``line``, after its label or indent)
     for word in text.split():
-        if line.strip() and cells(line) + 1 + cells(word) > width:
+        # A word goes right after the label or the indent, as textwrap puts it (until
+        # 2026-12-07 after a space more: "budget:  1,840 of 5,000 tokens · $0.0008"),
+        # and after a space after another word.
+        sep = " " if words else ""
+        if line.strip() and cells(line) + len(sep) + cells(word) > width:
             lines.append(line)
-            line = indent + word
+            line, words = indent + word, 1
         else:
-            line += (" " if line.strip() else "") + word
+            line, words = line + sep + word, words + 1
     return [*lines, line] if line.strip() else lines
 
 

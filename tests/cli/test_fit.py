@@ -918,3 +918,37 @@ def test_usage_errors_wrap_between_words_on_a_terminal(columns: int, argv: list[
     assert [line for line in long_lines("\n".join(message), columns)
             if len(line.split()) > 1] == [], err
     assert " ".join(message).split() == said[0].split(), err  # every word, in order
+
+
+def test_a_label_is_followed_by_one_space_when_its_text_is_not_ascii(
+        sqlite_url: str) -> None:
+    """A failed run's error of non-ASCII text (``·``, ``é``) on a terminal read
+    ``failed:  ValueError: ...``, two spaces after the label, where ASCII text had one:
+    the wrapping by cells (``_fit._words``) added a space to the label's own. It has
+    one, and the lines under it start under the text."""
+    message = ("le paiement a échoué · carte refusée par la banque émettrice après "
+               "trois tentatives · commande 7f3a9c2e")
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def pays() -> None:
+        raise ValueError(message)
+
+    async def run() -> None:
+        async with app, app.worker(poll_interval=0.05):
+            with pytest.raises(RunFailed):
+                await (await app.start(pays, run_id="pays-1")).result(timeout=30)
+
+    asyncio.run(run())
+    for width in (200, 60):
+        lines = on_terminal("show", "pays-1", db=sqlite_url, columns=width).splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("failed:"))
+        assert lines[start].startswith("failed: ValueError: le paiement"), lines
+        said = [lines[start]]
+        for line in lines[start + 1:]:
+            if not line.startswith(" " * len("failed: ")):
+                break
+            assert line[len("failed: ")] != " ", lines  # (under the text's start)
+            said.append(line)
+        assert unwrapped(said) == f"failed: ValueError: {message}", lines
+        assert (len(said) > 1) == (width == 60), lines
