@@ -184,7 +184,10 @@ def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
                                        if cells(row[0]) <= max(room, KEY_MIN))])
     cuts = []
     for i, least in give:
-        cut = min(max(widths[0] - room, 0), widths[i] - max(least, len(titles[i])))
+        # (none of a column already narrower than its least: until 2026-12-07 the cut
+        # went negative there, and widened it to its least, "WORKFLOW         " over
+        # "reconcile", on a line that had no room to spare)
+        cut = max(min(widths[0] - room, widths[i] - max(least, len(titles[i]))), 0)
         widths[i] -= cut
         room += cut
         cuts.append((i, cut))

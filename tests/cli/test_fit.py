@@ -622,6 +622,47 @@ def test_schedules_say_an_overdue_tick_and_a_paused_schedule(sqlite_url: str) ->
     assert {ln.rindex(" -") for ln in lines} == {header.index("LAST RUN") - 1}, piped.stdout
 
 
+def test_schedules_keep_their_columns_in_line_beside_a_long_name(sqlite_url: str) -> None:
+    """A schedule's name longer than the NAME column: into a pipe the rest of its row
+    was pushed out of line with the heading and the other rows (the columns kept their
+    fixed widths); on a terminal the columns narrower than their least width were
+    widened to it ("WORKFLOW         " over "reconcile") while the time zone was cut
+    ("Europ…") for want of room. Each cell starts under its heading, and on a terminal
+    every column is as wide as its longest cell, "Europe/Paris" whole at 80 columns."""
+    from tether._lifecycle import make_spec, to_record
+
+    long_name = "nightly-reconcile-payments-for-the-previous-business-day"
+
+    async def make() -> None:
+        app = App(sqlite_url)
+
+        @app.workflow
+        async def reconcile() -> None:
+            return None
+
+        async with app:
+            now = app.clock.now()
+            for name, cron, zone in ((long_name, "0 3 * * *", "Europe/Paris"),
+                                     ("short", "*/5 * * * *", "UTC")):
+                spec = make_spec("reconcile", "default", cron, name=name, timezone=zone)
+                await app.store.schedule_upsert(schedule=to_record(app, spec, now))
+
+    asyncio.run(make())
+    piped = tether_cli("schedules", db=sqlite_url)
+    assert piped.returncode == 0, piped.stderr
+    for listed, width in ((piped.stdout, None), *(
+            (on_terminal("schedules", db=sqlite_url, columns=c), c) for c in (200, 80))):
+        header, *lines = listed.splitlines()
+        rows = [ln for ln in lines if " active " in ln]  # (the cells: beside the name or under it)
+        assert len(rows) == 2, listed
+        for title, cell in (("WORKFLOW", " reconcile "), ("STATE", " active ")):
+            assert {row.index(cell) + 1 for row in rows} == {header.index(title)}, listed
+        paris = next(row for row in rows if "Europe/Paris" in row)
+        assert paris.index(" Europe/Paris ") + 1 == header.index("TZ"), listed
+        if width is not None:
+            assert "WORKFLOW  CRON" in header and "Europe/Paris active" in listed, listed
+
+
 #: A queue name longer than the QUEUE column of a narrow terminal holds.
 LONG_QUEUE = "payments-reconciliation-eu-west-long-queue"
 #: Run ids of ``KEY_MIN`` (20) characters and shorter, which keep their row when they can.

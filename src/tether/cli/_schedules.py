@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether._fit import KEY_MIN, cells, columns, fit_width, hang, key_table, wide_help
+from tether._fit import KEY_MIN, cells, columns, fit_width, hang, key_table, pad, wide_help
 from tether._lifecycle import Cron, tick_overdue, trigger_schedule, zone_of
 from tether._show import schedule_dict, schedule_rows
 from tether._types import check_name
@@ -84,14 +84,7 @@ async def schedules(args: argparse.Namespace) -> int:
             if width is not None:
                 print("\n".join(fitted_schedules(found, width, now)))
                 return 0
-            ticks = [next_tick_cell(s, now, fmt_time(s.next_tick)) for s in found]
-            tick_width = max(24, *map(len, ticks))
-            print(f"{'NAME':20} {'WORKFLOW':20} {'CRON':18} {'TZ':14} {'STATE':7} "
-                  f"{'NEXT TICK':{tick_width}} LAST RUN")
-            for s, tick in zip(found, ticks, strict=True):
-                print(f"{safe(s.name):20} {safe(s.workflow):20} {safe(s.cron):18} "
-                      f"{safe(s.timezone):14} {'paused' if s.paused else 'active':7} "
-                      f"{tick:{tick_width}} {safe(s.last_run_id or '-')}")
+            print("\n".join(piped_schedules(found, now)))
             return 0
         sched = await store.schedule_get(args.name)
         if sched is None:
@@ -135,6 +128,22 @@ async def schedules(args: argparse.Namespace) -> int:
 #: whole before a long workflow name is cut, and then the both of them).
 SCHEDULE_COLUMNS = ("NAME", "WORKFLOW", "CRON", "TZ", "STATE", "NEXT TICK", "LAST RUN")
 SCHEDULE_GIVE = ((3, 16), (1, 16), (3, 3), (1, 8), (2, 9))
+
+
+def piped_schedules(found: list[Any], now: float) -> list[str]:
+    """``tether schedules``' table into a pipe or a file (or ``--wide``): every cell
+    whole, each column as wide as its longest cell, or its width of old if wider (a
+    name of 20 characters or less, a workflow of 20, ... print as they always have).
+    Until 2026-12-07 the columns kept their widths, and a longer name pushed the rest
+    of its row out of line with the heading and the other rows."""
+    rows = [[safe(s.name), safe(s.workflow), safe(s.cron), safe(s.timezone),
+             "paused" if s.paused else "active", next_tick_cell(s, now, fmt_time(s.next_tick)),
+             safe(s.last_run_id or "-")] for s in found]
+    widths = [max(least, *(cells(row[i]) for row in rows))
+              for i, least in enumerate((20, 20, 18, 14, 7, 24))]
+    return [" ".join(pad(cell, w) for cell, w in zip(row, [*widths, 0], strict=True)
+                     ).rstrip()
+            for row in [list(SCHEDULE_COLUMNS), *rows]]
 
 
 def next_tick_cell(s: Any, now: float, when: str) -> str:
