@@ -730,6 +730,39 @@ def timeline_size(value: str | None) -> int | None:
     return TIMELINE_SHOWN
 
 
+#: The share of a budget's limit spent from which the run page's Budget card is amber:
+#: the next call or two may be refused.
+BUDGET_NEAR = 0.8
+
+
+def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[str, Any] | None:
+    """The run page's Budget card of a run whose journal holds a call under a budget
+    (``budget``: the run document's, ``tether._budgets.run_budget``; ``None``: no
+    card): the share spent of its most spent limit (``used``, percent), what it spent
+    of each limit as ``tether show`` says it (``1,840 of 5,000 tokens · $0.0008 of
+    $0.50``), and ``level``: ``over`` (red) when a limit is spent or the run waits on
+    its budget, ``near`` (amber) from ``BUDGET_NEAR`` of one, else ``""``; ``note``
+    says which in words."""
+    if budget is None:
+        return None
+    said, shares = [], []
+    if budget["tokens"] is not None:
+        said.append(f"{fmt_tokens(budget['spent_tokens'])} of {fmt_tokens(budget['tokens'])} "
+                    f"token{'' if budget['tokens'] == 1 else 's'}")
+        shares.append(budget["spent_tokens"] / budget["tokens"] if budget["tokens"] > 0
+                      else math.inf)
+    if budget["usd"] is not None:
+        said.append(f"{fmt_usd(budget['spent_usd'])} of {fmt_usd(budget['usd'])}")
+        shares.append(budget["spent_usd"] / budget["usd"] if budget["usd"] > 0 else math.inf)
+    used = max(shares, default=0.0)
+    waits = waiting_for == "signal budget"  # (its next call refused: a raise goes on)
+    level = ("over" if used >= 1 or waits else "near" if used >= BUDGET_NEAR else "")
+    note = ("waits for a raise" if waits else "limit reached" if level == "over"
+            else "near its limit" if level == "near" else "")
+    return {"used": "100+" if math.isinf(used) else f"{math.floor(used * 100):,}",
+            "text": " · ".join(said), "level": level, "note": note}
+
+
 async def run_view(app: App, run_id: str, *,
                    timeline: int | None = TIMELINE_SHOWN) -> dict[str, Any]:
     """A run page's data; its timeline (``timeline_rows``) holds the newest
@@ -810,6 +843,7 @@ async def run_view(app: App, run_id: str, *,
         else:
             if doc["version"] not in live:
                 doc["version_idle"] = version_idle_note(doc["version"], newest_last(live))
+    doc["budget_card"] = budget_card(doc.get("budget"), doc.get("waiting_for"))
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
