@@ -117,3 +117,21 @@ async def test_the_operations_card_counts_the_attempts_before_a_retry(
     assert len(attempts) == 5, attempts
     page = (await ui.get("/runs/card-1")).text
     assert _card(page) == "1 failed · 5 attempts", _card(page)
+
+
+async def test_the_operations_card_of_a_run_of_no_step_counts_no_attempts(
+        ui: httpx.AsyncClient) -> None:
+    """A parent made only of a child's start and result read "2 operations · 0 failed
+    · 0 attempts", as if none of them had run: only steps have attempts, and its card
+    says none. A run of steps keeps its count."""
+    app = ui.app  # type: ignore[attr-defined]
+    await login(ui, READ)
+    await app.start("parent", "ana", run_id="kids-only")
+    await app.start("steps", 2, run_id="two-steps")
+    async with app.worker(queues=["default"]):
+        await app.handle("kids-only").result(timeout=30)
+        await app.handle("two-steps").result(timeout=30)
+    page = (await ui.get("/runs/kids-only")).text
+    assert re.search(r'<div class="k">Operations</div><div class="v">2</div>', page), page
+    assert _card(page) == "0 failed", _card(page)
+    assert _card((await ui.get("/runs/two-steps")).text) == "0 failed · 2 attempts"

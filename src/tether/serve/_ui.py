@@ -789,6 +789,11 @@ async def run_view(app: App, run_id: str, *,
     doc["attempts_made"] = max(
         sum(1 for a in doc["attempts"] if a["generation"] == doc["generation"]),
         sum(e["attempts"] or 0 for e in doc["journal"]))
+    # Only steps have attempts: a run of none (child starts and results, signals,
+    # sleeps) has no attempt count on its card, which read "0 attempts" beside its 6
+    # operations, as if none of them had run.
+    doc["has_steps"] = doc["attempts_made"] > 0 or any(
+        e["kind"] == "step" for e in doc["journal"])
     # A running run none of whose operations is known to be in flight: between two, or
     # in one its worker has not written yet (within 50 ms of its start). The page says
     # so, and looks again by itself (app.js), as no event tells of an attempt's start.
