@@ -293,6 +293,34 @@ async def test_a_waiting_runs_page_says_its_cancel_is_pending(ui: httpx.AsyncCli
     assert pending not in (await ui.get("/runs/cp-1")).text
 
 
+async def test_a_run_whose_cancel_is_pending_offers_no_second_cancel(
+        ui: httpx.AsyncClient) -> None:
+    """The page of a waiting run asked to cancel (no worker serves its queue) still
+    offered *Cancel run*, as if nobody had: the actions say the cancel is requested in
+    its place (app.js swaps the two as the head is redrawn)."""
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("wait_go", run_id="cb-1")
+    await _until_waiting(ui, "cb-1")
+
+    def actions(page: str) -> tuple[str, str]:
+        form = re.search(r'<form method="post" action="[^"]*/cancel" class="cancel"[^>]*>',
+                         page)
+        said = re.search(r'<p class="cancel-asked"[^>]*>(.*?)</p>', page, re.S)
+        assert form is not None and said is not None, page
+        return form[0], said[0]
+
+    form, said = actions((await ui.get("/runs/cb-1")).text)
+    assert " hidden>" not in form and " hidden>" in said, (form, said)
+    await ui.post("/ui/runs/cb-1/cancel", data={"csrf": csrf})
+    for page in ((await ui.get("/runs/cb-1")).text, (await ui.get("/runs/cb-1")).text):
+        form, said = actions(page)
+        assert form.endswith(" hidden>") and " hidden>" not in said, (form, said)
+        assert re.sub(r"<[^>]+>", "", said) == ("Cancel requested: it ends cancelled when a "
+                                                "worker serving queue default replays it.")
+        assert "data-cancel-asked" in page, page  # (what app.js reads in the head)
+
+
 async def test_a_signal_not_yet_sent_is_a_row_of_the_timeline(ui: httpx.AsyncClient) -> None:
     """A signal wait with no timeout journals nothing until the signal comes: the page
     of a run waiting for a person's answer read "No operations yet." under "waiting for

@@ -250,6 +250,16 @@ function followRun(root) {
     const shown = retry && retry.querySelector("[data-keeps]");
     if (now && shown) shown.textContent = now.textContent;
   };
+  // The Cancel run button is a note once a cancel is requested (the head says so): the
+  // page offered a second cancel of a run whose first was pending.
+  const cancelAsked = () => {
+    const form = actions && actions.querySelector("form.cancel");
+    const said = actions && actions.querySelector(".cancel-asked");
+    if (!form || !said) return;
+    const asked = !!root.querySelector("[data-cancel-asked]");
+    form.hidden = asked;
+    said.hidden = !asked;
+  };
   // No event tells of an operation's start (its attempt is written, no event with it):
   // while the body says no operation is known to be in flight (data-unknown), it is
   // drawn again after 0.25 s, then ever less often (up to every 5 s), until it shows
@@ -275,7 +285,7 @@ function followRun(root) {
             if (html === null) return;
             redraw(el, html);
             tick();  // (stamps what was drawn)
-            if (el.dataset.part === "head") { awaited(); keeps(); }
+            if (el.dataset.part === "head") { awaited(); keeps(); cancelAsked(); }
             if (el.dataset.part === "body") lookAgain();
           });
       });
