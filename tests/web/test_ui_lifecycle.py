@@ -448,6 +448,20 @@ async def test_pages_say_times_by_the_apps_clock_not_the_hosts(sqlite_url: str) 
         await app.close()
 
 
+async def test_schedules_page_says_its_decorator_without_parentheses_around_it(
+        ui: httpx.AsyncClient) -> None:
+    """The page's description read "declared in code ( @app.schedule )": the code's
+    padding and background, inside parentheses, looked like spaces. It says "declared in
+    code with @app.schedule"."""
+    await login(ui, READ)
+    await _schedule(Api(ui.app, ui))  # type: ignore[attr-defined]
+    page = (await ui.get("/schedules")).text
+    head = re.search(r'<div class="page-head"><h1>Schedules</h1>(.*?)</div>', page, re.S)
+    assert head is not None, page
+    assert "(<code>" not in head[1] and "</code>)" not in head[1], head[1]
+    assert "declared in code with <code>@app.schedule</code>;" in head[1], head[1]
+
+
 async def test_schedules_page_says_an_overdue_tick_and_a_paused_schedule(
         ui: httpx.AsyncClient) -> None:
     """A tick past by more than a minute (no worker of its workflow runs) reads
