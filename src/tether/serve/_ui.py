@@ -739,8 +739,8 @@ def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[
     """The run page's Budget card of a run whose journal holds a call under a budget
     (``budget``: the run document's, ``tether._budgets.run_budget``; ``None``: no
     card): the share spent of its most spent limit (``used``, percent), what it spent
-    of each limit as ``tether show`` says it (``1,840 of 5,000 tokens · $0.0008 of
-    $0.50``), and ``level``: ``over`` (red) when a limit is spent or the run waits on
+    of each limit as ``tether show`` says it (``limits``: ``1,840 of 5,000 tokens``,
+    ``$0.0008 of $0.50``), and ``level``: ``over`` (red) when a limit is spent or the run waits on
     its budget, ``near`` (amber) from ``BUDGET_NEAR`` of one, else ``""``; ``note``
     says which in words."""
     if budget is None:
@@ -760,7 +760,7 @@ def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[
     note = ("waits for a raise" if waits else "limit reached" if level == "over"
             else "near its limit" if level == "near" else "")
     return {"used": "100+" if math.isinf(used) else f"{math.floor(used * 100):,}",
-            "text": " · ".join(said), "level": level, "note": note}
+            "limits": said, "level": level, "note": note}
 
 
 async def run_view(app: App, run_id: str, *,
