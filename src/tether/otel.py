@@ -16,7 +16,8 @@ Spans (see ``docs/telemetry.md``):
   each replay after a crash, a wait or a handover); attributes ``tether.run_id``,
   ``tether.workflow``, ``tether.queue``, ``tether.outcome`` (``returned``, ``failed``,
   ``cancelled``, ``released``, ``continued`` (``continue_as_new``), ``blocked``,
-  ``lost``, ``interrupted``, ``crashed``: the span of an execution whose worker died
+  ``lost`` (another worker took the run over from this one), ``interrupted`` (the
+  worker stopped mid-step), ``crashed``: the span of an execution whose worker died
   holding the run, exported with its ids by the execution that took the run over),
   ``tether.operations.replayed`` and ``tether.operations.executed``.
 - one span per executed step attempt: ``chat {model}`` for a durable LLM call, with the
@@ -208,9 +209,11 @@ class OtelObserver:
             span.set_attribute("tether.operations.executed", ctx.executed)
             interrupted = error is not None and not isinstance(error, (Exception, _Stop))
             # (As the worker records it: blocked also when the code raised
-            # NonDeterminismError itself, or returned with entries it never asked for.)
-            stop = (ctx.stop if isinstance(error, _Stop) else None if interrupted
-                    else ctx.end_stop(error))
+            # NonDeterminismError itself, or returned with entries it never asked for.
+            # A lease the heartbeat found taken cancels the run's task, which arrives
+            # here as an interruption: its stop says it was lost.)
+            stop = (ctx.stop if isinstance(error, _Stop) or isinstance(ctx.stop, Lost)
+                    else None if interrupted else ctx.end_stop(error))
             if isinstance(stop, Blocked):
                 # The run needs an operator: an error, with the reason, as a failed run.
                 # Asked to cancel, it ended cancelled instead (the reason its error):

@@ -737,3 +737,53 @@ async def test_start_spans_of_start_start_many_and_fork_parent_each_runs_executi
             start = starts[(s.attributes or {})["tether.run_id"]]
             assert s.parent is not None
             assert s.parent.span_id == start.get_span_context().span_id
+
+
+async def test_the_span_of_an_execution_whose_lease_was_taken_ends_lost(
+        sqlite_url: str) -> None:
+    """A worker whose run another worker took (its lease expired in the store, a thief
+    claimed the run; in production: the worker stalled past its lease, SIGSTOP, a long
+    GC pause) drops the run: its heartbeat finds the lease gone and cancels the run's
+    task. The execution's span said ``interrupted`` (the word for a worker that is
+    stopping), not ``lost``, which the docs give for a lease taken by another worker;
+    an SRE looking for stalled workers in the traces could not find them."""
+    import tether
+    from tether import App
+
+    app = App(sqlite_url)
+    started = asyncio.Event()
+
+    @app.step
+    async def hold() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    @app.workflow
+    async def wf() -> None:
+        await hold()
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app:
+            store = app.store
+            await app.start(wf, run_id="taken")
+            async with app.worker(lease_seconds=2.0, concurrency=1) as worker:
+                await asyncio.wait_for(started.wait(), 30)
+                await store.lease_expire_owner(worker_id=worker.worker_id,
+                                               now=app.clock.now())
+                claimed = await store.run_claim(worker_id="thief", queues=["default"],
+                                                limit=1, now=app.clock.now(),
+                                                lease_seconds=60)
+                assert [c.run.run_id for c in claimed] == ["taken"]
+                for _ in range(400):
+                    if any(s.name == "run wf" for s in exporter.get_finished_spans()):
+                        break
+                    await asyncio.sleep(0.05)
+                assert worker.counts.leases_lost == 1
+    finally:
+        tether.otel.uninstrument(observer)
+    (run,) = [s for s in exporter.get_finished_spans() if s.name == "run wf"]
+    assert (run.attributes or {})["tether.outcome"] == "lost", run.attributes
