@@ -260,3 +260,31 @@ async def test_an_idle_queue_reads_0_not_no_data(api_any: Api) -> None:
            for _, labels, v in families["tether_queue_oldest_age_seconds"].samples}
     assert depth == {"default": 0, "paused": 0, "busy": 1}, depth
     assert age["default"] == 0 and age["paused"] == 0 and age["busy"] >= 0
+
+
+async def test_llm_calls_total_counts_the_calls_a_provider_answered(api_any: Api) -> None:
+    """An LLM call refused once with a 429 and answered on its next attempt reached the
+    provider twice and counts once in ``tether_llm_calls_total``: the figure counts the
+    answers (the calls whose usage was priced). Its HELP said "LLM calls that reached a
+    provider", which the refused attempt did too."""
+    from tether.ai import LLM, user_message
+    from tether.testing.llm_server import Fault, Reply, ScriptedLLMServer
+
+    app = api_any.app
+    async with ScriptedLLMServer(script=[
+            Fault.rate_limit(retry_after=0.01),
+            Reply("hi", input_tokens=5, output_tokens=1)]) as server:
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="sk-test")
+
+        @app.workflow
+        async def asks() -> str:
+            return (await llm.chat([user_message("hello")])).text or ""
+
+        async with app.worker():
+            assert await (await app.start(asks, run_id="llm-1")).result(timeout=30) == "hi"
+        assert len(server.requests) == 2
+    families = parse((await api_any.http.get("/metrics")).text)
+    fam = families["tether_llm_calls_total"]
+    assert [value for _, _, value in fam.samples] == [1]
+    assert fam.help is not None and "answered" in fam.help and "reached" not in fam.help, \
+        fam.help

@@ -385,7 +385,8 @@ def render(figures: Figures | None, live: LiveStats, now: float,
         out.append(f"tether_step_name_duration_seconds_sum{{{step}}} {values[1]:.6f}")
         out.append(f"tether_step_name_duration_seconds_count{{{step}}} {_num(values[0])}")
     llm = stats.llm
-    metric("tether_llm_calls_total", "counter", "LLM calls that reached a provider.")
+    metric("tether_llm_calls_total", "counter", "LLM calls a provider answered (an "
+           "attempt refused with an error, a 429 or a 5xx, is not one).")
     out.append(f"tether_llm_calls_total {_num(llm['llm.calls'])}")
     metric("tether_llm_tokens_total", "counter",
            "LLM tokens paid (spent) and not paid again thanks to replay (saved).")
