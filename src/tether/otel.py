@@ -26,7 +26,8 @@ Spans (see ``docs/telemetry.md``):
   ``gen_ai.usage.output_tokens``, ``gen_ai.response.finish_reasons``) and
   ``tether.cost_usd``; ``execute_tool {tool}`` for an agent's tool call
   (``gen_ai.tool.name``); ``step {name}`` otherwise. Attributes ``tether.position`` and
-  ``tether.attempt``; a failed attempt has status ERROR and the exception recorded.
+  ``tether.attempt``; a failed attempt has status ERROR and the exception recorded; one
+  its worker cut off has ``tether.interrupted``.
 - ``execute_tool {tool}`` for a tool call a child run served (``tether.ai``'s workflow
   and agent tools): from the child's start to its result, made by the execution that
   takes the result, linked to the child's first ``run`` span.
@@ -298,7 +299,14 @@ class OtelObserver:
                 # Run again later without counting a failed attempt (an open circuit
                 # breaker, a rate limit): the engine records it as postponed, not failed.
                 span.set_attribute("tether.postponed_seconds", error.delay)
-            elif isinstance(error, Exception):
+            elif isinstance(error, (asyncio.CancelledError, _Stop)):
+                # The worker cut the attempt off (it stops past its grace, or another
+                # worker took the run's lease): no failure of the step, nor an end; the
+                # attempt runs again elsewhere.
+                span.set_attribute("tether.interrupted", True)
+            elif error is not None:
+                # (SystemExit or KeyboardInterrupt raised by the step's code too: a
+                # failed attempt, as the engine records it.)
                 if isinstance(error, _OwnCancel) and error.__cause__ is not None:
                     # The step's code raised CancelledError itself; the engine records
                     # that error, not its internal wrapper.

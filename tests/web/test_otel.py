@@ -8,6 +8,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -428,7 +429,6 @@ async def test_a_block_the_store_ends_cancelled_has_a_cancelled_span(sqlite_url:
     is the status the store took, so the span ends once the end is recorded: it said
     ``blocked``, ended before the worker wrote anything. Still an error, with the
     block's reason (the run's error)."""
-    from typing import Any
 
     import tether
     from tether import App
@@ -739,18 +739,16 @@ async def test_start_spans_of_start_start_many_and_fork_parent_each_runs_executi
             assert s.parent.span_id == start.get_span_context().span_id
 
 
-async def test_the_span_of_an_execution_whose_lease_was_taken_ends_lost(
-        sqlite_url: str) -> None:
-    """A worker whose run another worker took (its lease expired in the store, a thief
-    claimed the run; in production: the worker stalled past its lease, SIGSTOP, a long
-    GC pause) drops the run: its heartbeat finds the lease gone and cancels the run's
-    task. The execution's span said ``interrupted`` (the word for a worker that is
-    stopping), not ``lost``, which the docs give for a lease taken by another worker;
-    an SRE looking for stalled workers in the traces could not find them."""
+
+async def _spans_of_a_run_whose_lease_is_taken(url: str) -> list[Any]:
+    """The spans of a run whose step holds while its lease expires in the store and a
+    thief claims the run (in production: its worker stalled past its lease, SIGSTOP, a
+    long pause): the worker's heartbeat finds the lease gone and cancels the run's
+    task, cutting the step off."""
     import tether
     from tether import App
 
-    app = App(sqlite_url)
+    app = App(url)
     started = asyncio.Event()
 
     @app.step
@@ -785,5 +783,62 @@ async def test_the_span_of_an_execution_whose_lease_was_taken_ends_lost(
                 assert worker.counts.leases_lost == 1
     finally:
         tether.otel.uninstrument(observer)
-    (run,) = [s for s in exporter.get_finished_spans() if s.name == "run wf"]
+    return list(exporter.get_finished_spans())
+
+
+async def test_the_span_of_an_execution_whose_lease_was_taken_ends_lost(
+        sqlite_url: str) -> None:
+    """A worker whose run another worker took drops the run: its heartbeat finds the
+    lease gone and cancels the run's task. The execution's span said ``interrupted``
+    (the word for a worker that is stopping), not ``lost``, which the docs give for a
+    lease taken by another worker; an SRE looking for stalled workers in the traces
+    could not find them."""
+    spans = await _spans_of_a_run_whose_lease_is_taken(sqlite_url)
+    (run,) = [s for s in spans if s.name == "run wf"]
     assert (run.attributes or {})["tether.outcome"] == "lost", run.attributes
+
+
+async def test_a_step_attempt_the_worker_cut_off_says_so(sqlite_url: str) -> None:
+    """The step attempt a worker cuts off (its run's lease taken, as here, or the worker
+    stopping past its grace) is no failure of the step, and it did not end well: the
+    attempt runs again elsewhere. Its span read as an attempt that ended well (status
+    unset, nothing more), so the trace showed the step done twice at its position; it
+    has ``tether.interrupted`` now, as a cancel request's has ``tether.cancelled``."""
+    spans = await _spans_of_a_run_whose_lease_is_taken(sqlite_url)
+    (step,) = [s for s in spans if s.name == "step hold"]
+    assert step.status.status_code.name == "UNSET"
+    assert (step.attributes or {}).get("tether.interrupted") is True, step.attributes
+    assert "error.type" not in (step.attributes or {})
+
+
+async def test_a_step_that_raised_systemexit_has_an_error_span(sqlite_url: str) -> None:
+    """A step whose code raised ``SystemExit`` (a library's ``sys.exit()``) or
+    ``KeyboardInterrupt`` is a failed attempt, as the engine records it and the worker's
+    metrics count it; its span was no error (neither status nor ``error.type``): only
+    an ``Exception`` made one."""
+    import tether
+    from tether import App
+
+    app = App(sqlite_url)
+
+    @app.step(retry=tether.RetryPolicy(max_attempts=1))
+    async def exits() -> None:
+        raise SystemExit(3)
+
+    @app.workflow
+    async def wf() -> None:
+        await exits()
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app, app.worker(poll_interval=0.05):
+            with pytest.raises(tether.RunFailed):
+                await (await app.start(wf, run_id="x")).result(timeout=30)
+    finally:
+        tether.otel.uninstrument(observer)
+    (step,) = [s for s in exporter.get_finished_spans() if s.name == "step exits"]
+    assert step.status.status_code.name == "ERROR", step.status
+    assert (step.attributes or {}).get("error.type") == "SystemExit", step.attributes
