@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import builtins
 import contextlib
 import importlib
 import io
@@ -25,6 +26,7 @@ import os
 import re
 import shlex
 import subprocess
+import symtable
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +98,14 @@ def test_every_tether_command_shown_is_one_the_cli_accepts() -> None:
     assert not refused, "\n".join(refused)
 
 
+def test_no_page_holds_a_merge_conflict_marker() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    marked = [f"{page.relative_to(ROOT)}:{n}: {line}" for page in pages
+              for n, line in enumerate(page.read_text().splitlines(), 1)
+              if re.match(r"(<{7}|>{7}) |={7}$", line)]
+    assert not marked, "\n".join(marked)
+
+
 def python_blocks() -> Iterator[tuple[str, str]]:
     for page in PAGES:
         for _, lang, text in blocks(page):
@@ -130,6 +140,71 @@ def test_every_name_a_python_example_imports_or_uses_exists() -> None:
                     missing.append(f"{page}: {node.value.id}.{node.attr}")
     assert count > 20
     assert not missing, "\n".join(missing)
+
+
+def undefined_names(text: str) -> set[str]:
+    """The names a block reads that it neither defines nor imports, and that are not
+    builtins: what a user who copies the block alone meets as a ``NameError``, at once
+    or when a function of it is called."""
+    top = symtable.symtable(text, "example", "exec")
+    known = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    known |= set(dir(builtins))
+    missing: set[str] = set()
+
+    def walk(table: symtable.SymbolTable) -> None:
+        for s in table.get_symbols():
+            if (s.is_referenced() and (table is top or s.is_global())
+                    and s.get_name() not in known):
+                missing.add(s.get_name())
+        for child in table.get_children():
+            walk(child)
+
+    walk(top)
+    return missing
+
+
+#: The examples a user copies whole into a file, each (or, in a list, several in the
+#: order the page gives them: one file) to run as it is.
+WHOLE = ["readme-quickstart", "readme-agent", "llm-research", "agents-researcher",
+         "tools-function", "tools-idempotency", ["tools-mcp", "tools-mcp-context"]]
+
+
+@pytest.mark.parametrize("names", WHOLE, ids=str)
+def test_a_whole_example_defines_or_imports_every_name_it_uses(names: str | list[str]
+                                                               ) -> None:
+    text = "\n".join(example(name) for name in ([names] if isinstance(names, str)
+                                                else names))
+    assert not undefined_names(text)
+
+
+def test_the_function_tool_example_gives_the_schema_and_the_error_the_page_shows() -> None:
+    from tether.ai import ToolArgumentError
+
+    namespace: dict[str, Any] = {}
+    exec(compile(example("tools-function"), "tools-function", "exec"), namespace)
+    search = namespace["search"]
+    spec = search.spec()
+    assert spec["description"] == "Search the catalogue."
+    properties = spec["parameters"]["properties"]
+    assert properties["mode"]["enum"] == ["fast", "deep"]
+    assert properties["limit"]["description"] == "at most this many hits."
+    page = " ".join((ROOT / "docs" / "tools-and-mcp.md").read_text().split())
+    quoted = re.search(r"written for the model: `([^`]+)`", page)
+    assert quoted, "the page no longer quotes the error"
+    with pytest.raises(ToolArgumentError) as raised:
+        asyncio.run(search.invoke({"query": "tides", "limit": "ten", "sort": "new"}))
+    assert str(raised.value) == quoted.group(1)
+
+
+def test_the_mcp_examples_build_their_toolsets_and_agent(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    pytest.importorskip("mcp")
+    monkeypatch.chdir(tmp_path)  # (their App() would open ./tether.db when used)
+    namespace: dict[str, Any] = {}
+    text = example("tools-mcp") + "\n" + example("tools-mcp-context")
+    exec(compile(text, "tools-mcp", "exec"), namespace)
+    assert namespace["weather"].id == "weather" and namespace["library"] is not None
 
 
 # -- the complete examples, run ---------------------------------------------------
@@ -303,3 +378,54 @@ async def test_mcp_server_page_client_books_after_approval(tmp_path: Path) -> No
                     capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "Booked Rome.\n"
+
+
+@pytest.mark.slow
+async def test_agents_page_researcher_uses_each_kind_of_tool(tmp_path: Path) -> None:
+    """The agents page's first example, saved as the file it names, with the command
+    lines under it: its MCP server (the demo's glossary, over stdio) answers, its
+    workflow and agent tools run on their own queues, its purchase waits for approval."""
+    pytest.importorskip("mcp")
+    from tether.testing import Reply, ScriptedLLMServer
+
+    name = save(tmp_path, "agents-researcher")
+    assert name == "myapp.py"
+    page = (ROOT / "docs" / "agents.md").read_text()
+    worker_line, start, approvals, approve, result = [
+        line for line in page.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()]
+    assert worker_line.startswith("tether worker myapp:app ")
+    async with ScriptedLLMServer([
+        Reply(tool_calls=[{"name": "define", "arguments": {"term": "journal"}},
+                          {"name": "search_web", "arguments": {"query": "durable"}},
+                          {"name": "crawl", "arguments": {"url": "https://example.com"}},
+                          {"name": "writer", "arguments": {"task": "Summarize it."}}]),
+        Reply("A crisp summary."),  # the writer's answer
+        Reply(tool_calls=[{"name": "buy_report",
+                           "arguments": {"title": "Engines 2026", "price_usd": 150}}]),
+        Reply("Adopt it."),
+    ]) as server:
+        # The MCP server's command is `python`: the one of the user's environment.
+        env = user_env(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
+                       PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        with worker("myapp:app", tmp_path, env) as log:
+            started = await shell(start, tmp_path, env)
+            assert started.returncode == 0, started.stderr
+            run_id = started.stdout.strip()
+            for _ in range(600):
+                listed = await shell(approvals, tmp_path, env)
+                if run_id in listed.stdout:
+                    break
+            assert "buy_report" in listed.stdout, (listed.stdout, log.read_text())
+            approved = await shell(approve.replace("RUN_ID", run_id), tmp_path, env)
+            assert approved.returncode == 0, approved.stderr
+            answer = await shell(result.replace("RUN_ID", run_id), tmp_path, env)
+            assert answer.returncode == 0, (answer.stderr, log.read_text())
+            shown = await shell(f"tether show {run_id} --json", tmp_path, env)
+    assert "serving queues crawl,default,writers" in log.read_text()  # "serves default, ..."
+    assert json.loads(answer.stdout) == "Adopt it."
+    journal = json.loads(shown.stdout)["journal"]
+    names = [entry["name"] for entry in journal]
+    assert names[:2] == ["mcp:glossary.list_tools", "llm:openai:gpt-4.1-mini"], names
+    assert "mcp:glossary.call_tool" in names and "researcher.tool:search_web" in names
+    defined = next(e for e in journal if e["name"] == "mcp:glossary.call_tool")
+    assert "The ordered record of a run's operations" in json.dumps(defined["result"])
