@@ -71,6 +71,7 @@ import socket
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import parse_qsl, urlsplit
@@ -130,11 +131,13 @@ _LLM_ENV = {"OPENAI_BASE_URL": "base_url", "ANTHROPIC_BASE_URL": "anthropic_base
 _KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
 #: The environment variables open environments of this process set, by name: the value
-#: found before the first set it, and each open environment's value (by its ``id()``),
-#: in the order they were set. Environments open at once may close in any order: the
-#: variable keeps the value of the last one still open, and the value found before
-#: when none is (each restoring what it found would put back a closed one's URL).
-_ENV_SET: dict[str, tuple[str | None, dict[int, str]]] = {}
+#: found before the first set it, and each open environment's value (by its ``id()``,
+#: with a weak reference to it), in the order they were set. Environments open at once
+#: may close in any order: the variable keeps the value of the last one still open, and
+#: the value found before when none is (each restoring what it found would put back a
+#: closed one's URL). One never closed (its test's event loop closed under it) is not
+#: open: its value is passed over.
+_ENV_SET: dict[str, tuple[str | None, dict[int, tuple[weakref.ref[TestEnv], str]]]] = {}
 
 #: The top-level packages whose tasks are the environment's machinery, not the test's:
 #: Tether's own (the worker, the store, the scripted servers), asyncio's, and those of
@@ -581,7 +584,7 @@ class TestEnv:
         self._saved_env.setdefault(var, os.environ.get(var))
         values = _ENV_SET.setdefault(var, (os.environ.get(var), {}))[1]
         values.pop(id(self), None)
-        values[id(self)] = value
+        values[id(self)] = (weakref.ref(self), value)
         os.environ[var] = value
 
     @property
@@ -1635,7 +1638,11 @@ def _unset_env(var: str, holder: int) -> None:
     last environment still open that set it, else the value found before any did."""
     found, values = _ENV_SET.get(var, (os.environ.get(var), {}))
     values.pop(holder, None)
-    value = next(reversed(values.values()), None) if values else found
+    for key, (ref, _) in list(values.items()):
+        env = ref()
+        if env is None or not env._opened or env._loop is None or env._loop.is_closed():
+            del values[key]
+    value = next(reversed(values.values()))[1] if values else found
     if not values:
         _ENV_SET.pop(var, None)
     if value is None:
