@@ -174,6 +174,26 @@ async def test_a_server_full_for_longer_than_the_connect_timeout_is_unavailable(
         await held.close()
 
 
+async def test_a_full_server_is_told_as_full_with_the_limit_to_look_at(
+        limited_url: str) -> None:
+    """An operator's one-shot command against a server at its connection limit: the
+    message says there is no free slot and which limits to look at, without libpq's
+    "FATAL:" (it said "is unavailable: FATAL:  sorry, too many clients already", as
+    for a server that is down)."""
+    held = await psycopg.AsyncConnection.connect(limited_url)
+    try:
+        store = PostgresStore(limited_url, connect_timeout=1)
+        with pytest.raises(StoreUnavailable) as err:
+            async with asyncio.timeout(30):
+                await store.migration_status()
+        message = str(err.value)
+        assert "has no free connection slot after 1 s" in message, message
+        assert "max_connections" in message and "pool_max" in message, message
+        assert "FATAL" not in message and "unavailable" not in message, message
+    finally:
+        await held.close()
+
+
 async def test_an_idle_pool_gives_back_the_connections_a_burst_opened(pg_url: str) -> None:
     """Two operations at once grow the pool to two connections; once one has stayed
     unused for a whole ``pool_max_idle`` period the pool closes it, and the server sees
@@ -2201,6 +2221,62 @@ async def test_a_role_that_cannot_create_the_schema_is_told_how(pg_url: str) -> 
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.fixture
+def bare_role(pg_url: str) -> Iterator[tuple[str, str]]:
+    """A role that may log in and nothing more, and ``pg_url`` as that role."""
+    role = f"tether_bare_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        parts = urlsplit(pg_url)
+        yield role, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+async def test_tether_db_migrate_by_a_role_that_cannot_create_says_what_to_do(
+        bare_role: tuple[str, str]) -> None:
+    """``store.migrate()`` (``tether db migrate``) by a role without CREATE on the
+    database: a ConfigError naming the role and the grant, not the bare "PostgreSQL
+    store ... failed: permission denied for database ..." StoreError."""
+    role, url = bare_role
+    with pytest.raises(ConfigError, match=rf"role '{role}' cannot create or change schema "
+                       r"'tether'.*permission denied for database.*as a role that can.*"
+                       rf"grant role '{role}' CREATE on the database"):
+        await PostgresStore(url).migrate()
+
+
+async def test_a_role_without_privileges_on_the_schema_is_told_what_to_grant(
+        pg_url: str, bare_role: tuple[str, str]) -> None:
+    """A role that may use the schema but not its tables: a StoreError naming the role,
+    the schema and the grants (it named neither: "... failed: permission denied for
+    table schema_version"). With the grants docs/postgres.md lists, it works."""
+    role, url = bare_role
+    admin = PostgresStore(pg_url, schema="team_a")
+    await admin.migrate()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"GRANT USAGE ON SCHEMA team_a TO {role}")
+    store = PostgresStore(url, schema="team_a")
+    with pytest.raises(StoreError, match=rf"role '{role}' may not use the Tether store in "
+                       r"schema 'team_a'.*permission denied for table schema_version.*"
+                       r"not an outage\): grant the role USAGE on the schema"):
+        await store.open()
+    await store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA team_a "
+                     f"TO {role}")
+        conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA team_a TO {role}")
+    store = PostgresStore(url, schema="team_a")
+    await store.open()
+    try:
+        await start_and_claim(store, "r1")
+        assert (await store.run_get("r1")) is not None
+    finally:
+        await store.close()
 
 
 def test_the_reconnecting_pools_hook_fits_the_installed_psycopg_pool() -> None:

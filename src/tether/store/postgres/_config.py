@@ -4,6 +4,7 @@ translate psycopg's errors into Tether's at the boundary."""
 from __future__ import annotations
 
 import contextlib
+import getpass
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -196,8 +197,10 @@ def _first_line(exc: BaseException) -> str:
 def connect_reason(exc: BaseException) -> str:
     """The short cause of a failed connection, e.g. ``Connection refused``."""
     line = _first_line(exc)
-    # libpq: 'connection failed: connection to server at "h", port p failed: <reason>'
-    return line.rsplit(" failed: ", 1)[-1].strip() or line
+    # libpq: 'connection failed: connection to server at "h", port p failed: <reason>',
+    # the server's own answer after "FATAL:  " (a word for the server's log, not ours)
+    reason = line.rsplit(" failed: ", 1)[-1].strip() or line
+    return re.sub(r"^FATAL:\s+", "", reason)
 
 
 #: The server's answers to a connection that are its configuration, not an outage:
@@ -259,6 +262,18 @@ _BUSY = ("too many clients", "too many connections", "remaining connection slots
          "the database system is starting up")
 
 
+def full(cfg: PgConfig, exc: BaseException, waited: float) -> StoreUnavailable:
+    """The StoreUnavailable for a server that still had no free connection slot
+    (``busy``) after ``waited`` seconds of asking: it is up, so the message says which
+    limit to look at rather than "unavailable" alone."""
+    return StoreUnavailable(
+        f"PostgreSQL at {cfg.host}:{cfg.port} has no free connection slot "
+        f"after {waited:g} s ({connect_reason(exc)}): the server's max_connections, or "
+        "the role's or the database's connection limit, is reached; see who holds the "
+        "connections in pg_stat_activity, then lower the workers' pool_max or raise "
+        "the limit")
+
+
 def busy(exc: BaseException) -> bool:
     """Whether a failed connection was refused for want of a free slot (or a server still
     starting up), so that trying again a moment later may succeed."""
@@ -275,6 +290,24 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def role_of(cfg: PgConfig) -> str:
+    """The role the URL logs in as (libpq's default, the OS user, when it names none)."""
+    user = conninfo_to_dict(cfg.conninfo).get("user")
+    return str(user) if user else getpass.getuser()
+
+
+def lacks_privilege(cfg: PgConfig, exc: BaseException) -> str:
+    """The message for the server's "permission denied" (SQLSTATE 42501) to an
+    operation on an existing store: which role, which schema, what to grant. Before,
+    "PostgreSQL store h:p/db failed: permission denied for table schema_version" named
+    neither, and read as a fault of the store."""
+    return (f"PostgreSQL role {role_of(cfg)!r} may not use the Tether store in schema "
+            f"{cfg.schema!r} at {cfg.where} ({_first_line(exc)}; a configuration "
+            "problem, not an outage): grant the role USAGE on the schema and SELECT, "
+            "INSERT, UPDATE, DELETE on its tables and USAGE on its sequences "
+            "(docs/postgres.md, \"Roles and privileges\"), or use the schema owner's role")
+
+
 @contextlib.contextmanager
 def translate_errors(cfg: PgConfig) -> Iterator[None]:
     """Nothing above the store sees psycopg: map its errors to Tether's, chained."""
@@ -284,5 +317,7 @@ def translate_errors(cfg: PgConfig) -> Iterator[None]:
         raise  # serialization failure / deadlock: the caller retries the transaction
     except CONNECTION_ERRORS as exc:
         raise unavailable(cfg, exc) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StoreError(lacks_privilege(cfg, exc)) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL store {cfg.where} failed: {_first_line(exc)}") from exc

@@ -100,9 +100,12 @@ from tether.store.postgres._config import (
     NoAnswer,
     PgConfig,
     busy,
+    connect_reason,
+    full,
     parse_url,
     pick,
     refused,
+    role_of,
     translate_errors,
     unavailable,
 )
@@ -396,12 +399,8 @@ class PostgresStore(PostgresServeQueries):
                     try:
                         applied = await _migrate.migrate(conn, self.schema)
                     except psycopg.errors.InsufficientPrivilege as exc:
-                        raise ConfigError(
-                            f"the PostgreSQL role cannot create or change schema "
-                            f"{self.schema!r} at {self.cfg.where} "
-                            f"({str(exc).splitlines()[0]}): run `tether db migrate --db "
-                            "URL` as a role that can (the database's or the schema's "
-                            "owner), then start again") from None
+                        raise ConfigError(self._cannot_migrate(exc, ", then start again"
+                                                               )) from None
                     if applied:
                         log.info("migrated PostgreSQL schema %s at %s: %s", self.schema,
                                  self.cfg.where, ", ".join(applied))
@@ -515,14 +514,27 @@ class PostgresStore(PostgresServeQueries):
         which are pending has the store's query timeout; applying them (long work, and
         waiting for another process that applies them) has no deadline.
 
-        Raises: StoreUnavailable.
+        Raises: StoreUnavailable; ConfigError (the role may not create or change the
+        schema: the message says what to do).
         """
         async with self._direct() as conn:
             with translate_errors(self.cfg):
                 if not await within(conn, self.query_timeout,
                                     _migrate.pending(conn, self.schema)):
                     return []
-                return await _migrate.migrate(conn, self.schema)
+                try:
+                    return await _migrate.migrate(conn, self.schema)
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    raise ConfigError(self._cannot_migrate(
+                        exc, f", or grant role {role_of(self.cfg)!r} CREATE on the "
+                        "database (a new schema) or ownership of the schema")) from None
+
+    def _cannot_migrate(self, exc: BaseException, then: str) -> str:
+        """Why the URL's role could not apply a migration, and what to do."""
+        return (f"the PostgreSQL role {role_of(self.cfg)!r} cannot create or change "
+                f"schema {self.schema!r} at {self.cfg.where} "
+                f"({str(exc).splitlines()[0]}): run `tether db migrate --db URL` as a "
+                f"role that can (the database's or the schema's owner){then}")
 
     async def backup(self, target: str) -> int:
         """Write the store's schema (its tables, sequences and rows, as one snapshot:
@@ -608,10 +620,16 @@ class PostgresStore(PostgresServeQueries):
                                                              autocommit=True)
                 break
             except (psycopg.Error, OSError) as exc:
-                if not busy(exc) or time.monotonic() + delay > deadline:
+                if not busy(exc):
                     raise unavailable(self.cfg, exc) from None
-                log.info("PostgreSQL at %s has no free connection; trying again in %.2f s",
-                         self.cfg.where, delay)
+                if time.monotonic() + delay > deadline:
+                    raise full(self.cfg, exc, self.connect_timeout) from None
+                # Told once; each try at debug level (a one-shot command's stderr
+                # carried a line per try, a dozen for the 5 s default).
+                log.log(logging.INFO if delay == 0.05 else logging.DEBUG,
+                        "PostgreSQL at %s has no free connection slot (%s); asking again "
+                        "for up to %g s", self.cfg.where, connect_reason(exc),
+                        self.connect_timeout)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         try:
