@@ -369,3 +369,59 @@ async def test_a_step_running_while_the_server_hangs_is_not_run_again(pg_url: st
     assert calls == ["hello"], calls
     assert run.status is RunStatus.COMPLETED and run.fencing_token == 1
     assert run.result is not None and "HELLO" in run.result
+
+
+async def test_a_statement_waiting_on_another_sessions_lock_is_told_as_maybe_a_lock(
+        pg_migrated_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An operator's session holds a lock on the runs table past the deadline: the
+    error says the statement may have waited on a lock (it said only "no answer within
+    1 s (connection dropped)", as for a dead network), and once an operation is answered
+    again the log says the server accepted connections throughout (it said "reachable
+    again after 0.0 s (1 connection attempts failed)", though none had failed)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="tether.store.postgres")
+    store = PostgresStore(pg_migrated_url, query_timeout=1.0)
+    await store.open()
+    locker = await psycopg.AsyncConnection.connect(pg_migrated_url)
+    try:
+        await locker.execute("LOCK TABLE tether.runs IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(StoreUnavailable) as info:
+            await asyncio.wait_for(store.run_get("r1"), 30)
+        message = str(info.value)
+        assert "no answer within 1 s" in message, message
+        assert "waited that long (on a lock another session holds" in message, message
+        assert "raise query_timeout" in message and "\n" not in message, message
+        await locker.rollback()
+        assert await asyncio.wait_for(store.run_get("r1"), 30) is None
+    finally:
+        await locker.close()
+        await store.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "tether.store.postgres"]
+    assert any("unreachable (no answer within 1 s: down, hung, or the statement waited "
+               "on a lock" in m for m in lines), lines
+    assert any("answers again after" in m and "accepted every connection meanwhile" in m
+               for m in lines), lines
+    assert not any("connection attempts failed" in m for m in lines), lines
+
+
+async def test_the_servers_statement_timeout_is_named_as_the_cause(
+        pg_migrated_url: str) -> None:
+    """A role or database with a ``statement_timeout`` shorter than a wait on a lock:
+    the error names the server's setting (it read "is unavailable: canceling statement
+    due to statement timeout", as if the server were gone)."""
+    sep = "&" if "?" in pg_migrated_url else "?"
+    store = PostgresStore(f"{pg_migrated_url}{sep}options=-c%20statement_timeout%3D200")
+    await store.open()
+    locker = await psycopg.AsyncConnection.connect(pg_migrated_url)
+    try:
+        await locker.execute("LOCK TABLE tether.runs IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(StoreUnavailable) as info:
+            await asyncio.wait_for(store.run_get("r1"), 30)
+        message = str(info.value)
+        assert "canceling statement due to statement timeout" in message, message
+        assert "the server's statement_timeout or lock_timeout" in message, message
+        assert "Tether needs neither" in message, message
+    finally:
+        await locker.close()
+        await store.close()

@@ -243,7 +243,24 @@ def unavailable(cfg: PgConfig, exc: BaseException) -> StoreUnavailable:
         refusal_ = refused(f"{cfg.host}:{cfg.port}", why)
         if refusal_ is not None:
             return refusal_
+        why += _maybe_the_server(exc, why)
     return StoreUnavailable(f"PostgreSQL at {cfg.host}:{cfg.port} is unavailable: {why}")
+
+
+def _maybe_the_server(exc: BaseException, why: str) -> str:
+    """What else than an outage may have cut an operation, for the operator reading the
+    message: a statement that waited past its deadline on a server that is up (a lock
+    another session holds read as "no answer" alone, like a dead network), or the
+    server's own timeouts (SQLSTATE 57014, 55P03)."""
+    if isinstance(exc, NoAnswer):
+        return ("; the server is down or hung, or the statement waited that long (on a "
+                "lock another session holds, or running long): raise query_timeout if "
+                "such waits are normal")
+    if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)) \
+            and "timeout" in why:
+        return (" (the server's statement_timeout or lock_timeout, set for this role or "
+                "database or in postgresql.conf, cut it; Tether needs neither)")
+    return ""
 
 
 class NoAnswer(psycopg.OperationalError):

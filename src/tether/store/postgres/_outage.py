@@ -134,9 +134,11 @@ class Outage(OutagePacing):
         told = self._failure(REMIND_EVERY)
         if told == "start":
             self.count += 1
-            log.warning("PostgreSQL at %s unreachable (%s); connecting again as it is "
+            log.warning("PostgreSQL at %s unreachable (%s%s); connecting again as it is "
                         "needed, and this says how it goes every %.0f s (each attempt at "
-                        "debug level)", self.where, self.reason, REMIND_EVERY)
+                        "debug level)", self.where, self.reason,
+                        ": down, hung, or the statement waited on a lock or ran long"
+                        if self.unanswered else "", REMIND_EVERY)
         elif told == "reminder":
             log.warning("PostgreSQL at %s still unreachable after %.0f s (%s; %d "
                         "connection attempts failed)", self.where, self._elapsed(),
@@ -148,7 +150,17 @@ class Outage(OutagePacing):
 
     def connected(self) -> None:
         self._connected_at = time.monotonic()
-        if self.since is not None:
+        if self.since is not None and self.unanswered:
+            # No connection attempt failed: the server accepted one, so it was up all
+            # along as far as anyone can tell ("reachable again after 0.0 s (1 connection
+            # attempts failed)" sent operators after the network when a session held a
+            # lock on the runs table).
+            log.warning("PostgreSQL at %s answers again after %.1f s, and accepted every "
+                        "connection meanwhile (%d operations got no answer within their "
+                        "deadline: a lock another session holds, a statement running "
+                        "long, or a connection the network dropped)", self.where,
+                        self._elapsed(), self.failures)
+        elif self.since is not None:
             log.warning("PostgreSQL at %s reachable again after %.1f s (%d connection "
                         "attempts failed)", self.where, self._elapsed(), self.failures)
         self.reset()
