@@ -599,6 +599,9 @@ async def test_postgres_a_newer_schema_or_a_foreign_dump_is_refused(
     out = _tether(tmp_path, "db", "restore", str(sqlite_file), "--db", pg_database)
     assert out.returncode == 2
     assert "is a SQLite database, not a PostgreSQL dump" in out.stderr
+    # (the operator moving to PostgreSQL is told where the way is)
+    assert ('a backup does not move runs between SQLite and PostgreSQL: '
+            'docs/operations.md, "Moving from SQLite to PostgreSQL"') in out.stderr
     assert _sql(pg_database, "SELECT to_regnamespace('tether')") == [(None,)]
 
 

@@ -70,14 +70,18 @@ def file_kind(path: str) -> str:
 
 def wrong_kind(path: str, kind: str, want: str) -> RestoreRefused:
     """The refusal of a backup file of the wrong kind for this store."""
+    # An operator moving to PostgreSQL tries this first: say that no restore converts
+    # between the stores, and where the way to move is.
+    moving = ("; a backup does not move runs between SQLite and PostgreSQL: "
+              "docs/operations.md, \"Moving from SQLite to PostgreSQL\"")
     if kind == "pgdump":
         return RestoreRefused(
             f"{path} is a PostgreSQL dump (pg_dump's custom format), not a SQLite backup: "
-            "restore it into a PostgreSQL store (--db postgresql://...)")
+            f"restore it into a PostgreSQL store (--db postgresql://...){moving}")
     if kind == "sqlite":
         return RestoreRefused(
             f"{path} is a SQLite database, not a PostgreSQL dump: restore it into a "
-            "SQLite store (--db sqlite:///path.db)")
+            f"SQLite store (--db sqlite:///path.db){moving}")
     if kind == "pgplain" and want == "postgres":
         return RestoreRefused(
             f"{path} is a plain-SQL pg_dump, not the custom format tether db backup "
