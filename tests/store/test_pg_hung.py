@@ -425,3 +425,19 @@ async def test_the_servers_statement_timeout_is_named_as_the_cause(
     finally:
         await locker.close()
         await store.close()
+
+
+def test_a_full_disk_on_the_server_is_named_as_such() -> None:
+    """SQLSTATE 53100 (seen with a tablespace on a 12 MB tmpfs of a private cluster: a
+    worker logged "is unavailable: could not extend file ...: No space left on device"
+    and retried): the message says the server's disk is full and where to free space.
+    Built here from the error psycopg raises; the full disk itself was walked by hand."""
+    from tether.store.postgres._config import parse_url, unavailable
+
+    cfg = parse_url("postgresql://u@db:5432/agents", schema=None, connect_timeout=5.0)
+    err = unavailable(cfg, psycopg.errors.DiskFull(
+        'could not extend file "pg_tblspc/24577/PG_15/24578/24606": No space left on device'))
+    assert str(err) == (
+        'PostgreSQL at db:5432 is unavailable: could not extend file "pg_tblspc/24577/'
+        'PG_15/24578/24606": No space left on device (the server\'s disk is full where '
+        "this database or its WAL lives: free space there; workers try again meanwhile)")

@@ -250,12 +250,16 @@ def unavailable(cfg: PgConfig, exc: BaseException) -> StoreUnavailable:
 def _maybe_the_server(exc: BaseException, why: str) -> str:
     """What else than an outage may have cut an operation, for the operator reading the
     message: a statement that waited past its deadline on a server that is up (a lock
-    another session holds read as "no answer" alone, like a dead network), or the
-    server's own timeouts (SQLSTATE 57014, 55P03)."""
+    another session holds read as "no answer" alone, like a dead network), the
+    server's own timeouts (SQLSTATE 57014, 55P03), or its disk full (53100, which
+    read as "unavailable: could not extend file ...")."""
     if isinstance(exc, NoAnswer):
         return ("; the server is down or hung, or the statement waited that long (on a "
                 "lock another session holds, or running long): raise query_timeout if "
                 "such waits are normal")
+    if isinstance(exc, psycopg.errors.DiskFull):
+        return (" (the server's disk is full where this database or its WAL lives: free "
+                "space there; workers try again meanwhile)")
     if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)) \
             and "timeout" in why:
         return (" (the server's statement_timeout or lock_timeout, set for this role or "
