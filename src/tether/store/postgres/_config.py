@@ -212,6 +212,13 @@ _REFUSALS = (
      "create that role, or correct the user name in the URL"),
     (re.compile(r'password authentication failed for user "(?P<name>.*)"'),
      "correct the password (the URL's, PGPASSWORD or ~/.pgpass) or the user name"),
+    (re.compile(r"fe_sendauth: no password supplied"),
+     "the server asks this role for a password: give it in the URL "
+     "(postgresql://USER:PASSWORD@HOST/DB), PGPASSWORD or ~/.pgpass"),
+    (re.compile(r'(no pg_hba\.conf entry|pg_hba\.conf rejects connection) for host '
+                r'"[^"]*", user "[^"]*", database "[^"]*"'),
+     "allow this host, user and database in the server's pg_hba.conf, or connect as "
+     "one it allows"),
 )
 
 
