@@ -156,10 +156,12 @@ class Outage(OutagePacing):
             # attempts failed)" sent operators after the network when a session held a
             # lock on the runs table).
             log.warning("PostgreSQL at %s answers again after %.1f s, and accepted every "
-                        "connection meanwhile (%d operations got no answer within their "
-                        "deadline: a lock another session holds, a statement running "
-                        "long, or a connection the network dropped)", self.where,
-                        self._elapsed(), self.failures)
+                        "connection meanwhile (%s no answer within %s deadline: a lock "
+                        "another session holds, a statement running long, or a "
+                        "connection the network dropped)", self.where, self._elapsed(),
+                        "1 operation got" if self.failures == 1
+                        else f"{self.failures} operations got",
+                        "its" if self.failures == 1 else "their")
         elif self.since is not None:
             log.warning("PostgreSQL at %s reachable again after %.1f s (%d connection "
                         "attempts failed)", self.where, self._elapsed(), self.failures)
