@@ -279,3 +279,28 @@ def test_a_postgres_backup_without_pg_dump_says_what_to_do(
     assert out.returncode == 1
     assert "pg_dump is not on the PATH: install PostgreSQL's client programs" in out.stderr
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.postgres
+def test_a_postgres_backup_of_a_server_down_or_a_schema_without_a_store_says_so(
+    tmp_path: Path, pg_migrated_url: str
+) -> None:
+    """An operator's backup against the wrong place: a server that is down is told as
+    every command tells it (it was pg_dump's last line, "pg_dump failed (exit 1) on
+    h:p/db: \\x09Is the server running on that host and accepting TCP/IP
+    connections?"), and a schema that holds no store is named (it was "no matching
+    schemas were found"). Nothing is written either way."""
+    env = _env(tmp_path / "s")
+    (tmp_path / "backups").mkdir()
+    target = str(tmp_path / "backups" / "x.dump")
+    out = _tether("db", "backup", target, "--db", "postgresql://postgres@127.0.0.1:1/db",
+                  env=env)
+    assert (out.returncode, out.stderr) == (1, (
+        "tether: error: PostgreSQL at 127.0.0.1:1 is unavailable: Connection refused\n"))
+    sep = "&" if "?" in pg_migrated_url else "?"
+    out = _tether("db", "backup", target, "--db", f"{pg_migrated_url}{sep}schema=nosuch",
+                  env=env)
+    assert out.returncode == 1, out
+    assert "tether: error: no Tether store in PostgreSQL schema 'nosuch' at " in out.stderr
+    assert "nothing to back up" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert os.listdir(tmp_path / "backups") == []

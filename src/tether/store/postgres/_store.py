@@ -545,8 +545,8 @@ class PostgresStore(PostgresServeQueries):
         of the URL goes to ``pg_dump`` by its environment, not its command line.
         Returns the copy's size in bytes.
 
-        Raises: ConfigError (no ``pg_dump``, ``target`` exists), StoreError
-        (``pg_dump`` failed: its last line of error).
+        Raises: ConfigError (no ``pg_dump``, ``target`` exists), StoreUnavailable,
+        StoreError (no store in the schema; ``pg_dump`` failed: its first error).
         """
         import shutil
 
@@ -560,6 +560,14 @@ class PostgresStore(PostgresServeQueries):
                 "pg_basebackup or your provider's snapshots (docs/operations.md, Backup "
                 "and restore)")
         check_target(target)
+        # Asked first the way every command asks, so that a server that is down or
+        # refuses, a role without privileges and a schema with no store are told as
+        # they are elsewhere, not as pg_dump's last line ("\x09Is the server running on
+        # that host...", "no matching schemas were found").
+        if not any(applied for _, _, applied in await self.migration_status()):
+            raise StoreError(f"no Tether store in PostgreSQL schema {self.schema!r} at "
+                             f"{self.cfg.where}: nothing to back up (is the URL's "
+                             "?schema= the store's?)")
         params = conninfo_to_dict(self.cfg.conninfo)
         env = dict(os.environ)
         password = params.pop("password", None)
@@ -574,8 +582,10 @@ class PostgresStore(PostgresServeQueries):
             _, err = await proc.communicate()
             if proc.returncode != 0:
                 lines = err.decode(errors="replace").strip().splitlines()
+                errors = [ln.split("error: ", 1)[1] for ln in lines if "error: " in ln]
+                said = (errors or lines or ["no message"])[0].strip()
                 raise StoreError(f"pg_dump failed (exit {proc.returncode}) on "
-                                 f"{self.cfg.where}: {lines[-1] if lines else 'no message'}")
+                                 f"{self.cfg.where}: {said}")
             return await asyncio.to_thread(os.path.getsize, partial)
 
     async def restore(self, backup: str, *, force: bool = False) -> RestoreResult:
