@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether._clock import utc_datetime
+from tether.errors import StepError
 from tether.store._lifecycle import TRACE_KV_PREFIX
 
 if TYPE_CHECKING:
@@ -282,13 +283,18 @@ def hides_error_messages(ctx: RunContext) -> bool:
 
 def error_text(ctx: RunContext, error: BaseException) -> str:
     """``Type: message`` of an error of the run, for a log line: only the type when the
-    app has a payload hook (``hides_error_messages``)."""
+    app has a payload hook (``hides_error_messages``). A step's error that failed the
+    run (a ``StepError``, rebuilt from the journal) is said as its step raised it, as
+    ``tether show`` says it: ``ValueError: bad amount`` (until 2026-12-07
+    ``StepError[ValueError]: ValueError: bad amount``, the type twice)."""
     if hides_error_messages(ctx):
         # Payloads are encrypted or redacted (App(payload_hook=...)): an error message
         # may hold what they protect, so the log names only the error's type.
-        return f"{type(error).__name__} (message not logged: the app has a payload hook)"
+        named = error.error_type if isinstance(error, StepError) else type(error).__name__
+        return f"{named} (message not logged: the app has a payload hook)"
     try:
-        err = f"{type(error).__name__}: {error}"
+        err = (f"{error.error_type}: {error.message}" if isinstance(error, StepError)
+               else f"{type(error).__name__}: {error}")
     except Exception:  # (its __str__ raises: the attempt is recorded all the same)
         err = f"{type(error).__name__} (str() failed)"
     # A lone surrogate (a file name decoded with surrogateescape) cannot be written by a
@@ -307,8 +313,19 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
                     info.attempt, err, extra={"run_id": ctx.run_id, "position": info.position,
                                               "attempt": info.attempt})
         return
-    at = utc_datetime(next_attempt_at).isoformat(timespec="milliseconds")
-    log.warning("%s: step %s attempt %d failed: %s; next attempt at %s (in %.1f s)", where,
-                info.name, info.attempt, err, at, max(next_attempt_at - ctx.clock.now(), 0.0),
+    log.warning("%s: step %s attempt %d failed: %s; %s", where, info.name, info.attempt,
+                err, next_attempt_words(next_attempt_at, ctx.clock.now()),
                 extra={"run_id": ctx.run_id, "position": info.position,
                        "attempt": info.attempt})
+
+
+def next_attempt_words(at: float, now: float) -> str:
+    """When a failed step's next attempt is, for its log line: ``next attempt at T (in
+    4.0 s)``, or ``next attempt now`` when it is due at once (no delay, or a delay less
+    than the line's tenth of a second). Until 2026-12-07 that said "next attempt at T
+    (in 0.0 s)", T a few milliseconds before the line's own time (the failure's, taken
+    before the attempt was journaled)."""
+    if at - now < 0.05:  # (what "in %.1f s" writes as 0.0)
+        return "next attempt now"
+    when = utc_datetime(at).isoformat(timespec="milliseconds")
+    return f"next attempt at {when} (in {at - now:.1f} s)"

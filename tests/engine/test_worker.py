@@ -993,6 +993,45 @@ async def test_a_failed_run_is_logged_once_with_its_id_and_error(
         assert "PayloadError" in lines[1][0] or "NotSerializable" in lines[1][0], lines
 
 
+async def test_a_run_failed_by_its_step_names_the_error_once_and_a_retry_due_now_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run whose step failed for good was logged "failed: StepError[ValueError]:
+    ValueError: bad amount" (the type twice: the rebuilt error's class, then its text);
+    it says "failed: ValueError: bad amount", as ``tether show`` does, and with a
+    payload hook "failed: ValueError (message not logged: ...)". A failed attempt whose
+    next one is due at once said "next attempt at T (in 0.0 s)", T a few milliseconds
+    before the line's own time; it says "next attempt now"."""
+    import tether
+    from tether import RetryPolicy
+    from tether.encryption import AesGcm
+
+    caplog.set_level(logging.INFO, logger="tether")
+    for hook in (None, AesGcm({"k1": bytes(range(32))})):
+        caplog.clear()
+        app = App(f"sqlite:///{tmp_path}/{hook is None}.db", payload_hook=hook)
+
+        @app.step(retry=RetryPolicy(max_attempts=2, initial_interval=0))
+        async def check() -> None:
+            raise ValueError("bad amount")
+
+        @app.workflow
+        async def pay() -> None:
+            await check()
+
+        async with app, app.worker():
+            with pytest.raises(tether.RunFailed):
+                await (await app.start("pay", run_id="r")).result(timeout=20)
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        said = "ValueError: bad amount" if hook is None else (
+            "ValueError (message not logged: the app has a payload hook)")
+        assert lines[0] == f"run r position 0: step check attempt 1 failed: {said}; next " \
+                           "attempt now", lines
+        failed = [line for line in lines if line.startswith("run r (pay) failed: ")]
+        assert len(failed) == 1, lines
+        assert failed[0].startswith(f"run r (pay) failed: {said}"), lines
+        assert "StepError" not in failed[0], lines
+
+
 async def test_a_worker_given_one_queue_name_as_a_string_serves_that_queue(
         store_url: str) -> None:
     """``app.worker(queues="default")`` served the queues "d", "e", "f", "a", "u", "l"
