@@ -211,6 +211,17 @@ def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
     return head, groups
 
 
+def piped(rows: list[list[str]], least: Sequence[int]) -> list[str]:
+    """A table's lines for a pipe, a file or ``--wide`` (``rows``: its heading first):
+    every cell whole, each column but the last as wide as its longest cell, or as
+    ``least`` (its width of old, by which short cells print as they always have) if
+    wider. Fixed widths pushed the rest of a row with a longer cell (a run id, a name)
+    out of line with the heading and the other rows."""
+    widths = [max(w, *(cells(row[i]) for row in rows)) for i, w in enumerate(least)]
+    return [" ".join(pad(cell, w) for cell, w in zip(row, [*widths, 0], strict=True)
+                     ).rstrip() for row in rows]
+
+
 def hang(head: str, text: str, width: int) -> list[str]:
     """``head`` (a row's first cells) then ``text`` (a list, its last cell) wrapped to
     ``width``, its lines after the first under its start while that leaves it half the

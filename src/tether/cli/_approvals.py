@@ -8,7 +8,17 @@ from functools import partial
 from typing import Any
 
 from tether._clock import age
-from tether._fit import KEY_MIN, RUN_ID_KEPT, cells, fit_width, row_lines, say, wide_help, wrap
+from tether._fit import (
+    KEY_MIN,
+    RUN_ID_KEPT,
+    cells,
+    fit_width,
+    pad,
+    row_lines,
+    say,
+    wide_help,
+    wrap,
+)
 from tether.cli._common import (
     CliError,
     bounded_int,
@@ -88,13 +98,17 @@ async def approvals(args: argparse.Namespace) -> int:
         for line in fitted_approvals(found, now, width):
             print(line)
         return 0
-    print(f"{'RUN ID':34} {'AGENT':16} {'TOOL':18} {'WAITING':>8}  {'SINCE':24} ARGUMENTS")
+    # (the RUN ID column as wide as its longest id, 34 at least: until 2026-12-07 a
+    # longer one pushed the rest of its row out of line, and its reason's indent)
+    key = max(34, *(cells(safe(p.run_id)) for p in found))
+    print(f"{pad('RUN ID', key)} {'AGENT':16} {'TOOL':18} {'WAITING':>8}  {'SINCE':24} "
+          "ARGUMENTS")
     for p in found:
         waited = _ago(now - p.since)
-        print(f"{safe(p.run_id):34} {short(p.agent, 16):16} {short(p.tool, 18):18} {waited:>8}  "
-              f"{fmt_time(p.since):24} {short(p.arguments, 60)}")
+        print(f"{pad(safe(p.run_id), key)} {short(p.agent, 16):16} {short(p.tool, 18):18} "
+              f"{waited:>8}  {fmt_time(p.since):24} {short(p.arguments, 60)}")
         if p.reason:
-            print(f"{'':34} reason: {short(p.reason, 100)}")
+            print(f"{'':{key}} reason: {short(p.reason, 100)}")
     return 0
 
 

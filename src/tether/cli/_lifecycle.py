@@ -256,7 +256,10 @@ async def versions(args: argparse.Namespace) -> int:
         print("no runs")
         return 0
     fit = fit_width(args.wide)  # on a terminal: the counts wrapped, not cut
-    titles = f"{'VERSION':24} {'RUNS':>6} {'WORKERS':>7}  "
+    # Into a pipe or a file the VERSION column is as wide as its longest name, 24 at
+    # least (until 2026-12-07 a longer one pushed the rest of its row out of line).
+    key = 24 if fit else max(24, *(cells(safe(v or "(none)")) for v in table))
+    titles = f"{'VERSION':{key}} {'RUNS':>6} {'WORKERS':>7}  "
     # On a terminal too narrow for the heading (40 columns), BY STATUS heads a line of
     # its own, as the counts of a row too long for theirs go under it.
     print(f"{titles.rstrip()}\n  BY STATUS" if fit and len(titles) + 9 > fit
@@ -267,7 +270,7 @@ async def versions(args: argparse.Namespace) -> int:
             detail += " (newest: schedules' ticks run here)"
         workers = str(workers_of(v) or "-")
         name, figures = safe(v or "(none)"), f"{sum(counts.values()):>6} {workers:>7}  "
-        head = f"{pad(name, 24) if fit else f'{name:24}'} {figures}"
+        head = f"{pad(name, key)} {figures}"
         if fit and cells(head.rstrip()) > fit:  # (a long name: a line of its own, whole)
             print(name)
             head = " " * 25 + figures

@@ -118,8 +118,7 @@ def queue_lines(queues: list[str], limits: dict[str, int], counts: dict[str, Que
         figures = " {:>5} {:>6} {:>3} {:>7} {:>7} {:>7}  "  # (40 columns: as narrow as titles)
     room = None if fit is None else fit - len(figures.format(*heads).rstrip())
     width = 0 if room is not None and room < 5 else max(
-        [5, *(len(n) if room is None else cells(n) for n in names.values()
-              if room is None or cells(n) <= room)])
+        [5, *(cells(n) for n in names.values() if room is None or cells(n) <= room)])
     if width == 0:  # (no room for a QUEUE column: every name above its row)
         figures = figures[1:]
     titles = (f"{'QUEUE':{width}}" if width else "") + figures.format(*heads)
@@ -133,12 +132,13 @@ def queue_lines(queues: list[str], limits: dict[str, int], counts: dict[str, Que
         c = counts.get(q, QueueCounts())
         row = figures.format(limit_cell(limits.get(q)), c.queued, c.due, c.running,
                              c.waiting, workers.get(q, 0))
-        if (len if fit is None else cells)(names[q]) > width:  # (a line of its own, whole)
+        if cells(names[q]) > width:  # (on a terminal: a line of its own, whole)
             lines.append(names[q])
             head = " " * width + row
         else:
-            # (on a terminal by the columns a wide character takes, `cells`)
-            head = (f"{names[q]:{width}}" if fit is None else pad(names[q], width)) + row
+            # (by the columns a wide character takes, `cells`, into a pipe too: until
+            # 2026-12-07 by its characters there, a name of one out of line by a column)
+            head = pad(names[q], width) + row
         listed = ", ".join(map(safe, served[q])) or "-"
         if fit is None:
             lines.append(head + listed)

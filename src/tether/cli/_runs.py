@@ -9,7 +9,16 @@ import sys
 from typing import Any
 
 from tether._app import App
-from tether._fit import KEY_MIN, RUN_ID_KEPT, WIDE_HELP, cells, columns, fit_width, wide_help
+from tether._fit import (
+    KEY_MIN,
+    RUN_ID_KEPT,
+    WIDE_HELP,
+    cells,
+    columns,
+    fit_width,
+    piped,
+    wide_help,
+)
 from tether._lifecycle import RunIdTaken, live_versions, newest_last
 from tether._show import (
     HELD_NOTE,
@@ -436,12 +445,13 @@ async def runs(args: argparse.Namespace) -> int:
         for line in fitted_runs(found, width, blocked, said, idle):
             print(line)
         return 0
-    print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
-    for r in found:
-        print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
-              f"{fmt_time(r.created_at):24} "
-              f"{waits_cell(r, blocked.get(r.run_id), said.get(r.run_id), idle.get(r.run_id))}"
-              .rstrip())
+    # (every cell whole, each column as wide as its longest cell or its width of old:
+    # until 2026-12-07 a run id over 34 characters or a workflow over 20 pushed the
+    # rest of its row out of line)
+    print("\n".join(piped([list(RUN_COLUMNS), *(
+        [safe(r.run_id), safe(r.workflow), safe(r.queue), r.status, fmt_time(r.created_at),
+         waits_cell(r, blocked.get(r.run_id), said.get(r.run_id), idle.get(r.run_id))]
+        for r in found)], PIPED_RUN_WIDTHS)))
     return 0
 
 
@@ -500,6 +510,9 @@ async def _live_versions(app: App) -> tuple[list[str], str | None]:
 #: in this order) when the RUN ID column would be narrower than ``_fit.KEY_MIN``.
 RUN_COLUMNS = ("RUN ID", "WORKFLOW", "QUEUE", "STATUS", "CREATED", "WAITING FOR")
 RUN_GIVE = ((5, 11), (1, 8), (2, 5))  # the wait first, then the workflow and the queue
+#: The least widths of ``tether runs``' columns but the last in a pipe, a file or with
+#: ``--wide`` (wider for a longer cell: ``_fit.piped``).
+PIPED_RUN_WIDTHS = (34, 20, 10, 10, 24)
 
 
 def waits_cell(r: Any, blocked: str | None = None, said: str | None = None,

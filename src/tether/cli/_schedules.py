@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether._fit import KEY_MIN, cells, columns, fit_width, hang, key_table, pad, wide_help
+from tether._fit import KEY_MIN, cells, columns, fit_width, hang, key_table, piped, wide_help
 from tether._lifecycle import Cron, tick_overdue, trigger_schedule, zone_of
 from tether._show import schedule_dict, schedule_rows
 from tether._types import check_name
@@ -139,11 +139,7 @@ def piped_schedules(found: list[Any], now: float) -> list[str]:
     rows = [[safe(s.name), safe(s.workflow), safe(s.cron), safe(s.timezone),
              "paused" if s.paused else "active", next_tick_cell(s, now, fmt_time(s.next_tick)),
              safe(s.last_run_id or "-")] for s in found]
-    widths = [max(least, *(cells(row[i]) for row in rows))
-              for i, least in enumerate((20, 20, 18, 14, 7, 24))]
-    return [" ".join(pad(cell, w) for cell, w in zip(row, [*widths, 0], strict=True)
-                     ).rstrip()
-            for row in [list(SCHEDULE_COLUMNS), *rows]]
+    return piped([list(SCHEDULE_COLUMNS), *rows], (20, 20, 18, 14, 7, 24))
 
 
 def next_tick_cell(s: Any, now: float, when: str) -> str:
