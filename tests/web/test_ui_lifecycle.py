@@ -462,6 +462,30 @@ async def test_schedules_page_says_its_decorator_without_parentheses_around_it(
     assert "declared in code with <code>@app.schedule</code>;" in head[1], head[1]
 
 
+#: ``code`` directly inside parentheses in a template, Jinja tags between them allowed:
+#: "(<code>admin</code>" or "<code>tether.patched()</code>)".
+CODE_IN_PARENTHESES = re.compile(
+    r"\(\s*(?:\{[{%][^}]*[}%]\}\s*)*<code[ >]|</code>(?:\s*\{[{%][^}]*[}%]\})*\s*\)")
+
+
+async def test_no_page_puts_code_right_inside_parentheses(ui: httpx.AsyncClient) -> None:
+    """A code element's padding and background, right after "(" or before ")", read as
+    spaces: the login page said "Paste an API token ( admin or read )", the run page
+    "not shown ( tether show ID lists them)", "(history)", "( tether queue-limit )" and
+    "(or guard the change with tether.patched() )". No template puts code there (the
+    words say it another way), and the login page says "an admin or a read one"."""
+    from pathlib import Path
+
+    import tether.serve
+
+    templates = Path(tether.serve.__file__).parent / "templates"
+    found = {f"{path.name}: {m[0]}" for path in sorted(templates.glob("*.html"))
+             for m in CODE_IN_PARENTHESES.finditer(path.read_text())}
+    assert not found, found
+    page = (await ui.get("/login")).text
+    assert "Paste an API token, an <code>admin</code> or a <code>read</code> one." in page, page
+
+
 async def test_schedules_page_says_an_overdue_tick_and_a_paused_schedule(
         ui: httpx.AsyncClient) -> None:
     """A tick past by more than a minute (no worker of its workflow runs) reads
