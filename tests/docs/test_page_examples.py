@@ -166,7 +166,8 @@ def undefined_names(text: str) -> set[str]:
 #: The examples a user copies whole into a file, each (or, in a list, several in the
 #: order the page gives them: one file) to run as it is.
 WHOLE = ["readme-quickstart", "readme-agent", "llm-research", "agents-researcher",
-         "tools-function", "tools-idempotency", ["tools-mcp", "tools-mcp-context"]]
+         "tools-function", "tools-idempotency", ["tools-mcp", "tools-mcp-context"],
+         "operations-version", "operations-schedules", "operations-retention"]
 
 
 @pytest.mark.parametrize("names", WHOLE, ids=str)
@@ -205,6 +206,31 @@ def test_the_mcp_examples_build_their_toolsets_and_agent(tmp_path: Path,
     text = example("tools-mcp") + "\n" + example("tools-mcp-context")
     exec(compile(text, "tools-mcp", "exec"), namespace)
     assert namespace["weather"].id == "weather" and namespace["library"] is not None
+
+
+def test_the_lifecycle_sketch_leaves_undefined_only_what_it_says_is_yours() -> None:
+    """The months-long session imports what Tether gives; the rest its sentence names."""
+    assert undefined_names(example("lifecycle-session")) == {
+        "app", "llm", "PROMPT", "post_to_chat", "summarize", "summary_of"}
+
+
+def test_the_operations_examples_build_the_apps_they_describe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as saved, each builds its app: the version read from the environment, the
+    two schedules, the three retention policies."""
+    monkeypatch.chdir(tmp_path)  # (their App() would open ./tether.db when used)
+    monkeypatch.setenv("TETHER_VERSION", "2026-12-02")
+    ran: dict[str, dict[str, Any]] = {}
+    for name in ("operations-version", "operations-schedules", "operations-retention"):
+        ran[name] = {}
+        exec(compile(example(name), name, "exec"), ran[name])
+    assert ran["operations-version"]["app"].version == "2026-12-02"
+    assert set(ran["operations-schedules"]["app"]._schedules) == {"morning_digest",
+                                                                  "crm-eu"}
+    workflows = ran["operations-retention"]["app"].workflows()
+    assert workflows["chat"].retention.older_than == 7 * 86400
+    assert workflows["approvals"].retention == "forever"
+    assert workflows["support"].retention.statuses == ("completed",)
 
 
 # -- the complete examples, run ---------------------------------------------------
