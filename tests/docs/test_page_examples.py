@@ -46,6 +46,9 @@ PAGES = ["README.md"] + [f"docs/{name}.md" for name in (
     "agents", "llm", "ai-providers", "tools-and-mcp", "lifecycle", "testing", "telemetry",
     "mcp-server", "serve", "operations", "concepts", "extending", "postgres", "limits",
     "reliability", "index")]
+#: The integration pages, whose complete examples tests/docs/test_integration_examples.py
+#: runs: their other marked blocks are looked up here too.
+INTEGRATION_PAGES = ["docs/integrations-openai-agents.md", "docs/integrations-pydantic-ai.md"]
 FENCE = re.compile(r"^(?:<!-- example: ([\w-]+) -->\n)?```(\w*)\n(.*?)^```", re.S | re.M)
 
 
@@ -57,7 +60,8 @@ def blocks(page: str) -> Iterator[tuple[str | None, str, str]]:
 
 def example(name: str) -> str:
     """The text of the block marked ``<!-- example: NAME -->``."""
-    found = [text for page in PAGES for mark, _, text in blocks(page) if mark == name]
+    found = [text for page in PAGES + INTEGRATION_PAGES for mark, _, text in blocks(page)
+             if mark == name]
     assert len(found) == 1, f"example {name!r}: {len(found)} blocks marked so"
     return found[0]
 
@@ -167,7 +171,11 @@ def undefined_names(text: str) -> set[str]:
 #: order the page gives them: one file) to run as it is.
 WHOLE = ["readme-quickstart", "readme-agent", "llm-research", "agents-researcher",
          "tools-function", "tools-idempotency", ["tools-mcp", "tools-mcp-context"],
-         "operations-version", "operations-schedules", "operations-retention"]
+         "operations-version", "operations-schedules", "operations-retention",
+         "providers-clients", "providers-prices", "providers-scripted", "mcp-expose",
+         "telemetry-otel", "ext-step", "ext-payload-hook", "agents-refunds",
+         "agents-guardrail", "pydantic-ai-labels", "pydantic-ai-delegation",
+         "pydantic-ai-approval"]
 
 
 @pytest.mark.parametrize("names", WHOLE, ids=str)
@@ -231,6 +239,81 @@ def test_the_operations_examples_build_the_apps_they_describe(
     assert workflows["chat"].retention.older_than == 7 * 86400
     assert workflows["approvals"].retention == "forever"
     assert workflows["support"].retention.statuses == ("completed",)
+
+
+def test_the_price_example_costs_what_its_comment_says() -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(example("providers-prices"), "providers-prices", "exec"), namespace)
+    comment = re.search(r"# ([\d.]+): dated names", example("providers-prices"))
+    assert comment, "the page no longer gives the cost"
+    prices, usage = namespace["prices"], namespace["usage"]
+    assert prices.cost("gpt-4.1-mini-2025-04-14", usage) == float(comment.group(1))
+    assert prices.price("llama3.1:8b").known is False
+
+
+def test_the_mcp_server_exposing_example_serves_the_tools_it_names() -> None:
+    pytest.importorskip("mcp")
+    from tether.serve.mcp import TetherTasks
+
+    namespace: dict[str, Any] = {}
+    exec(compile(example("mcp-expose"), "mcp-expose", "exec"), namespace)
+    # quote and research by mcp=, the agent by add_agent(mcp=True), summarize by
+    # expose_mcp; a workflow left out of all three would be no tool.
+    assert sorted(TetherTasks(namespace["app"]).tools) == [
+        "quote", "research", "summarize", "travel"]
+
+
+async def test_the_ext_step_example_is_one_journaled_step(tmp_path: Path) -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(example("ext-step"), "ext-step", "exec"), namespace)
+    search = namespace["search"]
+
+    class Client:  # the user's live client: a plain object the step closes over
+        calls = 0
+
+        async def search(self, q: str) -> list[str]:
+            Client.calls += 1
+            return [q.upper()]
+
+    client = Client()
+    app = tether.App(f"sqlite:///{tmp_path / 'ext.db'}")
+
+    @app.workflow
+    async def find(q: str) -> list[str]:
+        return await search(client, q)
+
+    try:
+        async with app.worker():
+            handle = await app.start(find, "tides")
+            assert await handle.result(timeout=60) == ["TIDES"]
+        run = await app.get_run(handle.run_id)
+    finally:
+        await app.close()
+    assert [(e["kind"], e["name"]) for e in run.journal] == [("step", "acme:search")]
+    assert Client.calls == 1
+
+
+@pytest.mark.slow
+def test_the_telemetry_example_exports_a_runs_spans(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    (tmp_path / "otel_setup.py").write_text(example("telemetry-otel"))
+    (tmp_path / "run.py").write_text(
+        "import asyncio, otel_setup, tether\n"
+        "app = tether.App('sqlite:///./tether.db')\n"
+        "@app.step\n"
+        "async def one() -> int: return 1\n"
+        "@app.workflow\n"
+        "async def wf() -> int: return await one()\n"
+        "async def main():\n"
+        "    async with app.worker():\n"
+        "        print(await (await app.start(wf)).result(timeout=60))\n"
+        "    await app.close()\n"
+        "asyncio.run(main())\n")
+    ran = forked.run([sys.executable, "run.py"], cwd=tmp_path, env=user_env(),
+                     capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    names = re.findall(r'"name": "([^"]+)"', ran.stdout)
+    assert {"start wf", "run wf", "step one"} <= set(names), ran.stdout
 
 
 # -- the complete examples, run ---------------------------------------------------
