@@ -529,12 +529,14 @@ class ServeQueries(Protocol):
     async def run_count_awaiting_approval(self, *, now: float, limit: int,
                                           upto: tuple[float, str] | None = None
                                           ) -> tuple[int, int]:
-        """How many of the runs ``run_list_awaiting_approval`` lists are not claimable
-        at ``now`` (``available_at`` unset or later: not answered, nor past their
-        watch's deadline), counting the oldest ``limit`` at most; and how many of
-        those are at or before the cursor ``upto`` (a run's (created_at, run_id); 0
-        without). One query through the same partial index, bounded by ``limit``: the
-        approvals inbox's "12 waiting", "showing 26-50 of 62"."""
+        """How many of the runs ``run_list_awaiting_approval`` lists a person may
+        answer at ``now``: not claimable (``available_at`` unset or later), or
+        claimable with no ``approval`` signal pending for it (its watch's deadline
+        passed, unanswered; one pending, it was answered and awaits a worker), counting
+        the oldest ``limit`` at most; and how many of those are at or before the cursor
+        ``upto`` (a run's (created_at, run_id); 0 without). One query through the same
+        partial index, bounded by ``limit``: the approvals inbox's "12 waiting",
+        "showing 26-50 of 62"."""
 
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
