@@ -564,6 +564,28 @@ async def test_show_says_when_no_live_worker_has_a_queued_runs_version(store_url
             assert "no live worker" not in out.stdout, out.stdout
 
 
+async def pinned_with_the_live_workers_unreadable(sqlite_url: str) -> None:
+    """A store holding ``pinned-1``, queued, pinned to version v1 (a v1 worker was live
+    once: the versions row exists), and ``plain-1`` of no version, both of a queue no
+    worker serves; then its workers table renamed away, so that reading the live
+    workers fails while the runs' own reads do not (the CLI's and the web UI's tests of
+    saying "cannot tell")."""
+    import sqlite3
+
+    pinned, plain = App(sqlite_url, version="v1"), App(sqlite_url)
+    for app in (pinned, plain):
+        @app.workflow(queue="nobody-serves-it")
+        async def job() -> None:
+            return None
+    async with pinned, plain:
+        await pinned.start("job", run_id="pinned-1")
+        await plain.start("job", run_id="plain-1")
+        async with pinned.worker(queues=["idle"]):
+            pass
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
+
+
 async def test_show_says_it_cannot_tell_when_the_live_workers_are_unreadable(
         sqlite_url: str) -> None:
     """``tether show`` of a run pinned to v1 said "no live worker of version 'v1'" when
@@ -571,20 +593,8 @@ async def test_show_says_it_cannot_tell_when_the_live_workers_are_unreadable(
     it could not tell, and why, and asserts nothing. (The store's workers table is
     renamed away under it: its read fails, the run's own reads do not.)"""
     import asyncio
-    import sqlite3
 
-    old, new = App(sqlite_url, version="v1"), App(sqlite_url, version="v2")
-    for app in (old, new):
-        @app.workflow(queue="nobody-serves-it")
-        async def job() -> None:
-            return None
-    async with old, new:
-        await old.start("job", run_id="pinned-1")
-        async with new.worker(queues=["idle"]):
-            pass  # (a versioned worker was live once: the versions row exists)
-    path = sqlite_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
+    await pinned_with_the_live_workers_unreadable(sqlite_url)
     out = await asyncio.to_thread(cli, "show", "pinned-1", db=sqlite_url)
     assert out.returncode == 0, out.stderr
     assert "no live worker" not in out.stdout, out.stdout
@@ -603,22 +613,10 @@ async def test_runs_says_it_cannot_tell_when_the_live_workers_are_unreadable(
     the short way, on a pipe and on a terminal, and not of a run of no version. (The
     store's workers table is renamed away under it, as for ``tether show``.)"""
     import asyncio
-    import sqlite3
 
     from tests.cli.test_fit import on_terminal
 
-    pinned, plain = App(sqlite_url, version="v1"), App(sqlite_url)
-    for app in (pinned, plain):
-        @app.workflow(queue="nobody-serves-it")
-        async def job() -> None:
-            return None
-    async with pinned, plain:
-        await pinned.start("job", run_id="pinned-1")
-        await plain.start("job", run_id="plain-1")
-        async with pinned.worker(queues=["idle"]):
-            pass  # (a versioned worker was live once: the versions row exists)
-    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
-        db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
+    await pinned_with_the_live_workers_unreadable(sqlite_url)
     out = await asyncio.to_thread(cli, "runs", db=sqlite_url)
     assert out.returncode == 0, out.stderr
     rows = {ln.split()[0]: ln for ln in out.stdout.splitlines()[1:]}

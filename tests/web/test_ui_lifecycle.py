@@ -646,22 +646,11 @@ async def test_the_run_page_says_it_cannot_tell_when_the_live_workers_are_unread
     (the store's workers table renamed away under it) failed with it: it says, as
     ``tether show`` does, that it could not tell whether a v1 worker is live, and why,
     not that none is."""
-    import sqlite3
-
-    pinned = App(sqlite_url, version="v1")
-
-    @pinned.workflow(name="pinned_wait", queue="nobody-serves-it")
-    async def pinned_wait() -> None:
-        return None
+    from tests.life.test_cli_lifecycle import pinned_with_the_live_workers_unreadable
 
     await login(ui, READ)
-    async with pinned:
-        await pinned.start(pinned_wait, run_id="pw")
-        async with pinned.worker(queues=["idle"]):
-            pass  # (a versioned worker was live once: the versions row exists)
-        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
-            db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
-        r = await ui.get("/runs/pw")
+    await pinned_with_the_live_workers_unreadable(sqlite_url)
+    r = await ui.get("/runs/pinned-1")
     assert r.status_code == 200, r.text
     assert "no live worker" not in r.text, r.text
     assert ("could not tell whether a live worker of version &#39;v1&#39; runs: reading "
@@ -674,27 +663,16 @@ async def test_the_runs_list_says_it_cannot_tell_when_the_live_workers_are_unrea
     """The runs list failed with its read of the live workers (a page holding a run
     pinned to a version): its *Waiting for* says, as ``tether runs`` does, that it
     cannot tell ("version 'v1': live workers unreadable")."""
-    import sqlite3
-
+    from tests.life.test_cli_lifecycle import pinned_with_the_live_workers_unreadable
     from tests.web.test_ui_stuck_and_retried import _waits
 
-    pinned = App(sqlite_url, version="v1")
-
-    @pinned.workflow(name="pinned_wait", queue="nobody-serves-it")
-    async def pinned_wait() -> None:
-        return None
-
     await login(ui, READ)
-    async with pinned:
-        await pinned.start(pinned_wait, run_id="pw")
-        async with pinned.worker(queues=["idle"]):
-            pass  # (a versioned worker was live once: the versions row exists)
-        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
-            db.execute("ALTER TABLE tether_workers RENAME TO tether_workers_gone")
-        for path in ("/runs", "/ui/runs"):
-            r = await ui.get(path)
-            assert r.status_code == 200, r.text
-            assert _waits(r.text, "pw") == "version 'v1': live workers unreadable", r.text
+    await pinned_with_the_live_workers_unreadable(sqlite_url)
+    for path in ("/runs", "/ui/runs"):
+        r = await ui.get(path)
+        assert r.status_code == 200, r.text
+        assert _waits(r.text, "pinned-1") == "version 'v1': live workers unreadable", r.text
+        assert _waits(r.text, "plain-1") != "version 'v1': live workers unreadable", r.text
 
 
 async def test_the_signal_forms_note_says_a_send_that_answers_nothing(
