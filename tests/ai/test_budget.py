@@ -1065,6 +1065,7 @@ async def test_show_says_a_runs_budget_whether_or_not_it_waits_on_it(
         plain = await asyncio.to_thread(tether_cli, "show", "nb-1", db=store_url)
         plain_json = await asyncio.to_thread(tether_cli, "show", "nb-1", "--json",
                                              db=store_url)
+    await llm.aclose()  # (its pooled connections, else warned of in a later test)
     line = f"budget: 1,840 of 5,000 tokens · ${cost:.4f} of $0.50"
     assert waiting.returncode == 0, waiting.stderr
     assert line in waiting.stdout.splitlines(), waiting.stdout
