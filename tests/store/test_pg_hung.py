@@ -395,6 +395,12 @@ async def test_a_statement_waiting_on_another_sessions_lock_is_told_as_maybe_a_l
     logger.setLevel(logging.WARNING)
     store = PostgresStore(pg_migrated_url, query_timeout=1.0)
     await store.open()
+    # (the pool's connections made first: one made while the read waits on the lock,
+    # as the pool fills in the background of a loaded machine, is the server accepting
+    # connections, and the read's missed deadline then rightly begins no outage)
+    assert store._pool is not None
+    await store._pool.wait(timeout=30)
+    assert await store.run_get("r0") is None
     locker = await psycopg.AsyncConnection.connect(pg_migrated_url)
     try:
         await locker.execute("LOCK TABLE tether.runs IN ACCESS EXCLUSIVE MODE")
