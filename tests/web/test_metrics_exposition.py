@@ -282,6 +282,7 @@ async def test_llm_calls_total_counts_the_calls_a_provider_answered(api_any: Api
 
         async with app.worker():
             assert await (await app.start(asks, run_id="llm-1")).result(timeout=30) == "hi"
+        await llm.aclose()  # (its pooled connection, else warned of in a later test)
         assert len(server.requests) == 2
     families = parse((await api_any.http.get("/metrics")).text)
     fam = families["tether_llm_calls_total"]
