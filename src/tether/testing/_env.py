@@ -372,7 +372,9 @@ class TestEnv:
         #: Log the kept schema's line at close (the ``tether_env`` fixture prints it to
         #: the test's report instead).
         self._say_kept = True
-        self._saved_env: dict[str, str | None] = {}
+        #: The environment variables this environment set (``_ENV_SET`` keeps what was
+        #: there before, for whichever environment of the process closes last).
+        self._set_vars: set[str] = set()
         self._skippers = 0
         self._skip_wanted = asyncio.Event()
         self._skip_task: asyncio.Task[None] | None = None
@@ -509,9 +511,9 @@ class TestEnv:
         finally:
             if self._lend_clock:
                 self.llm._set_clock(None)
-            for var in self._saved_env:
+            for var in self._set_vars:
                 _unset_env(var, id(self))
-            self._saved_env.clear()
+            self._set_vars.clear()
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
             if self._schema is not None:
@@ -581,7 +583,7 @@ class TestEnv:
             await store.kv_cas(key=CLAIM_KEY, value="", version=row[1], now=time.time())
 
     def _set_env(self, var: str, value: str) -> None:
-        self._saved_env.setdefault(var, os.environ.get(var))
+        self._set_vars.add(var)
         values = _ENV_SET.setdefault(var, (os.environ.get(var), {}))[1]
         values.pop(id(self), None)
         values[id(self)] = (weakref.ref(self), value)
