@@ -383,3 +383,107 @@ def test_a_stop_that_cuts_a_step_off_exits_1(tmp_path: Path, how: str) -> None:
             return f"{run.status} {run.owner}"
 
     assert asyncio.run(queued()) == "queued None"  # (handed back)
+
+
+#: The 2026-07-28 envelope of a raw request's ``_meta``; ``TASKS`` declares the Tasks
+#: extension.
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+TASKS = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {
+    "extensions": {"io.modelcontextprotocol/tasks": {}}}}
+
+
+def _request(request_id: int, method: str, params: dict[str, Any],
+             meta: dict[str, Any] = ENVELOPE) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
+                       "params": {**params, "_meta": meta}}) + "\n"
+
+
+def test_requests_pipelined_before_stdin_closes_are_each_answered(tmp_path: Path) -> None:
+    """A client that sends its requests and closes stdin at once (pipelined: the server
+    reads them all before EOF) gets an answer to each before the server exits: the
+    synchronous call whose run did not end says the run goes on and how to follow it,
+    the task call is its task, and the tasks/get is the task it names. The SDK's loop
+    ended with stdin and answered each one -32000 "Connection closed", though the
+    runs had started."""
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    env = {"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")}
+    started = forked.run([sys.executable, "-m", "tether", "start", "slow_sum", "--id",
+                          "earlier", "--input", json.dumps([[1]]), "--db", db], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    lines = (_request(1, "tools/call", {"name": "slow_sum", "arguments": {"numbers": [1]}})
+             + _request(2, "tools/call", {"name": "slow_sum", "arguments": {"numbers": [2]}},
+                        TASKS)
+             + _request(3, "tasks/get", {"taskId": "earlier"}, TASKS))
+    # (--no-worker: no run ends here, whatever the timing)
+    out = forked.run([sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app",
+                      "--db", db, "--no-worker"], cwd=ROOT, env=env, input=lines,
+                     capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    answers = {a["id"]: a for a in map(json.loads, out.stdout.splitlines())}
+    assert sorted(answers) == [1, 2, 3], out.stdout
+    plain = answers[1]["result"]
+    assert plain["isError"] is True, plain
+    text = plain["content"][0]["text"]
+    run_id = text.split()[1]
+    assert text == (
+        f"run {run_id} is still going, and this server is shutting down; it goes on: "
+        f"follow it as task {run_id} (tasks/get, with the MCP Tasks extension) or with "
+        f"`tether result {run_id}`; a new call of this tool starts another run")
+    task = answers[2]["result"]
+    assert task["resultType"] == "task" and task["status"] == "working", task
+    assert answers[3]["result"]["taskId"] == "earlier", answers[3]
+
+    async def statuses() -> dict[str, str]:
+        async with App(db) as app:
+            return {r.run_id: r.status for r in await app.store.run_list()}
+
+    assert asyncio.run(statuses()) == {"earlier": "queued", run_id: "queued",
+                                       task["taskId"]: "queued"}
+
+
+def test_a_stop_signal_answers_the_calls_it_received(tmp_path: Path) -> None:
+    """SIGTERM with a synchronous call in flight: the server stops serving and drains;
+    a request read after the stop is answered at once that the server is shutting
+    down (-32000, ``data.shuttingDown``), and the call, whose run ended in the drain
+    (its one step was in flight), is answered its result before the process exits 0.
+    The call was answered -32000 "Connection closed", and the request after the stop
+    not at all."""
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    side, gate, log = tmp_path / "side.txt", tmp_path / "gate", tmp_path / "mcp.log"
+    env = dict(os.environ, PYTHONPATH=SERVER_PATH, TETHER_TEST_SIDE_FILE=str(side))
+    with open(log, "wb") as err:
+        proc = forked.Popen([sys.executable, "-m", "tether", "mcp",
+                             "tests.mcp_server.drain_app:app", "--db", db,
+                             "--log-level", "info"], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(_request(1, "tools/call", {"name": "gated",
+                                                    "arguments": {"gate": str(gate)}}))
+        proc.stdin.flush()
+        _wait_for_line(side, "begun", proc)
+        proc.send_signal(signal.SIGTERM)
+        _wait_for_line(log, "draining: 1 run in flight", proc)
+        proc.stdin.write(_request(2, "tools/list", {}))
+        proc.stdin.flush()
+        refused = json.loads(proc.stdout.readline())
+        gate.touch()
+        rest = proc.stdout.read()  # (until the process exits)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+    assert refused == {"jsonrpc": "2.0", "id": 2, "error": {
+        "code": -32000, "message": "tools/list: tether mcp is shutting down (a stop "
+        "signal): send it again to a server on the same store",
+        "data": {"shuttingDown": True}}}
+    [answer] = [json.loads(line) for line in rest.splitlines()]
+    assert answer["id"] == 1 and answer["result"]["isError"] is False, answer
+    assert answer["result"]["content"] == [{"type": "text", "text": "through"}]

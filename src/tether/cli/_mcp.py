@@ -35,7 +35,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "10 s, a line on stderr each time) while tool calls answer that it is "
         "unavailable. The client closing stdin, SIGTERM or SIGINT stop it as those "
         "signals stop `tether worker`: the steps in flight finish (--grace), every run "
-        "is handed back, exit 0; a second stop (a signal after one of those) or the "
+        "is handed back, every request received is answered, exit 0; a second stop (a signal after one of those) or the "
         "end of --grace cuts off what is left (those steps run again elsewhere) and it "
         "exits 1.")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")

@@ -32,7 +32,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, CallToolRequestParams
 from pydantic import PydanticUserError, TypeAdapter, ValidationError
 
-from tether import App, RunStatus, TetherError
+from tether import App, RunHandle, RunStatus, TetherError
 from tether._codec import (
     SLOT_ERROR,
     SLOT_INPUT,
@@ -66,7 +66,7 @@ from tether.mcp_tasks import (
     missing_capability,
 )
 from tether.serve.mcp._http import CheckedHttp
-from tether.serve.mcp._stdio import run_stdio
+from tether.serve.mcp._stdio import StdioRequests, run_stdio
 from tether.store import FAIL_FAST, SignalSent
 
 __all__ = ["McpHttp", "TetherTasks", "create_mcp_http", "create_mcp_server", "serve_stdio"]
@@ -93,6 +93,11 @@ _SIGNAL_SCHEMA = {
     "type": "object",
     "properties": {"value": {"type": "string", "description": "the answer"}},
 }
+
+
+#: How long ``tether mcp``'s stop waits, after its worker drained, for the requests it
+#: received to be answered, before it answers each one left that it is shutting down.
+STOP_ANSWER_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +312,7 @@ class TetherTasks:
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
             try:
-                value = await handle.result(timeout=max(0.0, min(1.0, remaining)))
+                value = await self._result(handle, max(0.0, min(1.0, remaining)))
             except TimeoutError:
                 run = await self._run(run_id)
                 waiter = await self._signal_waiter(run) if run is not None else None
@@ -336,6 +341,28 @@ class TetherTasks:
             except RunFailed as exc:
                 return _text_result(_error_text(exc.error) if exc.error else str(exc), True)
             return _value_result(_jsonable(value))
+
+    async def _result(self, handle: RunHandle[Any], timeout: float) -> Any:
+        """``handle.result(timeout=timeout)``; TimeoutError at once when the server
+        begins to shut down (``closing``): the call answers then, not a second later
+        (``tether mcp`` answers its last requests before it exits)."""
+        if self.closing is None:
+            return await handle.result(timeout=timeout)
+        if self.closing.is_set():
+            raise TimeoutError
+        result = asyncio.ensure_future(handle.result(timeout=timeout))
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            await asyncio.wait([result, closing], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not result.done():
+                result.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await result
+        if result.cancelled():
+            raise TimeoutError
+        return result.result()
 
     # -- tasks/get ----------------------------------------------------------------------
 
@@ -1304,27 +1331,52 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
     ``stop``: a signal after it is a second stop, which the caller answers by setting
     ``abandon``. (The worker stopped at once there: a step in flight was cut off and
     its run handed back, so the step ran again elsewhere, though a thread's step
-    finished its work as the process exited.) Returns False if a drain cut steps off
-    (the grace period ran out, or ``abandon``), True otherwise."""
-    server, _ = create_mcp_server(app, **options)
+    finished its work as the process exited.)
+
+    Every request received is answered: from the stop on, a request read is answered
+    at once that the server is shutting down (JSON-RPC -32000, ``data.shuttingDown``);
+    the requests being served go on through the drain, then a synchronous call whose
+    run has not ended answers that it goes on and how to follow it, and a request
+    still unanswered ``STOP_ANSWER_SECONDS`` later is answered that the server is
+    shutting down. (The SDK's loop ended with stdin and answered each one -32000
+    "Connection closed" at once, a tool call whose run had started included.)
+    Returns False if a drain cut steps off (the grace period ran out, or
+    ``abandon``), True otherwise."""
+    server, backend = create_mcp_server(app, **options)
+    backend.closing = asyncio.Event()
+    requests = StdioRequests()
     draining: list[float] = []
     # Made before serving, in this context: the worker's tasks do not inherit the
     # FAIL_FAST of a request (``_StoreRequests``).
     keeper = asyncio.ensure_future(_keep_worker(app, draining, abandon) if worker
                                    else _keep_store(app))
-    serving = asyncio.ensure_future(run_stdio(server))
+    serving = asyncio.ensure_future(run_stdio(server, requests))
     stopped = asyncio.ensure_future((stop or asyncio.Event()).wait())
+    closed = asyncio.ensure_future(requests.eof.wait())
     try:
-        await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([serving, stopped, closed], return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
             serving.result()
-            if stop is not None:
-                stop.set()  # (the client's stop: a signal after it is the second)
+        client = not stopped.done()
+        if client and stop is not None:
+            stop.set()  # (the client's stop: a signal after it is the second)
+        requests.stop("its client closed stdin" if client else "a stop signal")
         draining.append(grace)
+        keeper.cancel()  # (the drain: the steps in flight finish, runs handed back)
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        # Every request received is answered: a synchronous call whose run did not end
+        # in the drain now says the run goes on and how to follow it, and a request
+        # still unfinished after STOP_ANSWER_SECONDS says the server is shutting down.
+        backend.closing.set()
+        if not await requests.settled(STOP_ANSWER_SECONDS):
+            await requests.cut()
+            await requests.settled(STOP_ANSWER_SECONDS)  # (answers being written)
+        requests.release()
+        await asyncio.wait([serving], timeout=STOP_ANSWER_SECONDS)
     finally:
-        stopped.cancel()
-        serving.cancel()
-        keeper.cancel()
+        for future in (stopped, closed, serving, keeper):
+            future.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
         await app.close()
