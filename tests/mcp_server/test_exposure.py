@@ -9,10 +9,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from mcp_types import TextContent
 
 import tether
+from tests.mcp_server.host import poll, serve_http, tasks_client
 from tether import App, ConfigError, TetherError
 from tether.ai import LLM, Agent
+from tether.mcp_tasks import CreateTaskResult
 from tether.serve.mcp import TetherTasks, create_mcp_http
 
 
@@ -60,6 +63,63 @@ def test_parameter_named_like_a_start_keyword(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"its parameter .queue. is a keyword of App\.start"):
         TetherTasks(app)
+
+
+async def test_a_workflow_whose_name_is_no_tool_name_is_served_under_a_derived_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The MCP specification's tool names (2025-11-25) are 1 to 128 of A-Z, a-z, 0-9,
+    '_', '-' and '.'; a workflow named otherwise was listed as it is (the SDK logged
+    five lines, and clients such as Claude's API refuse the tool, or every tool of the
+    server). It is served under its name with each other character as '_', which a
+    warning says; a call of that tool starts the workflow, and its run is its task."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(name="billing/charge v2", mcp=True)
+    async def charge(amount: int) -> str:
+        return f"charged {amount}"
+
+    @app.workflow(name="x" * 130, mcp=True)
+    async def long_named() -> str:
+        return "long"
+
+    with caplog.at_level("WARNING", logger="tether.mcp"):
+        tasks = TetherTasks(app)
+    assert sorted(tasks.tools) == ["billing_charge_v2", "x" * 128]
+    assert ("MCP: the workflow 'billing/charge v2' is served as the tool "
+            "'billing_charge_v2' (a tool name is 1 to 128 of A-Z, a-z, 0-9, '_', '-' and "
+            "'.' (the MCP specification))") in caplog.messages
+    async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+        listed = sorted(t.name for t in (await client.list_tools()).tools)
+        assert listed == ["billing_charge_v2", "x" * 128]
+        done = await client.call_tool("billing_charge_v2", {"amount": 5})
+        assert isinstance(done.content[0], TextContent)
+        assert done.content[0].text == "charged 5" and not done.is_error
+        created = await client.session.call_tool("billing_charge_v2", {"amount": 6},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        ended = await poll(client, created.task_id, {"completed", "failed"})
+        run = await app.get_run(created.task_id)
+    assert ended.status == "completed"
+    assert run.workflow == "billing/charge v2"
+
+
+def test_two_workflows_are_never_one_tool(tmp_path: Path) -> None:
+    """Two workflows whose tool names would be the same are refused, naming both."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(name="a b", mcp=True)
+    async def spaced() -> None: ...
+
+    @app.workflow(name="a_b", mcp=True)
+    async def joined() -> None: ...
+
+    with pytest.raises(ConfigError) as refused:
+        create_mcp_http(app)
+    assert str(refused.value) == (
+        "MCP: the workflows 'a b' and 'a_b' would both be the tool 'a_b' (a tool name is "
+        "1 to 128 of A-Z, a-z, 0-9, '_', '-' and '.' (the MCP specification); any other "
+        "character is served as '_'): give one another name (@app.workflow(name=...), an "
+        "agent's name)")
 
 
 async def test_ttl_follows_the_apps_retention(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import Any
 
+from tether._mcp_names import tool_names
 from tether.cli._common import (
     CliError,
     load_app,
@@ -35,9 +36,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "10 s, a line on stderr each time) while tool calls answer that it is "
         "unavailable. The client closing stdin, SIGTERM or SIGINT stop it as those "
         "signals stop `tether worker`: the steps in flight finish (--grace), every run "
-        "is handed back, every request received is answered, exit 0; a second stop (a signal after one of those) or the "
-        "end of --grace cuts off what is left (those steps run again elsewhere) and it "
-        "exits 1.")
+        "is handed back, every request received is answered, exit 0; a second stop (a "
+        "signal after one of those) or the end of --grace cuts off what is left (those "
+        "steps run again elsewhere) and it exits 1. A workflow whose name is no MCP tool "
+        "name (1 to 128 of A-Z, a-z, 0-9, '_', '-', '.') is served under its name with "
+        "each other character as '_', which its start line says.")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--no-worker", dest="worker", action="store_false",
                    help="do not execute runs in this process")
@@ -73,7 +76,7 @@ async def run(args: argparse.Namespace) -> int:
     if not app.mcp_exposed:
         raise CliError(f"{args.app} exposes no workflow: mark one @app.workflow(mcp=True) "
                        "or app.add_agent(agent, mcp=True)")
-    tools = sorted(app.mcp_exposed)
+    tools = sorted(tool_names(app.mcp_exposed))  # (a ConfigError: two are one tool)
     log.info("tether mcp: %d tool%s (%s) over stdio, on %s; %s", len(tools),
              "" if len(tools) == 1 else "s", ", ".join(tools), _store_shown(app),
              "a worker runs them in this process" if args.worker else

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from tether._mcp_names import tool_names
 from tether.cli._common import (
     EXIT_USAGE,
     CliError,
@@ -248,7 +249,7 @@ async def serve(args: argparse.Namespace) -> int:
                  "need it answer 503 until it is")
         # (an /mcp with no tools answered tools/list with [] and every task "not
         # found", with nothing to say that its tools are the --app's exposed workflows)
-        tools = sorted(app.mcp_exposed)
+        tools = sorted(tool_names(app.mcp_exposed))
         if tools:
             log.info("MCP at %s/mcp: %d tool%s (%s)", root, len(tools),
                      "" if len(tools) == 1 else "s", ", ".join(tools))

@@ -43,6 +43,7 @@ from tether._codec import (
 )
 from tether._ids import new_run_id
 from tether._lifecycle import workflow_retention
+from tether._mcp_names import TOOL_NAME_RULE, tool_names
 from tether._show import queued_in
 from tether._types import ENDED_VALUES, JournalEntry, RunRecord, check_name
 from tether.ai._approvals import approval_key
@@ -102,9 +103,10 @@ STOP_ANSWER_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class _Exposed:
-    name: str
+    name: str  # the tool's
     task_only: bool
     tool: SdkTool
+    workflow: str  # the workflow's: the tool's name, or the one it was derived from
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +183,13 @@ class TetherTasks:
         self.closing: asyncio.Event | None = None
         if expose:
             app.expose_mcp(*expose)
+        #: The exposed workflows by tool name (a workflow whose name is no MCP tool name
+        #: is served under one derived from it: ``tether._mcp_names``).
         self.tools: dict[str, _Exposed] = {}
         workflows = app.workflows()
-        for name, mode in sorted(app.mcp_exposed.items()):
+        named = tool_names(app.mcp_exposed)
+        for tool, name in sorted(named.items()):
+            mode = app.mcp_exposed[name]
             wdef = workflows.get(name)
             if wdef is None:
                 raise TetherError(f"MCP: {name!r} is exposed but is not a registered workflow")
@@ -203,8 +209,12 @@ class TetherTasks:
                 if problem is not None:
                     raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: its "
                                       f"parameter {param.name!r} is {problem}")
-            self.tools[name] = _Exposed(name, mode == "task-only",
-                                        _sdk_tool(wdef.fn, name, description))
+            if tool != name:
+                log.warning("MCP: the workflow %r is served as the tool %r (%s)", name,
+                            tool, TOOL_NAME_RULE)
+            self.tools[tool] = _Exposed(tool, mode == "task-only",
+                                        _sdk_tool(wdef.fn, tool, name, description), name)
+        self._workflows = frozenset(named.values())
 
     # -- tools/call ---------------------------------------------------------------------
 
@@ -238,10 +248,10 @@ class TetherTasks:
             arguments = validated.model_dump(mode="json", by_alias=True, exclude_unset=True)
         except Exception:  # a type pydantic cannot dump: pass what was sent
             pass
-        run_id = _keyed_run_id(params.name, key) if key is not None else new_run_id()
+        run_id = _keyed_run_id(exposed.workflow, key) if key is not None else new_run_id()
         # app.start returns once the run's row is committed: only then does the task exist.
         try:
-            handle = await self.app.start(params.name, run_id=run_id, **arguments)
+            handle = await self.app.start(exposed.workflow, run_id=run_id, **arguments)
         except PayloadError as exc:  # too large for the store: the caller's to fix
             return _complete(_text_result(f"invalid arguments for {params.name!r}: {exc}",
                                           True))
@@ -466,7 +476,7 @@ class TetherTasks:
             return None
         store = await self.app._open()
         run = await store.run_get(task_id)
-        if run is None or run.workflow not in self.tools:
+        if run is None or run.workflow not in self._workflows:
             return None  # only runs of exposed tools are tasks
         return run
 
@@ -810,14 +820,14 @@ _RESERVED = frozenset({"workflow", "run_id", "queue"})
 
 #: Parameter kinds a tool (called with keyword arguments from a JSON object) cannot
 #: have, and why.
-def _sdk_tool(fn: Callable[..., Any], name: str, description: str) -> SdkTool:
+def _sdk_tool(fn: Callable[..., Any], tool: str, name: str, description: str) -> SdkTool:
     """The SDK's tool for the workflow ``fn``: its input schema from the annotations. An
     annotation pydantic cannot make a JSON schema of (a class of no schema, a
     ``typing.TypedDict`` before Python 3.12) is a ``ConfigError`` naming the workflow and
     the parameter, as a signature no call could fill is: pydantic's error escaped as a
     traceback, and `tether mcp` / `tether serve --app` ended with it, serving no tool."""
     try:
-        return SdkTool.from_function(fn, name=name, description=description,
+        return SdkTool.from_function(fn, name=tool, description=description,
                                      structured_output=False)
     except PydanticUserError as exc:
         reason = str(exc).strip().splitlines()[0]
