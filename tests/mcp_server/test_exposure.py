@@ -296,6 +296,18 @@ def test_face_options_out_of_their_types_are_refused(tmp_path: Path,
         create_mcp_http(app, **options)
 
 
+def test_a_synchronous_call_answers_before_a_60_s_client_gives_up(tmp_path: Path) -> None:
+    """Many clients give up on a request after 60 s (the TypeScript SDK's default,
+    which Claude Desktop keeps): a synchronous call that waited 60 s (the default was
+    60) was answered after the client's own "Request timed out", which names no run.
+    The face and `tether mcp` wait 50 s by default."""
+    from tether.cli import build_parser
+
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+    args = build_parser().parse_args(["mcp", "tests.mcp_server.apps:app"])
+    assert TetherTasks(app).sync_timeout == args.sync_timeout == 50.0
+
+
 def test_face_options_in_range_are_taken(tmp_path: Path) -> None:
     app = App(f"sqlite:///{tmp_path / 't.db'}")
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import Any
 
-from tether._mcp_names import tool_names
+from tether._mcp_common import SYNC_TIMEOUT, tool_names
 from tether.cli._common import (
     CliError,
     load_app,
@@ -46,9 +46,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="do not execute runs in this process")
     p.add_argument("--poll-interval", type=positive_int, default=1000, metavar="MS",
                    help="pollIntervalMs suggested to clients (default 1000)")
-    p.add_argument("--sync-timeout", type=positive_float, default=60.0, metavar="SECONDS",
-                   help="how long a call from a client without the Tasks extension waits "
-                   "for its run (default 60)")
+    p.add_argument("--sync-timeout", type=positive_float, default=SYNC_TIMEOUT,
+                   metavar="SECONDS", help="how long a call from a client without the "
+                   "Tasks extension waits for its run before answering that it goes on, "
+                   f"naming it (default {SYNC_TIMEOUT:g}: below the 60 s after which many "
+                   "clients, Claude Desktop among them, give up on a request)")
     p.add_argument("--grace", type=non_negative_float, default=30.0, metavar="SECONDS",
                    help="when the client closes stdin, or on SIGTERM or SIGINT, how "
                    "long the steps in flight of this process's worker may take to "

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from tether._mcp_names import tool_names
+from tether._mcp_common import tool_names
 from tether.cli._common import (
     EXIT_USAGE,
     CliError,

@@ -43,7 +43,7 @@ from tether._codec import (
 )
 from tether._ids import new_run_id
 from tether._lifecycle import workflow_retention
-from tether._mcp_names import TOOL_NAME_RULE, tool_names
+from tether._mcp_common import SYNC_TIMEOUT, TOOL_NAME_RULE, tool_names
 from tether._show import queued_in
 from tether._types import ENDED_VALUES, JournalEntry, RunRecord, check_name
 from tether.ai._approvals import approval_key
@@ -149,12 +149,13 @@ class TetherTasks:
             ``None`` (default) derives it from the app's retention, or reports ``null``
             (kept until deleted) without one.
         sync_timeout: how long a call from a client without the Tasks extension waits
-            for the run before answering that it is still running.
+            for the run before answering that it is still running (default 50 s:
+            below the 60 s after which many clients give up on a request).
     """
 
     def __init__(self, app: App, *, expose: Iterable[Callable[..., Any] | str] = (),
                  poll_interval_ms: int = 1000, ttl_ms: int | None = None,
-                 sync_timeout: float = 60.0) -> None:
+                 sync_timeout: float = SYNC_TIMEOUT) -> None:
         # Checked here, as `tether mcp` checks its flags: a value out of its type (a
         # poll_interval_ms of 1.5, a ttl_ms of "x") was taken, and every task call then
         # started its run and answered "Invalid request parameters" (its
@@ -184,7 +185,7 @@ class TetherTasks:
         if expose:
             app.expose_mcp(*expose)
         #: The exposed workflows by tool name (a workflow whose name is no MCP tool name
-        #: is served under one derived from it: ``tether._mcp_names``).
+        #: is served under one derived from it: ``tether._mcp_common``).
         self.tools: dict[str, _Exposed] = {}
         workflows = app.workflows()
         named = tool_names(app.mcp_exposed)

@@ -1,9 +1,13 @@
-"""The MCP tool names of exposed workflows, by the MCP specification's rule for tool
-names (2025-11-25, "Tool Names"): 1 to 128 characters, each an ASCII letter, a digit,
-'_', '-' or '.'. A workflow's name can hold others (a space, a '/', a ':', a letter
-with an accent); a client, or the model API behind it, may refuse such a tool, or
-every tool of the server. Such a workflow is served under a name derived from its own,
-and two workflows are never one tool."""
+"""What Tether's MCP server (``tether mcp``, ``tether serve``'s ``/mcp``) and the CLI
+share, without the MCP SDK.
+
+Tool names: the MCP specification's rule for tool names (2025-11-25, "Tool Names") is
+1 to 128 characters, each an ASCII letter, a digit, '_', '-' or '.'. A workflow's name
+can hold others (a space, a '/', a ':', a letter with an accent); a client, or the
+model API behind it, may refuse such a tool, or every tool of the server. Such a
+workflow is served under a name derived from its own, and two workflows are never one
+tool.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,13 @@ import re
 from collections.abc import Iterable
 
 from tether.errors import ConfigError
+
+#: How long a call from a client without the Tasks extension waits for its run before
+#: answering that the run goes on (an ``isError`` result naming it): below the 60 s
+#: after which many clients give up on a request (the TypeScript SDK's default request
+#: timeout, which Claude Desktop keeps), so that the server's answer, which names the
+#: run, comes first; at 60 the client's own "Request timed out" came first, naming none.
+SYNC_TIMEOUT = 50.0
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _OTHER = re.compile(r"[^A-Za-z0-9_.-]")
