@@ -404,9 +404,11 @@ def test_requests_pipelined_before_stdin_closes_are_each_answered(tmp_path: Path
     """A client that sends its requests and closes stdin at once (pipelined: the server
     reads them all before EOF) gets an answer to each before the server exits: the
     synchronous call whose run did not end says the run goes on and how to follow it,
-    the task call is its task, and the tasks/get is the task it names. The SDK's loop
-    ended with stdin and answered each one -32000 "Connection closed", though the
-    runs had started."""
+    the task call is its task, and the tasks/get is the task it names; a call the
+    client cancelled is not answered (MCP: nothing answers a cancelled request), and a
+    listen of a task that goes on is answered that the server is shutting down. The
+    SDK's loop ended with stdin and answered each one -32000 "Connection closed",
+    though the runs had started."""
     db = f"sqlite:///{tmp_path / 'tether.db'}"
     env = {"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")}
     started = forked.run([sys.executable, "-m", "tether", "start", "slow_sum", "--id",
@@ -416,14 +418,19 @@ def test_requests_pipelined_before_stdin_closes_are_each_answered(tmp_path: Path
     lines = (_request(1, "tools/call", {"name": "slow_sum", "arguments": {"numbers": [1]}})
              + _request(2, "tools/call", {"name": "slow_sum", "arguments": {"numbers": [2]}},
                         TASKS)
-             + _request(3, "tasks/get", {"taskId": "earlier"}, TASKS))
+             + _request(3, "tasks/get", {"taskId": "earlier"}, TASKS)
+             + _request(4, "tools/call", {"name": "slow_sum", "arguments": {"numbers": [4]}})
+             + json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": 4}}) + "\n"
+             + _request(5, "subscriptions/listen",
+                        {"notifications": {"taskIds": ["earlier"]}}, TASKS))
     # (--no-worker: no run ends here, whatever the timing)
     out = forked.run([sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app",
                       "--db", db, "--no-worker"], cwd=ROOT, env=env, input=lines,
                      capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    answers = {a["id"]: a for a in map(json.loads, out.stdout.splitlines())}
-    assert sorted(answers) == [1, 2, 3], out.stdout
+    answers = {a["id"]: a for a in map(json.loads, out.stdout.splitlines()) if "id" in a}
+    assert sorted(answers) == [1, 2, 3, 5], out.stdout
     plain = answers[1]["result"]
     assert plain["isError"] is True, plain
     text = plain["content"][0]["text"]
@@ -435,13 +442,18 @@ def test_requests_pipelined_before_stdin_closes_are_each_answered(tmp_path: Path
     task = answers[2]["result"]
     assert task["resultType"] == "task" and task["status"] == "working", task
     assert answers[3]["result"]["taskId"] == "earlier", answers[3]
+    # (a stream of a task that goes on: still unanswered 5 s after the drain)
+    assert answers[5]["error"] == {
+        "code": -32000, "message": "subscriptions/listen: tether mcp is shutting down "
+        "(its client closed stdin): send it again to a server on the same store",
+        "data": {"shuttingDown": True}}
 
     async def statuses() -> dict[str, str]:
         async with App(db) as app:
             return {r.run_id: r.status for r in await app.store.run_list()}
 
-    assert asyncio.run(statuses()) == {"earlier": "queued", run_id: "queued",
-                                       task["taskId"]: "queued"}
+    found = asyncio.run(statuses())  # (the cancelled call's run, if it started, too)
+    assert found["earlier"] == found[run_id] == found[task["taskId"]] == "queued"
 
 
 def test_a_stop_signal_answers_the_calls_it_received(tmp_path: Path) -> None:

@@ -167,10 +167,10 @@ class StdioRequests:
 #: What a request the shutdown does not answer may do (by method; "" any other).
 _AGAIN = {
     "": ": send it again to a server on the same store",
-    "tools/call": ": a run this call started goes on (`tether runs --workflow NAME` "
-                  "lists it); call again with the same idempotency key (_meta) to a "
-                  "server on the same store for its task or result, without one a "
-                  "call starts another run",
+    "tools/call": ": a run this call may have started goes on (`tether runs "
+                  "--workflow NAME` lists it); call again with the same idempotency key "
+                  "(_meta) to a server on the same store for its task or result, "
+                  "without one a call starts another run",
 }
 
 
