@@ -1,6 +1,8 @@
 """``tether db migrate`` / ``tether db status``: run schema migrations explicitly;
 ``tether db backup PATH``: copy a store in use; ``tether db restore BACKUP``: put a
-backup in a store's place, refusing to write over one in use or holding runs."""
+backup in a store's place, refusing to write over one in use or holding runs;
+``tether db copy --to URL``: copy a stopped store, runs and all, into an empty one of
+either kind."""
 
 from __future__ import annotations
 
@@ -10,14 +12,15 @@ import sys
 from typing import Any
 
 from tether._fit import fit_width, say
-from tether.cli._common import EXIT_USAGE, CliError, dumps, store_url
+from tether.cli._common import EXIT_USAGE, CliError, db_url_arg, dumps, store_url
 from tether.cli._serve import _without_password
 from tether.store import open_store
+from tether.store._copy import CopyResult, copy_store
 from tether.store._restore import RestoreRefused
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("db", help="migrate, back up and restore the store")
+    p = sub.add_parser("db", help="migrate, back up, restore and copy the store")
     dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     m = dsub.add_parser("migrate", parents=[common], help="apply pending migrations")
     m.set_defaults(handler=migrate)
@@ -68,6 +71,32 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "replaced_runs, backup_schema_version, schema_version, migrated, "
                    "pending}")
     r.set_defaults(handler=restore)
+    c = dsub.add_parser(
+        "copy", parents=[common],
+        help="copy the store, runs and all, into an empty store of either kind",
+        description="Copy every run of the store --db names (in every status: queued, "
+        "running, sleeping, waiting for a signal, an approval or a child, ended), with "
+        "its journal, signals, attempts and live events, and the schedules, queue "
+        "limits and pauses, texts and shared values, into the empty store --to names: "
+        "SQLite to PostgreSQL, PostgreSQL to SQLite, or to another store of the same "
+        "kind. Stop the workers and servers of the source first; then start workers on "
+        "the target: each run goes on where it stopped (a run that was running is "
+        "taken over once its lease expires). The source is only read; the target is "
+        "created or migrated if needed, then written in one transaction: a copy that "
+        "fails or is killed leaves it empty. Refused, with neither store changed "
+        "(exit 2): a source in use (a worker that heartbeated within a minute, a "
+        "`tether serve` or other process with it open), a source behind this "
+        "Tether's schema (run `tether db migrate` on it first) or newer, a target "
+        "that holds anything, is in use or is newer. Payloads are copied as they are "
+        "stored: encrypted ones stay readable with the same key. See "
+        "docs/operations.md, Moving between SQLite and PostgreSQL.")
+    c.add_argument("--to", metavar="URL", required=True, type=db_url_arg,
+                   help="the store to copy into: a new or empty SQLite file "
+                   "(sqlite:///path.db) or PostgreSQL schema (postgresql://...)")
+    c.add_argument("--json", action="store_true",
+                   help="one JSON object: {copied, source, target, runs, waiting, "
+                   "counts: {table: rows}, schema_version, created, seconds}")
+    c.set_defaults(handler=copy)
 
 
 async def migrate(args: argparse.Namespace) -> int:
@@ -177,3 +206,32 @@ async def restore(args: argparse.Namespace) -> int:
         print("next: start workers on it (tether worker MODULE:APP --db URL with this "
               "store's URL); waiting runs go on when their signal, timer or approval comes")
     return 0
+
+
+async def copy(args: argparse.Namespace) -> int:
+    url = store_url(args)
+    try:
+        done = await copy_store(url, args.to)
+    except RestoreRefused as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    source, target = _without_password(url), _without_password(args.to)
+    if args.json:
+        print(dumps({"copied": True, "source": source, "target": target,
+                     "runs": done.runs, "waiting": done.waiting, "counts": done.counts,
+                     "schema_version": done.schema_version, "created": done.created,
+                     "seconds": round(done.seconds, 3)}))
+        return 0
+    if done.created:
+        print(f"created the target's schema ({len(done.created)} migrations)")
+    print(f"copied {_plural(done.runs, 'run')} ({done.waiting:,} waiting) from {source} "
+          f"into {target} in {done.seconds:.1f} s")
+    print(_counts(done))
+    print("next: start workers on the target (tether worker MODULE:APP --db URL with its "
+          "URL), and point every client of the source at it; the source is as it was")
+    return 0
+
+
+def _counts(done: CopyResult) -> str:
+    """The rows copied per table, the tables with none left out."""
+    shown = [f"{n:,} {name.replace('_', ' ')}" for name, n in done.counts.items() if n]
+    return "rows: " + (", ".join(shown) if shown else "none")

@@ -121,22 +121,25 @@ def describe(worker: WorkerInfo, now: float) -> str:
             f"heartbeat {ago:.0f} s ago)")
 
 
-def stop_hint(worker: WorkerInfo, host: str) -> str:
-    """How to stop ``worker``, from a process on ``host``."""
+def stop_hint(worker: WorkerInfo, host: str, again: str = "the restore") -> str:
+    """How to stop ``worker``, from a process on ``host``, then run ``again`` (the
+    command refused: ``the restore``, ``the copy``) again."""
     if worker.hostname == host:
         return (f"stop it (kill -TERM {worker.pid}: it hands its runs back and leaves), "
-                "then run the restore again")
+                f"then run {again} again")
     return (f"stop it on {worker.hostname} (kill -TERM {worker.pid}), or, if that host "
             f"is gone, wait until its last heartbeat is {WORKER_STALE:.0f} s old; then "
-            "run the restore again")
+            f"run {again} again")
 
 
-def in_use_by(workers: list[WorkerInfo], now: float, host: str) -> str:
+def in_use_by(workers: list[WorkerInfo], now: float, host: str,
+              again: str = "the restore") -> str:
     """The workers that use a store, named all at once with how to stop them, from a
     process on ``host``: naming the first alone sent an operator to stop one, run the
-    restore again, and only then learn of the next. ``workers``: one at least."""
+    restore again, and only then learn of the next. ``workers``: one at least;
+    ``again``: the command refused (``stop_hint``)."""
     if len(workers) == 1:
-        return f"{describe(workers[0], now)}: {stop_hint(workers[0], host)}"
+        return f"{describe(workers[0], now)}: {stop_hint(workers[0], host, again)}"
     named = ", ".join(describe(w, now) for w in workers)
     by_host: dict[str, list[str]] = {}
     for w in workers:
@@ -147,4 +150,4 @@ def in_use_by(workers: list[WorkerInfo], now: float, host: str) -> str:
             f", or, for a host that is gone, wait until its workers' last heartbeat is "
             f"{WORKER_STALE:.0f} s old")
     return (f"{len(workers)} workers, {named}: stop them ({'; '.join(kills)}: a worker "
-            f"hands its runs back and leaves){gone}; then run the restore again")
+            f"hands its runs back and leaves){gone}; then run {again} again")

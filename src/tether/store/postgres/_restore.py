@@ -164,11 +164,14 @@ class _Target:
     schedules: int
 
 
-async def _target(store: PostgresStore, force: bool, locker: int | None = None) -> _Target:
+async def _target(store: PostgresStore, force: bool, locker: int | None = None,
+                  again: str = "the restore") -> _Target:
     """Check the target may be restored into. ``locker``: the backend pid of the
     restore's own transaction, which holds the store's locks (``_LOCK``): the check
     is then made again under them, that session left out, and ``schema_version``
-    (which it holds exclusively) not read (it was, by the first check).
+    (which it holds exclusively) not read (it was, by the first check). ``again``: the
+    command refused (``the copy`` checks its source and target here too), which the
+    message says to run again.
 
     Raises: RestoreRefused, StoreUnavailable."""
     schema = store.schema
@@ -219,14 +222,15 @@ async def _target(store: PostgresStore, force: bool, locker: int | None = None) 
         # (dead, or a worker of another store: a row the backup held)
         w.hostname == host and not (sessions and process_alive(w.pid, w.pid_start)))]
     if live:
-        raise RestoreRefused(f"the store ({where}) is in use by {in_use_by(live, now, host)}")
+        raise RestoreRefused(
+            f"the store ({where}) is in use by {in_use_by(live, now, host, again)}")
     if sessions:
         pid, app, client, since, _ = sessions[0]
         more = f" and {len(sessions) - 1} more" if len(sessions) > 1 else ""
         raise RestoreRefused(
             f"the store ({where}) is in use: PostgreSQL session {pid} ({app} from {client}, "
             f"connected since {since[:19]}){more}, a tether serve or worker: stop the "
-            "Tether processes using it (kill -TERM), then run the restore again")
+            f"Tether processes using it (kill -TERM), then run {again} again")
     if (runs or schedules) and not force:
         held = f"{runs} run{'s' if runs != 1 else ''}" + (
             f" and {schedules} schedule{'s' if schedules != 1 else ''}" if schedules else "")

@@ -177,15 +177,16 @@ def _workers(conn: apsw.Connection, tables: set[str]) -> list[WorkerInfo]:
         "FROM tether_workers ORDER BY started_at")]
 
 
-def _refuse_live(path: str, workers: list[WorkerInfo]) -> None:
+def _refuse_live(path: str, workers: list[WorkerInfo], again: str = "the restore") -> None:
     """Refuse if a process has the store ``path`` open, or a worker of another host
-    heartbeated lately."""
+    heartbeated lately. ``again``: the command refused (``the restore``, ``the copy``),
+    which the message says to run again once they are stopped."""
     host = socket.gethostname()
     now = time.time()
     pids = shm_holders(path)
     holders = [w for w in workers if w.hostname == host and w.pid in pids]
     if holders:  # (a worker first: its name says more)
-        raise RestoreRefused(f"{path} is in use by {in_use_by(holders, now, host)}")
+        raise RestoreRefused(f"{path} is in use by {in_use_by(holders, now, host, again)}")
     if pids:
         pid = pids[0]
         cmd = command_line(pid)
@@ -193,7 +194,7 @@ def _refuse_live(path: str, workers: list[WorkerInfo]) -> None:
         raise RestoreRefused(
             f"{path} is in use by process {pid}{f' ({cmd})' if cmd else ''}{more}, a "
             "tether serve or another program with the store open: stop it (kill -TERM "
-            f"{pid}), then run the restore again")
+            f"{pid}), then run {again} again")
     # Without the lock (no process of this host has the file open), a worker of this
     # host is not using it, whatever its row says: a row restored with a backup names a
     # worker of the backup's source store. Where the lock cannot be read, its process.
@@ -204,7 +205,7 @@ def _refuse_live(path: str, workers: list[WorkerInfo]) -> None:
         if w.hostname == host and (can_tell or not process_alive(w.pid, w.pid_start)):
             continue
         raise RestoreRefused(
-            f"{path} may be in use by {describe(w, now)}: {stop_hint(w, host)}")
+            f"{path} may be in use by {describe(w, now)}: {stop_hint(w, host, again)}")
 
 
 def _target_state(store: SqliteStore, path: str, force: bool,

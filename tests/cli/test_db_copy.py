@@ -1,0 +1,310 @@
+"""``tether db copy --to URL``: a store with runs in every state a worker left them in
+(ended, waiting for a signal, for an approval, sleeping, killed mid-way, on a paused
+queue) and a schedule, copied with real ``tether`` processes from SQLite to PostgreSQL
+and back, after which a worker on the target takes every run on where it stopped; and
+the refusals, each leaving both stores as they were: a source a worker uses, a target
+that holds runs, a source of a newer schema or behind, an unreachable target. A copy
+killed (SIGKILL) before its commit leaves the target empty, and the next one works."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import apsw
+import psycopg
+
+from tests import forked
+from tests.cli.test_restore import ROOT, _env, _runs, _until, _workers
+from tests.forked import stop_process
+from tether import App
+from tether.store import open_store
+from tether.store._copy import COPIED, NOT_COPIED
+
+APP = "tests.cli.copy_app:app"
+
+
+def _tether(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=_env(tmp),
+                      capture_output=True, text=True, timeout=300)
+
+
+def _worker(db: str, tmp: Path, name: str) -> subprocess.Popen[bytes]:
+    with open(tmp / f"{name}.log", "wb") as out:
+        return forked.Popen([sys.executable, "-m", "tether", "worker", APP, "--db", db,
+                             "--lease", "2"],
+                            cwd=ROOT, env=_env(tmp), stdout=out, stderr=subprocess.STDOUT)
+
+
+def _steps(tmp: Path) -> Counter[tuple[str, str]]:
+    """(pid, step key) of every step execution so far."""
+    path = tmp / "side.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return Counter(tuple(line.split(" ", 1)) for line in lines)  # type: ignore[misc]
+
+
+async def _store_in_every_state(tmp: Path, url: str) -> int:
+    """Runs a worker leaves: ``done`` (ended), ``waiting`` (a signal), ``approval``, ``sleeping``
+    (a timer), ``midway`` (three steps journaled, its worker killed in the fourth: it
+    holds a lease), ``parked`` (queued on a paused queue); the schedule ``yearly``, due
+    now. Returns the pid of the worker, killed."""
+    assert _tether(tmp, "queue-pause", "held", "--db", url).returncode == 0
+    app = App(url)
+    try:
+        await app.start("ends", 3, run_id="done")
+        await app.start("waits", run_id="waiting")
+        await app.start("approves", run_id="approval")
+        await app.start("sleeps", 8.0, run_id="sleeping")
+        await app.start("midway", str(tmp / "gate"), run_id="midway")
+        await app.start("ends", 1, run_id="parked", queue="held")
+        worker = _worker(url, tmp, "worker-source")
+
+        async def settled() -> bool:
+            status = {r: (await app.get_run(r)).status for r in
+                      ("done", "waiting", "approval", "sleeping")}
+            waiting_for = (await app.get_run("approval")).waiting_for
+            return (status == {"done": "completed", "waiting": "waiting",
+                               "approval": "waiting", "sleeping": "waiting"}
+                    and waiting_for == "signal approval"
+                    and any(key == "midway:3" for _, key in _steps(tmp)))
+
+        await _until("the runs settle", settled, worker)
+    finally:
+        await app.close()
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    return worker.pid
+
+
+def _due_now(url: str) -> None:
+    """The schedule's next tick made due (a yearly cron: it would not fire in a test)."""
+    now = time.time() - 1
+    if url.startswith("sqlite:"):
+        conn = apsw.Connection(url.removeprefix("sqlite:///"))
+        conn.execute("UPDATE tether_schedules SET next_tick = ?", (now,))
+        conn.close()
+    else:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE tether.schedules SET next_tick = %s", (now,))
+
+
+def _show(tmp: Path, url: str, run_id: str) -> dict[str, Any]:
+    out = _tether(tmp, "show", run_id, "--json", "--db", url)
+    assert out.returncode == 0, out.stderr
+    doc: dict[str, Any] = json.loads(out.stdout)
+    for attempt in doc.get("attempts", []):
+        attempt.pop("attempt_id", None)  # (SQLite's first attempts have none of their own)
+    return doc
+
+
+async def _copy_and_go_on(tmp: Path, source: str, target: str) -> None:
+    killed = await _store_in_every_state(tmp, source)
+    _due_now(source)
+    before = await _runs(source)
+    shown = _show(tmp, source, "done")
+    out = _tether(tmp, "db", "copy", "--db", source, "--to", target, "--json")
+    assert out.returncode == 0, out.stderr
+    copied = json.loads(out.stdout)
+    assert copied["copied"] is True
+    assert (copied["runs"], copied["waiting"]) == (6, 3)
+    assert copied["counts"]["runs"] == 6
+    assert copied["counts"]["schedules"] == 1 and copied["counts"]["queue_limits"] == 1
+    assert copied["counts"]["journal"] >= 10 and copied["counts"]["run_events"] > 0
+    assert copied["schema_version"] > 0 and copied["seconds"] >= 0
+    # The source is only read: its runs as they were; a copy into the target again is
+    # refused, the target unchanged.
+    assert await _runs(source) == before
+    assert await _runs(target) == before
+    again = _tether(tmp, "db", "copy", "--db", source, "--to", target)
+    assert again.returncode == 2, again.stderr
+    assert "is not empty (it holds 6 runs, " in again.stderr, again.stderr
+    assert await _runs(target) == before
+    # The same document and result on both (the run's own figures: no store field).
+    assert _show(tmp, target, "done") == shown
+    results = [_tether(tmp, "result", "done", "--db", url) for url in (source, target)]
+    assert results[0].returncode == results[1].returncode == 0
+    assert results[0].stdout == results[1].stdout
+    assert json.loads(results[1].stdout) == [0, 1, 2]
+    # A worker on the target takes every run on where it stopped.
+    (tmp / "gate").touch()
+    worker = _worker(target, tmp, "worker-target")
+    try:
+        sent = _tether(tmp, "signal", "waiting", "go", "--data", '{"to": "target"}',
+                       "--db", target)
+        assert sent.returncode == 0, sent.stderr
+        approved = _tether(tmp, "approve", "approval", "--db", target)
+        assert approved.returncode == 0, approved.stderr
+        app = App(target)
+        try:
+            got = {r: await asyncio.wait_for(app.handle(r).result(), 60) for r in
+                   ("waiting", "approval", "sleeping", "midway")}
+            assert got == {"waiting": {"to": "target"}, "approval": True,
+                           "sleeping": "slept", "midway": "through"}
+
+            async def fired() -> bool:
+                runs = await app.list_runs(limit=100)
+                return any(r.workflow == "ticked" and r.status == "completed"
+                           for r in runs)
+
+            await _until("the schedule fires on the target", fired, worker)
+            assert (await app.get_run("parked")).status == "queued"
+        finally:
+            await app.close()
+    finally:
+        stop_process(worker, 60)
+    assert worker.returncode == 0, (tmp / "worker-target.log").read_text()
+    # Each of midway's three journaled steps ran once, on the source: the target's
+    # worker replayed them from the journal and ran the fourth (cut off) again.
+    steps = _steps(tmp)
+    for i in range(3):
+        assert sum(n for (_, key), n in steps.items() if key == f"midway:{i}") == 1
+    assert steps[(str(killed), "midway:3")] == 1
+    assert steps[(str(worker.pid), "midway:3")] == 1
+    store = open_store(target)
+    await store.open()
+    try:
+        assert await store.queue_pauses() == {"held": None}
+        assert all(w.pid != killed for w in await store.worker_list())
+    finally:
+        await store.close()
+    # The source's waiting run still waits: the signal went to the target only.
+    assert (await _runs(source))["waiting"][0] == "waiting"
+
+
+async def test_sqlite_to_postgres_and_back(tmp_path: Path, pg_url: str) -> None:
+    there = tmp_path / "there"
+    there.mkdir()
+    await _copy_and_go_on(there, f"sqlite:///{there / 'source.db'}", pg_url)
+    back = tmp_path / "back"
+    back.mkdir()
+    # Back: the PostgreSQL store (its runs now ended, or parked) into a new file, and a
+    # new state of every kind made on it, copied into another new file.
+    target = f"sqlite:///{back / 'copy.db'}"
+    out = _tether(back, "db", "copy", "--db", pg_url, "--to", target)
+    assert out.returncode == 0, out.stderr
+    assert await _runs(target) == await _runs(pg_url)
+
+
+async def test_postgres_to_sqlite(tmp_path: Path, pg_url: str) -> None:
+    await _copy_and_go_on(tmp_path, pg_url, f"sqlite:///{tmp_path / 'copy.db'}")
+
+
+def test_every_table_of_both_schemas_is_copied_or_said_why_not() -> None:
+    """A table a new migration adds must be placed in COPIED or NOT_COPIED."""
+    folder = ROOT / "src" / "tether" / "store"
+    for backend in ("sqlite", "postgres"):
+        for sql in (folder / backend / "migrations").glob("*.sql"):
+            for name in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(?:\{schema\}\.)?"
+                                   r"(?:tether_)?(\w+)", sql.read_text()):
+                if name.endswith("_0010"):
+                    continue  # (SQLite's 0010 builds run_events under another name)
+                assert name in COPIED or name in NOT_COPIED, (backend, sql.name, name)
+
+
+async def test_a_copy_killed_before_its_commit_leaves_the_target_empty(
+        tmp_path: Path, pg_url: str) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    app = App(source)
+    try:
+        for i in range(20):
+            await app.start("waits", run_id=f"w-{i}")
+    finally:
+        await app.close()
+    for target in (pg_url, f"sqlite:///{tmp_path / 'copy.db'}"):
+        script = ("import asyncio, os, signal\n"
+                  "from tether import _faults\n"
+                  "from tether.store._copy import copy_store\n"
+                  "_faults.arm('copy.written', lambda: os.kill(os.getpid(), signal.SIGKILL))\n"
+                  f"asyncio.run(copy_store({source!r}, {target!r}))\n")
+        killed = forked.run([sys.executable, "-c", script], cwd=ROOT, env=_env(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert await _runs(target) == {}
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("copied 20 runs (0 waiting) from "), out.stdout
+        assert sorted(await _runs(target)) == sorted(f"w-{i}" for i in range(20))
+
+
+async def test_refusals_change_neither_store(tmp_path: Path, pg_url: str) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    path = tmp_path / "source.db"
+    app = App(source)
+    try:
+        await app.start("waits", run_id="w")
+    finally:
+        await app.close()
+    target = f"sqlite:///{tmp_path / 'copy.db'}"
+    # A worker on the source.
+    worker = _worker(source, tmp_path, "worker")
+    try:
+        async def registered() -> bool:
+            return bool(await _workers(source))
+
+        await _until("the worker registers", registered, worker)
+        (info,) = await _workers(source)
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+        assert out.returncode == 2
+        assert out.stderr.startswith(
+            f"tether: error: the source: {path} is in use by worker {info.worker_id} (pid "
+            f"{worker.pid} on {socket.gethostname()}, last heartbeat "), out.stderr
+        assert out.stderr.endswith(
+            f"stop it (kill -TERM {worker.pid}: it hands its runs back and leaves), then "
+            "run the copy again\n"), out.stderr
+    finally:
+        stop_process(worker, 60)
+    assert not os.path.exists(tmp_path / "copy.db")
+    before = await _runs(source)
+    # A target that holds runs (PostgreSQL).
+    other = App(pg_url)
+    try:
+        await other.start("waits", run_id="kept")
+    finally:
+        await other.close()
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to", pg_url)
+    assert out.returncode == 2
+    assert out.stderr.startswith("tether: error: the target (schema tether at "), out.stderr
+    assert "is not empty (it holds 1 runs" in out.stderr
+    assert sorted(await _runs(pg_url)) == ["kept"]
+    # An unreachable target: exit 1, as for every command whose store cannot be reached.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to",
+                  f"postgresql://postgres@127.0.0.1:{port}/none?connect_timeout=2")
+    assert out.returncode == 1, out.stderr
+    assert "127.0.0.1" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    # A source of a newer schema, and one behind.
+    conn = apsw.Connection(str(path))
+    conn.execute("INSERT INTO tether_schema_version VALUES (9999, 'future', 0)")
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+    assert out.returncode == 2
+    assert out.stderr.startswith(
+        f"tether: error: the source ({path}) has schema version 9999, newer than this "
+        "Tether knows (up to "), out.stderr
+    assert out.stderr.endswith(
+        "): copy it with the Tether version that wrote it, or upgrade tether\n")
+    conn.execute("DELETE FROM tether_schema_version WHERE version >= 9999")
+    newest = conn.execute("SELECT max(version) FROM tether_schema_version").fetchall()[0][0]
+    conn.execute("DELETE FROM tether_schema_version WHERE version = ?", (newest,))
+    conn.execute("DELETE FROM tether_schema_compatible WHERE version = ?", (newest,))
+    conn.close()
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+    assert out.returncode == 2
+    assert f"the source ({path}) is behind (pending: {newest:04d}_" in out.stderr
+    assert "run `tether db migrate --db URL` with its URL first" in out.stderr
+    assert not os.path.exists(tmp_path / "copy.db")
+    conn = apsw.Connection(str(path))
+    conn.execute("INSERT INTO tether_schema_version VALUES (?, 'put back', 0)", (newest,))
+    conn.close()
+    assert await _runs(source) == before
