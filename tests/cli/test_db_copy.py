@@ -308,3 +308,35 @@ async def test_refusals_change_neither_store(tmp_path: Path, pg_url: str) -> Non
     conn.execute("INSERT INTO tether_schema_version VALUES (?, 'put back', 0)", (newest,))
     conn.close()
     assert await _runs(source) == before
+
+
+async def test_encrypted_payloads_stay_readable_with_the_same_key(
+        tmp_path: Path, pg_url: str) -> None:
+    """Payloads are copied as stored: the target's runs read with the key, and the
+    bytes in the store are the source's (no clear text)."""
+    from tether.encryption import AesGcm
+
+    hook = AesGcm({"k1": bytes(range(32))})
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    app = App(source, payload_hook=hook)
+    try:
+        await app.start("sleeps", 4111.5, run_id="secret")
+        await app.signal("secret", "other", {"card": "4111"})
+    finally:
+        await app.close()
+    stored = apsw.Connection(str(tmp_path / "source.db")).execute(
+        "SELECT r.input, s.payload FROM tether_runs r JOIN tether_signals s USING (run_id)"
+    ).fetchall()[0]
+    assert "4111" not in stored[0] and "4111" not in stored[1]
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to", pg_url)
+    assert out.returncode == 0, out.stderr
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT r.input, s.payload FROM tether.runs r JOIN "
+                            "tether.signals s USING (run_id)").fetchall() == [stored]
+    copy = App(pg_url, payload_hook=hook)
+    try:
+        run = await copy.get_run("secret")
+        assert run.status == "queued"
+        assert "4111.5" in repr(run.input), run.input
+    finally:
+        await copy.close()

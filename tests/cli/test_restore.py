@@ -600,8 +600,9 @@ async def test_postgres_a_newer_schema_or_a_foreign_dump_is_refused(
     assert out.returncode == 2
     assert "is a SQLite database, not a PostgreSQL dump" in out.stderr
     # (the operator moving to PostgreSQL is told where the way is)
-    assert ('a backup does not move runs between SQLite and PostgreSQL: '
-            'docs/operations.md, "Moving from SQLite to PostgreSQL"') in out.stderr
+    assert ('a backup does not move runs between SQLite and PostgreSQL: `tether db copy '
+            '--db FROM_URL --to TO_URL` does, from the store itself (docs/operations.md, '
+            '"Moving from SQLite to PostgreSQL")') in out.stderr
     assert _sql(pg_database, "SELECT to_regnamespace('tether')") == [(None,)]
 
 

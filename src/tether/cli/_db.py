@@ -14,8 +14,7 @@ from typing import Any
 from tether._fit import fit_width, say
 from tether.cli._common import EXIT_USAGE, CliError, db_url_arg, dumps, store_url
 from tether.cli._serve import _without_password
-from tether.store import open_store
-from tether.store._copy import CopyResult, copy_store
+from tether.store import CopyResult, copy_store, open_store
 from tether.store._restore import RestoreRefused
 
 
@@ -89,7 +88,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "Tether's schema (run `tether db migrate` on it first) or newer, a target "
         "that holds anything, is in use or is newer. Payloads are copied as they are "
         "stored: encrypted ones stay readable with the same key. See "
-        "docs/operations.md, Moving between SQLite and PostgreSQL.")
+        "docs/operations.md, Moving from SQLite to PostgreSQL.")
     c.add_argument("--to", metavar="URL", required=True, type=db_url_arg,
                    help="the store to copy into: a new or empty SQLite file "
                    "(sqlite:///path.db) or PostgreSQL schema (postgresql://...)")

@@ -6,6 +6,7 @@ import inspect
 import os
 
 from tether.errors import ConfigError
+from tether.store._copy import CopyRefused, CopyResult, copy_store
 from tether.store._port import (
     FAIL_FAST,
     REQUEST_TIMEOUT,
@@ -19,9 +20,10 @@ from tether.store._port import (
 
 DEFAULT_URL = "sqlite:///./tether.db"
 
-__all__ = ["DEFAULT_URL", "FAIL_FAST", "REQUEST_TIMEOUT", "HeartbeatResult", "SignalSent",
-           "Store", "StoreCapabilities", "Wait", "WorkerInfo", "check_store_options", "open_store",
-           "resolve_url", "store_option_names", "unsupported_url"]
+__all__ = ["DEFAULT_URL", "FAIL_FAST", "REQUEST_TIMEOUT", "CopyRefused", "CopyResult",
+           "HeartbeatResult", "SignalSent", "Store", "StoreCapabilities", "Wait", "WorkerInfo",
+           "check_store_options", "copy_store", "open_store", "resolve_url",
+           "store_option_names", "unsupported_url"]
 
 
 def resolve_url(url: str | None) -> str:

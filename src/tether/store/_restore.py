@@ -71,9 +71,10 @@ def file_kind(path: str) -> str:
 def wrong_kind(path: str, kind: str, want: str) -> RestoreRefused:
     """The refusal of a backup file of the wrong kind for this store."""
     # An operator moving to PostgreSQL tries this first: say that no restore converts
-    # between the stores, and where the way to move is.
-    moving = ("; a backup does not move runs between SQLite and PostgreSQL: "
-              "docs/operations.md, \"Moving from SQLite to PostgreSQL\"")
+    # between the stores, and which command moves them.
+    moving = ("; a backup does not move runs between SQLite and PostgreSQL: `tether db "
+              "copy --db FROM_URL --to TO_URL` does, from the store itself (docs/"
+              "operations.md, \"Moving from SQLite to PostgreSQL\")")
     if kind == "pgdump":
         return RestoreRefused(
             f"{path} is a PostgreSQL dump (pg_dump's custom format), not a SQLite backup: "
