@@ -34,7 +34,8 @@ def _fill(path: str, runs: int, waiting: int, steps: int) -> None:
     conn = apsw.Connection(path)
     conn.execute("BEGIN")
     conn.execute(f"""
-        WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {runs + waiting})
+        WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n
+                                WHERE i + 1 < {runs + waiting})
         INSERT INTO tether_runs (run_id, workflow, queue, status, input, result, created_at,
                                  updated_at, finished_at, fencing_token, available_at,
                                  waiting_for, wait_signal)

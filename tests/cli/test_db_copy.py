@@ -98,6 +98,20 @@ def _due_now(url: str) -> None:
             conn.execute("UPDATE tether.schedules SET next_tick = %s", (now,))
 
 
+async def _events(url: str) -> dict[str, list[tuple[str, str, Any]]]:
+    """Each run's live events as ``tether serve`` reads them: (id, kind, data)."""
+    store = open_store(url, **({"read_only": True} if url.startswith("sqlite:") else {}))
+    await store.open()
+    try:
+        out = {}
+        for run_id in await _runs(url):
+            out[run_id] = [(e.event_id, e.kind, json.loads(e.data) if e.data else None)
+                           for e in await store.run_events_read(run_id=run_id, after=None)]
+        return out
+    finally:
+        await store.close()
+
+
 def _show(tmp: Path, url: str, run_id: str) -> dict[str, Any]:
     out = _tether(tmp, "show", run_id, "--json", "--db", url)
     assert out.returncode == 0, out.stderr
@@ -125,6 +139,9 @@ async def _copy_and_go_on(tmp: Path, source: str, target: str) -> None:
     # refused, the target unchanged.
     assert await _runs(source) == before
     assert await _runs(target) == before
+    # The live events, ids and all: a client's Last-Event-ID goes on on the target.
+    events = await _events(source)
+    assert events["done"] and await _events(target) == events
     again = _tether(tmp, "db", "copy", "--db", source, "--to", target)
     assert again.returncode == 2, again.stderr
     assert "is not empty (it holds 6 runs, " in again.stderr, again.stderr
@@ -340,3 +357,41 @@ async def test_encrypted_payloads_stay_readable_with_the_same_key(
         assert "4111.5" in repr(run.input), run.input
     finally:
         await copy.close()
+
+
+async def test_postgres_events_from_before_its_migration_0013_are_numbered_again(
+        tmp_path: Path, pg_url: str) -> None:
+    """A run's events stored before PostgreSQL's migration 0013 have ids
+    ``<txid>-<event_id>``, which SQLite never makes: that run's events are numbered
+    again, after its creation time in microseconds as SQLite numbers them, in the order
+    they were read; another run's keep their ids."""
+    app = App(pg_url)
+    try:
+        await app.start("waits", run_id="old")
+        await app.start("waits", run_id="new")
+    finally:
+        await app.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO tether.run_events (run_id, kind, data, txid) VALUES
+                ('old', 'status', '{"status": "running", "waiting_for": null}', '900'),
+                ('old', 'o', '0 1 ok step tick it', '800'),
+                ('old', 's', 'waiting signal go', NULL),
+                ('new', 's', 'running', NULL)""")
+    before = await _events(pg_url)
+    assert [e[0].count("-") for e in before["old"]] == [1, 1, 0]
+    target = f"sqlite:///{tmp_path / 'copy.db'}"
+    out = _tether(tmp_path, "db", "copy", "--db", pg_url, "--to", target)
+    assert out.returncode == 0, out.stderr
+    after = await _events(target)
+    assert [e[1:] for e in after["old"]] == [e[1:] for e in before["old"]]
+    assert after["old"][0][1:] == ("op", {"position": 0, "attempts": 1, "status": "ok",
+                                          "kind": "step", "name": "tick it"})
+    app = App(target)
+    try:
+        created = (await app.get_run("old")).created_at
+    finally:
+        await app.close()
+    assert [int(e[0]) for e in after["old"]] == [int(created * 1_000_000) + i
+                                                 for i in (1, 2, 3)]
+    assert after["new"] == before["new"]

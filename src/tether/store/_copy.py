@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -67,7 +65,6 @@ APP_NAME = "tether-copy"
 LOCK_TIMEOUT = "10s"
 #: Rows fetched at a time from a PostgreSQL source.
 _BATCH = 5000
-_OP_TEXT = re.compile(r"^(-?\d+) (-?\d+) (\S*) (\S*) (.*)$", re.S)
 
 
 class CopyRefused(RestoreRefused):
@@ -282,13 +279,7 @@ def _source_sql(src: _Side, dst: _Side, name: str, cols: list[str]) -> str:
     """The statement that reads table ``name`` of the source, as the target takes it."""
     listed = ", ".join(cols)
     if name == "run_events":
-        if src.kind == "sqlite":
-            return (f"SELECT run_id, event_id, kind, data, NULL, NULL FROM "
-                    f"{src.t('run_events')} ORDER BY run_id, event_id")
-        # (the order tether serve reads a run's events in: migration 0013's rows last)
-        return (f"SELECT e.run_id, e.event_id, e.kind, e.data, e.txid::text, r.created_at "
-                f"FROM {src.t('run_events')} e LEFT JOIN {src.t('runs')} r "
-                "ON r.run_id = e.run_id ORDER BY e.run_id, e.txid NULLS LAST, e.event_id")
+        return _events_sql(src, dst)
     if name == "attempts" and src.kind == "sqlite" and dst.kind == "postgres":
         # The first attempts SQLite keeps in the journal and tether_leases alone
         # (lifecycle.sql, attempt_list), written out as PostgreSQL keeps them.
@@ -312,46 +303,34 @@ def _source_sql(src: _Side, dst: _Side, name: str, cols: list[str]) -> str:
     return f"SELECT {listed} FROM {src.t(name)}"
 
 
-def _op_to_sqlite(data: str | None) -> str | None:
-    """An op event's values (kind ``o``) as SQLite keeps them: a JSON array."""
-    m = _OP_TEXT.match(data or "")
-    if m is None:
-        return data
-    return json.dumps([int(m[1]), int(m[2]), m[3], m[4], m[5]], separators=(",", ":"),
-                      ensure_ascii=False)
-
-
-def _op_to_postgres(data: str | None) -> str | None:
-    """An op event's values (kind ``o``) as PostgreSQL keeps them: words."""
-    try:
-        position, attempts, status, kind, name = json.loads(data or "")
-    except (ValueError, TypeError):
-        return data
-    return f"{position} {attempts} {status} {kind} {name}"
-
-
-def _events(src: _Side, dst: _Side, rows: Iterable[tuple[Any, ...]],
-            ) -> Iterator[tuple[Any, ...]]:
-    """The run events as the target keeps them: ``(run_id, event_id, kind, data)``, and
-    ``txid`` for PostgreSQL. Ids are kept: a client's Last-Event-ID goes on. A run of
-    a PostgreSQL source with events from before its migration 0013 (ids ``txid-id``)
-    has its events numbered again on SQLite, as SQLite numbers them (after its creation
-    time in microseconds), in the order they were read."""
-    convert = (_op_to_postgres if dst.kind == "postgres" and src.kind == "sqlite" else
-               _op_to_sqlite if dst.kind == "sqlite" and src.kind == "postgres" else None)
-    for run_id, group in itertools.groupby(rows, key=lambda r: r[0]):
-        events = list(group)
-        renumber = dst.kind == "sqlite" and any(e[4] is not None for e in events)
-        base = int((events[0][5] or 0) * 1_000_000)
-        for i, (_, event_id, kind, data, txid, _) in enumerate(events, 1):
-            if convert is not None and kind == "o":
-                data = convert(data)
-            if renumber:
-                event_id = base + i
-            if dst.kind == "postgres":
-                yield run_id, event_id, kind, data, txid
-            else:
-                yield run_id, event_id, kind, data
+def _events_sql(src: _Side, dst: _Side) -> str:
+    """The statement that reads the run events as the target keeps them: ``(run_id,
+    event_id, kind, data)``, and ``txid`` for PostgreSQL. Ids are kept (a client's
+    Last-Event-ID goes on), but for a PostgreSQL run with events from before its
+    migration 0013 (ids ``<txid>-<event_id>``), copied to SQLite: its events are
+    numbered again as SQLite numbers them (after its creation time in microseconds), in
+    the order they are read. An op event's values (kind ``o``, migrations 0011 and
+    0007) are converted: a JSON array on SQLite, words on PostgreSQL."""
+    if src.kind == "sqlite":
+        if dst.kind == "sqlite":
+            return "SELECT run_id, event_id, kind, data FROM tether_run_events"
+        words = " || ' ' || ".join(f"(data ->> {i})" for i in range(5))
+        return (f"SELECT run_id, event_id, kind, CASE WHEN kind = 'o' THEN {words} "
+                "ELSE data END, NULL FROM tether_run_events")
+    events = src.t("run_events")
+    if dst.kind == "postgres":
+        return f"SELECT run_id, event_id, kind, data, txid::text FROM {events}"
+    data = ("CASE WHEN kind = 'o' THEN coalesce((SELECT json_build_array(m[1]::bigint, "
+            "m[2]::bigint, m[3], m[4], m[5])::text FROM regexp_match(data, "
+            r"'^(-?\d+) (-?\d+) (\S*) (\S*) (.*)$', 's') AS r(m)), data) ELSE data END")
+    if not src.one(f"SELECT 1 FROM {events} WHERE txid IS NOT NULL LIMIT 1"):
+        return f"SELECT run_id, event_id, kind, {data} FROM {events}"
+    return (
+        "SELECT run_id, CASE WHEN old THEN floor(coalesce(created_at, 0) * 1000000)::bigint "
+        "+ row_number() OVER (PARTITION BY run_id ORDER BY txid NULLS LAST, event_id) "
+        f"ELSE event_id END, kind, {data} FROM (SELECT e.*, r.created_at, "
+        "bool_or(e.txid IS NOT NULL) OVER (PARTITION BY e.run_id) AS old "
+        f"FROM {events} e LEFT JOIN {src.t('runs')} r ON r.run_id = e.run_id) x")
 
 
 def _write(dst: _Side, name: str, cols: list[str], rows: Iterable[tuple[Any, ...]]) -> int:
@@ -454,10 +433,7 @@ def _copy_rows(src: _Side, dst: _Side, names: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for name in names:
         cols = _columns(src, dst, name)
-        rows: Iterable[tuple[Any, ...]] = src.rows(_source_sql(src, dst, name, cols))
-        if name == "run_events":
-            rows = _events(src, dst, rows)
-        counts[name] = _write(dst, name, cols, rows)
+        counts[name] = _write(dst, name, cols, src.rows(_source_sql(src, dst, name, cols)))
     return counts
 
 
