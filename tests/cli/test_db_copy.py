@@ -23,6 +23,7 @@ from typing import Any
 
 import apsw
 import psycopg
+import pytest
 
 from tests import forked
 from tests.cli.test_restore import ROOT, _env, _runs, _until, _workers
@@ -395,3 +396,42 @@ async def test_postgres_events_from_before_its_migration_0013_are_numbered_again
     assert [int(e[0]) for e in after["old"]] == [int(created * 1_000_000) + i
                                                  for i in (1, 2, 3)]
     assert after["new"] == before["new"]
+
+
+async def test_a_worker_started_on_the_source_during_the_copy_makes_it_roll_back(
+        tmp_path: Path, pg_url: str) -> None:
+    """The source is checked again once its rows are written, before the target's
+    commit: a worker that started on it meanwhile may have changed it since the
+    snapshot the copy read, so the copy is refused and the target left empty."""
+    from tether import _faults
+    from tether.store import CopyRefused, copy_store
+
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    app = App(source)
+    try:
+        await app.start("waits", run_id="w")
+    finally:
+        await app.close()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start_a_worker() -> None:  # (in the copy's event loop: it waits, blocking)
+        started.append(_worker(source, tmp_path, "worker"))
+        conn = apsw.Connection(str(tmp_path / "source.db"))
+        try:
+            for _ in range(1200):
+                if conn.execute("SELECT count(*) FROM tether_workers").fetchall()[0][0]:
+                    return
+                time.sleep(0.05)
+        finally:
+            conn.close()
+        raise AssertionError("the worker never registered")
+
+    _faults.arm("copy.read", start_a_worker)
+    try:
+        with pytest.raises(CopyRefused, match=r"^the source: .* is in use by worker "):
+            await copy_store(source, pg_url)
+    finally:
+        _faults.disarm_all()
+        for worker in started:
+            stop_process(worker, 60)
+    assert await _runs(pg_url) == {}

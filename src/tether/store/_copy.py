@@ -236,20 +236,23 @@ def _refuse_versions(side: _Side, what: str, tables: set[str], *, source: bool) 
 
 
 def _sqlite_workers(side: _Side) -> list[WorkerInfo]:
-    """The workers a SQLite store's registry lists (none for a new file)."""
+    """The workers a SQLite store's registry lists (none for a new file), read on a
+    connection of its own (the copy's reader may be in its snapshot)."""
     if not os.path.exists(side.store.path) or os.path.getsize(side.store.path) == 0:
         return []
-    side.connect()
-    try:
-        with side.errors():
-            side.conn.execute("PRAGMA query_only=ON")
-            if "workers" not in side.tables():
+    with side.errors():
+        conn = side.store._open_file()
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "tether_workers" not in tables:
                 return []
-            return [WorkerInfo(*r) for r in side.conn.execute(
+            return [WorkerInfo(*r) for r in conn.execute(
                 "SELECT worker_id, hostname, pid, pid_start, queues, started_at, "
                 "heartbeat_at FROM tether_workers ORDER BY started_at")]
-    finally:
-        side.close()
+        finally:
+            conn.close()
 
 
 async def _refuse_live(side: _Side, role: str, reader: int | None = None) -> None:
@@ -513,6 +516,7 @@ async def copy_store(source: str, target: str) -> CopyResult:
         await asyncio.to_thread(src.connect)
         await asyncio.to_thread(dst.connect)
         version, counts, reader = await asyncio.to_thread(_read_and_write, src, dst)
+        _faults.point("copy.read")
         # A worker that started on the source during the copy may have changed it since
         # the snapshot read: the copy is not kept.
         await _refuse_live(src, "source", reader)
