@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -313,7 +314,8 @@ def _events_sql(src: _Side, dst: _Side) -> str:
     migration 0013 (ids ``<txid>-<event_id>``), copied to SQLite: its events are
     numbered again as SQLite numbers them (after its creation time in microseconds), in
     the order they are read. An op event's values (kind ``o``, migrations 0011 and
-    0007) are converted: a JSON array on SQLite, words on PostgreSQL."""
+    0007) are converted: a JSON array on SQLite (``_ops_to_sqlite``), words on
+    PostgreSQL."""
     if src.kind == "sqlite":
         if dst.kind == "sqlite":
             return "SELECT run_id, event_id, kind, data FROM tether_run_events"
@@ -323,17 +325,33 @@ def _events_sql(src: _Side, dst: _Side) -> str:
     events = src.t("run_events")
     if dst.kind == "postgres":
         return f"SELECT run_id, event_id, kind, data, txid::text FROM {events}"
-    data = ("CASE WHEN kind = 'o' THEN coalesce((SELECT json_build_array(m[1]::bigint, "
-            "m[2]::bigint, m[3], m[4], m[5])::text FROM regexp_match(data, "
-            r"'^(-?\d+) (-?\d+) (\S*) (\S*) (.*)$', 's') AS r(m)), data) ELSE data END")
+    # (an op event's words are made a JSON array by _ops_to_sqlite: a regular
+    # expression per row on the server took longer than the whole copy of the row)
     if not src.one(f"SELECT 1 FROM {events} WHERE txid IS NOT NULL LIMIT 1"):
-        return f"SELECT run_id, event_id, kind, {data} FROM {events}"
+        return f"SELECT run_id, event_id, kind, data FROM {events}"
     return (
         "SELECT run_id, CASE WHEN old THEN floor(coalesce(created_at, 0) * 1000000)::bigint "
         "+ row_number() OVER (PARTITION BY run_id ORDER BY txid NULLS LAST, event_id) "
-        f"ELSE event_id END, kind, {data} FROM (SELECT e.*, r.created_at, "
+        "ELSE event_id END, kind, data FROM (SELECT e.*, r.created_at, "
         "bool_or(e.txid IS NOT NULL) OVER (PARTITION BY e.run_id) AS old "
         f"FROM {events} e LEFT JOIN {src.t('runs')} r ON r.run_id = e.run_id) x")
+
+
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _ops_to_sqlite(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """PostgreSQL's run events, an op event's values (kind ``o``: ``position attempts
+    status kind name``, migration 0007) made the JSON array SQLite keeps (its 0011)."""
+    for row in rows:
+        if row[2] == "o" and row[3] is not None:
+            words = row[3].split(" ", 4)
+            if len(words) == 5 and words[0].lstrip("-").isdigit() \
+                    and words[1].lstrip("-").isdigit():
+                position, attempts, status, kind, name = words
+                row = (*row[:3], f"[{int(position)},{int(attempts)},{_json(status)},"
+                                 f"{_json(kind)},{_json(name)}]")
+        yield row
 
 
 def _write(dst: _Side, name: str, cols: list[str], rows: Iterable[tuple[Any, ...]]) -> int:
@@ -436,7 +454,10 @@ def _copy_rows(src: _Side, dst: _Side, names: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for name in names:
         cols = _columns(src, dst, name)
-        counts[name] = _write(dst, name, cols, src.rows(_source_sql(src, dst, name, cols)))
+        rows = src.rows(_source_sql(src, dst, name, cols))
+        if name == "run_events" and src.kind == "postgres" and dst.kind == "sqlite":
+            rows = _ops_to_sqlite(rows)
+        counts[name] = _write(dst, name, cols, rows)
     return counts
 
 
