@@ -292,7 +292,8 @@ async def test_refusals_change_neither_store(tmp_path: Path, pg_url: str) -> Non
     out = _tether(tmp_path, "db", "copy", "--db", source, "--to", pg_url)
     assert out.returncode == 2
     assert out.stderr.startswith("tether: error: the target (schema tether at "), out.stderr
-    assert "is not empty (it holds 1 runs" in out.stderr
+    assert "is not empty (it holds 1 run): a copy goes into an empty store " \
+        "only" in out.stderr, out.stderr
     assert sorted(await _runs(pg_url)) == ["kept"]
     # An unreachable target: exit 1, as for every command whose store cannot be reached.
     with socket.socket() as s:

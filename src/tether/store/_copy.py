@@ -421,7 +421,8 @@ def _begin_target(dst: _Side, names: list[str]) -> list[tuple[str, str]]:
     held = [name for name in names if dst.one(f"SELECT 1 FROM {dst.t(name)} LIMIT 1")]
     if held:
         runs = dst.one(f"SELECT count(*) FROM {dst.t('runs')}") or 0
-        what = ", ".join(f"{runs:,} runs" if n == "runs" else n for n in held)
+        what = ", ".join(f"{runs:,} run{'' if runs == 1 else 's'}" if n == "runs" else n
+                         for n in held)
         raise CopyRefused(
             f"the target ({dst.where}) is not empty (it holds {what}): a copy goes into "
             "an empty store only; give a new file or database, or an empty schema "
