@@ -187,7 +187,7 @@ async def test_the_chat_completions_client_leaves_reasoning_out(
 
 
 async def test_bad_api_options_are_clear_errors() -> None:
-    """A bad ``api=`` fails the model's first use with a one-line error."""
+    """A bad ``api=`` is refused when the model is made, with a one-line error."""
     with pytest.raises(ConfigError, match="api= must be 'chat'"):
         LLM("openai:gpt-4.1", api="completions", base_url="http://127.0.0.1:9/v1").client()
     with pytest.raises(ConfigError, match="Anthropic models take no api= option"):

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
 
 import pydantic
 
@@ -194,13 +196,19 @@ class LLM:
             store; a call not granted is postponed (run released).
         tpm: tokens per minute, likewise.
         breaker: the shared circuit breaker's settings, or ``None`` for none.
-        timeout: the HTTP timeout (seconds, per connect/read/write); default 600 s.
-        client_options: more options for the client (``extra_headers``, and
-            ``max_tokens`` for Anthropic).
+        timeout: the HTTP timeout (seconds, per connect/read/write, or an
+            ``httpx2.Timeout``); default 600 s.
+        client_options: more options for the client: ``api`` (OpenAI and compatible:
+            ``"chat"``, the default, or ``"responses"``; Anthropic: ``"messages"``
+            only), ``extra_headers``, and ``max_tokens`` for Anthropic. Request fields
+            (``temperature``, ``max_tokens`` for OpenAI) go to each call.
 
     Raises:
         ConfigError: an unknown provider, no model, ``openai-compatible`` without
-            ``base_url``, a bad limit.
+            ``base_url``, a bad limit, an unknown option or ``api=`` (Anthropic's models
+            take no ``api="responses"``), a base URL that is not http(s), a timeout
+            that is not a positive number of seconds, a ``retry`` or ``breaker`` of the
+            wrong type: each when the ``LLM`` is made, not at its first call.
     """
 
     def __init__(self, spec: str, *, base_url: str | None = None, api_key: str | None = None,
@@ -218,6 +226,8 @@ class LLM:
             var, default = _DEFAULT_BASE_URLS[self.provider]
             base_url = os.environ.get(var) or default
         self.base_url = base_url.rstrip("/")
+        _check_arguments(self.spec, self.provider, base_url=self.base_url, retry=retry,
+                         breaker=breaker, timeout=timeout, options=client_options)
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
         self.retry = retry
         self.rate = RateLimits(rpm, tpm) if rpm is not None or tpm is not None else None
@@ -536,6 +546,102 @@ class LLM:
                                        idempotency_key=key, **params)
         return await client.chat(messages, tools=tools, tool_choice=tool_choice,
                                  output_schema=output_schema, idempotency_key=key, **params)
+
+
+#: The client options each provider's client takes (``LLM(**client_options)``).
+_CLIENT_OPTIONS = {"openai": ("api", "extra_headers"),
+                   "openai-compatible": ("api", "extra_headers"),
+                   "anthropic": ("api", "extra_headers", "max_tokens")}
+#: The ``api=`` values each provider's models are served by, and what each one is.
+_APIS = {"openai": {"chat": "Chat Completions", "responses": "the Responses API"},
+         "openai-compatible": {"chat": "Chat Completions", "responses": "the Responses API"},
+         "anthropic": {"messages": "the Messages API"}}
+
+
+def _check_arguments(spec: str, provider: str, *, base_url: str, retry: Any, breaker: Any,
+                     timeout: Any, options: Mapping[str, Any]) -> None:
+    """Refuse at ``LLM(...)`` what its client would refuse at the first call (inside a
+    run: a failed step), saying what to write instead.
+
+    Raises:
+        ConfigError: an unknown option or ``api=``, a base URL that is not http(s), a
+            timeout that is not a positive number of seconds, ...
+    """
+    where = f"LLM({spec!r})"
+    allowed = _CLIENT_OPTIONS[provider]
+    for name in options:
+        if name in allowed:
+            continue
+        if name == "background":
+            raise ConfigError(
+                f"{where}: background= is not an option of LLM, and tether.ai.LLM runs no "
+                "background jobs (OpenAI's background mode answers 'queued', with nothing "
+                "here to poll it): send the request in the foreground (a longer timeout= "
+                "for a long job), or use the pydantic-ai integration (TetherAgent, "
+                "openai_background=True), which queues and polls the job as one durable "
+                "call")
+        if name == "stream":
+            raise ConfigError(f"{where}: stream= is not an option of LLM: call "
+                              "llm.stream(messages) for a streamed answer, or "
+                              "llm.chat(messages, live=True)")
+        raise ConfigError(
+            f"{where}: unknown option {name}= (the options of {provider} models: "
+            f"{', '.join(f'{o}=' for o in allowed)}, and base_url=, api_key=, prices=, "
+            "retry=, rpm=, tpm=, breaker=, timeout=); request fields (temperature=, "
+            "max_tokens=, ...) go to each call: llm.chat(messages, temperature=0.2)")
+    api = options.get("api")
+    apis = _APIS[provider]
+    if api is not None and api not in apis:
+        if provider == "anthropic":
+            raise ConfigError(
+                f"{where}: Anthropic models take no api= option (they are served by the "
+                f"Messages API only, api='messages'), got api={api!r}; the Responses API "
+                "is OpenAI's: use an 'openai:' model for api='responses'")
+        raise ConfigError(f"{where}: api= must be 'chat' (Chat Completions) or 'responses' "
+                          f"(the Responses API), got {api!r}")
+    headers = options.get("extra_headers")
+    if headers is not None and not (isinstance(headers, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
+        raise ConfigError(f"{where}: extra_headers= must map header names to string "
+                          f"values, got {headers!r}")
+    max_tokens = options.get("max_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool)
+                                   or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ConfigError(f"{where}: max_tokens= must be a positive whole number of "
+                          f"tokens, got {max_tokens!r}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: base_url {base_url!r} is not an http(s) URL: write "
+                          "it whole, e.g. 'https://api.example.com/v1'")
+    _check_timeout(where, timeout)
+    if not isinstance(retry, RetryPolicy):
+        raise ConfigError(f"{where}: retry= must be a tether.RetryPolicy, got "
+                          f"{type(retry).__name__}")
+    if breaker is not None and not isinstance(breaker, CircuitBreaker):
+        raise ConfigError(f"{where}: breaker= must be a tether.ai.CircuitBreaker or None, "
+                          f"got {type(breaker).__name__}")
+
+
+def _check_timeout(where: str, timeout: Any) -> None:
+    """``timeout=``: None, positive finite seconds, or an ``httpx2.Timeout`` (or another
+    client's timeout object with its four fields), each of them positive or None."""
+    if timeout is None:
+        return
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        values: list[Any] = [timeout]
+    else:
+        fields = ("connect", "read", "write", "pool")
+        if not all(hasattr(timeout, f) for f in fields):
+            raise ConfigError(f"{where}: timeout= must be seconds (timeout=600) or an "
+                              f"httpx2.Timeout, got {type(timeout).__name__}")
+        values = [getattr(timeout, f) for f in fields]
+    for value in values:
+        if value is None:
+            continue
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value <= 0):
+            raise ConfigError(f"{where}: timeout= must be a positive number of seconds "
+                              f"(or None for no limit), got {timeout!r}")
 
 
 def _cost(value: dict[str, Any]) -> tuple[int, float]:
