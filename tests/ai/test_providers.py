@@ -341,6 +341,10 @@ async def test_client_errors_are_fatal_with_the_providers_message(
     assert err.status == status and err.message == f"scripted refusal {status}"
     assert isinstance(err, NonRetryable) and isinstance(err, ProviderError)
     assert f"scripted refusal {status}" in str(err)
+    # (a key refused says by which endpoint, in the text; the message is the provider's)
+    url = served.base_url if protocol == "openai" else served.anthropic_base_url
+    assert (err.refused_by == url.rstrip("/")) is (status in (401, 403))
+    assert (f"(refused by {url.rstrip('/')})" in str(err)) is (status in (401, 403))
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])

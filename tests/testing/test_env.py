@@ -483,6 +483,55 @@ async def test_a_model_not_pointed_at_the_environment_ends_the_wait_at_once() ->
     await llm.aclose()
 
 
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_a_model_whose_key_another_server_refuses_says_so(protocol: str) -> None:
+    """A model built before the environment and not given as ``llms=`` keeps its own
+    base URL: in real life the provider's, which refuses the environment's fake key
+    with a 401 (here a server of the test's own that answers so, as OpenAI and
+    Anthropic do). The run fails at once on the 401 (a refusal is not retried), and the
+    failure says which endpoint refused the key and how to point the model at the
+    scripted server; it said only "HTTP 401 ...: Incorrect API key provided"."""
+    app = App()
+    async with ScriptedLLMServer([Reply("never")], api_key="sk-the-real-one") as real:
+        url = real.base_url if protocol == "openai" else real.anthropic_base_url
+        llm = LLM("openai:gpt-4.1-mini" if protocol == "openai"
+                  else "anthropic:claude-sonnet-4-5", base_url=url)
+        app.add_agent(Agent("keyed", model=llm))
+        async with TestEnv(app, llm=[Reply("ok")]) as env:
+            handle = await env.start("keyed", "hi")
+            with pytest.raises(RunFailed) as failed:
+                await env.result(handle, timeout=30)
+            assert env.llm.requests == []
+            ours = env.llm.base_url
+        await llm.aclose()
+    assert re.search(rf"HTTP 401 .*\(refused by {re.escape(url)}\)", str(failed.value))
+    assert failed.value.__notes__[-1] == (
+        f"run '{handle.run_id}' failed on its model's HTTP 401 from {url}, not the "
+        f"environment's scripted LLM server (at {ours}): an LLM built before "
+        "the environment (at module level, say) keeps its own base_url, the provider's, "
+        "which refuses the environment's fake API key, unless given as "
+        "TestEnv(..., llms=[llm]) or built inside the test")
+    assert [r.status for r in real.requests] == [401]
+
+
+async def test_a_key_the_scripted_server_refuses_has_no_such_note() -> None:
+    """A 401 the environment's own server answers (a script's ``Fault.http(401)``) is
+    the test's intent: the failure carries no note about another server."""
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini")
+
+    @app.workflow
+    async def scripted() -> str:
+        return (await llm.chat([{"role": "user", "content": "hi"}])).text or ""
+
+    async with TestEnv(app, llm=[Fault.http(401, "bad key")], llms=[llm]) as env:
+        with pytest.raises(RunFailed, match=r"HTTP 401.*bad key \(refused by ") as failed:
+            await env.run(scripted)
+    assert not any("scripted LLM server" in note
+                   for note in getattr(failed.value, "__notes__", []))
+    await llm.aclose()
+
+
 async def test_a_model_on_a_server_of_the_tests_own_is_answered_by_it() -> None:
     """A model pointed at a server the test started (not the environment's) is answered
     by it, and one whose server the test brings up while the run already retries (the

@@ -70,6 +70,8 @@ class ProviderError(TetherError):
             the output so far, told or not: ``LLM`` counts an estimate of what was not
             told (``tether.ai._accounting.cut_usage``). A plain (not streamed) answer
             whose body was cut says 0: it was billed whole, and its prompt is counted.
+        refused_by: for a 401 or 403, the base URL of the endpoint that refused the
+            call's credentials (said in the error's text), else ``None``.
     """
 
     __module__ = "tether.ai"
@@ -78,6 +80,9 @@ class ProviderError(TetherError):
     usage: Any = None
     #: (Set on the error after it is made: ``int | None``.)
     delivered: int | None = None
+    #: The endpoint that refused the call's credentials (a 401 or 403), said in the
+    #: error's text: ``(refused by https://api.openai.com/v1)``. Set with ``refused``.
+    refused_by: str | None = None
 
     def __init__(self, message: str, *, provider: str, status: int | None = None,
                  code: str | None = None, request_id: str | None = None) -> None:
@@ -91,10 +96,18 @@ class ProviderError(TetherError):
     def _describe(self) -> str:
         where = f"HTTP {self.status}" if self.status is not None else "no response"
         code = f" ({self.code})" if self.code else ""
+        refused = f" (refused by {self.refused_by})" if self.refused_by else ""
         # The request id is what the provider's support asks for; the journal keeps an
         # error's type and message only, so it goes in the message.
         request = f" [request {self.request_id}]" if self.request_id else ""
-        return f"{self.provider}: {where}{code}: {self.message}{request}"
+        return f"{self.provider}: {where}{code}: {self.message}{refused}{request}"
+
+    def refused(self, base_url: str) -> None:
+        """Say in the error's text that ``base_url`` refused the call's credentials
+        (which endpoint: a key meant for another, a base URL left at the provider's
+        where a proxy or a test's server was meant)."""
+        self.refused_by = base_url
+        self.args = (self._describe(),)
 
 
 class RetryableProviderError(ProviderError):

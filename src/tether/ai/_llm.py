@@ -69,6 +69,7 @@ from tether.ai._budget import (
 )
 from tether.ai._errors import (
     FatalProviderError,
+    ProviderBillingError,
     ProviderConfigError,
     RetryableProviderError,
 )
@@ -523,8 +524,11 @@ class LLM:
             # (An error event in a stream the endpoint accepted, ``delivered`` set: a
             # gateway's 400, an account out of credit, is no refusal to stream; asked
             # again plainly, it was one more request for the same error.)
+            # (Nor is a key refused, 401/403, or an account out of credit: asked again
+            # plainly, the same refusal.)
             if (not live or call.stream or publish is None or publish.sent
-                    or exc.delivered is not None):
+                    or exc.delivered is not None or exc.status in (401, 403)
+                    or isinstance(exc, ProviderBillingError)):
                 raise
         reply = await self._request(
             call.messages, tools=call.tools, tool_choice=call.tool_choice,

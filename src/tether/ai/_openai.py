@@ -222,9 +222,12 @@ class _HTTPChat:
         """The error for a non-2xx answer, with the provider's own message."""
         message, code, kind = _error_details(resp)
         request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
-        return error_for_status(self.provider, resp.status_code, message, code=code,
-                                headers=resp.headers, request_id=request_id,
-                                error_type=kind)
+        error = error_for_status(self.provider, resp.status_code, message, code=code,
+                                 headers=resp.headers, request_id=request_id,
+                                 error_type=kind)
+        if resp.status_code in (401, 403):
+            error.refused(self.base_url)
+        return error
 
     def _bad_answer(self, what: str, resp: httpx2.Response | None = None) -> ProviderError:
         status = resp.status_code if resp is not None else None

@@ -81,7 +81,7 @@ from tether._definitions import StepDef
 from tether._lifecycle import tick_schedules
 from tether._procs import process_alive
 from tether._types import JournalEntry, RunRecord, RunStatus
-from tether.errors import ConfigError, StoreError, TetherError
+from tether.errors import ConfigError, RunFailed, StoreError, TetherError
 from tether.testing._mocks import step_double, step_of
 from tether.testing.llm_server import ScriptedLLMServer, Step
 from tether.testing.responses_api import ScriptedResponsesServer
@@ -114,6 +114,9 @@ _UNREACHED_LOOK = 0.25
 #: The message of an LLM call whose request reached no server (``ProviderError``'s
 #: ``no response``, the clients' ``cannot connect to {base_url} (...)``).
 _CANNOT_CONNECT = re.compile(r": no response: cannot connect to (\S+) \(")
+#: The message of an LLM call whose credentials an endpoint refused (the clients'
+#: ``HTTP 401 ... (refused by {base_url})``).
+_REFUSED_KEY = re.compile(r": HTTP (40[13])\b.*? \(refused by (\S+?)\)")
 
 #: The store's key-value row an open environment holds (``kv_get``/``kv_cas``), to refuse
 #: a second environment on the same store; its holder refreshes it every
@@ -680,9 +683,16 @@ class TestEnv:
         which otherwise reads as a hang. It says too when the server still holds a
         request of a ``Fault.hang()``: that ends when the client gives up, after its own
         timeout in real time (600 s by default), which the virtual clock does not
-        shorten. ``RunStuck`` passes as it is: it says why already."""
+        shorten. ``RunStuck`` passes as it is: it says why already. A run failed by an
+        LLM call whose key another endpoint than the scripted server's refused (401,
+        403) gets a note saying so (``_refused_elsewhere``)."""
         try:
             yield
+        except RunFailed as exc:
+            hint = self._refused_elsewhere(exc)
+            if hint is not None:
+                exc.add_note(hint)
+            raise
         except TimeoutError as exc:
             if isinstance(exc, RunStuck):
                 raise
@@ -1134,6 +1144,25 @@ class TestEnv:
                         await self._end_unreached(wait, run, entry, url)
         except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
             self._unreached.clear()
+
+    def _refused_elsewhere(self, exc: RunFailed) -> str | None:
+        """The note for a run failed by an LLM call refused 401 or 403 by an endpoint
+        other than the scripted server's, else None: a model built before the
+        environment and not given as ``llms=`` keeps the provider's URL, and the real
+        provider refuses the environment's fake key (its 401 said nothing of the
+        environment; a server of the test's own answering so is told alike)."""
+        error = exc.error if isinstance(exc.error, dict) else {}
+        found = _REFUSED_KEY.search(str(error.get("message", "")))
+        if found is None:
+            return None
+        url = found.group(2).rstrip("/")
+        if url in {self.llm.base_url.rstrip("/"), self.llm.anthropic_base_url.rstrip("/")}:
+            return None
+        return (f"run {exc.run_id!r} failed on its model's HTTP {found.group(1)} from {url}, "
+                f"not the environment's scripted LLM server (at {self.llm.base_url}): an "
+                "LLM built before the environment (at module level, say) keeps its own "
+                "base_url, the provider's, which refuses the environment's fake API key, "
+                "unless given as TestEnv(..., llms=[llm]) or built inside the test")
 
     def _unreached_url(self, run_id: str, entry: JournalEntry) -> str | None:
         """The base URL a failed LLM call (``llm:...``) could not connect to, when it is
