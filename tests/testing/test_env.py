@@ -4,10 +4,13 @@ in virtual time; every wait is a real release and replay on a real SQLite store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import os
 import re
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -481,6 +484,96 @@ async def test_a_model_not_pointed_at_the_environment_ends_the_wait_at_once() ->
         assert env.llm.requests == []
         assert (await env.app.get_run(handle.run_id)).status in ("waiting", "running")
     await llm.aclose()
+
+
+class _Silent:
+    """A server that accepts each connection, reads what comes and never answers, in a
+    thread of its own (no task of the test's: a task reading a socket is the test
+    busy, for the environment)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # (closed)
+                return
+            self.accepted.append(conn)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _hold(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(timeout=10)
+        for conn in self.accepted:
+            conn.close()
+
+
+async def test_a_model_whose_server_never_answers_ends_the_wait_at_once() -> None:
+    """A model built before the environment and not given as ``llms=`` whose base URL
+    accepts the connection and never answers (here a socket of the test's own that
+    reads the request and says nothing): the call waited its own timeout (600 s by
+    default) in real time, the virtual clock no help, and the wait gave up only at its
+    timeout. The wait now ends once the call has had no answer for a short while as the
+    test only waited, with ``RunStuck`` saying where the call went and how to point the
+    model at the scripted server; the model's own timeout is not changed."""
+    silent = _Silent()
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini", base_url=silent.url)
+    app.add_agent(Agent("mute", model=llm))
+    try:
+        async with TestEnv(app, llm=[Reply("ok")]) as env:
+            handle = await env.start("mute", "hi")
+            with pytest.raises(RunStuck, match=(
+                    rf"run '{handle.run_id}' \(mute\) cannot reach its model: its LLM call "
+                    r"\(step 'llm:openai:gpt-4\.1-mini'\) has had no answer from "
+                    rf"{re.escape(silent.url)} for [\d.]+ s \(the endpoint accepted the "
+                    r"connection and says nothing; the call waits its own timeout, 600 s, "
+                    r"in real time.*scripted LLM server is at "
+                    rf"{re.escape(env.llm.base_url)}: .*TestEnv\(\.\.\., llms=\[llm\]\)")):
+                await env.result(handle, timeout=30)
+            assert env.llm.requests == []
+            assert silent.accepted  # (the request reached the socket)
+        assert llm._timeout is None  # (its own timeout, untouched)
+    finally:
+        await llm.aclose()
+        silent.close()
+
+
+async def test_a_model_with_a_short_timeout_is_left_to_it() -> None:
+    """A model whose own timeout is short (here 1 s) against a socket that never
+    answers ends its calls by itself: the environment does not cut its wait short, and
+    the run sees the timeouts, as a test of its own retries would mean it to."""
+    silent = _Silent()
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini", base_url=silent.url, timeout=1,
+              retry=RetryPolicy(max_attempts=2, initial_interval=0.01))
+
+    @app.workflow
+    async def timed() -> str:
+        return (await llm.chat([{"role": "user", "content": "hi"}])).text or ""
+
+    try:
+        async with TestEnv(app) as env:
+            with pytest.raises(RunFailed, match=r"request timed out"):
+                await env.result(await env.start(timed), timeout=60)
+        assert len(silent.accepted) == 2
+    finally:
+        await llm.aclose()
+        silent.close()
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])

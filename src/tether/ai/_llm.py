@@ -31,11 +31,14 @@ released while it waits. Refusals (400, 401,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import math
 import os
+import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
@@ -46,6 +49,7 @@ from tether import RetryPolicy, ext
 from tether.ai._accounting import (
     CallRecord,
     PaidAttempts,
+    StreamProgress,
     cancelled_usage,
     failed_cost,
     failed_metrics,
@@ -479,7 +483,7 @@ class LLM:
         try:
             # An interruptible agent's turn can cut the request (TurnInterrupted): it was
             # billed as a cut one if its answer had begun (``cancelled_usage``).
-            with watching() as requests:
+            with watching() as requests, self._outstanding(run, requests):
                 try:
                     reply = await interruptibly(self._live_or_plain(call, publish,
                                                                     tether.step_key()))
@@ -507,6 +511,29 @@ class LLM:
             await publish.event({"type": "llm.end",
                                  "finish_reason": reply.finish_reason})
         return record
+
+    @contextlib.contextmanager
+    def _outstanding(self, run: ext.Run, requests: list[StreamProgress]) -> Iterator[None]:
+        """Count the attempt among the process's calls in flight (``outstanding_calls``)
+        while its requests are made."""
+        step = ext.current_step()
+        found = OutstandingCall(run.run_id, self.operation,
+                                step.position if step is not None else -1, self.base_url,
+                                time.monotonic(), self._read_timeout(), requests)
+        _OUTSTANDING[id(found)] = found
+        try:
+            yield
+        finally:
+            del _OUTSTANDING[id(found)]
+
+    def _read_timeout(self) -> float | None:
+        """How long a request of this model waits for an answer (None: for ever)."""
+        if self._timeout is None:
+            return 600.0  # (the clients' default)
+        if isinstance(self._timeout, (int, float)):
+            return float(self._timeout)
+        read = getattr(self._timeout, "read", None)
+        return float(read) if isinstance(read, (int, float)) else None
 
     async def _live_or_plain(self, call: _Call, publish: _Publisher | None,
                              key: str) -> ChatReply:
@@ -646,6 +673,40 @@ def _check_timeout(where: str, timeout: Any) -> None:
                 or not math.isfinite(value) or value <= 0):
             raise ConfigError(f"{where}: timeout= must be a positive number of seconds "
                               f"(or None for no limit), got {timeout!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutstandingCall:
+    """An attempt of an ``LLM`` call of a run whose request is in flight in this
+    process (``outstanding_calls``): a test environment tells from it a model whose
+    endpoint accepted the request and never answered."""
+
+    run_id: str
+    #: The step's name (``llm:openai:gpt-4.1-mini``) and position in the run.
+    step: str
+    position: int
+    base_url: str
+    #: When the attempt's request began (``time.monotonic()``).
+    since: float
+    #: How long its requests wait for an answer (seconds; None: for ever).
+    timeout: float | None
+    #: The progress of its requests (``watching``).
+    requests: list[StreamProgress]
+
+    @property
+    def answered(self) -> bool:
+        """Whether an answer (a 2xx) began for any of its requests."""
+        return any(progress.opened for progress in self.requests)
+
+
+#: The attempts of LLM calls in flight in this process, by ``id()``.
+_OUTSTANDING: dict[int, OutstandingCall] = {}
+
+
+def outstanding_calls() -> list[OutstandingCall]:
+    """The attempts of ``LLM`` calls of runs whose request is in flight in this process
+    now, oldest first."""
+    return sorted(_OUTSTANDING.values(), key=lambda call: call.since)
 
 
 def _cost(value: dict[str, Any]) -> tuple[int, float]:

@@ -111,6 +111,14 @@ _SPIN_LIST = 1000
 _UNREACHED_AFTER = 1.0
 #: Real seconds between those looks at the journals of the runs waited on.
 _UNREACHED_LOOK = 0.25
+#: Real seconds an LLM call of a run waited on may wait for an answer from a base URL
+#: other than the scripted server's (the endpoint accepted the request and says
+#: nothing), while the test only waits, before the wait ends (``RunStuck``;
+#: ``stuck_after`` if shorter): the call would wait its model's own timeout in real
+#: time (600 s by default), which the virtual clock does not shorten
+#: (``_watch_unanswered``). A model whose timeout is this or shorter ends the call by
+#: itself.
+_UNANSWERED_AFTER = 2.0
 #: The message of an LLM call whose request reached no server (``ProviderError``'s
 #: ``no response``, the clients' ``cannot connect to {base_url} (...)``).
 _CANNOT_CONNECT = re.compile(r": no response: cannot connect to (\S+) \(")
@@ -286,7 +294,11 @@ class TestEnv:
             was waiting on the environment. A wait whose run keeps failing an LLM call
             that reaches nothing at its model's base URL, not the scripted server's (a
             model not given as ``llms=``), raises ``RunStuck`` too, after a second (or
-            ``stuck_after`` if shorter) of such failures while the test only waited.
+            ``stuck_after`` if shorter) of such failures while the test only waited;
+            and so does one whose run's LLM call has had no answer for two seconds
+            (or ``stuck_after``) from such a base URL that accepted the connection
+            (it would wait the model's own timeout, 600 s by default, in real time;
+            a model whose timeout is two seconds or less is left to it).
             None: such waits wait out their timeout, or for ever without one.
         stuck_attempts: failed attempts in a row of one call of a step (default 1000)
             after which a wait on a run's result raises ``RunSpinning`` when the step,
@@ -400,6 +412,10 @@ class TestEnv:
         #: (``_watch_unreached``), and when the last look was.
         self._unreached: dict[tuple[str, int], tuple[int, float]] = {}
         self._unreached_at = 0.0
+        #: The LLM calls in flight of the runs waited on, to another base URL than the
+        #: scripted server's and not answered yet (by their ``id()``): when a look first
+        #: saw each while the test only waited (``_watch_unanswered``).
+        self._unanswered: dict[int, float] = {}
         self._closing = False
         self._opened = False
         #: The event loop the environment was opened in: its worker, skip loop and
@@ -660,6 +676,7 @@ class TestEnv:
         # and so does an LLM call that cannot connect)
         self._spin_reset()
         self._unreached.clear()
+        self._unanswered.clear()
         try:
             if self.stuck_after is None:
                 yield
@@ -1126,11 +1143,13 @@ class TestEnv:
         self._unreached_at = now
         if self._test_busy():
             self._unreached.clear()
+            self._unanswered.clear()
             return
         grace = min(self.stuck_after, _UNREACHED_AFTER)
         try:
             for wait in watched:
-                _, steps = await self._failing_steps(wait.run_id)
+                runs, steps = await self._failing_steps(wait.run_id)
+                await self._watch_unanswered(wait, runs, now)
                 for run, entry in steps:
                     url = self._unreached_url(run.run_id, entry)
                     if url is None:
@@ -1144,6 +1163,62 @@ class TestEnv:
                         await self._end_unreached(wait, run, entry, url)
         except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
             self._unreached.clear()
+            self._unanswered.clear()
+
+    async def _watch_unanswered(self, wait: _Wait, runs: list[RunRecord],
+                                now: float) -> None:
+        """End ``wait`` (``RunStuck``) when its run, or a child it waits for, has an LLM
+        call in flight to another base URL than the scripted server's that has had no
+        answer for ``_UNANSWERED_AFTER`` real seconds (or ``stuck_after``) while every
+        task of the test only waited: the endpoint accepted the connection and says
+        nothing, and the call would wait its model's own timeout (600 s by default) in
+        real time. A model whose timeout is that short or shorter is left to it, and a
+        call that answers, however slowly, is not concerned once its answer began."""
+        if wait.stuck is not None or self.stuck_after is None:
+            return
+        from tether.ai import _llm  # (imported by any run that calls a model)
+
+        ours = {self.llm.base_url.rstrip("/"), self.llm.anthropic_base_url.rstrip("/")}
+        family = {run.run_id: run for run in runs}
+        grace = min(self.stuck_after, _UNANSWERED_AFTER)
+        current = {}
+        for call in _llm.outstanding_calls():
+            if (call.run_id not in family or call.answered
+                    or call.base_url.rstrip("/") in ours
+                    or (call.timeout is not None and call.timeout <= _UNANSWERED_AFTER)):
+                continue
+            seen = current[id(call)] = self._unanswered.get(id(call), now)
+            if now - seen >= grace and now - call.since >= grace \
+                    and wait.stuck is None and not self._test_busy():
+                await self._end_unanswered(wait, family[call.run_id], call, now)
+        self._unanswered.update(current)
+
+    async def _end_unanswered(self, wait: _Wait, run: RunRecord, call: Any,
+                              now: float) -> None:
+        """Raise ``RunStuck`` in ``wait``: its run's LLM call ``call`` (an
+        ``OutstandingCall``) has had no answer from its base URL
+        (``_watch_unanswered``)."""
+        waited = await self.app.store.run_get(wait.run_id)
+        if waited is None or waited.status.is_settled or wait not in self._waits \
+                or wait.deadline is None:
+            return
+        limit = (f"its own timeout, {call.timeout:g} s," if call.timeout is not None
+                 else "for ever, having no timeout,")
+        wait.stuck = RunStuck(
+            f"run {run.run_id!r} ({run.workflow}) cannot reach its model: its LLM call "
+            f"(step {call.step!r}) has had no answer from {call.base_url} for "
+            f"{now - call.since:.1f} s (the endpoint accepted the connection and says "
+            f"nothing; the call waits {limit} in real time, which the virtual clock does "
+            f"not shorten), and the environment's scripted LLM server is at "
+            f"{self.llm.base_url}"
+            + (f" (the wait is on run {wait.run_id!r} ({waited.workflow}), which waits "
+               "for it)" if run.run_id != wait.run_id else "")
+            + ": an LLM built before the environment (at module level, say) keeps its "
+            "own base_url, the provider's, unless given as TestEnv(..., llms=[llm]); a "
+            "server of your own at that URL must answer (TestEnv(stuck_after=None) "
+            + ("waits for ever instead)" if wait.timeout is None
+               else f"waits out the wait's timeout instead, {wait.timeout:g} s)"))
+        wait.deadline.reschedule(asyncio.get_running_loop().time())
 
     def _refused_elsewhere(self, exc: RunFailed) -> str | None:
         """The note for a run failed by an LLM call refused 401 or 403 by an endpoint
