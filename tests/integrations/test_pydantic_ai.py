@@ -1607,6 +1607,90 @@ async def test_a_cut_streamed_background_request_resumes_after_its_last_event(
     assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (700, 60)
 
 
+async def test_a_streamed_background_create_cut_before_created_is_not_sent_again(
+        sqlite_url: str) -> None:
+    """The create of a request streamed in OpenAI's background mode is taken by the
+    provider (the job queued, billed as it runs) and its connection reset before
+    ``response.created``: its id never arrives, and the Responses API finds a response
+    by its id only (no list, no search by metadata; OpenAI documents no
+    ``Idempotency-Key``, and its SDK sends none). The step's next attempt sent the
+    request again: a second job, billed, the first running on unread. The step now
+    fails at once (the run with it), saying what may run at the provider and what to
+    do; the server got one create."""
+    async with ScriptedResponsesServer(script=[
+            ResponsesReply("the first job", created_reset=True, input_tokens=3_000,
+                           output_tokens=400),
+            Reply("a second job", input_tokens=3_000, output_tokens=400)]) as server:
+        with pytest.raises(RunFailed) as failed:
+            await streamed_background(sqlite_url, server, "sb3")
+    creates = [r for r in server.requests if r.method == "POST"]
+    assert [(r.path, r.outcome) for r in creates] == [
+        ("/v1/responses", "fault:reset_before_created")]
+    assert len(server.background) == 1
+    message = str(failed.value)
+    assert "FatalProviderError" in message, message
+    assert ("the request in OpenAI's background mode was sent, and its stream cut "
+            "before response.created") in message, message
+    assert "not sent again" in message and "start the run again" in message, message
+
+
+async def test_a_background_create_whose_answer_is_lost_is_not_sent_again(
+        sqlite_url: str) -> None:
+    """The same for a request asked plainly in OpenAI's background mode (live text on,
+    the default): the provider queues the job and the connection is reset before its
+    ``queued`` answer. The step's next attempt sent the request again, a second job;
+    it now fails at once, one create sent."""
+    async with ScriptedResponsesServer(script=[Reply("never polled")],
+                                       reset_creates=1) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+        model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
+                                     settings={"openai_background": True})
+        app = App(sqlite_url)
+        TetherAgent(Agent(model, name="bg"), app=app, durability=TetherDurability())
+        async with app, app.worker():
+            handle = await app.start("bg", "Write a novel about otters", run_id="lb2")
+            with pytest.raises(RunFailed) as failed:
+                await handle.result(timeout=60)
+            info = await app.get_run("lb2")
+        await provider.client.close()
+    assert [(r.method, r.outcome) for r in server.requests] == [
+        ("POST", "fault:reset_before_queued")]
+    assert len(server.background) == 1
+    message = str(failed.value)
+    assert ("FatalProviderError: openai: no response: the request in OpenAI's background "
+            "mode was sent, and its answer lost before the job's id came") in message, message
+    assert [(e["status"], e["attempts"]) for e in info.journal] == [("error", 1)]
+
+
+def test_a_create_that_never_connected_is_retried() -> None:
+    """Only a connection that failed once the request may have reached the provider
+    (reset, dropped, a read timed out) makes a background create fatal: one that
+    never connected (refused, no such host, a connect or pool timeout) sent nothing,
+    and its step retries it as any request."""
+    import httpx
+    from openai import APIConnectionError, APITimeoutError
+
+    from tether.integrations.pydantic_ai import _sent_unanswered
+
+    request = httpx.Request("POST", "https://api.openai.com/v1/responses")
+
+    def sdk(cause: BaseException, kind: type[APIConnectionError] = APIConnectionError
+            ) -> BaseException:
+        error = kind(request=request)
+        error.__cause__ = cause
+        return error
+
+    for unsent in (httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"),
+                   httpx.PoolTimeout("busy")):
+        assert not _sent_unanswered(sdk(unsent, APITimeoutError if isinstance(
+            unsent, httpx.TimeoutException) else APIConnectionError)), unsent
+    for sent in (httpx.RemoteProtocolError("reset"), httpx.ReadError("dropped"),
+                 httpx.ReadTimeout("silent")):
+        assert _sent_unanswered(sdk(sent)), sent
+        assert _sent_unanswered(sent), sent
+    assert not _sent_unanswered(ValueError("not a connection"))
+
+
 async def test_run_stream_in_background_mode_creates_the_job_once(sqlite_url: str) -> None:
     """``agent.run_stream`` in a workflow, in OpenAI's background mode, its job's stream
     cut mid-way: the streamed text is whole and heard once, the request created once."""

@@ -22,7 +22,10 @@ the usage it tells beyond the polled response's, but no call and no budget refus
 (``MeteredModel.call(polls=True)``). Streamed in background mode, the create's step ends at
 the job's ``response.created`` (journaled before any text), and the job's stream is read
 by polls, a cut one resumed after its last event (``_durable_events``): the request is
-sent once, through a crash too. A streamed request cut after its first event (pydantic-ai
+sent once, through a crash too. A create (streamed or not) whose connection fails after
+it was sent, before the job's id came, fails its step at once (``_unanswered_create``):
+the Responses API finds a job by its id only, and sent again the request could run and
+bill a second job. A streamed request cut after its first event (pydantic-ai
 raises ``ModelConnectionError`` for a dropped connection, ``ModelServerError`` for an
 error event) becomes a ``RetryableProviderError`` whose ``delivered`` is the characters
 of text, thinking and tool calls its events carried: the attempt was billed, and
@@ -431,8 +434,14 @@ def _resuming_client(kind: type) -> type:
     if found is None:
         async def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False,
                           stream_cls: Any = None) -> Any:
-            got = await base.request(self, cast_to, options, stream=stream,
-                                     stream_cls=stream_cls)
+            resumable = _RETRIEVED.fullmatch(str(options.url)) is not None
+            try:
+                got = await base.request(self, cast_to, options, stream=stream,
+                                         stream_cls=stream_cls)
+            except Exception as exc:
+                if stream and not resumable and _sent_unanswered(exc):
+                    raise _CreateUnanswered(exc) from exc
+                raise
             iterator = getattr(got, "_iterator", None) if stream else None
             if iterator is not None:  # (an openai.AsyncStream)
                 async def resume(after: int) -> AsyncIterator[Any]:
@@ -441,7 +450,6 @@ def _resuming_client(kind: type) -> type:
                     return cast(AsyncIterator[Any], await base.request(
                         self, cast_to, again, stream=True, stream_cls=stream_cls))
 
-                resumable = _RETRIEVED.fullmatch(str(options.url)) is not None
                 got._iterator = _durable_events(iterator, resume if resumable else None)
             return got
 
@@ -466,8 +474,10 @@ async def _durable_events(events: AsyncIterator[Any],
     request again (a second job billed). A retrieved stream cut after an event
     (``APIConnectionError``) is resumed (``resume``) after the last event's
     ``sequence_number``, in the same attempt: pydantic-ai reads one stream, each event
-    once. A stream cut before any event fails as it did (the step's attempt fails; its
-    next attempt streams from the step's start again)."""
+    once. A retrieved stream cut before any event fails as it did (the step's attempt
+    fails; its next attempt streams from the step's start again). A create's stream
+    cut before its first event (``response.created``) fails the step at once
+    (``_CreateUnanswered``): the job may run at the provider, and its id never came."""
     last: Any = None
     try:
         while True:
@@ -477,6 +487,8 @@ async def _durable_events(events: AsyncIterator[Any],
                 return
             except Exception as exc:
                 from openai import APIConnectionError
+                if resume is None and last is None and _sent_unanswered(exc):
+                    raise _CreateUnanswered(exc) from exc
                 after = getattr(last, "sequence_number", None)
                 if resume is None or not isinstance(after, int) \
                         or not isinstance(exc, APIConnectionError):
@@ -501,6 +513,52 @@ async def _closed(events: AsyncIterator[Any]) -> None:
         await closing()
 
 
+def _sent_unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` (the OpenAI SDK's, or the transport's under it) is a connection
+    that failed after the request may have reached the provider: reset, dropped, timed
+    out reading. Not one that failed to connect (refused, no such host, a connect or
+    pool timeout): nothing was sent then."""
+    import httpx
+    from openai import APIConnectionError
+
+    cause: BaseException | None = exc
+    if isinstance(exc, APIConnectionError):
+        cause = exc.__cause__
+    if isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                          httpx.UnsupportedProtocol)):
+        return False
+    return isinstance(exc, (APIConnectionError, httpx.TransportError))
+
+
+class _CreateUnanswered(Exception):
+    """The create of a request streamed in OpenAI's background mode was sent and its
+    connection failed before ``response.created``: the job may run at the provider,
+    and its id, the only way the Responses API finds a response, never came
+    (``_provider_attempt`` fails the step at once with it)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause) or type(cause).__name__)
+        self.cause = cause
+
+
+def _unanswered_create(provider: str, cause: BaseException, *,
+                       streamed: bool) -> FatalProviderError:
+    """The step's error for a create in OpenAI's background mode whose connection
+    failed (``cause``) after it was sent, before the job's id came: fatal (not sent
+    again), saying what may run at the provider and what to do."""
+    cut = ("its stream cut before response.created" if streamed
+           else "its answer lost before the job's id came")
+    return FatalProviderError(
+        f"the request in OpenAI's background mode was sent, and {cut} "
+        f"({type(cause).__name__}: {cause}): the provider may have "
+        "queued the job, which then runs and is billed, and its id never came; the "
+        "Responses API finds a response by its id only (it lists none, and honours no "
+        "Idempotency-Key that OpenAI documents), so the request is not sent again, "
+        "which could run and bill a second job. Look for the job in the provider's "
+        "dashboard (its logs; cancel it there if it is not wanted), and start the run "
+        "again to send the request anew", provider=provider)
+
+
 def _job_created(event: Any) -> bool:
     """Whether ``event`` is the ``response.created`` of a background job still to run."""
     response = getattr(event, "response", None)
@@ -510,11 +568,15 @@ def _job_created(event: Any) -> bool:
 
 
 async def _provider_attempt(provider: str, body: Callable[[], Awaitable[object]], *,
-                            keyed: bool, once: bool, resumable: bool = False) -> object:
+                            keyed: bool, once: bool, resumable: bool = False,
+                            creates_job: bool = False) -> object:
     """One attempt of a model step (a request, a token count, a compaction): ``body`` with
     the step's ``Idempotency-Key`` (``keyed``) and sent once (``once``; ``_for_step``),
     its provider errors classified (``_provider_error``: a 400 or 401 fails the step at
-    once, a 429 or 5xx is retried honouring ``Retry-After``)."""
+    once, a 429 or 5xx is retried honouring ``Retry-After``). A request that creates a
+    job in OpenAI's background mode (``creates_job``) whose connection failed after it
+    was sent, before the job's id came, fails the step at once
+    (``_unanswered_create``): sent again, it could run and bill a second job."""
     # A streamed attempt counts the characters its events deliver: cut after it began (a
     # reset, an error event: pydantic-ai raises ModelConnectionError, ModelServerError),
     # it was billed, and the error says so (delivered).
@@ -527,9 +589,15 @@ async def _provider_attempt(provider: str, body: Callable[[], Awaitable[object]]
                                                 resumable))
     try:
         return await body()
+    except _CreateUnanswered as exc:
+        raise _unanswered_create(provider, exc.cause, streamed=True) from exc.cause
     except ModelHTTPError as exc:
         raise delivery.mark(_provider_error(provider, exc, exc.status_code)) from exc
     except ModelAPIError as exc:
+        cause = exc.__cause__
+        if creates_job and delivery.chars is None and cause is not None \
+                and _sent_unanswered(cause):
+            raise _unanswered_create(provider, cause, streamed=resumable) from exc
         raise delivery.mark(_provider_error(provider, exc, None)) from exc
     finally:
         _STEP_REQUEST.reset(step_token)
@@ -857,12 +925,12 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         # once the job is queued (journaled), pydantic-ai reads the job's stream in the
         # next, and a cut stream is resumed after its last event in the same attempt;
         # none is sent again (_durable_events).
-        resumable = operation_id.streaming and _background(self._model_of(operation_id),
-                                                           settings)
+        background = _background(self._model_of(operation_id), settings)
+        polled = self._polled_job(operation_id, messages)
         return await self._metered_step(operation_id, name, body, messages, settings,
-                                        stream=operation_id.streaming,
-                                        polled=self._polled_job(operation_id, messages),
-                                        resumable=resumable)
+                                        stream=operation_id.streaming, polled=polled,
+                                        resumable=operation_id.streaming and background,
+                                        creates_job=background and polled is None)
 
     def _polled_job(self, operation_id: _ModelOperationId,
                     messages: object) -> ModelResponse | None:
@@ -903,7 +971,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                             settings: Mapping[str, Any], *, stream: bool = False,
                             unmetered: Callable[[Any], bool] | None = None,
                             polled: ModelResponse | None = None,
-                            resumable: bool = False) -> object:
+                            resumable: bool = False, creates_job: bool = False) -> object:
         """A provider request answered with a ``ModelResponse`` (a model request, a
         compaction) as one metered step (``MeteredModel.call``): budget, breaker, rate
         limits and ledger, each attempt one HTTP request (``_provider_attempt``).
@@ -922,7 +990,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             size = 0
         max_out = settings.get("max_tokens", 0)
         request = partial(_provider_attempt, provider, body, resumable=resumable,
-                          **self._sent_with(operation_id))
+                          creates_job=creates_job, **self._sent_with(operation_id))
         return await meter.call(name, request, model=model,
                                 usage=_usage_of if polled is None else _usage_beyond(polled),
                                 estimate_tokens=size // 4 + 1,

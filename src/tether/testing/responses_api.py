@@ -36,7 +36,10 @@ the create takes the script step and streams the job's events, each with its
 ``sequence_number``: ``response.created`` (``status: "queued"``), ``response.in_progress``,
 then the reply's events and ``response.completed``, every response ``background: true``
 (a ``Fault`` fails the create; ``reset_after_chunks`` cuts the stream, the job
-completing all the same, as the real one runs on without its reader). ``GET
+completing all the same, as the real one runs on without its reader;
+``ResponsesReply(created_reset=True)`` resets the create's connection before any
+answer, the job queued all the same: its request log's outcome
+``fault:reset_before_created``). ``GET
 /v1/responses/{id}?stream=true&starting_after=N`` (the SDK's ``retrieve(id,
 stream=True, starting_after=N)``) streams the job's events after ``N`` again (paced by
 the reply's ``chunk_delay``; ``ResponsesReply(resume_reset_after_chunks=)`` resets the
@@ -85,6 +88,11 @@ class ResponsesReply(Reply):
     #: while it resumes (the job completes all the same). The job's ``chunk_delay``
     #: paces its resumed streams too.
     resume_reset_after_chunks: int | None = None
+    #: A background response created streamed: the job is queued and runs (a retrieve
+    #: reads it, as the real one runs on without its reader), but the create's
+    #: connection is reset before any answer, no ``response.created`` sent: a create
+    #: whose answer was lost after the provider took it.
+    created_reset: bool = False
 
 
 def thinking_signature(text: str) -> str:
@@ -113,12 +121,20 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             in order (a fault's ``times`` counted), before they count.
         cancel_faults: what ``POST /v1/responses/{id}/cancel`` answers first, likewise,
             before it cancels.
+        reset_creates: how many background creates asked unstreamed (the first ones)
+            are queued, then have their connection reset before the answer: a create
+            the provider took whose answer was lost (request log outcome
+            ``fault:reset_before_queued``).
         (the others: ``ScriptedLLMServer``'s)
     """
 
     def __init__(self, script: Iterable[Step] = (), *, count_faults: Iterable[Fault] = (),
-                 cancel_faults: Iterable[Fault] = (), **kwargs: Any) -> None:
+                 cancel_faults: Iterable[Fault] = (), reset_creates: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(script, **kwargs)
+        #: How many more background creates asked unstreamed are queued and then have
+        #: their connection reset before the answer (the job runs all the same).
+        self.reset_creates = reset_creates
         #: The faults the token-counting endpoints have still to answer, in order.
         self.count_faults = [fault for fault in count_faults for _ in range(fault.times)]
         #: The faults the cancel endpoint has still to answer, in order.
@@ -325,6 +341,11 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             queued = {**self._response(rec, Reply(""), items=[], status="queued"),
                       "background": True, "usage": None}
             self.background[queued["id"]] = (rec.body, "queued")
+            if self.reset_creates > 0:  # (taken, and the answer lost on the way)
+                self.reset_creates -= 1
+                rec.outcome = "fault:reset_before_queued"
+                conn.abort()
+                return
             rec.status, rec.outcome = 200, "queued"
             await conn.respond(200, queued, headers={"x-request-id": self._next_id("req_")})
             return
@@ -408,6 +429,10 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         self.background_streams[final["id"]] = (events, final)
         resets = getattr(reply, "resume_reset_after_chunks", None) is not None
         self._stream_replies[final["id"]] = (reply, [resets])
+        if getattr(reply, "created_reset", False):
+            rec.outcome = "fault:reset_before_created"
+            conn.abort()
+            return
         rec.outcome, rec.status = "reply", 200
         await self._send_events(conn, rec, reply, [(kind, text) for kind, text, _ in events])
 
