@@ -68,6 +68,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -1174,15 +1175,14 @@ class TestEnv:
         nothing, and the call would wait its model's own timeout (600 s by default) in
         real time. A model whose timeout is that short or shorter is left to it, and a
         call that answers, however slowly, is not concerned once its answer began."""
-        if wait.stuck is not None or self.stuck_after is None:
+        llm = sys.modules.get("tether.ai._llm")  # (not imported: no model was called)
+        if wait.stuck is not None or self.stuck_after is None or llm is None:
             return
-        from tether.ai import _llm  # (imported by any run that calls a model)
-
         ours = {self.llm.base_url.rstrip("/"), self.llm.anthropic_base_url.rstrip("/")}
         family = {run.run_id: run for run in runs}
         grace = min(self.stuck_after, _UNANSWERED_AFTER)
         current = {}
-        for call in _llm.outstanding_calls():
+        for call in llm.outstanding_calls():
             if (call.run_id not in family or call.answered
                     or call.base_url.rstrip("/") in ours
                     or (call.timeout is not None and call.timeout <= _UNANSWERED_AFTER)):
