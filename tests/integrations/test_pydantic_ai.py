@@ -1607,8 +1607,9 @@ async def test_a_cut_streamed_background_request_resumes_after_its_last_event(
     assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (700, 60)
 
 
+@pytest.mark.parametrize("cut", ["before_head", "after_head"])
 async def test_a_streamed_background_create_cut_before_created_is_not_sent_again(
-        sqlite_url: str) -> None:
+        sqlite_url: str, cut: str) -> None:
     """The create of a request streamed in OpenAI's background mode is taken by the
     provider (the job queued, billed as it runs) and its connection reset before
     ``response.created``: its id never arrives, and the Responses API finds a response
@@ -1616,10 +1617,12 @@ async def test_a_streamed_background_create_cut_before_created_is_not_sent_again
     ``Idempotency-Key``, and its SDK sends none). The step's next attempt sent the
     request again: a second job, billed, the first running on unread. The step now
     fails at once (the run with it), saying what may run at the provider and what to
-    do; the server got one create."""
+    do; the server got one create. Cut before the answer's head, or after it (an HTTP
+    200 event stream) before its first event."""
+    how = {"created_reset": True} if cut == "before_head" else {
+        "created_reset_after_head": True}
     async with ScriptedResponsesServer(script=[
-            ResponsesReply("the first job", created_reset=True, input_tokens=3_000,
-                           output_tokens=400),
+            ResponsesReply("the first job", input_tokens=3_000, output_tokens=400, **how),
             Reply("a second job", input_tokens=3_000, output_tokens=400)]) as server:
         with pytest.raises(RunFailed) as failed:
             await streamed_background(sqlite_url, server, "sb3")

@@ -38,7 +38,8 @@ then the reply's events and ``response.completed``, every response ``background:
 (a ``Fault`` fails the create; ``reset_after_chunks`` cuts the stream, the job
 completing all the same, as the real one runs on without its reader;
 ``ResponsesReply(created_reset=True)`` resets the create's connection before any
-answer, the job queued all the same: its request log's outcome
+answer, the job queued all the same, ``created_reset_after_head=True`` after the
+answer's head, before its first event: its request log's outcome
 ``fault:reset_before_created``). ``GET
 /v1/responses/{id}?stream=true&starting_after=N`` (the SDK's ``retrieve(id,
 stream=True, starting_after=N)``) streams the job's events after ``N`` again (paced by
@@ -93,6 +94,9 @@ class ResponsesReply(Reply):
     #: connection is reset before any answer, no ``response.created`` sent: a create
     #: whose answer was lost after the provider took it.
     created_reset: bool = False
+    #: As ``created_reset``, but the answer's head (HTTP 200, an event stream) is sent
+    #: before the reset: the stream cut before its first event.
+    created_reset_after_head: bool = False
 
 
 def thinking_signature(text: str) -> str:
@@ -429,7 +433,13 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         self.background_streams[final["id"]] = (events, final)
         resets = getattr(reply, "resume_reset_after_chunks", None) is not None
         self._stream_replies[final["id"]] = (reply, [resets])
-        if getattr(reply, "created_reset", False):
+        if getattr(reply, "created_reset", False) \
+                or getattr(reply, "created_reset_after_head", False):
+            if getattr(reply, "created_reset_after_head", False):
+                await conn.send(head(200, {"content-type": "text/event-stream; charset=utf-8",
+                                           "cache-control": "no-cache",
+                                           "transfer-encoding": "chunked",
+                                           "x-request-id": self._next_id("req_")}))
             rec.outcome = "fault:reset_before_created"
             conn.abort()
             return
