@@ -690,7 +690,7 @@ class App:
             )
         if created:
             if unknown is not None:
-                _warn_unknown(name, record.queue, unknown)
+                _warn_unknown(name, record.queue, unknown, rid)
             for w in self._workers:
                 w.notify()
         return RunHandle(self, rid, name, created=created)
@@ -1031,16 +1031,17 @@ class App:
                                        now=self.clock.now())
         for w in self._workers:
             w.notify()
-        await self._warn_if_unserved(report.run.workflow, report.run.queue)
+        await self._warn_if_unserved(report.run.workflow, report.run.queue, run_id)
         unpinned = version_dropped(run_id, report.version_before, report.run.version)
         if unpinned is not None:
             _log.warning("%s", unpinned)
         return report
 
-    async def _warn_if_unserved(self, workflow: str, queue: str) -> None:
-        """A retried or forked run of a workflow neither this app nor any worker of the
-        store has registered (renamed or removed in code, or a typo'd start) waits for
-        ever: say so, as ``start`` does (it said nothing and printed ``queued``)."""
+    async def _warn_if_unserved(self, workflow: str, queue: str, run_id: str) -> None:
+        """A retried or forked run (``run_id``) of a workflow neither this app nor any
+        worker of the store has registered (renamed or removed in code, or a typo'd
+        start) waits for ever: say so, as ``start`` does (it said nothing and printed
+        ``queued``)."""
         if workflow in self._workflows:
             return
         try:
@@ -1048,7 +1049,7 @@ class App:
         except StoreError:
             return  # (only a warning: the retry or fork itself was done)
         if workflow not in known:
-            _warn_unknown(workflow, queue, (*known, *self._workflows))
+            _warn_unknown(workflow, queue, (*known, *self._workflows), run_id)
 
     async def fork(self, run_id: str, *, at: int, input: Any = _NO_INPUT,
                    new_run_id: str | None = None) -> RunHandle[Any]:
@@ -1160,7 +1161,7 @@ class App:
             raise
         for w in self._workers:
             w.notify()
-        await self._warn_if_unserved(source.workflow, source.queue)
+        await self._warn_if_unserved(source.workflow, source.queue, rid)
         unpinned = fork_version_dropped(run_id, rid, source.version, record.version)
         if unpinned is not None:
             _log.warning("%s", unpinned)
@@ -1367,13 +1368,20 @@ class App:
         raise failed
 
 
-def _warn_unknown(workflow: str, queue: str, known: Iterable[str] = ()) -> None:
-    """A run was created for a workflow no worker has registered in the store; the
-    closest of the ``known`` names is suggested, for a typo (``tether start crwal``)."""
+def _warn_unknown(workflow: str, queue: str, known: Iterable[str] = (),
+                  run_id: str | None = None) -> None:
+    """A run (``run_id``; None: several, ``start_many``) was created for a workflow no
+    worker has registered in the store; the closest of the ``known`` names is suggested,
+    for a typo (``tether start crwal``)."""
     hint = did_you_mean(workflow, known)
-    _log.warning("no worker has registered workflow %r in this store yet%s; the run waits "
-                 "on queue %r until a worker with that workflow serves it", workflow, hint,
-                 queue)
+    if run_id is None:
+        _log.warning("no worker has registered workflow %r in this store yet%s; the runs "
+                     "wait on queue %r until a worker with that workflow serves them",
+                     workflow, hint, queue)
+        return
+    _log.warning("run %s: no worker has registered workflow %r in this store yet%s; the "
+                 "run waits on queue %r until a worker with that workflow serves it",
+                 run_id, workflow, hint, queue, extra={"run_id": run_id})
 
 
 def _check_args_form(value: dict[str, Any]) -> None:

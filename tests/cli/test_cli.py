@@ -362,7 +362,7 @@ async def test_start_json_carries_the_warnings_it_printed(served: tuple[App, str
     typo = await cli("start", "doublr", "--input", "[1]", "--id", "w-1", "--json", db=url)
     assert typo.returncode == 0, typo.stderr
     assert json.loads(typo.stdout)["warnings"] == [
-        "no worker has registered workflow 'doublr' in this store yet (did you mean "
+        "run w-1: no worker has registered workflow 'doublr' in this store yet (did you mean "
         "'doubler'?); the run waits on queue 'default' until a worker with that workflow "
         "serves it"]
     fine = await cli("start", "doubler", "--input", "[1]", "--id", "w-2", "--json", db=url)
@@ -1704,10 +1704,12 @@ async def test_a_short_commands_warnings_read_as_its_errors_do(store_url: str) -
     logger), and ``--log-level info`` lines keep them too."""
     start = await cli("start", "nobody-serves", "--id", "w-1", db=store_url)
     assert start.returncode == 0, start.stderr
+    # (The start's warning names its run, as the worker's lines about a run do: it had
+    # no run id until 2026-12-07, in the text or in a JSON log line's fields.)
     assert start.stderr.splitlines() == [
-        "tether: warning: no worker has registered workflow 'nobody-serves' in this store "
-        "yet; the run waits on queue 'default' until a worker with that workflow serves "
-        "it"], start.stderr
+        "tether: warning: run w-1: no worker has registered workflow 'nobody-serves' in "
+        "this store yet; the run waits on queue 'default' until a worker with that "
+        "workflow serves it"], start.stderr
     again = await cli("start", "nobody-serves", "--id", "w-1", db=store_url)
     assert again.stderr.splitlines() == [
         "tether: warning: run 'w-1' already existed and was not started again; its input "

@@ -108,9 +108,11 @@ class CommandFormatter(TextFormatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.levelno != logging.WARNING:
             return super().format(record)
-        line = f"tether: warning: {safe(record.getMessage())}"
+        message = record.getMessage()
+        line = f"tether: warning: {safe(message)}"
         run_id = getattr(record, "run_id", None)
-        if run_id is not None:
+        if run_id is not None and not message.startswith(f"run {run_id}: "):
+            # (A line that begins with its run says it once: ``run r: ...``.)
             line += f" [run={safe(run_id)}]"
         # (on a terminal wrapped between words, as the tables are fitted; into a pipe
         # or a file one line, for a script's grep)
