@@ -953,13 +953,15 @@ def test_error_and_warning_lines_wrap_between_words_on_a_terminal(
     lines after the first indented, nothing cut (a path longer than a line stays whole
     on one of its own). Into a pipe it stays one line, for a script's grep."""
     missing = str(tmp_path / "a-folder-of-stores" / "this-store-was-never-created.db")
-    cases = [(["show", "r-1", "--db", f"sqlite:///{missing}"], "tether: error: ", 1),
-             (["start", "nobody-registered-this", "--db", sqlite_url], "tether: warning: ",
-              0)]
-    for argv, head, code in cases:
+    # (The start's warning names its run: the same id, in a store of its own each.)
+    start = ["start", "nobody-registered-this", "--id", "r-1", "--db"]
+    cases = [(["show", "r-1", "--db", f"sqlite:///{missing}"], "tether: error: ", 1, []),
+             ([*start, sqlite_url], "tether: warning: ", 0,
+              [*start, f"sqlite:///{tmp_path}/piped.db"])]
+    for argv, head, code, argv_piped in cases:
         rc, err = stderr_on_terminal(argv, columns)
-        piped = forked.run([sys.executable, "-m", "tether", *argv], capture_output=True,
-                           text=True, timeout=60)
+        piped = forked.run([sys.executable, "-m", "tether", *(argv_piped or argv)],
+                           capture_output=True, text=True, timeout=60)
         said = [line for line in piped.stderr.splitlines() if line.startswith(head)]
         assert (rc, piped.returncode, len(said)) == (code, code, 1), (err, piped.stderr)
         assert len(said[0]) > columns, said  # (long enough to need it)
