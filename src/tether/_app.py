@@ -631,15 +631,16 @@ class App:
     @overload
     async def start(self, workflow: Callable[P, Awaitable[R]], *args: Any,
                     run_id: str | None = None, queue: str | None = None,
-                    **kwargs: Any) -> RunHandle[R]: ...
+                    check_args: bool = True, **kwargs: Any) -> RunHandle[R]: ...
 
     @overload
     async def start(self, workflow: str, *args: Any, run_id: str | None = None,
-                    queue: str | None = None, **kwargs: Any) -> RunHandle[Any]: ...
+                    queue: str | None = None, check_args: bool = True,
+                    **kwargs: Any) -> RunHandle[Any]: ...
 
     async def start(self, workflow: Callable[..., Any] | str, *args: Any,
                     run_id: str | None = None, queue: str | None = None,
-                    **kwargs: Any) -> RunHandle[Any]:
+                    check_args: bool = True, **kwargs: Any) -> RunHandle[Any]:
         """Start a run of ``workflow`` (the function or its name) with these arguments.
 
         Idempotent on ``run_id``: starting an existing id starts nothing and returns a
@@ -648,12 +649,21 @@ class App:
         Without one, the run gets a new id: a UUIDv7 as 32 hex digits (time first, so
         runs started together get neighbouring ids; nothing may rely on their order).
 
+        ``run_id``, ``queue`` and ``check_args`` are this call's own: a workflow
+        parameter of one of those names cannot be passed by keyword here.
+        ``check_args=False`` starts the run without checking the arguments against the
+        workflow's function known here: for a client whose code is not the workers'
+        (another deploy, where the workflow's signature changed), whose check would
+        refuse what the workers take. The worker then judges them (a ``TypeError`` fails
+        the run).
+
         Raises:
             WorkflowNotFound: (a function not decorated as a workflow: ConfigError)
             WorkflowArgumentError: the arguments do not fit the workflow's signature (a
                 required one missing, an unknown keyword, one too many), checked where
                 its function is known here (given, or registered on this app under the
-                name given); nothing was started. Also a ``TypeError``.
+                name given) unless ``check_args`` is False; nothing was started. Also a
+                ``TypeError``.
             NotSerializable: an argument is not JSON.
             PayloadTooLarge: the encoded input is over the size limit.
             ConfigError: the run id is used by a run of another workflow; the App is
@@ -663,7 +673,7 @@ class App:
             check_name("run id", run_id)
         if queue is not None:
             check_name("queue", queue)
-        wdef = self._local_workflow(workflow)
+        wdef = self._local_workflow(workflow) if check_args else None
         if wdef is not None:
             wdef.check_arguments(args, kwargs)
         store = await self._open()
@@ -698,16 +708,18 @@ class App:
     async def start_many(self, workflow: Callable[..., Awaitable[R]] | str,
                          inputs: Iterable[Sequence[Any]], *,
                          run_ids: Sequence[str] | None = None,
-                         queue: str | None = None) -> list[RunHandle[R]]:
+                         queue: str | None = None,
+                         check_args: bool = True) -> list[RunHandle[R]]:
         """Start one run of ``workflow`` per item of ``inputs`` (each a sequence of
         positional arguments) in one store transaction: many starts for the price of
         one commit. Idempotent on ``run_ids`` like ``start``; an id given twice starts
-        one run.
+        one run. ``check_args=False``: the items are not checked (as for ``start``).
 
         Raises:
             WorkflowNotFound, NotSerializable, PayloadTooLarge: nothing was started.
             WorkflowArgumentError: an item's arguments do not fit the workflow's
-                signature (as for ``start``); nothing was started.
+                signature (as for ``start``, unless ``check_args`` is False); nothing
+                was started.
             ConfigError: ``run_ids`` does not match ``inputs`` (nothing was started), or
                 an id is already used by a run of another workflow (the other runs
                 were started).
@@ -719,7 +731,7 @@ class App:
             check_name("run id", rid)
         if queue is not None:
             check_name("queue", queue)
-        wdef = self._local_workflow(workflow)
+        wdef = self._local_workflow(workflow) if check_args else None
         if wdef is not None:
             for i, args in enumerate(items):
                 try:

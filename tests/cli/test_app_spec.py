@@ -122,3 +122,23 @@ async def test_start_with_app_refuses_an_input_the_workflow_cannot_take(
                                     f"int = 1): {says}")
     async with App(url) as app:
         assert [r.run_id for r in await app.list_runs()] == ["c-1"]
+
+
+async def test_start_with_app_and_no_check_args_starts_what_the_code_refuses(
+        tmp_path: Path) -> None:
+    """``tether start crawl --app tour:app --no-check-args``: the code at hand is not
+    the workers' (another deploy, whose signature changed), so the --input it refuses is
+    started all the same, for the workers to judge."""
+    (tmp_path / "spec_flow.py").write_text(
+        "from tether import App\napp = App()\n\n"
+        "@app.workflow\nasync def crawl(pages: int) -> list[str]:\n"
+        "    return []\n")
+    url = f"sqlite:///{tmp_path}/tether.db"
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    done = forked.run([sys.executable, "-m", "tether", "start", "crawl", "--app",
+                       "spec_flow:app", "--db", url, "--input", '[3, "deep"]', "--id", "c-1",
+                       "--no-check-args"], cwd=tmp_path, env=env, capture_output=True,
+                      text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "c-1", done.stderr
+    async with App(url) as app:
+        assert (await app.get_run("c-1")).input == [3, "deep"]

@@ -207,3 +207,26 @@ async def test_a_fork_with_an_input_the_workflow_cannot_take_is_refused(app: App
     fork = await app.fork("src", at=0, input={"args": ["bob"], "kwargs": {"greeting": "yo"}})
     async with app.worker():
         assert await fork.result(timeout=30) == "yo bob"
+
+
+async def test_check_args_false_starts_what_the_workers_code_takes(app: App,
+                                                                   store_url: str) -> None:
+    """A client whose ``greet`` is of an older deploy than the workers' (theirs takes a
+    second argument): its check refuses the new arguments, and ``check_args=False``
+    starts the run, which the workers' code completes. Before, a start by name had no
+    way past the local function's signature."""
+    make(app)  # (the client's greet takes one positional argument)
+    with pytest.raises(WorkflowArgumentError, match="too many positional arguments"):
+        await app.start("greet", "ada", "hi", run_id="g-1")
+    handle = await app.start("greet", "ada", "hi", run_id="g-1", check_args=False)
+    many = await app.start_many("greet", [("bob", "hey")], run_ids=["g-2"],
+                                check_args=False)
+    workers = App(store_url)
+
+    @workers.workflow(name="greet")
+    async def greet_v2(name: str, greeting: str) -> str:
+        return f"{greeting} {name}"
+
+    async with workers, workers.worker():
+        assert await handle.result(timeout=30) == "hi ada"
+        assert await many[0].result(timeout=30) == "hey bob"

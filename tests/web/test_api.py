@@ -352,6 +352,21 @@ async def test_a_start_whose_input_the_workflow_cannot_take_is_a_bad_request(
     assert r.status_code == 201 and r.json()["warnings"], r.text
 
 
+async def test_a_start_with_check_args_false_is_not_judged_by_the_servers_code(
+        api: Api) -> None:
+    """``"check_args": false``: the input goes to the workers as it is, for a server
+    whose code is not theirs (another deploy, where the signature changed), as
+    ``App.start(check_args=False)`` and ``tether start --no-check-args`` do. A value
+    other than true or false is a 400."""
+    r = await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["a", "b"],
+                                                  "run_id": "g2", "check_args": False})
+    assert r.status_code == 201 and r.json()["input"] == ["a", "b"], r.text
+    r = await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["a", "b"],
+                                                  "check_args": "no"})
+    assert r.status_code == 400 and error_of(r) == "bad_request", r.text
+    assert r.json()["error"]["message"] == "check_args must be true or false"
+
+
 async def test_start_run_conflicting_id_and_wrong_media_type(api: Api) -> None:
     """A run id used by another workflow is a 409; a non-JSON body a 415."""
     assert (await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["a"],

@@ -113,6 +113,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "value of a type its annotation refuses; its store is used unless "
                    "--db is given; the run gets its App's version, if it has one: "
                    "without --app a run has none, and workers of every version claim it)")
+    p.add_argument("--no-check-args", dest="check_args", action="store_false",
+                   help="with --app, start the run without checking --input against that "
+                   "app's workflow (code of another deploy than the workers', whose "
+                   "signature changed); the worker judges it (without --app nothing is "
+                   "checked here)")
     p.add_argument("--json", action="store_true",
                    help="print the run's document (as POST /api/v1/runs answers it) with "
                    "created (false: the run id existed), input_differs (whether that "
@@ -228,7 +233,8 @@ async def start(args: argparse.Namespace) -> int:
             # The code was named to start from: a name it lacks is a typo, not a run
             # for some worker to come (which is what a name unknown to the store is).
             raise no_workflow(args.app, app, args.workflow)
-        _check_arguments(app, args.workflow, values)
+        if args.check_args:
+            _check_arguments(app, args.workflow, values)
         if args.db:
             app.use_store(store_url(args, must_exist=False))
     else:
@@ -276,7 +282,7 @@ async def _start(args: argparse.Namespace, app: App,
     async with app:
         try:
             handle = await app.start(args.workflow, *values, run_id=args.run_id,
-                                     queue=args.queue)
+                                     queue=args.queue, check_args=args.check_args)
         except RunIdTaken as exc:  # a run of another workflow holds --id: bad input, as
             raise CliError(str(exc), 2) from None  # for fork (it exited 1)
         report = await start_report(app, handle, values, args.queue)

@@ -391,7 +391,7 @@ def check_input(app: App, workflow: str, values: list[Any]) -> None:
 async def start_run(request: Request) -> Response:
     require_admin(request)
     body = await json_body(request)
-    known_keys(body, {"workflow", "input", "run_id", "queue"})
+    known_keys(body, {"workflow", "input", "run_id", "queue", "check_args"})
     workflow = field_name(body.get("workflow"), "workflow", required=True)
     assert workflow is not None
     values = body.get("input", [])
@@ -401,8 +401,12 @@ async def start_run(request: Request) -> Response:
         raise ApiError(400, "bad_request", "input must be a JSON array of positional arguments")
     run_id = field_name(body.get("run_id"), "run_id", required=False)
     queue = field_name(body.get("queue"), "queue", required=False)
+    check_args = body.get("check_args", True)
+    if not isinstance(check_args, bool):
+        raise ApiError(400, "bad_request", "check_args must be true or false")
     app = tether_app(request)
-    check_input(app, workflow, values)
+    if check_args:
+        check_input(app, workflow, values)
     existed = run_id is not None and await app.store.run_get(run_id) is not None
     carrier = trace_carrier(request.headers.get("traceparent"),
                             request.headers.get("tracestate"))
@@ -426,7 +430,8 @@ async def start_run(request: Request) -> Response:
     # workflow_not_found the OpenAPI document listed was never answered.)
     known = await workflow_known(app, workflow)
     try:
-        handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
+        handle = await app.start(workflow, *values, run_id=run_id, queue=queue,
+                                 check_args=check_args)
     except (InvalidName, WorkflowArgumentError) as exc:  # (InvalidName: e.g. a
         # bidirectional override the check above lets by; WorkflowArgumentError: as
         # check_input refuses, which comes first)

@@ -381,7 +381,12 @@ def document(root_path: str = "") -> dict[str, Any]:
                         "additionalProperties": False,
                         "properties": {"workflow": _NAME, "input": _OPTIONAL_INPUT,
                                        "run_id": _OPTIONAL_NAME,
-                                       "queue": _OPTIONAL_NAME}}),
+                                       "queue": _OPTIONAL_NAME,
+                                       "check_args": {
+                                           "type": "boolean", "default": True,
+                                           "description": "false: the input is not "
+                                           "checked against the workflow's function of "
+                                           "`serve --app` (the workers' code differs)"}}}),
                     # (No 404: a workflow no worker has registered is queued, with
                     # `warnings`, with or without `serve --app`. The document listed a
                     # 404 workflow_not_found that no start answered until 2026-12-07.)
