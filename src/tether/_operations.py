@@ -10,6 +10,8 @@ journaled values (clock, random, uuid), patch markers and the live status.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import contextvars
 import datetime as dt
 import functools
@@ -39,6 +41,7 @@ from tether._replay import (
     INHERIT_KEY,
     OK,
     PENDING,
+    AttemptRow,
     Lost,
     RunContext,
     StepInfo,
@@ -341,7 +344,7 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
                 await _take_rate(ctx, sdef)
             info = StepInfo(ctx.run_id, pos, name, state.attempts, ctx.generation,
                             state.last_error)
-            attempt = _invoke(ctx, sdef, info, args, kwargs, task)
+            attempt = _invoke(ctx, sdef, info, args, kwargs, task, head, started)
             # (no observer: no wrapping coroutine, one fewer frame per step)
             value = await (_observe.step(ctx, info, attempt) if _observe.observers
                            else attempt)
@@ -545,7 +548,9 @@ def busy_step_threads() -> int:
 
 
 async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
-                  kwargs: dict[str, Any], task: asyncio.Task[Any] | None) -> Any:
+                  kwargs: dict[str, Any], task: asyncio.Task[Any] | None,
+                  head: tuple[str, str, int, int, str, int, str] | None = None,
+                  started: float = 0.0) -> Any:
     """One attempt of the step, with ``current_step`` set.
 
     An async step is awaited in the task that runs the operation (a task of its own per
@@ -553,8 +558,12 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
     interrupts it by cancelling this task (``RunContext.request_cancel``) and the cancel
     is taken back here (``uncancel``), as ``asyncio.timeout`` does for the timeout.
     ``task`` is the current task (``run_step`` looked it up). A sync step runs in the
-    executor, with the caller's context. A step replaced by a test double
-    (``RunContext.step_mocks``) calls the double, under the step's own timeout."""
+    executor, with the caller's context; a sync step's function that outlives the
+    run's execution here (the run was taken from this worker, or unwound, while its
+    thread ran: a thread cannot be stopped) notes its attempt's end when it returns
+    (``_outlived``: ``head`` and ``started`` are the attempt's). A step replaced by a
+    test double (``RunContext.step_mocks``) calls the double, under the step's own
+    timeout."""
     if ctx.step_mocks:
         sdef = ctx.step_mocks.get(sdef.name, sdef)
     token = current_step.set(info)
@@ -563,7 +572,12 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
             context = contextvars.copy_context()
             loop = asyncio.get_running_loop()
             call = functools.partial(context.run, _in_thread, sdef.fn, *args, **kwargs)
-            inner = loop.run_in_executor(ctx.executor, call)
+            thread: concurrent.futures.Future[Any] | None = None
+            if ctx.executor is not None:  # (as run_in_executor does, the thread's kept)
+                thread = ctx.executor.submit(call)
+                inner = asyncio.wrap_future(thread, loop=loop)
+            else:
+                inner = loop.run_in_executor(None, call)
             ctx._step_tasks.add(inner)
             try:
                 if sdef.timeout is None:
@@ -590,6 +604,8 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
                         raise _Interrupted() from None
                     if not inner.cancelled():  # the step's function raised it
                         raise _OwnCancel() from exc
+                if thread is not None and head is not None and ctx.stop is not None:
+                    _outlived(ctx, thread, head, started)
                 raise
             finally:
                 ctx._step_tasks.discard(inner)
@@ -634,6 +650,35 @@ class _OwnCancel(Exception):
 
 #: The error type of a step cancelled by the workflow's own code (journaled).
 _CANCELLED_TYPE = "asyncio.CancelledError"
+
+
+def _outlived(ctx: RunContext, thread: concurrent.futures.Future[Any],
+              head: tuple[str, str, int, int, str, int, str], started: float) -> None:
+    """A sync step's attempt whose run stopped executing here (``ctx.stop``: the lease
+    lost to another worker, the run released or blocked) while its function ran on in
+    its thread: when the function ends, its attempt is noted ``superseded`` (it returned,
+    but its result is never recorded: the run's next execution runs the step again) or
+    ``error`` (it raised). Until then its row stays ``running``, which it is (``show``
+    calls it interrupted). Not when the worker is stopping by then (its history is
+    written as it stops; the attempt stays as noted), nor when the event loop is gone."""
+    loop = ctx._loop
+
+    def ended(_: concurrent.futures.Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # (the event loop is closed)
+            loop.call_soon_threadsafe(note)
+
+    def note() -> None:
+        if thread.cancelled() or ctx.shutting_down():
+            return
+        exc = thread.exception()
+        now = ctx.clock.now()
+        if exc is None:
+            row: AttemptRow = (*head, "superseded", started, now, None)
+        else:
+            row = (*head, "error", started, now, ctx.codec.encode_error(error_to_dict(exc)))
+        ctx.attempt_writer.note(head[0], row)
+
+    thread.add_done_callback(ended)
 
 
 def _cancelled_by_workflow(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,

@@ -1075,6 +1075,7 @@ class RunContext:
             if self._deferred:
                 await self.flush()
             try:
+                _faults.point("journal.before_append")
                 await self.store.journal_append(lease=self.lease, entry=entry,
                                                 metrics=metrics, now=now, blobs=sealed)
             except LeaseLost as exc:

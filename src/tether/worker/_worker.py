@@ -894,7 +894,7 @@ class Worker:
                 # Else the heartbeat, which renews every lease this worker holds,
                 # would keep the run 'running' here with nobody executing it.
                 position = active.ctx.lost_at() if active.ctx is not None else None
-                after = self._hand_back(active.lease, crashes, error, position)
+                after = self._hand_back(active.lease, crashes, error, position, active.ctx)
                 hand_back = asyncio.ensure_future(after)
                 self._background.add(hand_back)
                 hand_back.add_done_callback(self._background.discard)
@@ -903,15 +903,25 @@ class Worker:
 
     async def _hand_back(self, lease: Lease, crashes: int = 0,
                          error: BaseException | None = None,
-                         position: int | None = None) -> None:
+                         position: int | None = None,
+                         ctx: RunContext | None = None) -> None:
         """Release a run this worker holds but no longer executes, for a replay after a
         backoff that doubles with each crash; after ``MAX_EXECUTOR_CRASHES`` the run
         fails instead, so a poison run can neither spin nor hold a slot for ever. A
         lease lost meanwhile (another worker took the run over: nothing to hand back) is
         counted and said as ``_lease_lost`` does; ``position``: where the run stood, if
-        known."""
+        known. ``ctx``: the crashed execution: when the run is released, its steps that
+        succeeded but whose results were not recorded are noted ``superseded`` first
+        (the replay runs them again), as a lost run's are, and its attempts are written
+        before the release."""
         store = self.app.store
         reason = f"{type(error).__name__}: {error}" if error is not None else "worker error"
+        if ctx is not None and crashes < MAX_EXECUTOR_CRASHES:
+            # (Before the release: while this worker holds the run its journal is as
+            # this execution left it. A run failed instead runs no step again.)
+            await ctx.supersede(None)
+            with contextlib.suppress(StoreError):
+                await ctx.flush_history()
 
         def release() -> Awaitable[object]:
             now = self.app.clock.now()
@@ -933,7 +943,7 @@ class Worker:
             handed = await self._retry_store(lease.run_id, "hand it back", release,
                                              errors=(StoreError,), attempts=10)
         except LeaseLost:  # someone else has it: nothing to hand back
-            await self._lease_lost(lease.run_id, lease.fencing_token, position)
+            await self._lease_lost(lease.run_id, lease.fencing_token, position, ctx)
             return
         if handed is not _GAVE_UP:
             if crashes >= MAX_EXECUTOR_CRASHES:

@@ -1,0 +1,123 @@
+"""What a step attempt's history says when its execution ends without recording it: a
+sync step whose thread outlives the run's execution here (the heartbeat found the lease
+lost and cancelled the run), and a step whose result a crashed executor never wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from tests.engine.helpers import status_is, wait_for
+from tether import App, _faults
+from tether.worker import _worker
+
+
+async def _statuses(app: App, run_id: str, step: str) -> list[str]:
+    rows = await app.store.attempt_list(run_id)
+    return [r.status for r in sorted(rows, key=lambda r: r.started_at) if r.name == step]
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+async def test_a_thread_that_outlives_its_lost_run_notes_how_its_attempt_ended(
+        store_url: str, outcome: str) -> None:
+    """The heartbeat finds the lease lost (expired in the store, a thief claimed the run)
+    and cancels the run while its sync step blocks in a thread. When the function then
+    returns, its attempt is noted ``superseded`` (its result is never recorded: the new
+    owner runs the step again); when it raises, ``error``. It stayed ``running`` for
+    good (``show`` said ``interrupted``), though the function had run to its end."""
+    app = App(store_url)
+    entered, release = threading.Event(), threading.Event()
+
+    @app.step
+    def charge() -> str:
+        entered.set()
+        release.wait(60)
+        if outcome == "raises":
+            raise ValueError("card declined")
+        return "charged"
+
+    @app.workflow
+    async def pay() -> str:
+        return await charge()
+
+    await app._open()
+    store = app.store
+    await app.start(pay, run_id="p")
+    async with app.worker(lease_seconds=2.0, concurrency=1) as worker:
+        assert await asyncio.to_thread(entered.wait, 30)
+        await wait_for(lambda: _has(app, "p", "running"), timeout=30,
+                       what="the attempt's running row written")
+        await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
+        claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                        now=app.clock.now(), lease_seconds=60)
+        assert [c.run.run_id for c in claimed] == ["p"]
+        await wait_for(lambda: _dropped(worker, "p"), timeout=30, what="the run dropped")
+        assert await _statuses(app, "p", "charge") == ["running"]
+        release.set()
+        want = "superseded" if outcome == "returns" else "error"
+        await wait_for(lambda: _has(app, "p", want), timeout=30,
+                       what=f"the attempt noted {want}")
+    rows = await store.attempt_list("p")
+    assert [r.status for r in rows] == [want]
+    if outcome == "raises":
+        assert rows[0].error is not None and "card declined" in rows[0].error
+    info = await app.get_run("p")
+    assert [a["status"] for a in info.attempts] == [want]
+    await app.close()
+
+
+async def _has(app: App, run_id: str, status: str) -> bool:
+    return status in await _statuses(app, run_id, "charge")
+
+
+async def _dropped(worker: Any, run_id: str) -> bool:
+    return not worker.holds(run_id)
+
+
+class Unprintable:
+    """A result whose ``model_dump`` raises: writing the run's end crashes the
+    executor (tests/faults/poison_apps.py)."""
+
+    def model_dump(self, **_: object) -> object:
+        raise RuntimeError("cannot print me")
+
+
+async def test_a_crashed_executors_hand_back_notes_a_step_it_never_recorded_superseded(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step succeeds, its result's write fails (an unexpected error: the workflow
+    catches it), and the run's end crashes the executor: the run is handed back and the
+    replay runs the step again. Its first attempt is noted ``superseded``, as a lost
+    run's is (it stayed ``ok``, for a step whose journal entry says one attempt)."""
+    monkeypatch.setattr(_worker, "STORE_RETRY_DELAY", 0.05)
+    app = App(store_url)
+    ran: list[int] = []
+
+    @app.step
+    async def charge() -> str:
+        ran.append(1)
+        return "charged"
+
+    @app.workflow
+    async def pay() -> object:
+        try:
+            await charge()
+        except RuntimeError:
+            pass
+        return Unprintable()
+
+    def fail() -> None:
+        raise RuntimeError("the write went wrong")
+
+    _faults.arm("journal.before_append", fail)
+    try:
+        async with app.worker():
+            await app.start(pay, run_id="c")
+            await wait_for(lambda: status_is(app, "c", "failed"), timeout=60)
+    finally:
+        _faults.disarm_all()
+    assert len(ran) == 2  # (run again after the first crash; recorded since)
+    assert await _statuses(app, "c", "charge") == ["superseded", "ok"]
+    await app.close()
