@@ -446,6 +446,46 @@ async def test_a_pause_keeps_the_limit_a_resume_gives_back(store: Store) -> None
     assert await store.queue_pauses() == {"q": None}
 
 
+def _old_limit_set(url: str, queue: str, limit: int) -> None:
+    """``queue_limit_set`` as a version before migration 0019 writes it (a02bf2eb): it
+    never names the kept limit."""
+    if url.startswith("sqlite:"):
+        import apsw
+
+        conn = apsw.Connection(url.split("///", 1)[1])
+        conn.execute("INSERT INTO tether_queue_limits (queue, max_running, updated_at) "
+                     "VALUES (?, ?, ?) ON CONFLICT (queue) DO UPDATE SET max_running = ?, "
+                     "updated_at = ?", (queue, limit, T0, limit, T0))
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO tether.queue_limits (queue, max_running, updated_at) "
+                     "VALUES (%s, %s, %s) ON CONFLICT (queue) DO UPDATE SET "
+                     "max_running = excluded.max_running, updated_at = excluded.updated_at",
+                     (queue, limit, T0))
+
+
+async def test_an_earlier_versions_limit_on_a_paused_queue_is_the_one_kept(
+        store: Store, store_url: str) -> None:
+    """An earlier version's ``queue-limit Q 3`` on a queue this one paused from 5 lifts
+    the pause; its ``queue-limit Q 0`` pauses it again; ``queue-resume`` gives back 3,
+    the last limit set. Until migration 0020 the earlier version left the kept 5 behind
+    (it never names the column), and the resume gave back 5; a pause of its own from a
+    limit kept none. Its ``queue-limit Q 0`` of a paused queue keeps what was kept."""
+    await store.queue_limit_set(queue="q", limit=5, now=T0)
+    await store.queue_limit_set(queue="q", limit=0, now=T0 + 1)
+    _old_limit_set(store_url, "q", 3)
+    assert (await store.queue_limits(), await store.queue_pauses()) == ({"q": 3}, {})
+    _old_limit_set(store_url, "q", 0)
+    assert await store.queue_pauses() == {"q": 3}
+    _old_limit_set(store_url, "q", 0)  # (paused already)
+    assert await store.queue_pauses() == {"q": 3}
+    assert await store.queue_resume(queue="q", now=T0 + 2) == (True, 3)
+    assert (await store.queue_limits(), await store.queue_pauses()) == ({"q": 3}, {})
+
+
 async def test_next_available_at_of_a_full_queue_is_its_earliest_lease_expiry(
         store: Store) -> None:
     """Workers wait on a queue at its limit until a lease could expire (a finish wakes

@@ -296,8 +296,10 @@ async def mixed(c: Check) -> None:
 async def queue_pause_beside_old(c: Check) -> None:
     """A pause's kept limit (migration 0019) beside REV's ``tether queue-limit``, which
     never names the column: REV pauses a queue the new code paused (the kept limit
-    stays), sets a limit on it (the pause is lifted; the kept limit, now stale, is not
-    read), and removes it. A queue no run uses, so no claim is held up."""
+    stays), sets a limit on it (the pause is lifted and, by migration 0020's trigger,
+    the kept limit forgotten), pauses it again (the trigger keeps that limit), the new
+    ``queue-resume`` gives back the last limit REV set, and REV removes it. A queue no
+    run uses, so no claim is held up."""
     async def limits() -> dict[str, Any]:
         rc, out, _ = await c.cli("new", "queues", "--json")
         rows = {r["queue"]: r for r in json.loads(out)} if rc == 0 else {}
@@ -314,6 +316,8 @@ async def queue_pause_beside_old(c: Check) -> None:
          {"limit": 0, "paused": True, "limit_before_pause": 5}),
         ("old", ("queue-limit", "upgrade-paused", "3"),
          {"limit": 3, "paused": False, "limit_before_pause": None}),
+        ("old", ("queue-limit", "upgrade-paused", "0"),
+         {"limit": 0, "paused": True, "limit_before_pause": 3}),
         ("new", ("queue-resume", "upgrade-paused"),
          {"limit": 3, "paused": False, "limit_before_pause": None}),
         ("old", ("queue-limit", "upgrade-paused", "none"), {}),
