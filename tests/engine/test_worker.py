@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.engine.helpers import wait_for
 from tether import App, ConfigError, InvalidName
 from tether._types import RunRecord, RunStatus
 
@@ -569,6 +570,66 @@ async def test_many_lost_leases_cost_one_read_and_a_bounded_log(
     assert len(lines) == _worker.LOST_DETAILS + 1, lines
     assert "run known: lease lost (heartbeat; now " in lines[0]
     assert lines[-1] == "2 more leases lost; dropping those runs"
+    await app.close()
+
+
+@pytest.mark.postgres
+async def test_runs_lost_together_read_who_holds_them_in_a_few_reads(
+        pg_migrated_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker whose leases were all taken at once (a storm of takeovers, after a long
+    pause) reads who holds each run now for its warning in reads of many runs together
+    (the first alone, at once), not one ``run_get`` a run: on PostgreSQL 1,000 such reads
+    held the pool for 1.5-1.8 s, where one read of them all takes 0.02-0.05 s
+    (``bench/lost_storm.py``). (SQLite reads a run on the calling thread when its writer
+    is idle, with no round trip: each read ends before the next is asked, as cheap.)"""
+    app = App(pg_migrated_url)
+    n = 20
+    entered: list[int] = []
+
+    @app.step
+    async def hang(i: int) -> None:
+        entered.append(i)
+        await asyncio.sleep(3600)
+
+    @app.workflow
+    async def victim(i: int) -> None:
+        await hang(i)
+
+    await app._open()
+    store = app.store
+    await app.start_many(victim, [(i,) for i in range(n)], run_ids=[f"v-{i}" for i in range(n)])
+    one: list[str] = []
+    many: list[list[str]] = []
+    real_one, real_many = store.run_get, store.run_get_many
+
+    async def read_one(run_id: str) -> Any:
+        one.append(run_id)
+        return await real_one(run_id)
+
+    async def read_many(run_ids: list[str], *, settled_only: bool = False) -> Any:
+        many.append(list(run_ids))
+        return await real_many(run_ids, settled_only=settled_only)
+
+    async with app.worker(lease_seconds=2.0, concurrency=n) as worker:
+        await wait_for(lambda: len(entered) == n, timeout=30, what="every run in its step")
+        store.run_get = read_one  # type: ignore[method-assign]
+        store.run_get_many = read_many  # type: ignore[method-assign]
+        await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
+        claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=n,
+                                        now=app.clock.now(), lease_seconds=60)
+        assert len(claimed) == n
+        await wait_for(lambda: not any(worker.holds(f"v-{i}") for i in range(n)),
+                       timeout=30, what="every run dropped")
+        await wait_for(lambda: sum("lease lost at position 0" in r.getMessage()
+                                   for r in caplog.records) == n,
+                       timeout=30, what="a warning per lost run")
+    lost = [r.getMessage() for r in caplog.records if "lease lost at position" in r.getMessage()]
+    assert all("owner thief" in line for line in lost), lost
+    alone = [i for i in one if i.startswith("v-")]
+    assert len(alone) <= 1, alone  # (the first loss reads at once, the others wait)
+    read = alone + [i for ids in many for i in ids]
+    assert sorted(set(read)) == sorted(f"v-{i}" for i in range(n))
+    assert len(alone) + len(many) < n // 2, (alone, many)  # (a few reads, not one a run)
     await app.close()
 
 

@@ -68,7 +68,7 @@ from tether.errors import (
     StoreUnavailable,
     TetherError,
 )
-from tether.store import HeartbeatResult, Wait, WorkerInfo
+from tether.store import HeartbeatResult, Store, Wait, WorkerInfo
 from tether.worker import _gc
 from tether.worker._metrics import (
     ATTEMPT_STATES,
@@ -152,6 +152,65 @@ OUTAGE_REMINDER = 30.0
 #: doubling up to START_RETRY_MAX (as ``tether worker`` always did).
 START_RETRY_FIRST = 0.5
 START_RETRY_MAX = 10.0
+
+
+class _RunReads:
+    """``run_get`` for many callers at once: a read asked while none is in flight is
+    made at once, alone (as ``run_get``); those asked meanwhile wait for it to end and go
+    to the store together, as one ``run_get_many``, and so on. A storm of lost leases (a
+    worker that paused past its lease loses every run at once, each run's end reading
+    who holds it now) costs a few reads, not one a run: on PostgreSQL 1,000 such reads,
+    each on its own, held the pool for 1.5-1.8 s, where one read of them all takes
+    0.02-0.05 s (``bench/lost_storm.py``)."""
+
+    def __init__(self, store: Callable[[], Store]) -> None:
+        self._store = store
+        self._asked: dict[str, list[asyncio.Future[RunRecord | None]]] = {}
+        #: A read is in flight (a first caller's, or ``_read_asked``'s).
+        self._busy = False
+        self._task: asyncio.Future[None] | None = None
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        """The run (None: it is gone). Raises what the store's read raised."""
+        if self._busy:
+            fut: asyncio.Future[RunRecord | None] = \
+                asyncio.get_running_loop().create_future()
+            self._asked.setdefault(run_id, []).append(fut)
+            return await fut
+        self._busy = True
+        try:
+            return await self._store().run_get(run_id)
+        finally:
+            if self._asked:
+                self._task = asyncio.ensure_future(self._read_asked())
+            else:
+                self._busy = False
+
+    async def _read_asked(self) -> None:
+        try:
+            while self._asked:
+                asked, self._asked = self._asked, {}
+                try:
+                    runs = await self._store().run_get_many(list(asked))
+                except Exception as exc:
+                    for futs in asked.values():
+                        for fut in futs:
+                            if not fut.done():
+                                fut.set_exception(exc)
+                    continue
+                except BaseException:  # (cancelled: the event loop is closing)
+                    for futs in asked.values():
+                        for fut in futs:
+                            fut.cancel()
+                    raise
+                found = {r.run_id: r for r in runs}
+                for run_id, futs in asked.items():
+                    for fut in futs:
+                        if not fut.done():
+                            fut.set_result(found.get(run_id))
+        finally:
+            self._busy = False
+            self._task = None
 
 
 class _StoreOutage(OutagePacing):
@@ -413,6 +472,8 @@ class Worker:
         self._excluded_until = 0.0
         self._claiming = False  # a run_claim is in flight (its runs are not active yet)
         self._background: set[asyncio.Future[None]] = set()
+        #: Who holds a lost run now, read for many lost runs at once (``_lease_lost``).
+        self._lost_reads = _RunReads(lambda: self.app.store)
         self._seq = 0
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -1179,15 +1240,15 @@ class Worker:
         """This worker lost its lease on ``run_id`` (its fencing ``token`` is stale):
         another worker took the run over. Counted (``leases_lost``), and said once, as
         one WARNING: where the run stood (``position``; None: not known), who holds it
-        now and under which token (one read), and, for an execution of it (``ctx``), the
+        now and under which token (one read, shared with the other runs lost at the
+        same time: ``_RunReads``), and, for an execution of it (``ctx``), the
         steps whose body ran here but whose result was refused: their attempts are noted
         ``superseded`` (``RunContext.supersede``) and written before the line."""
         self.counts.leases_lost += 1
-        store = self.app.store
         unread: BaseException | None = None
         run: RunRecord | None = None
         try:
-            run = await store.run_get(run_id)
+            run = await self._lost_reads.get(run_id)
         except StoreError as exc:
             unread = exc
         refused: list[Any] | None = []
