@@ -48,20 +48,26 @@ def _newest_migration(backend: str, schema: str = "") -> tuple[int, str, str]:
     name and the statement that undoes it, which the older-schema tests run to make a
     backup one migration behind: each migration since 0014 creates an index (the first
     it creates is dropped: the migration creates it again, its other statements being
-    idempotent) or adds a column (0019: the column is dropped); a newer one that does
-    neither must be undone here by hand. ``schema``: the tables' prefix (``tether.``)."""
+    idempotent), adds a column (0019: the column is dropped) or creates a trigger (0020:
+    the trigger is dropped; PostgreSQL's function it calls is created again by ``CREATE
+    OR REPLACE``); a newer one that does none of these must be undone here by hand.
+    ``schema``: the tables' prefix (``tether.``)."""
     folder = Path(__file__).parents[2] / "src" / "tether" / "store" / backend / "migrations"
     newest = max(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))
     sql = newest.read_text()
     column = re.search(r"ALTER TABLE (?:\{schema\}\.)?(\w+) ADD COLUMN "
                        r"(?:IF NOT EXISTS )?(\w+)", sql)
     index = re.search(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+)\s+ON", sql)
+    trigger = re.search(r"CREATE TRIGGER (\w+) .*? ON (?:\{schema\}\.)?(\w+)", sql)
     if column is not None:
         undo = f"ALTER TABLE {schema}{column.group(1)} DROP COLUMN {column.group(2)}"
-    else:
-        assert index is not None, \
-            f"{newest.name} creates no index and adds no column: undo it here by hand"
+    elif index is not None:
         undo = f"DROP INDEX {schema}{index.group(1)}"
+    else:
+        assert trigger is not None, (f"{newest.name} creates no index, adds no column "
+                                     "and creates no trigger: undo it here by hand")
+        undo = (f"DROP TRIGGER {trigger.group(1)} ON {schema}{trigger.group(2)}" if schema
+                else f"DROP TRIGGER {trigger.group(1)}")
     return int(newest.name[:4]), newest.stem, undo
 
 
