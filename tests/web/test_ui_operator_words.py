@@ -13,7 +13,7 @@ import pytest
 
 from tests.web.helpers import ADMIN, ui_client
 from tests.web.test_ui_and_cli import login
-from tests.web.test_ui_waits import _until_waiting
+from tests.web.test_ui_waits import _until_waiting, _waits_box
 
 
 @pytest.fixture
@@ -168,3 +168,86 @@ async def test_the_tokens_card_says_how_many_are_the_child_runs(ui: httpx.AsyncC
     stats = page[page.index('<div class="stats">'): page.index("Saved by replay")]
     assert '<div class="v">300</div>' in stats
     assert "0 in · 0 out · 300 in child runs" in stats, stats
+
+
+async def _until_awaiting(ui: httpx.AsyncClient, run_id: str, n: int) -> list[str]:
+    """Run a worker until ``run_id`` waits for ``n`` of its children at once; their ids."""
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        for _ in range(600):
+            run = await app.get_run(run_id)
+            awaited = re.findall(r"child (\S+)", run.waiting_for or "")
+            if run.status == "waiting" and len(awaited) == n:
+                return awaited
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{run_id} never waited for {n} children")
+
+
+def _fan_out_row(page: str) -> str:
+    """The timeline's row of a wait for several children at once."""
+    rows = re.findall(r'<tr class="op k-child_result[^"]*">.*?</tr>', page, re.S)
+    found = [r for r in rows if "child runs at once" in r]
+    assert len(found) == 1, rows
+    return html.unescape(re.sub(r"\s+", " ", found[0]))
+
+
+async def test_a_wait_for_several_children_is_one_row_naming_each(
+        ui: httpx.AsyncClient) -> None:
+    """A parent awaiting three children together (``asyncio.gather``) has a timeline row
+    for that wait: how many, how many ended, and each child linked with its workflow and
+    status, ended first; the wait box says the same. The row and the body fragment the
+    page redraws itself with follow the children as they end, and the last child
+    awaited is still one of three. The page drew no row for the wait, and the wait box
+    and a row named "fo.2 or child fo.4" as one run, "not found"."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("fan_out_parent", run_id="fo")
+    first, second = await _until_awaiting(ui, "fo", 2)
+    page = (await ui.get("/runs/fo")).text
+    row = _fan_out_row(page)
+    assert "3 child runs" in row and "o-waiting" in row and "data-ticking=" in row
+    assert "waits for 3 child runs at once: 1 ended, 2 not yet" in row, row
+    links = re.findall(r'<li><a class="mono" href="/runs/([^"]+)".*?</li>', row)
+    assert links == ["fo.0", first, second], row
+    assert re.search(r'fo\.0</a> <b>greet</b> <span class="pill s-completed">completed', row)
+    assert (f'{second}</a> <b>wait_go</b> <span class="pill s-waiting">waiting</span>'
+            ' <span class="muted small">for signal go</span>') in row, row
+    box = html.unescape(_waits_box(page))
+    assert "not found" not in row + box and " or child " not in row + box
+    assert "Waiting for 3 child runs at once" in box and "1 ended, 2 not yet" in box
+    assert f'href="/runs/{second}"' in box and "answer a waiting child on its page" in box
+    await app.signal(first, "go", 1)
+    await _until_awaiting(ui, "fo", 1)
+    row = _fan_out_row((await ui.get("/runs/fo?part=body")).text)
+    assert "waits for 3 child runs at once: 2 ended, 1 not yet" in row, row
+    assert re.findall(r'<li><a class="mono" href="/runs/([^"]+)"', row) == ["fo.0", first, second]
+    await app.signal(second, "go", 2)
+    async with app.worker(queues=["default"]):
+        assert await app.handle("fo").result(timeout=30) == ["hello a", 1, 2]
+    page = (await ui.get("/runs/fo")).text
+    assert "child runs at once" not in page
+    assert "child run of <b>wait_go</b>: completed" in html.unescape(page)
+
+
+def test_a_loop_of_child_calls_is_no_fan_out() -> None:
+    """Children awaited one after another (a call in a loop) are no fan-out: the result
+    of one taken before the next started is not counted with it; one taken after it
+    started (a sibling of a gather) is."""
+    from tether.serve._ui import awaited_children, fan_out_taken
+
+    journal = [
+        {"position": 0, "kind": "child_start", "name": "w", "result": "p.0",
+         "status": "ok", "started_at": 1.0, "finished_at": 1.0},
+        {"position": 1, "kind": "child_result", "name": "p.0", "status": "ok",
+         "started_at": 2.0, "finished_at": 2.0},
+        {"position": 2, "kind": "child_start", "name": "w", "result": "p.2",
+         "status": "ok", "started_at": 2.0, "finished_at": 2.0},
+    ]
+    assert fan_out_taken(journal, ["p.2"]) == []
+    journal[1] = {**journal[1], "started_at": 3.0, "finished_at": 3.0}
+    assert [e["name"] for e in fan_out_taken(journal, ["p.2"])] == ["p.0"]
+    known = {"p.0": "w", "a or child b": "w"}
+    assert awaited_children("child a or child b", known) == (["a or child b"], [])
+    assert awaited_children("child p.0 or child p.2", known) == (["p.0", "p.2"], [])
+    assert awaited_children("child p.0 or signal go", known) == (["p.0"], ["signal go"])
+    assert awaited_children("signal go", known) is None

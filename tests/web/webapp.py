@@ -165,6 +165,13 @@ def make_app(url: str | None = None) -> tether.App:
         return await tether.call(wait_go)
 
     @app.workflow
+    async def fan_out_parent() -> list[object]:
+        """A parent that awaits three children together: one ends at once (``greet``),
+        two wait for their signal ``go`` (``wait_go``)."""
+        return list(await asyncio.gather(tether.call(greet, "a"), tether.call(wait_go),
+                                         tether.call(wait_go)))
+
+    @app.workflow
     async def failing_parent(tag: str) -> object:
         """A parent whose child (``fixable``) fails unless ``tag`` is fixed."""
         return await tether.call(fixable, tag)

@@ -553,6 +553,8 @@ def with_child_waits(rows: list[dict[str, Any]], doc: dict[str, Any],
                                     "outcome": child_outcome(row)}}
         out.append(row)
     wait = doc.get("wait")
+    if doc.get("status") == "waiting" and wait and wait.get("kind") == "children":
+        return [*out, _fan_out_row(wait, doc, now)]
     if doc.get("status") != "waiting" or not wait or wait.get("kind") != "child":
         return out
     child_id = wait["child"]
@@ -565,6 +567,22 @@ def with_child_waits(rows: list[dict[str, Any]], doc: dict[str, Any],
     view["child"] = {"workflow": workflows.get(child_id), "status": wait["child_status"],
                      "waiting_for": wait["child_waiting_for"]}
     return [*out, view]
+
+
+def _fan_out_row(wait: dict[str, Any], doc: dict[str, Any], now: float) -> dict[str, Any]:
+    """The timeline's row of a wait for several child runs at once (``_children_view``):
+    one row for the wait, which journals each child's result as that child ends (the
+    page showed the children's starts, then nothing of the wait; the row of one child's
+    wait named "fo-1.2 or child fo-1.4" as a run, "not found"). Its name counts the
+    children, its details list them, ended first, each linked with its workflow and
+    status; its start is the run's ``waiting_since``."""
+    view = entry_view({"position": None, "kind": "child_result",
+                       "name": f"{wait['count']} child runs", "status": "pending",
+                       "attempts": 0, "started_at": doc.get("waiting_since"),
+                       "duration": None}, now)
+    view["awaited"] = True
+    view["fan_out"] = wait
+    return view
 
 
 #: How many child runs a run page's tree draws under each run (its newest); the
@@ -704,12 +722,85 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
         # connection), so it handed the run back to replay it from its journal.
         _, _, error = what.partition(": ")
         return {"kind": "store", "error": error or None}
+    awaited = awaited_children(doc.get("waiting_for") or "", child_workflows(doc["journal"]))
+    if awaited is not None and (len(awaited[0]) > 1 or awaited[1]
+                                or fan_out_taken(doc["journal"], awaited[0])):
+        return await _children_view(app, doc, *awaited)
     if kind == "child" and what:
         child = await app.store.run_get(what)
         return {"kind": "child", "child": what,
                 "child_status": str(child.status) if child is not None else None,
                 "child_waiting_for": child.waiting_for if child is not None else None}
     return None
+
+
+#: How many of the child runs a run waits for at once its page names (the wait box and
+#: the timeline's row), read in one query; the others are counted.
+FAN_OUT_SHOWN = 50
+
+
+def awaited_children(waiting_for: str, known: Mapping[str, str]
+                     ) -> tuple[list[str], list[str]] | None:
+    """The child runs a run waits for, and what else it waits for meanwhile, from its
+    ``waiting_for``: a run whose branches wait together (``asyncio.gather`` of child
+    calls) waits for "child A or child B or signal go" (``merge_waits`` joins its
+    branches' waits with " or "). None when it waits for no child. ``known``: the run's
+    children by its journal (``child_workflows``), so that a child whose id holds
+    " or " is read whole."""
+    if not waiting_for.startswith("child "):
+        return None
+    if waiting_for[len("child "):] in known:
+        return [waiting_for[len("child "):]], []
+    parts = waiting_for.split(" or ")
+    children = [p[len("child "):] for p in parts if p.startswith("child ")]
+    return children, [p for p in parts if not p.startswith("child ")]
+
+
+async def _children_view(app: App, doc: dict[str, Any], awaited: list[str],
+                         others: list[str]) -> dict[str, Any]:
+    """The wait box (and the timeline's row) of a run waiting for several child runs at
+    once: each awaited child (its id, workflow and status, read in one query; the first
+    ``FAN_OUT_SHOWN``), and the children of the same fan-out whose results the run has
+    taken already (``fan_out_taken``), with how each ended. ``others``: what else it
+    waits for at the same time ("signal go")."""
+    workflows = child_workflows(doc["journal"])
+    shown = awaited[:FAN_OUT_SHOWN]
+    found = {r.run_id: r for r in await app.store.run_get_many(shown)}
+    children = []
+    for child_id in shown:
+        run = found.get(child_id)
+        status = str(run.status) if run is not None else None
+        children.append({"id": child_id, "workflow": workflows.get(child_id),
+                         "status": status, "waiting_for": run.waiting_for if run else None,
+                         "ended": status in ENDED_VALUES})
+    children.sort(key=lambda c: not c["ended"])  # (ended first, as the taken ones)
+    taken = fan_out_taken(doc["journal"], awaited)
+    ended = sum(1 for c in children if c["ended"])
+    return {"kind": "children", "children": children, "others": others,
+            "taken": [{"id": e["name"], "workflow": workflows.get(e["name"]),
+                       "status": child_outcome(e), "ended": True} for e in taken],
+            "count": len(awaited) + len(taken), "ended": ended + len(taken),
+            "hidden": len(awaited) - len(shown)}
+
+
+def fan_out_taken(journal: list[dict[str, Any]], awaited: list[str]
+                  ) -> list[dict[str, Any]]:
+    """The journaled results (``child_result``) of the children that ran at the same
+    time as ``awaited`` (the children a run still waits for at once): those taken once
+    the first of them had started. A gather's children all start at once, in one turn of
+    the workflow's code, and their results are journaled as each ends; a child awaited
+    before them (a call in a loop) ended before they started. So the last child of a
+    fan-out is still drawn as one of several. A result this server
+    cannot read (an encrypted child id) is not told apart: none is counted."""
+    starts = [e["started_at"] for e in journal if e["kind"] == "child_start"
+              and e.get("result") in awaited and e.get("started_at") is not None]
+    if not starts:
+        return []
+    first = min(starts)
+    return sorted((e for e in journal if e["kind"] == "child_result"
+                   and e["status"] != "pending" and e.get("finished_at") is not None
+                   and e["finished_at"] > first and isinstance(e.get("name"), str)),
+                  key=lambda e: e["position"])
 
 
 #: How many of a run's newest journal entries its page draws at first; "show earlier"
