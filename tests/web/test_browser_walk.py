@@ -73,3 +73,41 @@ def test_the_runs_table_and_a_child_wait_on_a_phone(browser: object, tmp_path: P
         worker.terminate()
         worker.wait(10)
         served.stop()
+
+
+#: How far the text after an element's first ``code`` (its next text node's first
+#: character) begins from the code's own text, in CSS pixels.
+GAP_AFTER_CODE = ("e => { const c = e.querySelector('code'); const code = document.createRange();"
+                  " code.selectNodeContents(c); const next = document.createRange();"
+                  " next.setStart(c.nextSibling, 0); next.setEnd(c.nextSibling, 1);"
+                  " return next.getBoundingClientRect().left"
+                  " - code.getBoundingClientRect().right; }")
+
+
+def test_punctuation_after_code_sits_next_to_it(browser: object, tmp_path: Path) -> None:
+    """The ";" after "declared in code with ``@app.schedule``" sits next to the code, as
+    after plain text: the code's 4 px of padding put a gap before it that read as a
+    space ("run ``x`` , waiting"), in every status line and note with code before a
+    comma or a full stop. The box is drawn by a shadow that takes no room."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/code.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    try:
+        for scheme in ("light", "dark"):
+            page = browser.new_page(viewport={"width": 1280, "height": 800},
+                                    color_scheme=scheme)
+            page.goto(served.url + "/login")
+            page.fill("input[name=token]", ADMIN)
+            page.press("input[name=token]", "Enter")
+            expect(page).to_have_url(served.url + "/runs")
+            page.goto(served.url + "/schedules")
+            line = page.locator(".page-head p.muted")
+            expect(line).to_contain_text("declared in code with @app.schedule; each tick")
+            page.screenshot(path=str(tmp_path / f"code-{scheme}.png"))
+            gap = line.evaluate(GAP_AFTER_CODE)
+            assert gap < 2, f"a {gap:.1f} px gap between the code and the ';' after it"
+            page.close()
+    finally:
+        served.stop()
