@@ -111,3 +111,50 @@ def test_punctuation_after_code_sits_next_to_it(browser: object, tmp_path: Path)
             page.close()
     finally:
         served.stop()
+
+
+#: The height of each element a selector finds that is shown, in CSS pixels.
+HEIGHTS = ("els => els.filter(e => e.offsetParent !== null || e.getClientRects().length)"
+           ".map(e => [['INPUT', 'SELECT'].includes(e.tagName) ? e.name"
+           " : e.textContent.trim(), e.getBoundingClientRect().height])")
+
+
+def test_what_a_thumb_presses_on_a_phone_is_40_px_tall(browser: object,
+                                                        tmp_path: Path) -> None:
+    """At 390 px the header's links ("Runs", "Approvals", "log out") and time switch, the
+    filters' fields and button, "clear", the pager's links and a run page's buttons are
+    40 px tall at least: they were 20 to 34 px, "log out" beside "UTC"."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/thumb.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        for run_id in ("thumb-1", "thumb-2"):  # (queued: no worker runs them)
+            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+                "workflow": "wait_go", "input": [], "run_id": run_id})
+            assert r.status_code == 201, r.text
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(served.url + "/runs")
+        page.goto(served.url + "/runs?status=queued&limit=1")
+        expect(page.locator(".pager")).to_contain_text("Older runs")
+        page.screenshot(path=str(tmp_path / "thumb-runs-390.png"), full_page=True)
+        found = page.locator("header nav a, header button, form.filters > *:not([type=hidden])"
+                             ", .pager a").evaluate_all(HEIGHTS)
+        names = {str(name) for name, _ in found}
+        assert {"Runs", "Approvals", "log out", "UTC", "Filter", "clear",
+                "Older runs →", "workflow", "status"} <= names, names
+        short = [(name, height) for name, height in found if height < 40]
+        assert not short, f"under 40 px tall on a phone: {short}"
+        page.goto(served.url + "/runs/thumb-1")
+        found = page.locator("main button, main input:not([type=hidden])").evaluate_all(HEIGHTS)
+        assert any(name == "Cancel run" for name, _ in found), found
+        short = [(name, height) for name, height in found if height < 40]
+        assert not short, f"under 40 px tall on a phone: {short}"
+        page.close()
+    finally:
+        served.stop()
