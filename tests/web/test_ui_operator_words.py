@@ -251,3 +251,20 @@ def test_a_loop_of_child_calls_is_no_fan_out() -> None:
     assert awaited_children("child p.0 or child p.2", known) == (["p.0", "p.2"], [])
     assert awaited_children("child p.0 or signal go", known) == (["p.0"], ["signal go"])
     assert awaited_children("signal go", known) is None
+
+
+async def test_a_broken_page_link_says_so_in_a_persons_words(ui: httpx.AsyncClient) -> None:
+    """A runs or approvals page whose link holds a cursor this server did not give (cut
+    short in a chat message, edited) says the link is broken and where to start again;
+    it said "cursor is not one this API returned" under "Bad request", to a person who
+    followed a link and called no API."""
+    await login(ui, ADMIN)
+    for path, start in (("/runs?status=failed&cursor=garbage", "the newest runs"),
+                        ("/approvals?cursor=WzEsMl0", "the oldest approvals")):
+        r = await ui.get(path)
+        assert r.status_code == 400, r.text
+        page = html.unescape(r.text)
+        assert "<h1>This link is broken</h1>" in page, page
+        assert ("This link's cursor, where the list goes on from, is not one this server "
+                f"gave: the link was cut short or edited. Start again from {start}.") in page
+        assert "API" not in page

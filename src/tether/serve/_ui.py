@@ -1150,6 +1150,22 @@ def _filters(request: Request) -> dict[str, str]:
     return out
 
 
+def page_cursor(cursor: str | None, start: str) -> tuple[float, str] | None:
+    """A list page's ``cursor`` query parameter (where the list goes on from), or None;
+    one this server did not give (a link cut short or edited) is a 400 page saying so,
+    and where to start again (``start``: "the newest runs"). The API's own words, "cursor
+    is not one this API returned", spoke of an API to a person who followed a link."""
+    if not cursor:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except ApiError:
+        raise ApiError(400, "bad_request", "This link's cursor, where the list goes on "
+                       "from, is not one this server gave: the link was cut short or "
+                       f"edited. Start again from {start}.",
+                       title="This link is broken") from None
+
+
 async def _runs_context(request: Request) -> dict[str, Any]:
     filters = _filters(request)
     limit = parse_limit(request.query_params.get("limit"), 50)
@@ -1158,8 +1174,7 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     found = await search_statuses(
         app, run_statuses(filters.get("status")), workflow=filters.get("workflow"),
         queue=filters.get("queue"), parent=filters.get("parent"), text=filters.get("q"),
-        limit=limit + 1,
-        before=decode_cursor(cursor) if cursor else None)
+        limit=limit + 1, before=page_cursor(cursor, "the newest runs"))
     page = found[:limit]
     more = None
     sized = {"limit": str(limit)} if request.query_params.get("limit") else {}
@@ -1310,7 +1325,7 @@ async def _approvals_context(request: Request) -> dict[str, Any]:
         marker = None if pending is not None else sealed_approval(app, r)
         return None if pending is None and marker is None else (pending, marker, r)
 
-    after = decode_cursor(cursor) if cursor else None
+    after = page_cursor(cursor, "the oldest approvals")
     shown, nxt = await approval_waits_page(app, take, limit=APPROVALS_SHOWN, after=after)
     found = [pending for pending, _, _ in shown if pending is not None]
     unreadable = [{"run_id": r.run_id, "workflow": r.workflow, "marker": marker}
