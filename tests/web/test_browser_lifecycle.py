@@ -137,7 +137,7 @@ def test_the_retry_note_follows_the_run_on_an_open_page(browser: object,
     """A run page opened while the run waits, then the run signalled and cancelled
     elsewhere: the Retry button shows (live), and its note counts what a retry keeps
     now (the signal taken; not the cancel), not what the run had recorded when the page
-    was opened ("keeps the 0 recorded operations", drawn then and never redrawn)."""
+    was opened ("keeps no recorded operation", drawn then and never redrawn)."""
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
@@ -158,7 +158,7 @@ def test_the_retry_note_follows_the_run_on_an_open_page(browser: object,
         page.goto(served.url + "/runs/keeps-live")
         expect(page.locator("#retry")).to_be_hidden()
         expect(page.locator("#retry [data-keeps]")).to_have_text(
-            "keeps the 0 recorded operations, runs the rest under the current code")
+            "keeps no recorded operation: runs it from the start under the current code")
         r = httpx.post(served.url + "/api/v1/runs/keeps-live/signals/go", headers=api,
                        json={"data": 1})
         assert r.status_code in (200, 201, 202), r.text

@@ -341,6 +341,29 @@ async def test_the_retry_note_counts_what_the_retry_keeps(ui: httpx.AsyncClient)
     assert [e.kind for e in kept] == ["child_start"]
 
 
+async def test_a_retry_that_keeps_nothing_says_it_runs_from_the_start(
+        ui: httpx.AsyncClient) -> None:
+    """A cancelled run whose retry keeps none of its operations (its ``cancel`` entry
+    is not kept): the Retry button's note says it runs from the start; it said "keeps
+    the 0 recorded operations, runs the rest", a count of nothing and a rest that is
+    all of it."""
+    app = ui.app  # type: ignore[attr-defined]
+    await login(ui, ADMIN)
+    await app.start("wait_go", run_id="keep-0")
+    async with app.worker(queues=["default"]):
+        async with asyncio.timeout(30):
+            while (await app.store.run_get("keep-0")).status != "waiting":
+                await asyncio.sleep(0.02)
+        await app.cancel("keep-0")
+        async with asyncio.timeout(30):
+            while (await app.store.run_get("keep-0")).status != "cancelled":
+                await asyncio.sleep(0.02)
+    page = (await ui.get("/runs/keep-0")).text
+    note = "keeps no recorded operation: runs it from the start under the current code"
+    assert f"<span class=\"muted small\" data-keeps>{note}</span>" in page, page
+    assert "keeps the 0" not in page
+
+
 async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
     """The page lists schedules; pause, resume and run-now work from it (admin, CSRF);
     a read session sees the list without buttons."""
