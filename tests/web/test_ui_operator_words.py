@@ -197,8 +197,9 @@ async def test_a_wait_for_several_children_is_one_row_naming_each(
     for that wait: how many, how many ended, and each child linked with its workflow and
     status, ended first; the wait box says the same. The row and the body fragment the
     page redraws itself with follow the children as they end, and the last child
-    awaited is still one of three. The page drew no row for the wait, and the wait box
-    and a row named "fo.2 or child fo.4" as one run, "not found"."""
+    awaited is still one of three; the runs table says "2 child runs". The page drew no
+    row for the wait, and the wait box and a row named "fo.2 or child fo.4" as one run,
+    "not found"."""
     await login(ui, ADMIN)
     app = ui.app  # type: ignore[attr-defined]
     await app.start("fan_out_parent", run_id="fo")
@@ -216,6 +217,8 @@ async def test_a_wait_for_several_children_is_one_row_naming_each(
     assert "not found" not in row + box and " or child " not in row + box
     assert "Waiting for 3 child runs at once" in box and "1 ended, 2 not yet" in box
     assert f'href="/runs/{second}"' in box and "answer a waiting child on its page" in box
+    cell = _row((await ui.get("/runs")).text, "fo")
+    assert f'title="child {first} or child {second}">2 child runs</td>' in cell, cell
     await app.signal(first, "go", 1)
     await _until_awaiting(ui, "fo", 1)
     row = _fan_out_row((await ui.get("/runs/fo?part=body")).text)

@@ -245,12 +245,18 @@ def wait_title(waiting_for: str | None) -> Markup:
 @pass_context
 def fmt_waits(context: Context, waiting_for: str | None) -> str:
     """A run's ``waiting_for`` as the runs table says it: a timer by how far ahead it
-    wakes ("timer, wakes in 2.7 h") rather than its ISO time, the rest as stored."""
+    wakes ("timer, wakes in 2.7 h") rather than its ISO time, several child runs by how
+    many ("3 child runs"), the rest as stored."""
     text = waiting_for or ""
     until = _timer_until(text)
     if until is not None:
         ahead = fmt_in(context, until)
         return "timer, due" if ahead == "due" else f"timer, wakes {ahead}"
+    parts = text.split(" or ")
+    if len(parts) > 1 and all(p.startswith("child ") for p in parts):
+        # (a gather of child runs: "child a.1 or child a.3 or ...", cut to the cell's 40
+        # characters, named two of fifty; the cell's title keeps them all)
+        return f"{len(parts)} child runs"
     return text
 
 
