@@ -1,16 +1,21 @@
-"""The operator pages on a phone (390 px), in a real headless Chromium: what a run waits
-for and what replay saved keep to one line in the runs table, and a parent's timeline
-row for its child wait keeps its note readable. Screenshots go to the test's temporary
-folder."""
+"""The operator pages in a real headless Chromium: on a phone (390 px) what a run waits
+for and what replay saved keep to one line in the runs table, a parent's timeline row
+for its child wait keeps its note readable, and what a thumb presses is 40 px tall;
+punctuation after inline code sits next to it; a wait for several children follows
+them live. Screenshots go to the test's temporary folder."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.web.helpers import ADMIN, WEBAPP, start_serve, start_worker
+from tests.web.helpers import ADMIN, ROOT, WEBAPP, start_serve, start_worker
 from tests.web.test_browser import browser as browser  # the fixture
 from tests.web.test_browser import wait_for
 
@@ -158,3 +163,54 @@ def test_what_a_thumb_presses_on_a_phone_is_40_px_tall(browser: object,
         page.close()
     finally:
         served.stop()
+
+
+def test_a_fan_out_row_follows_its_children_live(browser: object, tmp_path: Path) -> None:
+    """A parent awaiting three children at once, its page open: the timeline's row of
+    that wait and the wait box say how many ended and each child's status, and follow
+    them as they end, without a reload (the body is redrawn on the parent's events).
+    With ``TETHER_UPDATE_SCREENSHOTS=1`` its screenshot replaces
+    ``docs/img/run-fan-out.png``."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/fan.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+            "workflow": "fan_out_parent", "input": [], "run_id": "digest-fan-out"})
+        assert r.status_code == 201, r.text
+        for _ in range(600):
+            doc = wait_for(served.url, "digest-fan-out", "waiting")
+            if str(doc.get("waiting_for")).count("child ") == 2:
+                break
+            time.sleep(0.05)
+        awaited = re.findall(r"child (\S+)", str(doc["waiting_for"]))
+        assert len(awaited) == 2, doc
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(served.url + "/runs")
+        page.goto(served.url + "/runs/digest-fan-out")
+        row = page.locator("tr.k-child_result", has_text="3 child runs")
+        expect(row).to_contain_text("waits for 3 child runs at once: 1 ended, 2 not yet")
+        expect(page.locator("#waits")).to_contain_text("Waiting for 3 child runs at once")
+        page.evaluate("window.__notReloaded = true")
+        r = httpx.post(served.url + f"/api/v1/runs/{awaited[0]}/signals/go", headers=api,
+                       json={"data": 1})
+        assert r.status_code in (200, 201, 202), r.text
+        expect(row).to_contain_text("2 ended, 1 not yet", timeout=20_000)
+        expect(row.locator(".fan-out li").nth(1)).to_contain_text("completed")
+        expect(page.locator("#waits")).to_contain_text("2 ended, 1 not yet")
+        assert page.evaluate("window.__notReloaded") is True, "the page was reloaded"
+        page.screenshot(path=str(tmp_path / "run-fan-out.png"), full_page=True)
+        page.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
+    if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(tmp_path / "run-fan-out.png", ROOT / "docs" / "img" / "run-fan-out.png")

@@ -14,6 +14,7 @@ import pytest
 from tests.web.helpers import ADMIN, ui_client
 from tests.web.test_ui_and_cli import login
 from tests.web.test_ui_waits import _until_waiting, _waits_box
+from tether.serve import _ui
 
 
 @pytest.fixture
@@ -223,6 +224,10 @@ async def test_a_wait_for_several_children_is_one_row_naming_each(
     await _until_awaiting(ui, "fo", 1)
     row = _fan_out_row((await ui.get("/runs/fo?part=body")).text)
     assert "waits for 3 child runs at once: 2 ended, 1 not yet" in row, row
+    # (it began when the last child was started, not at the result journaled since)
+    doc = await app.get_run("fo")
+    last_start = max(e["finished_at"] for e in doc.journal if e["kind"] == "child_start")
+    assert f'datetime="{_ui.iso_utc(last_start)}"' in row, row
     assert re.findall(r'<li><a class="mono" href="/runs/([^"]+)"', row) == ["fo.0", first, second]
     await app.signal(second, "go", 2)
     async with app.worker(queues=["default"]):

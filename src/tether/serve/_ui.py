@@ -560,7 +560,7 @@ def with_child_waits(rows: list[dict[str, Any]], doc: dict[str, Any],
         out.append(row)
     wait = doc.get("wait")
     if doc.get("status") == "waiting" and wait and wait.get("kind") == "children":
-        return [*out, _fan_out_row(wait, doc, now)]
+        return [*out, _fan_out_row(wait, now)]
     if doc.get("status") != "waiting" or not wait or wait.get("kind") != "child":
         return out
     child_id = wait["child"]
@@ -575,16 +575,17 @@ def with_child_waits(rows: list[dict[str, Any]], doc: dict[str, Any],
     return [*out, view]
 
 
-def _fan_out_row(wait: dict[str, Any], doc: dict[str, Any], now: float) -> dict[str, Any]:
+def _fan_out_row(wait: dict[str, Any], now: float) -> dict[str, Any]:
     """The timeline's row of a wait for several child runs at once (``_children_view``):
     one row for the wait, which journals each child's result as that child ends (the
     page showed the children's starts, then nothing of the wait; the row of one child's
     wait named "fo-1.2 or child fo-1.4" as a run, "not found"). Its name counts the
     children, its details list them, ended first, each linked with its workflow and
-    status; its start is the run's ``waiting_since``."""
+    status; it starts when the last of them was started (``_children_view``'s
+    ``since``): the run's ``waiting_since`` moves on to each result journaled since."""
     view = entry_view({"position": None, "kind": "child_result",
                        "name": f"{wait['count']} child runs", "status": "pending",
-                       "attempts": 0, "started_at": doc.get("waiting_since"),
+                       "attempts": 0, "started_at": wait["since"],
                        "duration": None}, now)
     view["awaited"] = True
     view["fan_out"] = wait
@@ -782,7 +783,14 @@ async def _children_view(app: App, doc: dict[str, Any], awaited: list[str],
     children.sort(key=lambda c: not c["ended"])  # (ended first, as the taken ones)
     taken = fan_out_taken(doc["journal"], awaited)
     ended = sum(1 for c in children if c["ended"])
+    ids = {*awaited, *(e["name"] for e in taken)}
+    # (when the last of them was started: the wait for them all began then; the run's
+    # ``waiting_since`` moves to each result journaled since)
+    started = [e.get("finished_at") or e.get("started_at") for e in doc["journal"]
+               if e["kind"] == "child_start" and e.get("result") in ids]
+    since = max((t for t in started if t is not None), default=None)
     return {"kind": "children", "children": children, "others": others,
+            "since": since if since is not None else doc.get("waiting_since"),
             "taken": [{"id": e["name"], "workflow": workflows.get(e["name"]),
                        "status": child_outcome(e), "ended": True} for e in taken],
             "count": len(awaited) + len(taken), "ended": ended + len(taken),
