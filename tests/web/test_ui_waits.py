@@ -68,6 +68,47 @@ async def test_a_run_waiting_for_a_signal_offers_to_send_it(ui: httpx.AsyncClien
     assert "<form" not in box and "may read, not send it" in box
 
 
+async def test_a_run_waiting_for_two_signals_at_once_offers_each(
+        ui: httpx.AsyncClient) -> None:
+    """A run whose branches wait for ``go`` and ``stop`` at once ("signal go or signal
+    stop"): the box has a form for each, each sending its own name, and the timeline a
+    row for each. The box offered one form, "Send go or signal stop", which sent a
+    signal of that name (nothing waits for it), and the timeline one row so named."""
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("go_and_stop", run_id="gs-1")
+    await _until_waiting(ui, "gs-1")
+    page = (await ui.get("/runs/gs-1")).text
+    box = _waits_box(page)
+    names = re.findall(r'<input type="hidden" name="name" value="([^"]*)">', box)
+    assert names == ["go", "stop"], box
+    assert "Send go</button>" in box and "Send stop</button>" in box
+    assert "tether signal gs-1 go --data JSON" in box
+    assert "tether signal gs-1 stop --data JSON" in box
+    assert " or signal " not in box
+    rows = re.findall(r'<tr class="op k-signal st-waiting wait">.*?</tr>', page, re.S)
+    assert [re.search(r'<td class="mono" title="([^"]*)"', r).group(1)  # type: ignore[union-attr]
+            for r in rows] == ["go", "stop"], rows
+    r = await ui.post("/ui/runs/gs-1/signal", data={"csrf": csrf, "name": "go", "data": "1"})
+    assert r.status_code == 303
+    async with app.worker(queues=["default"]):
+        for _ in range(600):
+            if (await app.get_run("gs-1")).waiting_for == "signal stop":
+                break
+            await asyncio.sleep(0.05)
+    box = _waits_box((await ui.get("/runs/gs-1")).text)
+    assert re.findall(r'name="name" value="([^"]*)"', box) == ["stop"], box
+    r = await ui.post("/ui/runs/gs-1/signal", data={"csrf": csrf, "name": "stop", "data": "2"})
+    assert r.status_code == 303
+    async with app.worker(queues=["default"]):
+        assert await app.handle("gs-1").result(timeout=30) == [1, 2]
+    await login(ui, READ)
+    await app.start("go_and_stop", run_id="gs-2")
+    await _until_waiting(ui, "gs-2")
+    box = _waits_box((await ui.get("/runs/gs-2")).text)
+    assert "<form" not in box and "may read, not send them" in box
+
+
 async def test_a_run_over_its_budget_says_what_to_send(ui: httpx.AsyncClient) -> None:
     """The budget's wait publishes a message and a schema for a person: the box shows
     the message, the data's shape as the field's placeholder and the CLI to raise it;

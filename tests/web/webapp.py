@@ -137,6 +137,12 @@ def make_app(url: str | None = None) -> tether.App:
         return [await tether.wait_for_signal("go"), await tether.wait_for_signal("confirm")]
 
     @app.workflow
+    async def go_and_stop() -> list[object]:
+        """Waits for the signals ``go`` and ``stop`` at once (two branches gathered)."""
+        return list(await asyncio.gather(tether.wait_for_signal("go"),
+                                         tether.wait_for_signal("stop")))
+
+    @app.workflow
     async def fixable(tag: str) -> list[str]:
         return [await hello(tag), await fragile(tag)]
 

@@ -510,17 +510,32 @@ def with_awaited_signal(rows: list[dict[str, Any]], doc: dict[str, Any],
     row has no position (the entry takes one when the signal comes); its start is the
     one its entry will show (``awaited_signal_since``: such a wait journals none)."""
     waiting_for = str(doc.get("waiting_for") or "")
-    if doc.get("status") != "waiting" or not waiting_for.startswith("signal "):
+    if doc.get("status") != "waiting":
         return rows
-    name = waiting_for[len("signal "):]
-    if any(r["kind"] == "signal" and r["name"] == name and r["state"] == "waiting"
-           for r in rows):
-        return rows  # (a wait with a timeout: its entry is journaled, pending)
-    view = entry_view({"position": None, "kind": "signal", "name": name,
-                       "status": "pending", "attempts": 0,
-                       "started_at": awaited_signal_since(doc), "duration": None}, now)
-    view["awaited"] = True
-    return [*rows, view]
+    out = list(rows)
+    # (several at once, "signal go or signal stop": a row for each, not one named
+    # "go or signal stop")
+    for name in awaited_signals(waiting_for):
+        if any(r["kind"] == "signal" and r["name"] == name and r["state"] == "waiting"
+               for r in rows):
+            continue  # (a wait with a timeout: its entry is journaled, pending)
+        view = entry_view({"position": None, "kind": "signal", "name": name,
+                           "status": "pending", "attempts": 0,
+                           "started_at": awaited_signal_since(doc), "duration": None}, now)
+        view["awaited"] = True
+        out.append(view)
+    return out
+
+
+def awaited_signals(waiting_for: str | None) -> list[str]:
+    """The signals a waiting run waits for, by its ``waiting_for``: one ("signal go"),
+    or several at once ("signal go or signal stop": branches gathered, ``merge_waits``
+    joins their waits with " or "), children among them ("signal go or child c.1")."""
+    text = waiting_for or ""
+    parts = text.split(" or ")
+    if len(parts) > 1 and all(p.startswith(("signal ", "child ")) for p in parts):
+        return [p[len("signal "):] for p in parts if p.startswith("signal ")]
+    return [text[len("signal "):]] if text.startswith("signal ") and text != "signal " else []
 
 
 def child_workflows(journal: list[dict[str, Any]]) -> dict[str, str]:
@@ -691,6 +706,22 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
         return {"kind": "sealed_approval", "marker": doc["status_info"],
                 "cli": f"tether approve {shlex.quote(doc['run_id'])}"}
     kind, _, what = (doc.get("waiting_for") or "").partition(" ")
+    awaited = awaited_children(doc.get("waiting_for") or "", child_workflows(doc["journal"]))
+    if awaited is not None and (len(awaited[0]) > 1 or awaited[1]
+                                or fan_out_taken(doc["journal"], awaited[0])):
+        return await _children_view(app, doc, *awaited)
+    names = awaited_signals(doc.get("waiting_for"))
+    children = [p for p in (doc.get("waiting_for") or "").split(" or ")
+                if p.startswith("child ")] if names else []
+    if len(names) > 1 or children:
+        if children:  # ("signal go or child c.1": the children's view says the signals)
+            return await _children_view(
+                app, doc, [c[len("child "):] for c in children],
+                [f"signal {name}" for name in names])
+        run = shlex.quote(doc["run_id"])
+        return {"kind": "signals", "signals": [
+            {"name": name, "cli": f"tether signal {run} {shlex.quote(name)} --data JSON"}
+            for name in names]}
     if kind == "signal" and what:
         info = doc.get("status_info")
         ask = info.get("input") if isinstance(info, dict) else None
@@ -729,10 +760,6 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
         # connection), so it handed the run back to replay it from its journal.
         _, _, error = what.partition(": ")
         return {"kind": "store", "error": error or None}
-    awaited = awaited_children(doc.get("waiting_for") or "", child_workflows(doc["journal"]))
-    if awaited is not None and (len(awaited[0]) > 1 or awaited[1]
-                                or fan_out_taken(doc["journal"], awaited[0])):
-        return await _children_view(app, doc, *awaited)
     if kind == "child" and what:
         child = await app.store.run_get(what)
         return {"kind": "child", "child": what,
