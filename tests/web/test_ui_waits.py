@@ -109,6 +109,31 @@ async def test_a_run_waiting_for_two_signals_at_once_offers_each(
     assert "<form" not in box and "may read, not send them" in box
 
 
+async def test_a_run_waiting_for_a_signal_and_a_child_offers_the_signal(
+        ui: httpx.AsyncClient) -> None:
+    """A run waiting for the signal ``stop`` and a child at once ("signal stop or child
+    ID"): the box names the child with its status and offers a form for ``stop``; the
+    timeline has a row for each. The box offered "Send stop or child ID"."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("stop_or_child", run_id="sc-1")
+    await _until_waiting(ui, "sc-1")
+    async with app.worker(queues=["default"]):
+        for _ in range(600):
+            if "child" in ((await app.get_run("sc-1")).waiting_for or ""):
+                break
+            await asyncio.sleep(0.05)
+    child = (await app.get_run("sc-1")).waiting_for.split("child ")[1]
+    page = (await ui.get("/runs/sc-1")).text
+    box = _waits_box(page)
+    assert "<b>Waiting for 1 child run</b> and for signal stop" in box, box
+    assert f'href="/runs/{child}"' in box and "for signal go" in box
+    assert re.findall(r'name="name" value="([^"]*)"', box) == ["stop"], box
+    assert "tether signal sc-1 stop --data JSON" in box
+    assert re.search(r'<td class="mono" title="stop">stop</td>', page)
+    assert '<td class="mono" title="1 child run">1 child run</td>' in page
+
+
 async def test_a_run_over_its_budget_says_what_to_send(ui: httpx.AsyncClient) -> None:
     """The budget's wait publishes a message and a schema for a person: the box shows
     the message, the data's shape as the field's placeholder and the CLI to raise it;

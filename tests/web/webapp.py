@@ -143,6 +143,12 @@ def make_app(url: str | None = None) -> tether.App:
                                          tether.wait_for_signal("stop")))
 
     @app.workflow
+    async def stop_or_child() -> list[object]:
+        """Waits for the signal ``stop`` and a child (``wait_go``) at once."""
+        return list(await asyncio.gather(tether.wait_for_signal("stop"),
+                                         tether.call(wait_go)))
+
+    @app.workflow
     async def fixable(tag: str) -> list[str]:
         return [await hello(tag), await fragile(tag)]
 

@@ -37,6 +37,7 @@ from tether._show import (
     awaited_signal_since,
     blocked_reason,
     bookkeeping,
+    counted,
     entry_outcome,
     held,
     pinned_to_wait,
@@ -599,7 +600,7 @@ def _fan_out_row(wait: dict[str, Any], now: float) -> dict[str, Any]:
     status; it starts when the last of them was started (``_children_view``'s
     ``since``): the run's ``waiting_since`` moves on to each result journaled since."""
     view = entry_view({"position": None, "kind": "child_result",
-                       "name": f"{wait['count']} child runs", "status": "pending",
+                       "name": counted(wait["count"], "child run"), "status": "pending",
                        "attempts": 0, "started_at": wait["since"],
                        "duration": None}, now)
     view["awaited"] = True
@@ -718,9 +719,9 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
             return await _children_view(
                 app, doc, [c[len("child "):] for c in children],
                 [f"signal {name}" for name in names])
-        run = shlex.quote(doc["run_id"])
+        run_id = shlex.quote(doc["run_id"])
         return {"kind": "signals", "signals": [
-            {"name": name, "cli": f"tether signal {run} {shlex.quote(name)} --data JSON"}
+            {"name": name, "cli": f"tether signal {run_id} {shlex.quote(name)} --data JSON"}
             for name in names]}
     if kind == "signal" and what:
         info = doc.get("status_info")
@@ -816,7 +817,11 @@ async def _children_view(app: App, doc: dict[str, Any], awaited: list[str],
     started = [e.get("finished_at") or e.get("started_at") for e in doc["journal"]
                if e["kind"] == "child_start" and e.get("result") in ids]
     since = max((t for t in started if t is not None), default=None)
-    return {"kind": "children", "children": children, "others": others,
+    run_id = shlex.quote(doc["run_id"])
+    signals = [{"name": o[len("signal "):],
+                "cli": f"tether signal {run_id} {shlex.quote(o[len('signal '):])} --data JSON"}
+               for o in others if o.startswith("signal ") and o != "signal "]
+    return {"kind": "children", "children": children, "others": others, "signals": signals,
             "since": since if since is not None else doc.get("waiting_since"),
             "taken": [{"id": e["name"], "workflow": workflows.get(e["name"]),
                        "status": child_outcome(e), "ended": True} for e in taken],
