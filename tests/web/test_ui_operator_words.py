@@ -276,3 +276,20 @@ async def test_a_broken_page_link_says_so_in_a_persons_words(ui: httpx.AsyncClie
         assert ("This link's cursor, where the list goes on from, is not one this server "
                 f"gave: the link was cut short or edited. Start again from {start}.") in page
         assert "API" not in page
+
+
+async def test_a_fan_out_beside_a_child_start_it_cannot_read(ui: httpx.AsyncClient) -> None:
+    """A journal whose ``child_start`` result this server cannot decrypt (the payload
+    hook's marker, a dict, in place of the child's id) is drawn: that start is not
+    counted, the awaited children are listed (not found here). Its dict was looked up
+    in a set of ids: TypeError, unhashable, a 500 of the run's page."""
+    app = ui.app  # type: ignore[attr-defined]
+    sealed = {"unreadable_payload": True, "key_id": "k1"}
+    doc = {"run_id": "sealed-parent", "waiting_since": 5.0, "journal": [
+        {"position": 0, "kind": "child_start", "name": "w", "result": sealed,
+         "status": "ok", "started_at": 1.0, "finished_at": 1.0},
+        {"position": 1, "kind": "child_start", "name": "w", "result": "sealed-parent.1",
+         "status": "ok", "started_at": 2.0, "finished_at": 2.0}]}
+    view = await _ui._children_view(app, doc, ["sealed-parent.1", "sealed-parent.3"], [])
+    assert [c["id"] for c in view["children"]] == ["sealed-parent.1", "sealed-parent.3"]
+    assert view["since"] == 2.0 and view["count"] == 2 and view["ended"] == 0

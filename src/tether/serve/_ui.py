@@ -815,7 +815,8 @@ async def _children_view(app: App, doc: dict[str, Any], awaited: list[str],
     # (when the last of them was started: the wait for them all began then; the run's
     # ``waiting_since`` moves to each result journaled since)
     started = [e.get("finished_at") or e.get("started_at") for e in doc["journal"]
-               if e["kind"] == "child_start" and e.get("result") in ids]
+               if e["kind"] == "child_start" and isinstance(e.get("result"), str)
+               and e["result"] in ids]
     since = max((t for t in started if t is not None), default=None)
     run_id = shlex.quote(doc["run_id"])
     signals = [{"name": o[len("signal "):],
