@@ -460,6 +460,50 @@ async def test_an_approval_whose_watch_timed_out_may_still_be_answered(
             assert await handle.result(timeout=20) is False
 
 
+async def test_approvals_into_a_pipe_prints_every_value_whole(store_url: str) -> None:
+    """``tether approvals | cat`` prints a long agent, tool, arguments and reason whole,
+    as ``tether runs`` and ``versions`` print their cells there (each column as wide as
+    its longest cell); until 2026-12-07 they were cut at 16, 18, 60 and 100 characters.
+    The table of short values reads as it did."""
+    app = App(store_url)
+    agent, tool = "research-assistant-for-travel", "book_flight_with_loyalty_points"
+    arguments = {"destination": "Rome", "travellers": ["Ada", "Grace", "Barbara"],
+                 "price_usd": 420.0, "notes": "an aisle seat, away from the galley"}
+    reason = "Rome is cheapest in May; " * 6
+
+    @app.workflow
+    async def travel() -> bool:
+        decision = await request_approval(tool, arguments, reason, approval_id="t-1",
+                                          status={"agent": agent})
+        return decision.approved
+
+    @app.workflow
+    async def short_one() -> bool:
+        return (await request_approval("ok", {"a": 1}, "why", approval_id="s-1")).approved
+
+    async with app:
+        async with app.worker():
+            await app.start(travel, run_id="long-1")
+            await next_pending(app)
+            await app.start(short_one, run_id="short-1")
+            while len(await pending_approvals(app)) < 2:
+                await asyncio.sleep(0.05)
+        table = await asyncio.to_thread(tether_cli, "approvals", db=store_url)
+    assert table.returncode == 0, table.stderr
+    head, *lines = table.stdout.splitlines()
+    (row,) = [line for line in lines if line.startswith("long-1 ")]
+    assert agent in row and tool in row, table.stdout
+    assert row.endswith(json.dumps(arguments)), table.stdout
+    assert f"reason: {reason.strip()}" in table.stdout, table.stdout
+    assert "…" not in table.stdout, table.stdout
+    # (every row's columns under the heading's: the arguments start where it says)
+    (short_row,) = [line for line in lines if line.startswith("short-1 ")]
+    start = head.index("ARGUMENTS")
+    assert row[start:] == json.dumps(arguments) and short_row[start:] == '{"a": 1}', \
+        table.stdout
+    assert head.index("TOOL") == row.index(tool) == short_row.index("ok "), table.stdout
+
+
 def test_pending_approval_shape() -> None:
     """to_dict() is the ``--json`` row: every field, JSON types."""
     p = PendingApproval("r", "a", "t", {"x": 1}, "why", 1.5, "1.0", "call_1")

@@ -1638,6 +1638,23 @@ async def test_a_limit_on_a_queue_the_store_does_not_know_warns(paused: str) -> 
         assert known.returncode == 0 and known.stderr == "", (queue, known.stderr)
 
 
+async def test_no_limit_on_a_queue_the_store_does_not_know_says_nothing_was_set(
+        paused: str) -> None:
+    """``tether queue-limit defualt none`` removes nothing from a queue the store does
+    not know, and says so, with the closest known queue (until 2026-12-07 its warning
+    said "the limit is set"); ``tether queues`` lists no such queue either. A known
+    queue's ``none`` is not warned of."""
+    typo = await cli("queue-limit", "defualt", "none", db=paused)
+    assert (typo.returncode, typo.stdout.strip()) == (0, "queue defualt: no limit"), typo
+    assert typo.stderr.splitlines() == [
+        "tether: warning: the store knows no queue 'defualt' (no workflow a worker "
+        "registered is on it, no run is queued there and it had no limit): it has no "
+        "limit, as before (did you mean 'default'?)"], typo.stderr
+    assert "defualt" not in (await cli("queues", db=paused)).stdout
+    known = await cli("queue-limit", "default", "none", db=paused)
+    assert (known.returncode, known.stderr) == (0, ""), known.stderr
+
+
 async def test_a_start_on_a_paused_queue_warns(paused: str) -> None:
     """``tether start`` on a paused queue (``tether queue-limit Q 0``) warns that the run
     waits for the pause to be lifted (and ``--json`` lists it in ``warnings``), as it

@@ -13,7 +13,7 @@ from tether._fit import (
     RUN_ID_KEPT,
     cells,
     fit_width,
-    pad,
+    piped,
     row_lines,
     say,
     wide_help,
@@ -98,18 +98,35 @@ async def approvals(args: argparse.Namespace) -> int:
         for line in fitted_approvals(found, now, width):
             print(line)
         return 0
-    # (the RUN ID column as wide as its longest id, 34 at least: until 2026-12-07 a
-    # longer one pushed the rest of its row out of line, and its reason's indent)
-    key = max(34, *(cells(safe(p.run_id)) for p in found))
-    print(f"{pad('RUN ID', key)} {'AGENT':16} {'TOOL':18} {'WAITING':>8}  {'SINCE':24} "
-          "ARGUMENTS")
-    for p in found:
-        waited = _ago(now - p.since)
-        print(f"{pad(safe(p.run_id), key)} {short(p.agent, 16):16} {short(p.tool, 18):18} "
-              f"{waited:>8}  {fmt_time(p.since):24} {short(p.arguments, 60)}")
-        if p.reason:
-            print(f"{'':{key}} reason: {short(p.reason, 100)}")
+    for line in piped_approvals(found, now):
+        print(line)
     return 0
+
+
+#: The least widths of ``tether approvals``' columns but the last in a pipe, a file or
+#: with ``--wide`` (wider for a longer cell: ``_fit.piped``): RUN ID, AGENT, TOOL,
+#: WAITING (right-aligned) and SINCE.
+PIPED_APPROVAL_WIDTHS = (34, 16, 18, 9, 24)
+
+
+def piped_approvals(found: list[Any], now: float) -> list[str]:
+    """``tether approvals``' lines for a pipe, a file or ``--wide``: a row each, every
+    cell whole (the arguments and the reason too, on the line under the row), each
+    column as wide as its longest cell. Until 2026-12-07 the agent, the tool and the
+    arguments were cut there (at 16, 18 and 60 characters, the reason at 100) where
+    ``tether runs`` and ``versions`` print everything."""
+    rows = [["RUN ID", "AGENT", "TOOL", f"{'WAITING':>8}", "SINCE", "ARGUMENTS"]]
+    rows += [[safe(p.run_id), short(p.agent, 10_000), short(p.tool, 10_000),
+              f"{_ago(now - p.since):>8}", fmt_time(p.since), short(p.arguments, 10_000)]
+             for p in found]
+    table = piped(rows, PIPED_APPROVAL_WIDTHS)
+    key = max(34, *(cells(row[0]) for row in rows))  # (a reason's indent: the RUN ID's)
+    lines = table[:1]
+    for p, line in zip(found, table[1:], strict=True):
+        lines.append(line)
+        if p.reason:
+            lines.append(f"{'':{key}} reason: {short(p.reason, 10_000)}")
+    return lines
 
 
 def _open(app: Any, run: Any, answered: bool) -> Any:

@@ -182,7 +182,12 @@ async def _set_limit(args: argparse.Namespace, limit: int | None, pause_says: st
             f"{resume_note(args.queue, pauses.get(args.queue))}")
     else:
         print(f"queue {safe(args.queue)}: at most {limit} run{'s' if limit != 1 else ''} at once")
-    if args.queue not in known:
+    if args.queue not in known and limit is None:
+        # (nothing was removed: "the limit is set" said the opposite until 2026-12-07)
+        log.warning("the store knows no queue %r (no workflow a worker registered is "
+                    "on it, no run is queued there and it had no limit): it has no "
+                    "limit, as before%s", args.queue, did_you_mean(args.queue, known))
+    elif args.queue not in known:
         log.warning("no workflow a worker registered is on queue %r, no run is queued "
                     "there and it had no limit: the %s is set, for runs that come to "
                     "it%s", args.queue, "limit" if args.command == "queue-limit" else
