@@ -903,6 +903,7 @@ class App:
             generation=run.generation, history=history, attempts=attempts,
             erased_at=run.erased_at,
             cancel_requested=bool(run.cancel_requested) and not RunStatus(run.status).is_ended,
+            cancel_requested_at=_cancel_requested_at(run),
         )
 
     async def list_runs(self, *, status: RunStatus | str | None = None,
@@ -1475,6 +1476,15 @@ class WorkerHost:
 def worker_host(app: App) -> WorkerHost:
     """The worker's view of ``app``."""
     return app._host
+
+
+def _cancel_requested_at(run: RunRecord) -> float | None:
+    """``RunInfo.cancel_requested_at``: when the cancel of a run that has it pending, or
+    that ended cancelled, was requested (a run that ended otherwise ignored it)."""
+    if not run.cancel_requested or (RunStatus(run.status).is_ended
+                                    and run.status is not RunStatus.CANCELLED):
+        return None
+    return run.cancel_requested_at
 
 
 def _input_view(stored: Any) -> Any:

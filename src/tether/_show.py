@@ -29,13 +29,13 @@ if TYPE_CHECKING:
     from tether.store import SignalSent
 
 __all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "SignalReport",
-           "StartReport", "awaited_signal_since", "blocked_reason", "bookkeeping", "counted",
-           "entry_failed", "entry_outcome", "error_origin", "held", "in_flight", "info_dict",
-           "journal_entries", "lifecycle_dict", "pinned_to_wait", "run_dict", "run_document",
-           "run_info", "schedule_dict", "schedule_rows", "search_statuses", "signal_report",
-           "signal_wait_starts", "split_statuses", "start_report", "timed_out", "unattempted",
-           "unreadable_payload", "untimed", "versions_idle", "versions_unreadable", "waiting_since",
-           "workers_document"]
+           "StartReport", "awaited_signal_since", "blocked_reason", "bookkeeping",
+           "cancel_unheeded", "counted", "entry_failed", "entry_outcome", "error_origin", "held",
+           "in_flight", "info_dict", "journal_entries", "lifecycle_dict", "pinned_to_wait",
+           "run_dict", "run_document", "run_info", "schedule_dict", "schedule_rows",
+           "search_statuses", "signal_report", "signal_wait_starts", "split_statuses",
+           "start_report", "timed_out", "unattempted", "unreadable_payload", "untimed",
+           "versions_idle", "versions_unreadable", "waiting_since", "workers_document"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -306,6 +306,17 @@ def cancel_pending(r: Any) -> bool:
     return bool(r.cancel_requested) and not RunStatus(r.status).is_ended
 
 
+def cancel_unheeded(doc: dict[str, Any]) -> list[str]:
+    """The names of the steps still running in a ``running`` run whose cancel is pending
+    (``in_flight``, of ``info_dict``'s fields): a cancel interrupts a step at its next
+    ``await``, and one that blocks its worker's event loop or catches
+    ``CancelledError`` runs on, the run with it. ``tether show`` and the run page say
+    so."""
+    if doc["status"] != RunStatus.RUNNING.value or not doc["cancel_requested"]:
+        return []
+    return [op["name"] for op in in_flight(doc)]
+
+
 def counted(n: int, noun: str, nouns: str | None = None) -> str:
     """``n`` and ``noun`` in the number it takes: "1 run", "2 runs", "0 runs";
     ``nouns`` where the plural is not ``noun`` + "s" ("1 journal entry", "3 journal
@@ -362,6 +373,7 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
         "status_info": info.status_info, "parent_run_id": info.parent_run_id,
         "journal": info.journal, "metrics": info.metrics,
         "cancel_requested": info.cancel_requested,
+        "cancel_requested_at": info.cancel_requested_at,
         **lifecycle_dict(info),
     }
 

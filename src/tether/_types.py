@@ -159,6 +159,10 @@ class RunRecord:
     crashes_seen: int = 0
     #: Final journal entries counted at that acknowledgement (None: never).
     crash_progress: int | None = None
+    #: When a cancel was first requested (``cancel_requested``), by the store's
+    #: ``run_get`` only; None: not read, none was, or a version that does not record it
+    #: asked (migration 0020).
+    cancel_requested_at: float | None = None
 
     def __post_init__(self) -> None:
         if type(self.status) is not RunStatus:
@@ -229,6 +233,10 @@ class RunInfo:
     #: worker serving its queue replays it and delivers ``tether.Cancelled`` at its next
     #: operation (a waiting run's wait), where its code may still clean up.
     cancel_requested: bool = False
+    #: When that cancel was first requested (by a person, the API or its parent's
+    #: cancel), for a run with one pending and for one that ended cancelled; None
+    #: otherwise, and when a version that does not record the time asked.
+    cancel_requested_at: float | None = None
 
 
 #: Characters no id or name may hold: C0/C1 controls (ESC starts terminal escapes),

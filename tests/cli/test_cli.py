@@ -21,6 +21,8 @@ import pytest
 import tether
 from tests import forked
 from tether import App
+from tether._show import run_document
+from tether.cli._common import fmt_time
 
 
 def tether_cli(*args: str, db: str | None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -1121,7 +1123,12 @@ async def test_cancel_of_a_waiting_run_with_no_worker_says_it_is_pending(
         assert [(r["status"], r["cancel_requested"]) for r in listed] == [("waiting", True)]
         assert "signal approve; cancel requested" in (await cli("runs", db=store_url)).stdout
         text = (await cli("show", "w-1", db=store_url)).stdout
-        assert "cancel requested: it ends cancelled when a worker serving queue" in text
+        asked = (await app.get_run("w-1")).cancel_requested_at
+        assert asked is not None and doc["cancel_requested_at"] == asked
+        # (since when, as the ages of `tether workers`; then what it waits for)
+        assert re.search(r"^cancel requested \d+ s ago \(" + re.escape(fmt_time(asked))
+                         + r"\): it ends cancelled when a worker serving queue 'default' "
+                         "replays it$", text, re.M), text
         assert (await app.get_run("w-1")).cancel_requested is True
         async with app.worker(poll_interval=0.1):
             with pytest.raises(tether.RunFailed):
@@ -1129,9 +1136,107 @@ async def test_cancel_of_a_waiting_run_with_no_worker_says_it_is_pending(
         info = await app.get_run("w-1")
         assert (info.status, info.cancel_requested) == (tether.RunStatus.CANCELLED, False)
         doc = json.loads((await cli("show", "w-1", "--json", db=store_url)).stdout)
-        assert doc["cancel_requested"] is False
+        assert (doc["cancel_requested"], doc["cancel_requested_at"]) == (False, asked)
     finally:
         await app.close()
+
+
+async def test_show_of_a_run_whose_step_ignores_its_cancel_says_since_when(
+        store_url: str) -> None:
+    """A running run whose step catches ``CancelledError`` goes on after its cancel:
+    ``tether show`` says since when the cancel was requested and which step has not
+    stopped (it said "cancel requested" alone, the same a second or an hour after), and
+    ``show --json`` gives the request's time; a second cancel keeps the first's."""
+    app = App(store_url)
+    release = asyncio.Event()
+
+    @app.step
+    async def deaf() -> int:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # (the cancel, ignored)
+        return 1
+
+    @app.workflow(name="stubborn")
+    async def stubborn() -> int:
+        got = await deaf()
+        await tether.sleep(0.01)  # (its next operation: the cancel ends the run there)
+        return got
+
+    try:
+        async with app.worker(poll_interval=0.1):
+            try:
+                await app.start("stubborn", run_id="s-1")
+                while not (await run_document(app, "s-1"))["in_flight"]:
+                    await asyncio.sleep(0.05)
+                await app.cancel("s-1")
+                text = (await cli("show", "s-1", db=store_url)).stdout
+                doc = json.loads((await cli("show", "s-1", "--json", db=store_url)).stdout)
+                assert (await cli("cancel", "s-1", db=store_url)).returncode == 0
+                again = (await app.get_run("s-1")).cancel_requested_at
+            finally:
+                release.set()  # (the worker's drain would wait for the step for ever)
+            with pytest.raises(tether.RunFailed):
+                await app.handle("s-1").result(timeout=30)
+    finally:
+        await app.close()
+    asked = doc["cancel_requested_at"]
+    assert isinstance(asked, float) and again == asked
+    assert (doc["status"], doc["cancel_requested"]) == ("running", True)
+    assert re.search(r"^cancel requested \d+ s ago \(" + re.escape(fmt_time(asked))
+                     + r"\); the run has not stopped: its step 'deaf' is still running "
+                     r"\(a cancel interrupts a step at its next await; one that catches "
+                     r"CancelledError or blocks its worker's event loop runs on\)$",
+                     text, re.M), text
+
+
+async def test_result_of_a_cancelled_run_says_it_once(store_url: str) -> None:
+    """``tether result`` of a cancelled run is one statement: the run, when it was
+    cancelled, and on whose request, its own or its parent's, with the request's time
+    (it said "run 'w-1' ended cancelled: tether.errors.Cancelled: run 'w-1' was
+    cancelled"); of an erased run, when it was erased (it said "ended erased:
+    tether.errors.RunErased: its payloads were erased"). The exit status stays 1."""
+    app = make_app(store_url)
+
+    @app.workflow(name="parent")
+    async def parent() -> object:
+        child = await tether.start_child("approval", run_id="kid-1")
+        return await child.result()
+
+    try:
+        async with app.worker(poll_interval=0.1):
+            await app.start("approval", run_id="w-1")
+            await app.start("parent", run_id="p-1")
+            await _waiting(app, "w-1")
+            await _waiting(app, "kid-1")
+            await app.cancel("w-1")
+            await app.cancel("p-1")
+            for run_id in ("w-1", "p-1", "kid-1"):
+                with pytest.raises(tether.RunFailed):
+                    await app.handle(run_id).result(timeout=30)
+        own, kid, pa = [await app.get_run(run_id) for run_id in ("w-1", "kid-1", "p-1")]
+        said = {run_id: await cli("result", run_id, db=store_url)
+                for run_id in ("w-1", "kid-1")}
+        assert (await cli("erase", "w-1", db=store_url)).returncode == 0
+        erased = await cli("result", "w-1", db=store_url)
+    finally:
+        await app.close()
+    assert pa.cancel_requested_at is not None and kid.cancel_requested_at is not None
+    assert pa.cancel_requested_at <= kid.cancel_requested_at
+    for proc in (*said.values(), erased):
+        assert (proc.returncode, proc.stdout) == (1, ""), proc
+    assert said["w-1"].stderr.splitlines() == [
+        f"tether: error: run 'w-1' was cancelled at {fmt_time(own.finished_at)}, on a "
+        f"cancel requested at {fmt_time(own.cancel_requested_at)}"]
+    assert said["kid-1"].stderr.splitlines() == [
+        f"tether: error: run 'kid-1' was cancelled at {fmt_time(kid.finished_at)} with its "
+        f"parent run 'p-1', whose cancel was requested at "
+        f"{fmt_time(pa.cancel_requested_at)}"]
+    (line,) = erased.stderr.splitlines()
+    assert re.fullmatch(r"tether: error: run 'w-1' was erased at \S+ \S+ \(tether erase\): "
+                        r"its result is gone \(it ended cancelled\)", line), line
 
 
 @pytest.mark.parametrize("flags", [("--concurrency", "0"), ("--lease", "0"),

@@ -76,6 +76,10 @@ async def test_changed_code_blocks_the_run_naming_both_operations(store_url: str
         code = await asyncio.to_thread(main, ["result", "d", "--db", store_url])
     assert code == 1
     assert "run 'd' is blocked: " in err.getvalue() and "ended" not in err.getvalue()
+    # (one statement: its error's message named the run a second time, "non-determinism
+    # in run 'd' at position 0", until 2026-12-07)
+    assert err.getvalue().count("'d'") == 1, err.getvalue()
+    assert "non-determinism at position 0" in err.getvalue(), err.getvalue()
 
 
 def run_cli(*argv: str) -> str:

@@ -1,16 +1,19 @@
-"""Store contract of migration 0005 and of cancel notifications, on every backend:
-claims count takeovers of running runs, run_crash_mark is fenced, a cancel of a
-running run is notified with its id, and blob references keep texts through purges."""
+"""Store contract of migration 0005 and of cancels, on every backend: claims count
+takeovers of running runs, run_crash_mark is fenced, a cancel of a running run is
+notified with its id, a cancel keeps the time of its request and adds an event (0020,
+0021), and blob references keep texts through purges."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 from tether._types import Lease
 from tether.errors import LeaseLost
 from tether.store import Store, Wait, open_store
+from tether.store._port import RunEvent
 
 from .conftest import LEASE, T0, entry, run_record, start_and_claim
 
@@ -148,3 +151,54 @@ async def test_a_purge_deletes_the_shared_values_of_its_runs(store: Store) -> No
     assert await store.kv_get(key="otel.trace:a") is None
     assert await store.kv_get(key="otel.trace:b") is not None
     assert await store.kv_get(key="breaker:a") is not None
+
+
+async def test_a_cancel_keeps_its_first_time_and_tells_the_runs_events(
+        store: Store) -> None:
+    """A cancel stores when it was requested (``cancel_requested_at``, migration 0020)
+    in the statement that sets the flag: a repeat keeps the first time, a parent's
+    cancel gives its children theirs, a retry clears it. A cancel that leaves the run's
+    status as it is (waiting, running) adds a ``cancel`` event (migration 0021): no
+    status event told an open run page of it. A repeat adds none, and a cancel that ends
+    the run at once has its status event alone. Until 2026-12-07 the store kept a flag,
+    not its time, and a waiting run's cancel had no event."""
+    def kinds(events: list[RunEvent]) -> list[str]:
+        return [e.kind for e in events]
+
+    parked = await start_and_claim(store, "parked")
+    await store.run_release(lease=parked.lease, now=T0 + 1,
+                            wait=Wait(None, "signal go", signal="go"))
+    before = await store.run_events_read(run_id="parked", after=None)
+    await store.run_cancel(run_id="parked", now=T0 + 5)
+    again = await store.run_cancel(run_id="parked", now=T0 + 9)
+    assert (again.status, again.cancel_requested, again.cancel_requested_at) == (
+        "waiting", True, T0 + 5)
+    stored = await store.run_get("parked")
+    assert stored is not None and stored.cancel_requested_at == T0 + 5
+    new = await store.run_events_read(run_id="parked", after=before[-1].event_id)
+    assert kinds(new) == ["cancel"]
+    assert json.loads(new[0].data or "") == {"cancel_requested_at": T0 + 5}
+
+    # A parent's cancel: its running child's time is the cascade's, with its event.
+    await start_and_claim(store, "kid", queue="kids", parent="parked", parent_position=0)
+    assert await store.run_children_cancel(parent_run_id="parked", now=T0 + 7) == ["kid"]
+    kid = await store.run_get("kid")
+    assert kid is not None and (kid.status, kid.cancel_requested_at) == ("running", T0 + 7)
+    assert kinds(await store.run_events_read(run_id="kid", after=None))[-1] == "cancel"
+
+    # A run the cancel ends at once (queued, never started): its status event alone.
+    await store.run_insert(run=run_record("idle", queue="elsewhere"))
+    ended = await store.run_cancel(run_id="idle", now=T0 + 11)
+    assert (ended.status, ended.cancel_requested_at) == ("cancelled", T0 + 11)
+    assert "cancel" not in kinds(await store.run_events_read(run_id="idle", after=None))
+
+    # A retry clears it; the next cancel has a time of its own.
+    claimed = await store.run_claim(worker_id="w2", queues=["q"], limit=1, now=T0 + 12,
+                                    lease_seconds=LEASE)
+    assert [c.run.run_id for c in claimed] == ["parked"]
+    await store.run_finish(lease=claimed[0].lease, status="cancelled", result=None,
+                           error=None, now=T0 + 13)
+    retried = (await store.run_retry(run_id="parked", version=None, now=T0 + 14)).run
+    assert (retried.cancel_requested, retried.cancel_requested_at) == (False, None)
+    assert (await store.run_cancel(run_id="parked", now=T0 + 20)).cancel_requested_at \
+        == T0 + 20

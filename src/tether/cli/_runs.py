@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from tether._app import App
@@ -43,7 +44,7 @@ from tether._show import (
     versions_idle,
     versions_unreadable,
 )
-from tether._types import RunInfo, RunStatus, check_name, did_you_mean
+from tether._types import RunInfo, RunRecord, RunStatus, check_name, did_you_mean
 from tether.cli._budget import budget_line
 from tether.cli._common import (
     CliError,
@@ -481,6 +482,7 @@ async def show(args: argparse.Namespace) -> int:
         asked = awaited_approval(info) if info.status is RunStatus.WAITING else None
         answer = (await waiting_answer(app, info.run_id, asked.approval_id)
                   if doc is None and asked is not None else None)
+        now = app.clock.now()  # (how long ago a cancel was requested)
     # (a run pinned to a version no live worker has waits while other workers serve;
     # when the live workers could not be read, it says it cannot tell, not "no live
     # worker")
@@ -493,10 +495,12 @@ async def show(args: argparse.Namespace) -> int:
     width = fit_width(args.wide)
     if width is None:
         print_timeline(info, parent_gone=parent_gone, unregistered=unregistered,
-                       queue_limit=limit, live=live, idle=idle, child=child, answer=answer)
+                       queue_limit=limit, live=live, idle=idle, child=child, answer=answer,
+                       now=now)
     else:
         print_fitted(info, width, sys.stdout.write, parent_gone, unregistered=unregistered,
-                     queue_limit=limit, live=live, idle=idle, child=child, answer=answer)
+                     queue_limit=limit, live=live, idle=idle, child=child, answer=answer,
+                     now=now)
     return 0
 
 
@@ -592,7 +596,8 @@ def _short_created(text: str) -> str:
 def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
                    unregistered: str | None = None, queue_limit: int | None = None,
                    live: list[str] | None = None, idle: str | None = None,
-                   child: str | None = None, answer: Any = None) -> None:
+                   child: str | None = None, answer: Any = None,
+                   now: float | None = None) -> None:
     out = out or sys.stdout
     w = out.write
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
@@ -607,7 +612,7 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
         if child is not None:
             w(f"  the child is {safe(child)}\n")
     if info.cancel_requested:
-        w(f"{cancel_note(info.queue)}\n")
+        w(f"{cancel_note(info, time.time() if now is None else now)}\n")
     if info.status_info is not None:
         # ("live status": the workflow's own, tether.set_status; "status:" alone read
         # as the run's, under a head that says "status completed")
@@ -748,7 +753,7 @@ async def result(args: argparse.Namespace) -> int:
                            f"{await _why_not_ended(app, args.run_id)}", 3) from None
         except RunFailed as exc:
             await _print_outcome(app, args)
-            raise CliError(str(exc), 1) from None
+            raise CliError(await _not_completed(app, exc), 1) from None
         if args.json:
             await _print_outcome(app, args)
             return 0
@@ -765,6 +770,47 @@ async def _print_outcome(app: App, args: argparse.Namespace) -> None:
         return
     info = info_dict(await run_info(app, args.run_id))
     print(dumps({key: info[key] for key in ("run_id", "status", "result", "error")}))
+
+
+async def _not_completed(app: App, exc: RunFailed) -> str:
+    """``tether result``'s error line of a run that did not complete, in one statement:
+    the library's ``RunFailed`` message, but for a run cancelled (when, on whose
+    request), erased and blocked, whose messages said it twice ("run 'r' ended
+    cancelled: tether.errors.Cancelled: run 'r' was cancelled" until 2026-12-07)."""
+    run = await app.store.run_get(exc.run_id)
+    if run is None:
+        return str(exc)
+    rid = f"run {safe(exc.run_id)!r}"
+    if exc.status == "erased":
+        return (f"{rid} was erased at {fmt_time(run.erased_at)} (tether erase): its result "
+                f"is gone (it ended {run.status.value})")
+    if exc.status == RunStatus.CANCELLED.value:
+        return f"{rid} was cancelled at {fmt_time(run.finished_at)}" + await _cancelled_by(
+            app, run)
+    if exc.status == RunStatus.BLOCKED.value and isinstance(exc.error, dict) \
+            and isinstance(exc.error.get("message"), str):
+        # (its error's message names the run again: "non-determinism in run 'r' at ...")
+        said = exc.error["message"].replace(f" in run {exc.run_id!r}", "", 1)
+        return f"{rid} is blocked: {safe(str(exc.error.get('type', 'Error')))}: {safe(said)}"
+    return str(exc)
+
+
+async def _cancelled_by(app: App, run: RunRecord) -> str:
+    """Whose cancel ended ``run``: its parent's (the parent's was requested first, and
+    the run's policy is to follow it), or a request of its own (``tether cancel``, the
+    API, the web UI, ``App.cancel``), with its time when the store has it."""
+    at = run.cancel_requested_at if run.cancel_requested else None
+    parent = (await app.store.run_get(run.parent_run_id)
+              if run.parent_run_id is not None and run.on_parent_cancel == "cancel"
+              else None)
+    if (parent is not None and parent.cancel_requested
+            and parent.cancel_requested_at is not None
+            and (at is None or parent.cancel_requested_at <= at)):
+        return (f" with its parent run {safe(parent.run_id)!r}, whose cancel was requested "
+                f"at {fmt_time(parent.cancel_requested_at)}")
+    if at is None:  # (requested by a version that keeps no time)
+        return ", on request"
+    return f", on a cancel requested at {fmt_time(at)}"
 
 
 async def _why_not_ended(app: App, run_id: str) -> str:

@@ -8,12 +8,21 @@ a terminal) prints ``_runs.print_timeline``'s full lines instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tether._clock import age
 from tether._fit import cells, cut_end, cut_middle, hang, pack, pad, wrap
-from tether._show import HELD_NOTE, bookkeeping, error_origin, held, timed_out
+from tether._show import (
+    HELD_NOTE,
+    bookkeeping,
+    cancel_unheeded,
+    error_origin,
+    held,
+    timed_out,
+)
 from tether._types import RunInfo, RunStatus
 from tether.cli._budget import budget_line
 from tether.cli._common import fmt_time, safe, short
@@ -91,10 +100,24 @@ class Layout:
     name_under: bool = False
 
 
-def cancel_note(queue: str) -> str:
-    """What ``tether show`` says of a run with a cancel pending."""
-    return (f"cancel requested: it ends cancelled when a worker serving queue "
-            f"{safe(queue)!r} replays it")
+def cancel_note(info: RunInfo, now: float) -> str:
+    """What ``tether show`` says of a run with a cancel pending: since when (``now``: the
+    app's clock), and what it waits for, a worker to replay it or a step that did not
+    stop (``_show.cancel_unheeded``)."""
+    at = info.cancel_requested_at
+    said = ("cancel requested" if at is None  # (asked by a version that keeps no time)
+            else f"cancel requested {age(now - at)} ago ({fmt_time(at)})")
+    steps = cancel_unheeded({"status": info.status.value, "journal": info.journal,
+                             "attempts": info.attempts, "generation": info.generation,
+                             "cancel_requested": info.cancel_requested})
+    if steps:
+        names = ", ".join(repr(safe(name)) for name in steps)
+        return (f"{said}; the run has not stopped: its step{'s' if len(steps) > 1 else ''}"
+                f" {names} {'are' if len(steps) > 1 else 'is'} still running (a cancel "
+                "interrupts a step at its next await; one that catches CancelledError or "
+                "blocks its worker's event loop runs on)")
+    return (f"{said}: it ends cancelled when a worker serving queue {safe(info.queue)!r} "
+            "replays it")
 
 
 def _line(text: str) -> str:
@@ -223,15 +246,18 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
 def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False, *,
                  unregistered: str | None = None, queue_limit: int | None = None,
                  live: Sequence[str] = (), idle: str | None = None,
-                 child: str | None = None, answer: Any = None) -> None:
+                 child: str | None = None, answer: Any = None,
+                 now: float | None = None) -> None:
     """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide
     (``parent_gone``: its parent run was purged; ``unregistered``: as for
     ``no_operations_note``; ``queue_limit``: its queue's limit; ``live``: the versions
     of the live versioned workers, for ``version_text``; ``idle``: the note of a run
     whose version no live worker has, ``version_idle_note``; ``child``: what the child
     it waits for is doing, ``_show.child_waits``; ``answer``: the answer waiting for
-    the approval it waits for, ``tether.ai._approvals.waiting_answer``)."""
-    for line in _head(info, width, parent_gone, live, child, answer):
+    the approval it waits for, ``tether.ai._approvals.waiting_answer``; ``now``: the
+    app's clock, for how long ago a cancel was requested, else this host's)."""
+    for line in _head(info, width, parent_gone, live, child, answer,
+                      time.time() if now is None else now):
         w(line + "\n")
     for line in wrap(idle, width, "") if idle is not None else ():
         w(line + "\n")
@@ -270,7 +296,7 @@ def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False,
 
 def _head(info: RunInfo, width: int, parent_gone: bool = False,
           live: Sequence[str] = (), child: str | None = None,
-          answer: Any = None) -> list[str]:
+          answer: Any = None, now: float = 0.0) -> list[str]:
     """The run's id (whole, on the first line), where it stands, and its payloads."""
     where = [f"workflow {_line(info.workflow)}", f"queue {_line(info.queue)}",
              f"status {info.status.value}"]
@@ -299,7 +325,7 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False,
         if child is not None:
             lines += wrap(_line(child), width, "  the child is ")
     if info.cancel_requested:
-        lines.append(cut_end(cancel_note(info.queue), width))
+        lines += wrap(cancel_note(info, now), width, "")
     if info.status_info is not None:
         lines.append("live status: " + short(info.status_info, width - len("live status: ")))
     lines.append("input: " + short(info.input, width - len("input: ")))

@@ -11,6 +11,9 @@ Event types (the SSE ``event:`` field; ``data:`` is JSON):
   ``{"position", "kind", "name", "status", "attempts"}``.
 - ``status``: the run's status changed: ``{"status", "waiting_for"}``.
 - ``live``: the run's live status changed: ``{"status_info": ...}`` (the value now).
+- ``cancel``: a cancel was requested of the run and its status stays (a waiting,
+  sleeping, queued or running run; one the cancel ends gets a ``status`` event):
+  ``{"cancel_requested_at"}``. A repeat sends none.
 - ``chunk``: a streamed LLM chunk: ``{"type": "llm.chunk", "text", "position",
   "attempt"}`` (or another event an LLM stream published).
 - ``end``: the run has ended and every event was sent; it has no id, and the stream

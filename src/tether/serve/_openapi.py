@@ -296,6 +296,13 @@ def document(root_path: str = "") -> dict[str, Any]:
                                 "a cancel was asked and the run has not ended: it ends "
                                 "cancelled when a worker serving its queue replays it "
                                 "(a waiting run too: its code may catch Cancelled)")},
+                            "cancel_requested_at": {
+                                "type": "number", "nullable": True, "description": (
+                                    "when the cancel was first requested (epoch "
+                                    "seconds; a repeat keeps the first's time), for a "
+                                    "run with one pending and for one that ended "
+                                    "cancelled; null otherwise, and when a version that "
+                                    "does not record it asked")},
                             "children": {"type": "array", "items": {
                                 "$ref": "#/components/schemas/RunSummary"}}}},
                 "Worker": {"type": "object", "required": [
@@ -462,7 +469,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                                        "$ref": "#/components/schemas/JournalEntry"}}}}),
                     "404": _err("no such run"), **_BAD_PATH, **_COMMON_ERRORS}}},
             "/api/v1/runs/{run_id}/events": {"get": {
-                "summary": "Server-Sent Events: operations, status, live status, LLM chunks",
+                "summary": "Server-Sent Events: operations, status, live status, cancel "
+                           "requests, LLM chunks",
                 "operationId": "runEvents", "parameters": [
                     _RUN_ID, {"name": "Last-Event-ID", "in": "header",
                               "schema": {"type": "string"}},

@@ -37,6 +37,7 @@ from tether._show import (
     awaited_signal_since,
     blocked_reason,
     bookkeeping,
+    cancel_unheeded,
     counted,
     entry_outcome,
     held,
@@ -987,6 +988,9 @@ async def run_view(app: App, run_id: str, *,
             if doc["version"] not in live:
                 doc["version_idle"] = version_idle_note(doc["version"], newest_last(live))
     doc["budget_card"] = budget_card(doc.get("budget"), doc.get("waiting_for"))
+    # (a running run whose cancel is pending, held by steps that did not stop: the head
+    # names them, as `tether show` does)
+    doc["cancel_unheeded"] = cancel_unheeded(doc)
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))

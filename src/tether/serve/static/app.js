@@ -296,10 +296,12 @@ function followRun(root) {
   let last = root.dataset.after || null;  // the last event seen: a new stream goes on from it
   // What the page does with a stream's events.
   const follow = source => {
-    ["op", "status", "live", "chunk"].forEach(kind => source.addEventListener(kind, ev => {
+    ["op", "status", "live", "cancel", "chunk"].forEach(kind => source.addEventListener(kind, ev => {
       if (ev.lastEventId) last = ev.lastEventId;
     }));
-    ["op", "status", "live"].forEach(kind => source.addEventListener(kind, update));
+    // (a cancel of a run it does not end keeps its status: its own event redraws the
+    // head, whose "cancel requested" swaps the Cancel button for its note)
+    ["op", "status", "live", "cancel"].forEach(kind => source.addEventListener(kind, update));
     source.addEventListener("status", ev => {
       const data = JSON.parse(ev.data);
       root.dataset.status = data.status;

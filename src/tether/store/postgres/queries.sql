@@ -48,11 +48,13 @@ SELECT false, run_id, workflow, queue, status, input, created_at, updated_at, re
 FROM {schema}.runs WHERE run_id = %(run_id)s AND NOT EXISTS (SELECT 1 FROM ins);
 
 -- run_get --
--- One run by id.
+-- One run by id, every column (the crash counts of migration 0005, then the time a
+-- cancel was requested: _sql.run_from_row).
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
-       version, forked_from, forked_at, generation, erased_at
+       version, forked_from, forked_at, generation, erased_at,
+       crashes, crashes_seen, crash_progress, cancel_requested_at
 FROM {schema}.runs WHERE run_id = %(run_id)s;
 
 -- run_get_many --
@@ -694,6 +696,9 @@ SELECT (SELECT count(*) FROM jins), {schema}.wake(%(channel)s, (SELECT count(*) 
 WITH e AS (
     UPDATE {schema}.runs r
     SET status = 'cancelled', cancel_requested = true, updated_at = %(now)s,
+        cancel_requested_at = CASE WHEN cancel_requested
+                                   THEN coalesce(cancel_requested_at, %(now)s)
+                                   ELSE %(now)s END,
         finished_at = %(now)s, owner = NULL, available_at = NULL
     WHERE r.parent_run_id = %(parent_run_id)s AND r.on_parent_cancel = 'cancel'
       AND (NOT %(if_cancelled)s
@@ -713,6 +718,9 @@ SELECT array_agg(run_id ORDER BY run_id), {schema}.wake(%(channel)s, count(*)) F
 WITH c AS (
     UPDATE {schema}.runs
     SET cancel_requested = true, updated_at = %(now)s,
+        cancel_requested_at = CASE WHEN cancel_requested
+                                   THEN coalesce(cancel_requested_at, %(now)s)
+                                   ELSE %(now)s END,
         available_at = CASE WHEN status IN ('queued', 'waiting') THEN %(now)s
                             ELSE available_at END
     WHERE parent_run_id = %(parent_run_id)s AND on_parent_cancel = 'cancel'
@@ -741,6 +749,9 @@ WHERE wait_child IN (SELECT c.run_id FROM {schema}.runs c
 WITH b AS (
     UPDATE {schema}.runs
     SET status = 'cancelled', cancel_requested = true, updated_at = %(now)s,
+        cancel_requested_at = CASE WHEN cancel_requested
+                                   THEN coalesce(cancel_requested_at, %(now)s)
+                                   ELSE %(now)s END,
         finished_at = %(now)s, owner = NULL, available_at = NULL
     WHERE run_id = %(run_id)s
       AND (status = 'blocked'
@@ -752,9 +763,15 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM b;
 
 -- run_cancel --
 -- Ask a run to cancel; a queued or waiting run becomes claimable now (and is notified).
+-- The time of the request (cancel_requested_at) is the first's: a repeat keeps it (one
+-- a retry left with the flag cleared is replaced); so is each run_children_* and
+-- run_cancel_blocked.
 WITH c AS (
     UPDATE {schema}.runs
     SET cancel_requested = true, updated_at = %(now)s,
+        cancel_requested_at = CASE WHEN cancel_requested
+                                   THEN coalesce(cancel_requested_at, %(now)s)
+                                   ELSE %(now)s END,
         available_at = CASE WHEN status IN ('queued', 'waiting') THEN %(now)s
                             ELSE available_at END
     WHERE run_id = %(run_id)s AND status NOT IN ('completed', 'failed', 'cancelled')

@@ -35,9 +35,9 @@ ORDER BY generation, position, started_at, attempt;
 -- A failed, blocked or cancelled run becomes runnable again.
 UPDATE tether_runs
 SET status = 'queued', result = NULL, error = NULL, finished_at = NULL, owner = NULL,
-    available_at = :now, updated_at = :now, cancel_requested = 0, waiting_for = NULL,
-    wait_signal = NULL, wait_child = NULL, version = :version, crashes = 0, crashes_seen = 0,
-    crash_progress = NULL
+    available_at = :now, updated_at = :now, cancel_requested = 0,
+    cancel_requested_at = NULL, waiting_for = NULL, wait_signal = NULL, wait_child = NULL,
+    version = :version, crashes = 0, crashes_seen = 0, crash_progress = NULL
 WHERE run_id = :run_id AND status IN ('failed', 'blocked', 'cancelled');
 
 -- run_children_of --

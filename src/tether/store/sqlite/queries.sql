@@ -39,11 +39,13 @@ VALUES (:run_id, :workflow, :queue, :status, :input, :created_at, :updated_at,
 ON CONFLICT (run_id) DO NOTHING;
 
 -- run_get --
--- One run by id.
+-- One run by id, every column (the crash counts of migration 0005, then the time a
+-- cancel was requested: _sql.run_from_row).
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
-       version, forked_from, forked_at, generation, erased_at
+       version, forked_from, forked_at, generation, erased_at,
+       crashes, crashes_seen, crash_progress, cancel_requested_at
 FROM tether_runs WHERE run_id = :run_id;
 
 -- _list_branch --
@@ -211,7 +213,10 @@ UPDATE tether_signals SET consumed_position = :position WHERE signal_id = :signa
 -- cancel end cancelled at once (as run_cancel_blocked): blocked ones, and queued ones
 -- that never started (no journal entry: e.g. a durable tool on a queue no worker serves).
 UPDATE tether_runs
-SET status = 'cancelled', cancel_requested = 1, updated_at = :now, finished_at = :now,
+SET status = 'cancelled', cancel_requested = 1, updated_at = :now,
+    cancel_requested_at = CASE WHEN cancel_requested
+                               THEN coalesce(cancel_requested_at, :now)
+                               ELSE :now END, finished_at = :now,
     owner = NULL, available_at = NULL
 WHERE parent_run_id = :parent_run_id AND on_parent_cancel = 'cancel'
   AND (status = 'blocked'
@@ -225,15 +230,23 @@ RETURNING run_id, status;
 -- run_children_end); a queued or waiting one becomes claimable now, to see it.
 UPDATE tether_runs
 SET cancel_requested = 1, updated_at = :now,
+    cancel_requested_at = CASE WHEN cancel_requested
+                               THEN coalesce(cancel_requested_at, :now)
+                               ELSE :now END,
     available_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE available_at END
 WHERE parent_run_id = :parent_run_id AND on_parent_cancel = 'cancel'
   AND status NOT IN ('completed', 'failed', 'cancelled')
 RETURNING run_id, status;
 
 -- run_cancel --
--- Ask a run to cancel; a queued or waiting run becomes claimable now.
+-- Ask a run to cancel; a queued or waiting run becomes claimable now. The time of the
+-- request (cancel_requested_at) is the first's: a repeat keeps it (one a retry left
+-- with the flag cleared is replaced); so is each run_children_* and run_cancel_blocked.
 UPDATE tether_runs
 SET cancel_requested = 1, updated_at = :now,
+    cancel_requested_at = CASE WHEN cancel_requested
+                               THEN coalesce(cancel_requested_at, :now)
+                               ELSE :now END,
     available_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE available_at END
 WHERE run_id = :run_id AND status NOT IN ('completed', 'failed', 'cancelled');
 
@@ -242,7 +255,10 @@ WHERE run_id = :run_id AND status NOT IN ('completed', 'failed', 'cancelled');
 -- ran, e.g. of a workflow no worker has), has no code that could observe a cancel: end
 -- it at once.
 UPDATE tether_runs
-SET status = 'cancelled', cancel_requested = 1, updated_at = :now, finished_at = :now,
+SET status = 'cancelled', cancel_requested = 1, updated_at = :now,
+    cancel_requested_at = CASE WHEN cancel_requested
+                               THEN coalesce(cancel_requested_at, :now)
+                               ELSE :now END, finished_at = :now,
     owner = NULL, available_at = NULL
 WHERE run_id = :run_id
   AND (status = 'blocked'

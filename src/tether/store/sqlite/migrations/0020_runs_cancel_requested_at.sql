@@ -1,0 +1,13 @@
+-- tether: compatible
+-- (Earlier versions run beside this migration: they neither read the column nor write
+-- it, every statement of theirs naming the columns it reads and writes. It is recorded
+-- in tether_schema_compatible, so they keep opening the store during a rolling update;
+-- see COMPATIBLE_MARK in _store.py.)
+-- When a cancel was first asked of the run (tether cancel, the API, the web UI,
+-- App.cancel, or its parent's cancel), set by the statement that sets cancel_requested
+-- and kept by a repeat; NULL: none was, or one was asked by a version that does not
+-- know the column. Read only while cancel_requested is set (a retry by such a version
+-- clears the flag and leaves the time: the next cancel replaces it), and cleared by a
+-- retry. tether show, the run document and the run page say how long the run has not
+-- stopped since.
+ALTER TABLE tether_runs ADD COLUMN cancel_requested_at REAL;
