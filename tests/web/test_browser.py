@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,17 @@ import apsw
 import httpx
 import pytest
 
-from tests.web.helpers import ADMIN, READ, ROOT, WEBAPP, Served, start_serve, start_worker
+from tests.web.helpers import (
+    ADMIN,
+    READ,
+    ROOT,
+    TETHER,
+    WEBAPP,
+    Served,
+    env,
+    start_serve,
+    start_worker,
+)
 from tests.web.test_sse import start_llm
 
 pytestmark = pytest.mark.slow
@@ -754,6 +765,57 @@ def test_a_forms_note_says_where_the_run_is_once_it_moves_on(browser: object,
         expect(page.locator(".pill.big")).to_have_text("waiting", timeout=30_000)
         expect(note).to_have_text(re.compile(r"kept\. It is now waiting\.$"))
         page.screenshot(path=str(tmp_path / "note-after-retry.png"), full_page=True)
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
+
+
+def test_a_cancel_from_elsewhere_switches_every_open_page(browser: object,
+                                                          tmp_path: Path) -> None:
+    """Two pages open on a waiting run, with no worker to deliver a cancel; ``tether
+    cancel`` in another process: both pages, without a reload, put the Cancel button's
+    note in its place and say in the head since when the cancel was requested. The
+    run's status stays ``waiting``, so no status event told the pages: they offered a
+    second cancel until the head's next redraw (a run's ``cancel`` event, migration
+    0021, now redraws it)."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/cancel.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+            "workflow": "wait_go", "run_id": "far-1"})
+        assert r.status_code == 201, r.text
+        wait_for(served.url, "far-1", "waiting")
+        worker.terminate()  # (no worker: the cancel is asked, not yet delivered)
+        worker.wait(10)
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        pages = [context.new_page(), context.new_page()]
+        pages[0].goto(served.url + "/login")
+        pages[0].fill("input[name=token]", ADMIN)
+        pages[0].click("button:has-text('Log in')")
+        for page in pages:
+            page.goto(served.url + "/runs/far-1")
+            expect(page.locator("form.cancel button")).to_be_visible()
+            expect(page.locator("[data-cancel-asked]")).to_have_count(0)
+            page.evaluate("window.__notReloaded = true")
+        done = subprocess.run([*TETHER, "cancel", "far-1", "--db", db], cwd=ROOT, env=env(),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        for page in pages:
+            expect(page.locator("form.cancel")).to_be_hidden(timeout=15_000)
+            expect(page.locator("#actions .cancel-asked")).to_be_visible()
+            expect(page.locator(".run-head .meta")).to_contain_text(re.compile(
+                r"cancel requested \d+ s ago: it ends cancelled when a worker serving "
+                r"queue default replays it"))
+            expect(page.locator(".pill.big")).to_have_text("waiting")
+            assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+        pages[1].screenshot(path=str(tmp_path / "cancel-from-elsewhere.png"), full_page=True)
         context.close()
     finally:
         worker.terminate()
