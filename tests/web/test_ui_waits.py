@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+import tether
 from tests.web import webapp
 from tests.web.helpers import ADMIN, READ, ui_client
 from tests.web.test_ui_and_cli import login
@@ -344,19 +345,21 @@ async def test_a_waiting_runs_page_says_its_cancel_is_pending(ui: httpx.AsyncCli
     app = ui.app  # type: ignore[attr-defined]
     await app.start("wait_go", run_id="cp-1")
     await _until_waiting(ui, "cp-1")
-    pending = "cancel requested</b>: it ends cancelled when a worker serving queue"
-    assert pending not in (await ui.get("/runs/cp-1")).text
+    pending = re.compile(r"cancel requested</b> <span[^>]* data-ago=\"[\d.]+\">\d+ s ago"
+                         r"</span>: it ends cancelled when a worker serving queue")
+    assert not pending.search((await ui.get("/runs/cp-1")).text)
     await ui.post("/ui/runs/cp-1/cancel", data={"csrf": csrf})
     await ui.get("/runs/cp-1")  # the page after the form, with its flash
     page = (await ui.get("/runs/cp-1")).text
     assert "Asked run" not in page  # (the flash is gone)
-    assert pending in page and "<b>default</b> replays it" in page
+    # (since when: the head says how long ago the cancel was requested)
+    assert pending.search(page) and "<b>default</b> replays it" in page, page
     async with app.worker(queues=["default"]):
         for _ in range(600):
             if (await app.get_run("cp-1")).status == "cancelled":
                 break
             await asyncio.sleep(0.05)
-    assert pending not in (await ui.get("/runs/cp-1")).text
+    assert not pending.search((await ui.get("/runs/cp-1")).text)
 
 
 async def test_a_run_whose_cancel_is_pending_offers_no_second_cancel(
@@ -412,3 +415,48 @@ async def test_a_signal_not_yet_sent_is_a_row_of_the_timeline(ui: httpx.AsyncCli
     page = (await ui.get("/runs/sw-1")).text
     assert "not arrived yet" not in page and "st-waiting" not in page
     assert re.search(r'<tr class="op k-signal st-ok wait">\s*<td class="num mono">0', page)
+
+
+async def test_a_running_runs_head_names_the_step_its_cancel_did_not_stop(
+        sqlite_url: str) -> None:
+    """A running run whose step catches ``CancelledError`` goes on after its cancel: its
+    page's head says how long ago the cancel was requested and names the step that has
+    not stopped, as ``tether show`` does (it said "cancel requested: it ends cancelled
+    when a worker serving queue default replays it", the same a second or an hour
+    after, of a run a worker held)."""
+    from tests.web.helpers import served_app
+    from tether import App
+    from tether._show import run_document
+
+    app = App(sqlite_url)
+    release = asyncio.Event()
+
+    @app.step
+    async def deaf() -> int:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # (the cancel, ignored)
+        return 1
+
+    @app.workflow(name="stubborn")
+    async def stubborn() -> int:
+        got = await deaf()
+        await tether.sleep(0.01)  # (its next operation: the cancel ends the run there)
+        return got
+
+    async with served_app(app) as (_, http), app.worker(poll_interval=0.1):
+        try:
+            await app.start("stubborn", run_id="st-1")
+            while not (await run_document(app, "st-1"))["in_flight"]:
+                await asyncio.sleep(0.05)
+            await app.cancel("st-1")
+            page = (await http.get("/runs/st-1", headers={"Authorization": f"Bearer {READ}"})).text
+        finally:
+            release.set()  # (the worker's drain would wait for the step for ever)
+        with pytest.raises(tether.RunFailed):
+            await app.handle("st-1").result(timeout=30)
+    assert re.search(r"cancel requested</b> <span[^>]* data-ago=\"[\d.]+\">\d+ s ago</span>: "
+                     r"the run has not stopped, its step <b>deaf</b> is still running \(a "
+                     r"cancel interrupts a step at its next await", page), page

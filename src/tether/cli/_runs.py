@@ -174,7 +174,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=cancel)
 
-    p = sub.add_parser("result", parents=[common], help="print a run's result as JSON")
+    p = sub.add_parser(
+        "result", parents=[common], help="print a run's result as JSON",
+        description="Print a completed run's result as JSON. A run that did not complete "
+        "exits 1 with one error line: a failed run's error; a cancelled run's time and "
+        "whose request ended it (its own, or its parent's cancel), with the request's "
+        "time; an erased run's erase time; a blocked run's error (it waits for an "
+        "operator). A run that has not ended exits 3.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--wait", type=non_negative_float, metavar="SECONDS",
                    help="wait up to SECONDS for the run to end (default: don't wait); "
