@@ -161,7 +161,7 @@ class RunRecord:
     crash_progress: int | None = None
     #: When a cancel was first requested (``cancel_requested``), by the store's
     #: ``run_get`` only; None: not read, none was, or a version that does not record it
-    #: asked (migration 0020).
+    #: asked (migration 0021).
     cancel_requested_at: float | None = None
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """Store contract of migration 0005 and of cancels, on every backend: claims count
 takeovers of running runs, run_crash_mark is fenced, a cancel of a running run is
-notified with its id, a cancel keeps the time of its request and adds an event (0020,
-0021), and blob references keep texts through purges."""
+notified with its id, a cancel keeps the time of its request and adds an event (0021,
+0022), and blob references keep texts through purges."""
 
 from __future__ import annotations
 
@@ -155,10 +155,10 @@ async def test_a_purge_deletes_the_shared_values_of_its_runs(store: Store) -> No
 
 async def test_a_cancel_keeps_its_first_time_and_tells_the_runs_events(
         store: Store) -> None:
-    """A cancel stores when it was requested (``cancel_requested_at``, migration 0020)
+    """A cancel stores when it was requested (``cancel_requested_at``, migration 0021)
     in the statement that sets the flag: a repeat keeps the first time, a parent's
     cancel gives its children theirs, a retry clears it. A cancel that leaves the run's
-    status as it is (waiting, running) adds a ``cancel`` event (migration 0021): no
+    status as it is (waiting, running) adds a ``cancel`` event (migration 0022): no
     status event told an open run page of it. A repeat adds none, and a cancel that ends
     the run at once has its status event alone. Until 2026-12-07 the store kept a flag,
     not its time, and a waiting run's cancel had no event."""

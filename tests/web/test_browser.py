@@ -779,7 +779,7 @@ def test_a_cancel_from_elsewhere_switches_every_open_page(browser: object,
     note in its place and say in the head since when the cancel was requested. The
     run's status stays ``waiting``, so no status event told the pages: they offered a
     second cancel until the head's next redraw (a run's ``cancel`` event, migration
-    0021, now redraws it)."""
+    0022, now redraws it)."""
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
