@@ -10,7 +10,10 @@ import pty
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -261,3 +264,76 @@ def test_other_reading_commands_on_postgresql_create_nothing(
         row = conn.execute("SELECT count(*) FROM information_schema.schemata "
                            "WHERE schema_name = 'tether'").fetchone()
     assert row is not None and row[0] == 0
+
+
+@pytest.fixture
+def role_without_create(pg_url: str) -> Iterator[tuple[str, str]]:
+    """A role that may log in and nothing more (no CREATE on the database), and
+    ``pg_url`` as that role; dropped after the test."""
+    import psycopg
+
+    role = f"tether_nocreate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        parts = urlsplit(pg_url)
+        yield role, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_db_status_tells_a_role_without_create_what_to_run_or_grant(
+        pg_url: str, role_without_create: tuple[str, str]) -> None:
+    """``tether db status`` by a role that may not create the store (or apply its
+    migrations) says so, with the grant that lets it, read from the server's privileges:
+    it said that `tether db migrate` (or a worker's start) creates the store, and both
+    fail for that role. Each grant it names is what it then stops asking for."""
+    import psycopg
+
+    role, url = role_without_create
+    database = urlsplit(pg_url).path.lstrip("/")
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql)
+
+    empty = tether("db", "status", "--db", url)
+    assert empty.returncode == 0 and empty.stderr == (
+        f"no Tether store in PostgreSQL schema 'tether' at {urlsplit(url).hostname}:"
+        f"{urlsplit(url).port}/{database} yet: this URL's role '{role}' lacks CREATE on "
+        f"database {database}: run `tether db migrate --db URL` as a role that has it (the "
+        "database's or the schema's owner), or grant it: GRANT CREATE ON DATABASE "
+        f"{database} TO {role};\n"), empty.stderr
+    refused = tether("db", "migrate", "--db", url)  # (what status says)
+    assert refused.returncode != 0 and "permission denied for database" in refused.stderr
+
+    # A store of the previous release, made by another role: the schema is not this one's.
+    make_release_one_store(pg_url)
+    admin(f"GRANT USAGE ON SCHEMA tether TO {role}")
+    admin(f"GRANT SELECT ON ALL TABLES IN SCHEMA tether TO {role}")
+    behind = tether("db", "status", "--db", url)
+    total = len(behind.stdout.splitlines())
+    assert behind.returncode == 0 and behind.stderr == (
+        f"{total - 1} of {total} migrations pending, and this URL's role '{role}' lacks "
+        "CREATE on schema tether: run `tether db migrate --db URL` as a role that has it "
+        "(the database's or the schema's owner), or grant it: GRANT CREATE ON SCHEMA "
+        f"tether TO {role};\n"), behind.stderr
+    admin(f"GRANT CREATE ON SCHEMA tether TO {role}")
+    owner = tether("db", "status", "--db", url)
+    assert owner.stderr.endswith(
+        f"lacks the ownership of the store's tables (their owner is postgres): run `tether "
+        "db migrate --db URL` as a role that has it (the database's or the schema's "
+        f"owner), or grant it: GRANT postgres TO {role};\n"), owner.stderr
+    refused = tether("db", "migrate", "--db", url)
+    assert refused.returncode != 0 and "must be owner" in refused.stderr, refused.stderr
+
+    # Where the role may create the store, `db status` says what it said before.
+    admin("DROP SCHEMA tether CASCADE")
+    admin(f"GRANT CREATE ON DATABASE {database} TO {role}")
+    fresh = tether("db", "status", "--db", url)
+    assert fresh.stderr.endswith("yet: `tether db migrate` (or a worker's start) creates "
+                                 "it there\n"), fresh.stderr
+    assert tether("db", "migrate", "--db", url).returncode == 0
+    assert tether("db", "status", "--db", url, "--check").stderr == ""

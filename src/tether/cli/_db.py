@@ -27,7 +27,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "status", parents=[common], help="list migrations and whether applied",
         description="List the store's migrations and whether each is applied. Exit 0; "
         "with --check, exit 1 while any is pending (a deploy's or a readiness check: "
-        "`tether db status --check || tether db migrate`).")
+        "`tether db status --check || tether db migrate`). On PostgreSQL, a role that "
+        "may not apply the pending migrations is told on stderr what it lacks and the "
+        "GRANT that gives it.")
     s.add_argument("--json", action="store_true",
                    help="one JSON object: {migrations: [{version, name, applied}], "
                    "pending: N}")
@@ -113,12 +115,20 @@ async def status(args: argparse.Namespace) -> int:
         raise CliError("this store migrates itself on open")
     rows = await store.migration_status()
     pending = sum(1 for _, _, applied in rows if not applied)
+    # (a role without CREATE was told that `tether db migrate`, or a worker's start,
+    # would create the store or apply the migrations: both raise what it lacks)
+    cannot = await store.cannot_migrate() if pending and hasattr(
+        store, "cannot_migrate") else None
     if rows and pending == len(rows):
         # (a path mistyped, or sqlite:///x.db read as ./x.db where it is /x.db: every
         # line said "pending" as of a store to migrate, and `db migrate` made a new one)
         # First, before the lines it explains, where both go to one terminal or pipe.
-        print(f"no Tether store {_place(store)} yet: `tether db migrate` (or a "
-              "worker's start) creates it there", file=sys.stderr, flush=True)
+        print(f"no Tether store {_place(store)} yet: " + (
+            "`tether db migrate` (or a worker's start) creates it there" if cannot is None
+            else f"this URL's {cannot}"), file=sys.stderr, flush=True)
+    elif cannot is not None:
+        print(f"{pending} of {len(rows)} migrations pending, and this URL's {cannot}",
+              file=sys.stderr, flush=True)
     if args.json:
         print(dumps({"migrations": [{"version": v, "name": n, "applied": bool(a)}
                                     for v, n, a in rows], "pending": pending}))
@@ -127,7 +137,7 @@ async def status(args: argparse.Namespace) -> int:
         width = 30 if fit_width(False) is None else max([4, *(len(n) for _, n, _ in rows)])
         for version, name, applied in rows:
             print(f"{version:04d} {name:{width}} {'applied' if applied else 'pending'}")
-        if rows and fit_width(False) is not None:
+        if rows and fit_width(False) is not None and cannot is None:
             # On a terminal, the answer after the lines that make it (into a pipe the
             # lines alone, as scripts read them: `grep -c pending`)
             say(f"up to date: all {len(rows)} migrations applied" if not pending else

@@ -56,6 +56,36 @@ async def status(conn: psycopg.AsyncConnection[Any],
     return [(v, name, v in done) for v, name, _ in migrations(schema)]
 
 
+async def lacking(conn: psycopg.AsyncConnection[Any],
+                  schema: str) -> tuple[str, str] | None:
+    """What the connection's role lacks to apply migrations to ``schema`` and the
+    statement that grants it, or None when it lacks nothing: CREATE on the database
+    while the schema does not exist; CREATE on the schema, and the store's tables as its
+    own (a migration alters them: membership of their owner), once it does. Read from
+    the catalogs, nothing tried."""
+    cur = await conn.execute(
+        "SELECT quote_ident(current_database()), quote_ident(current_user), "
+        "n.oid IS NULL, has_database_privilege(current_database(), 'CREATE'), "
+        "n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'CREATE'), "
+        "(SELECT CASE WHEN pg_has_role(c.relowner, 'USAGE') THEN NULL "
+        "ELSE c.relowner::regrole::text END FROM pg_class c "
+        "WHERE c.oid = to_regclass(%s)) "
+        "FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = %s",
+        (f"{schema}.schema_version", schema))
+    row = await cur.fetchone()
+    assert row is not None
+    database, role, no_schema, on_database, on_schema, owner = row
+    if no_schema:
+        return None if on_database else (f"CREATE on database {database}",
+                                         f"GRANT CREATE ON DATABASE {database} TO {role}")
+    if not on_schema:
+        return (f"CREATE on schema {schema}", f"GRANT CREATE ON SCHEMA {schema} TO {role}")
+    if owner is not None:
+        return (f"the ownership of the store's tables (their owner is {owner})",
+                f"GRANT {owner} TO {role}")
+    return None
+
+
 async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
     """Apply pending migrations under the schema's advisory lock; return their names.
 
@@ -68,7 +98,12 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
     for version, name, sql in migrations(schema):
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            # (CREATE SCHEMA IF NOT EXISTS asks for CREATE on the database even where
+            # the schema exists: the schema's owner, without it, could not migrate)
+            cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                     (schema,))
+            if await cur.fetchone() is None:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {schema}.schema_version ("
                 "version integer PRIMARY KEY, name text NOT NULL, "

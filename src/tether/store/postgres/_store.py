@@ -616,6 +616,24 @@ class PostgresStore(PostgresServeQueries):
                 return await within(conn, self.query_timeout,
                                     _migrate.status(conn, self.schema))
 
+    async def cannot_migrate(self) -> str | None:
+        """Why the URL's role may not apply this store's migrations (``tether db
+        migrate``, a worker's start), as what to run or grant, or None when it may.
+        Read from the server's catalogs (privileges, owners); nothing is tried.
+
+        Raises: StoreUnavailable.
+        """
+        async with self._direct() as conn:
+            with translate_errors(self.cfg):
+                lacks = await within(conn, self.query_timeout,
+                                     _migrate.lacking(conn, self.schema))
+        if lacks is None:
+            return None
+        what, grant = lacks
+        return (f"role {role_of(self.cfg)!r} lacks {what}: run `tether db migrate --db "
+                "URL` as a role that has it (the database's or the schema's owner), or "
+                f"grant it: {grant};")
+
     @contextlib.asynccontextmanager
     async def _direct(self) -> AsyncIterator[Conn]:
         """A connection of its own (not pooled), for migrations. A server with no free
