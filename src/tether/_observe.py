@@ -31,7 +31,7 @@ __all__ = ["MAX_LINKS", "TRACE_KEY", "ChildTool", "Observer", "add_observer",
            "add_trace_link", "adopt_trace_context", "child_starting", "child_tool_ended",
            "error_text", "hides_error_messages", "remove_observer", "runs_closing",
            "runs_ended", "runs_started", "runs_starting", "step", "step_failed",
-           "trace_carrier"]
+           "step_settled", "trace_carrier"]
 
 log = logging.getLogger("tether.observe")
 T = TypeVar("T")
@@ -78,6 +78,13 @@ class Observer(Protocol):
 
     def step_ended(self, token: Any, value: Any, error: BaseException | None) -> None:
         """The attempt returned ``value`` or raised ``error``."""
+
+    def step_settled(self, ctx: RunContext, position: int, superseded: bool) -> None:
+        """The journal write of the result of the attempt at ``position`` that returned
+        (``step_ended`` with no error) ended: the result stands (``superseded`` False),
+        or it was refused (True: another worker had taken the run over, and runs the
+        step again). Not called when the worker cannot tell (the run's end is then the
+        last word). Optional: an observer without it is skipped."""
 
     async def child_starting(self, ctx: RunContext, child_id: str) -> None:
         """``ctx`` is about to start the child run ``child_id`` (for trace context)."""
@@ -256,6 +263,19 @@ def _end_steps(started: list[tuple[Observer, Any]], value: Any,
             o.step_ended(token, value, error)
         except Exception:
             log.exception("observer %r failed at step end", o)
+
+
+def step_settled(ctx: RunContext, position: int, superseded: bool) -> None:
+    """Tell the observers how the write of a returned attempt's result (at
+    ``position``) ended: it stands, or it was refused (``superseded``)."""
+    for o in list(_observers):
+        hook = getattr(o, "step_settled", None)
+        if hook is None:  # (an observer written before the hook existed)
+            continue
+        try:
+            hook(ctx, position, superseded)
+        except Exception:
+            log.exception("observer %r failed at a step's settling", o)
 
 
 async def child_starting(ctx: RunContext, child_id: str) -> None:

@@ -387,6 +387,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
                 pos, OperationKind.STEP, name, ERROR, error=err, attempts=state.attempts,
                 started_at=first_at, finished_at=now, args=args_text,
             ))
+            if _observe.observers:
+                _observe.step_settled(ctx, pos, False)
             raise step_error(codec.decode(err), step=name, position=pos) from exc
         done = JournalEntry(
             pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
@@ -403,6 +405,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             # mid-way). If the run was lost, its end says which (``superseded``).
             ctx.unconfirmed(attempt_id, (*head, "ok", started, now, None), done)
             raise
+        if _observe.observers:  # (the attempt's span ends as its result stands)
+            _observe.step_settled(ctx, pos, False)
         if fresh and state.attempts == 1:  # (a new entry: it holds this attempt)
             writer.settled(attempt_id)
         if ctx.ordered:

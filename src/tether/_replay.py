@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tether import _faults
+from tether import _faults, _observe
 from tether._clock import wait_event
 from tether._codec import Codec
 from tether._definitions import StepDef, WorkflowDef
@@ -1635,7 +1635,10 @@ class RunContext:
         noted: list[AttemptRow] = []
         for attempt_id, (row, entry) in pending.items():
             stored = held.get(entry.position)
-            if stored is not None and same_entry(stored, entry):
+            stood = stored is not None and same_entry(stored, entry)
+            if _observe.observers:  # (the attempt's span says which)
+                _observe.step_settled(self, entry.position, not stood)
+            if stood:
                 continue  # (it stood: committed before the takeover)
             superseded: AttemptRow = (*row[:7], "superseded", row[8], row[9], None)
             self.attempt_writer.note(attempt_id, superseded)

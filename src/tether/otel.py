@@ -27,7 +27,8 @@ Spans (see ``docs/telemetry.md``):
   ``tether.cost_usd``; ``execute_tool {tool}`` for an agent's tool call
   (``gen_ai.tool.name``); ``step {name}`` otherwise. Attributes ``tether.position`` and
   ``tether.attempt``; a failed attempt has status ERROR and the exception recorded; one
-  its worker cut off has ``tether.interrupted``.
+  its worker cut off has ``tether.interrupted``; one whose result was refused (another
+  worker had taken the run over) has ``tether.superseded`` and status ERROR.
 - ``execute_tool {tool}`` for a tool call a child run served (``tether.ai``'s workflow
   and agent tools): from the child's start to its result, made by the execution that
   takes the result, linked to the child's first ``run`` span.
@@ -95,6 +96,12 @@ class OtelObserver:
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.tracer_provider = tracer_provider
         self.tracer = trace.get_tracer("tether", tracer_provider=tracer_provider)
+        #: The executions (``id`` of their RunContext) whose ``run`` span this observer
+        #: made and has not ended yet, each with the spans of its attempts that returned
+        #: and whose result's write has not ended (``step_settled``): by position, the
+        #: span and when the attempt ended (ns). Ended at the execution's end at the
+        #: latest (``run_ended``), as attempts that ended well.
+        self._unsettled: dict[int, dict[int, tuple[Span, int]]] = {}
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -150,6 +157,7 @@ class OtelObserver:
             await ctx.store.kv_cas(key=key, value=json.dumps(kept), version=version,
                                    now=ctx.clock.now())
         token = otel_context.attach(trace.set_span_in_context(span))
+        self._unsettled[id(ctx)] = {}
         return span, token
 
     async def run_closing(self, token: Any, ctx: RunContext) -> None:
@@ -205,6 +213,8 @@ class OtelObserver:
 
     def run_ended(self, token: Any, ctx: RunContext, error: BaseException | None) -> None:
         span, attached = token
+        for step, ended in (self._unsettled.pop(id(ctx), None) or {}).values():
+            step.end(end_time=ended)  # (whether their results stand is not known)
         try:
             span.set_attribute("tether.operations.replayed", ctx.replayed)
             span.set_attribute("tether.operations.executed", ctx.executed)
@@ -284,11 +294,20 @@ class OtelObserver:
         span = self.tracer.start_span(name, kind=SpanKind.CLIENT if chat else SpanKind.INTERNAL,
                                       attributes=attributes)
         return (span, otel_context.attach(trace.set_span_in_context(span)), chat, name,
-                _observe.hides_error_messages(ctx))
+                _observe.hides_error_messages(ctx), self._unsettled.get(id(ctx)),
+                info.position)
 
     def step_ended(self, token: Any, value: Any, error: BaseException | None) -> None:
-        span, attached, chat, name, hidden = token
+        span, attached, chat, name, hidden, unsettled, position = token
         try:
+            if error is None and unsettled is not None:
+                # Its result is yet to be journaled, which another worker that took the
+                # run over refuses: the span ends (at this time) once the write has
+                # (``step_settled``), saying whether the attempt was superseded.
+                if chat:
+                    _llm_result(span, value, name)
+                unsettled[position] = (span, time.time_ns())
+                return
             if error is None and chat:
                 _llm_result(span, value, name)
             elif isinstance(error, _Interrupted):
@@ -315,6 +334,23 @@ class OtelObserver:
             span.end()
         finally:
             otel_context.detach(attached)
+
+    def step_settled(self, ctx: RunContext, position: int, superseded: bool) -> None:
+        """End the span of the attempt at ``position`` that returned, at the time it
+        returned: an attempt whose result was refused (another worker had taken the run
+        over and runs the step again) has ``tether.superseded`` and status ERROR (its
+        body ran, its side effects happened; it read as an attempt that ended well)."""
+        pending = self._unsettled.get(id(ctx))
+        held = pending.pop(position, None) if pending is not None else None
+        if held is None:
+            return
+        span, ended = held
+        if superseded:
+            span.set_attribute("tether.superseded", True)
+            span.set_status(Status(StatusCode.ERROR, "superseded: the attempt returned but "
+                                   "its result was refused (another worker had taken the "
+                                   "run over, and runs the step again)"))
+        span.end(end_time=ended)
 
     async def child_starting(self, ctx: RunContext, child_id: str) -> None:
         span = trace.get_current_span()

@@ -842,3 +842,72 @@ async def test_a_step_that_raised_systemexit_has_an_error_span(sqlite_url: str) 
     (step,) = [s for s in exporter.get_finished_spans() if s.name == "step exits"]
     assert step.status.status_code.name == "ERROR", step.status
     assert (step.attributes or {}).get("error.type") == "SystemExit", step.attributes
+
+
+async def test_a_superseded_step_attempt_says_so(sqlite_url: str) -> None:
+    """A step attempt that returned after another worker had taken its run over (its
+    worker stalled past its lease) is superseded: its result is refused, the step runs
+    again under the new lease, and its side effects may have happened twice. Its span
+    read as an attempt that ended well (status unset, nothing more); it has
+    ``tether.superseded`` and status ERROR now, ended when the attempt returned. An
+    attempt whose result stands ends as before."""
+    import tether
+    from tether import App
+
+    app = App(sqlite_url)
+    started, go = asyncio.Event(), asyncio.Event()
+
+    @app.step
+    async def first() -> int:
+        return 1
+
+    @app.step
+    async def hold() -> int:
+        started.set()
+        await go.wait()
+        return 2
+
+    @app.workflow
+    async def wf() -> int:
+        return await first() + await hold()
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app:
+            store = app.store
+            await app.start(wf, run_id="stalled")
+            # (a lease the heartbeat renews only every 20 s: it does not see the loss
+            # before the step returns; the refused write does)
+            async with app.worker(lease_seconds=60.0, concurrency=1) as worker:
+                await asyncio.wait_for(started.wait(), 30)
+                await store.lease_expire_owner(worker_id=worker.worker_id,
+                                               now=app.clock.now())
+                claimed = await store.run_claim(worker_id="thief", queues=["default"],
+                                                limit=1, now=app.clock.now(),
+                                                lease_seconds=60)
+                assert [c.run.run_id for c in claimed] == ["stalled"]
+                go.set()
+                for _ in range(400):
+                    if any(s.name == "run wf" for s in exporter.get_finished_spans()):
+                        break
+                    await asyncio.sleep(0.05)
+                assert worker.counts.leases_lost == 1
+            info = await app.get_run("stalled")
+    finally:
+        tether.otel.uninstrument(observer)
+    assert [a["status"] for a in info.attempts] == ["ok", "superseded"], info.attempts
+    spans = exporter.get_finished_spans()
+    (run,) = [s for s in spans if s.name == "run wf"]
+    assert (run.attributes or {})["tether.outcome"] == "lost", run.attributes
+    (stood,) = [s for s in spans if s.name == "step first"]
+    assert stood.status.status_code.name == "UNSET"
+    assert "tether.superseded" not in (stood.attributes or {})
+    (refused,) = [s for s in spans if s.name == "step hold"]
+    assert (refused.attributes or {}).get("tether.superseded") is True, refused.attributes
+    assert refused.status.status_code.name == "ERROR"
+    assert "result was refused" in (refused.status.description or "")
+    assert refused.end_time is not None and run.end_time is not None
+    assert refused.end_time <= run.end_time
