@@ -1454,6 +1454,84 @@ async def test_a_kept_connection_the_server_closes_is_replaced_without_an_error(
         await store.close()
 
 
+async def _waits_on_a_lock(raw: psycopg.AsyncConnection[object], pid: int) -> None:
+    for _ in range(500):
+        cur = await raw.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                (pid,))
+        row = await cur.fetchone()
+        if row is not None and row[0] == "Lock":
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited on the lock")
+
+
+async def test_a_kept_connection_lost_while_preparing_raises_its_own_error(
+        pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """The kept connection's backend is terminated while it prepares a statement (held
+    up by a lock): the error is the connection's ("terminating connection due to
+    administrator command"). libpq had closed the socket on the failed read, and the
+    kept connection's reader, registered again on its number, raised "[Errno 9] Bad file
+    descriptor" in its place: the reason a worker's log gave for a server restart."""
+    from tether.store.postgres._raw import Held, Prepared
+
+    await raw.execute("CREATE TABLE h_locked (x integer)")
+    conn = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    held = Held()
+    try:
+        held.attach(conn)
+        stmt = Prepared("h_count", "SELECT count(*) FROM h_locked WHERE x = %(x)s",
+                        {"x": "integer"})
+        async with raw.transaction():
+            await raw.execute("LOCK TABLE h_locked IN ACCESS EXCLUSIVE MODE")
+            task = asyncio.create_task(stmt.execute(conn, {"x": 1}, held=held))
+            await _waits_on_a_lock(raw, conn.info.backend_pid)
+            await raw.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+            with pytest.raises(psycopg.OperationalError, match="terminating connection"):
+                await task
+        assert held.broken
+        held.detach()
+    finally:
+        await conn.close()
+
+
+async def test_a_kept_connection_lost_in_flight_leaves_no_reader_on_its_socket(
+        pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """The kept connection's backend is terminated while a statement waits for its
+    answer: libpq closes the socket as it reads the end, and the next connection made
+    takes its number. Its reader stayed registered on that number until the writer let
+    the connection go: a connection made meanwhile failed to ("connection socket
+    closed", told as a failed connection attempt of a server that was up)."""
+    from tether.store.postgres._raw import Held, Prepared
+
+    await raw.execute("CREATE TABLE h_locked (x integer)")
+    conn = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    held = Held()
+    other: psycopg.AsyncConnection[Any] | None = None
+    try:
+        held.attach(conn)
+        fd = conn.pgconn.socket
+        stmt = Prepared("h_count", "SELECT count(*) FROM h_locked WHERE x = %(x)s",
+                        {"x": "integer"})
+        assert (await stmt.execute(conn, {"x": 1}, held=held)).get_value(0, 0) == b"0"
+        async with raw.transaction():
+            await raw.execute("LOCK TABLE h_locked IN ACCESS EXCLUSIVE MODE")
+            task = asyncio.create_task(stmt.execute(conn, {"x": 1}, held=held))
+            await _waits_on_a_lock(raw, conn.info.backend_pid)
+            await raw.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+            with pytest.raises(psycopg.OperationalError):
+                await task
+        other = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+        assert other.pgconn.socket == fd  # (the number reused: what the test is about)
+        assert await (await other.execute("SELECT 1")).fetchone() == (1,)
+        assert held.broken
+        held.detach()  # (and letting the lost one go leaves the new one's reader alone)
+        assert await (await other.execute("SELECT 2")).fetchone() == (2,)
+    finally:
+        if other is not None:
+            await other.close()
+        await conn.close()
+
+
 @pytest.mark.parametrize("pool_max", [1, 2])
 async def test_a_lone_append_whose_connection_dies_in_flight_is_store_unavailable(
         pg_url: str, raw: psycopg.AsyncConnection[object], pool_max: int) -> None:

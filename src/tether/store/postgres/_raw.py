@@ -178,7 +178,17 @@ class Held:
     """A pooled connection that one task keeps between its statements, with a reader
     left registered on its socket: no pool checkout and return, no ``epoll_ctl`` pair,
     per statement. ``broken`` turns true when the socket becomes readable with nothing in
-    flight (the server is closing the connection, as ``_looks_dead`` tests on checkout).
+    flight (the server is closing the connection, as ``_looks_dead`` tests on checkout),
+    and when a read found the connection lost.
+
+    libpq closes a connection's socket itself when a read finds it lost ("server closed
+    the connection unexpectedly"), and the next socket made (a new connection's) takes
+    its number. So the reader is removed in the callback whose read lost the
+    connection, before anything else runs, and never registered again on a lost one: a
+    registration left behind made the next connection's ``add_reader`` fail ("connection
+    socket closed", a failed connection attempt of a server that was up), and one made
+    on the closed number raised ``[Errno 9] Bad file descriptor`` in place of the
+    connection's own error (the reason a worker's log gave for a restart).
     """
 
     def __init__(self) -> None:
@@ -186,6 +196,7 @@ class Held:
         self.broken = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
+        self._registered = False
         self._on_readable: Callable[[], None] | None = None
 
     def attach(self, conn: Conn) -> None:
@@ -201,16 +212,25 @@ class Held:
         return conn
 
     def pause(self) -> None:
-        if self._loop is not None and self.conn is not None:
+        if self._registered and self._loop is not None:
+            self._registered = False
             self._loop.remove_reader(self._fd)
 
     def resume(self) -> None:
-        if self._loop is not None and self.conn is not None and not self.broken:
-            self._loop.add_reader(self._fd, self._readable)
+        if self._registered or self._loop is None or self.conn is None or self.broken:
+            return
+        if self.conn.pgconn.status != pq.ConnStatus.OK:
+            self.broken = True  # (lost: libpq closed its socket, whose number is reused)
+            return
+        self._loop.add_reader(self._fd, self._readable)
+        self._registered = True
 
     def _readable(self) -> None:
         if self._on_readable is not None:
             self._on_readable()
+            if self.conn is not None and self.conn.pgconn.status != pq.ConnStatus.OK:
+                self.broken = True  # (the read found it lost: its socket is closed)
+                self.pause()
             return
         self.broken = True
         self.pause()
@@ -329,8 +349,21 @@ async def _send_and_read(pgconn: pq.abc.PGconn, name: bytes, values: Sequence[by
             if held._on_readable is held_readable:
                 held._on_readable = None
     fd = pgconn.socket
-    loop.add_reader(fd, readable)
+    registered = True
+
+    def read() -> None:
+        # (Removed here once the answer is in or the read failed: a read that found the
+        # connection lost closed its socket, whose number the next socket made takes;
+        # see ``Held``.)
+        nonlocal registered
+        readable()
+        if fut.done() and registered:
+            registered = False
+            loop.remove_reader(fd)
+
+    loop.add_reader(fd, read)
     try:
         return await fut
     finally:
-        loop.remove_reader(fd)
+        if registered:
+            loop.remove_reader(fd)
