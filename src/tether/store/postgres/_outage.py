@@ -20,7 +20,12 @@ failed connection attempt does (``no_answer``), and the pool's idle connections,
 before, are dropped; an answer on any connection, or a connection made, ends that.
 
 The log tells an outage once: a warning at the first failed attempt, a reminder every
-``REMIND_EVERY`` seconds, and a line when the server is reachable again. psycopg_pool's
+``REMIND_EVERY`` seconds, and a line when the server is reachable again. Deadlines
+missed while the server accepts every connection (a lock another session holds, a
+statement running long) are one episode in the log (``Stall``), however often a
+connection made or an answer on another table ends the outage they tell and the next
+missed deadline begins it again: a line at the first missed deadline, and one once
+operations are answered within their deadline again, with how long statements waited. psycopg_pool's
 own warning for each failed attempt of a Tether pool (three lines each, several a
 second while the pool's tasks retry) goes to the debug level (``quiet_pool_log``).
 """
@@ -64,10 +69,48 @@ STALE_AFTER = 2.0
 #: Seconds between two reminders in the log that the server is still unreachable.
 REMIND_EVERY = 30.0
 
+#: Seconds past a deadline without one missed after which an answer ends a stall
+#: (``Stall.over``): an operation that missed its deadline is tried again after a
+#: back-off (a worker's claims: up to 5 s) and on a new connection, so while a lock
+#: holds its next deadline passes within a deadline and this much more.
+STALL_QUIET_EXTRA = 5.0
+
 #: The name prefix of the store's pools (``tether-<schema>``), in psycopg_pool's logs.
 POOL_PREFIX = "tether-"
 
 log = logging.getLogger("tether.store.postgres")
+
+
+class Stall:
+    """Operations that got no answer within their deadline while no connection attempt
+    failed: told once at the first (``missed``), once at its end (``answered``), which
+    is an answer after a deadline and ``STALL_QUIET_EXTRA`` seconds without a missed
+    one (an operation held up, tried again, would have missed its next deadline by
+    then; so the end is told that long after the last miss, and says how long
+    statements waited: from the first missed operation's start to the last miss). The
+    outage these deadlines tell
+    (``Outage.no_answer``) ends with each connection made and each answer on any
+    connection (a heartbeat's, while a lock on the runs table holds every claim), and
+    begins again with the next deadline missed: told as such, the log alternated
+    "unreachable" and "answers again" for as long as a lock was held."""
+
+    __slots__ = ("first", "last", "misses", "seconds")
+
+    def __init__(self, seconds: float, now: float) -> None:
+        self.seconds = seconds  # the deadline missed (the longest, if several)
+        self.first = now - seconds  # when the first operation that missed it began
+        self.last = now  # when the last deadline passed
+        self.misses = 0
+
+    def missed(self, seconds: float, now: float) -> None:
+        self.seconds = max(self.seconds, seconds)
+        self.last = now
+        self.misses += 1
+
+    def over(self, now: float) -> bool:
+        """Whether an answer now ends the episode: no deadline passed for a whole one
+        and ``STALL_QUIET_EXTRA`` seconds."""
+        return now - self.last >= self.seconds + STALL_QUIET_EXTRA
 
 
 class Outage(OutagePacing):
@@ -94,6 +137,9 @@ class Outage(OutagePacing):
         #: last one to end failed (``held_back``).
         self._tried = -math.inf
         self._failing = False
+        #: Deadlines missed while every connection attempt succeeds, told as one
+        #: episode (``Stall``); None while there is none.
+        self.stall: Stall | None = None
 
     @property
     def down(self) -> bool:
@@ -110,6 +156,7 @@ class Outage(OutagePacing):
         if busy(exc):
             return
         self.unanswered = False  # (now only a connection made ends it)
+        self.stall = None  # (an outage now: its lines take over)
         self._down(connect_reason(exc))
 
     def no_answer(self, seconds: float, started: float | None = None) -> None:
@@ -117,29 +164,62 @@ class Outage(OutagePacing):
         within its deadline of ``seconds`` (``_deadline``): the server accepts
         connections, or did, but does not answer. The outage ends with the next
         connection made, or the next answer on any connection (``answered``). An
-        operation begun before the last connection was made tells nothing new."""
+        operation begun before the last connection was made tells nothing new of the
+        server being down; in the log, every deadline missed while no connection
+        attempt fails belongs to one episode (``Stall``)."""
+        if self.since is None or self.unanswered:
+            self._stalled(seconds)
         if started is not None and started < self._connected_at:
             return
         if self.since is None:
             self.unanswered = True
         self._down(f"no answer within {seconds:g} s")
 
+    def _stalled(self, seconds: float) -> None:
+        now = time.monotonic()
+        if self.stall is None:
+            self.stall = Stall(seconds, now)
+            log.warning("PostgreSQL at %s: a statement got no answer within its %g s "
+                        "deadline (query_timeout): it waits on a lock another session holds "
+                        "(pg_locks, "
+                        "pg_blocking_pids()), runs long, or the server or the network "
+                        "hangs; this says when statements are answered in time again "
+                        "(each missed deadline at debug level)", self.where, seconds)
+        self.stall.missed(seconds, now)
+
+    @property
+    def watching(self) -> bool:
+        """Whether an answer tells something (``answered``): an outage told by a deadline,
+        or a stall not over yet."""
+        return self.unanswered or self.stall is not None
+
     def answered(self) -> None:
-        """An operation got its answer: an outage told by ``no_answer`` alone is over."""
+        """An operation got its answer: an outage told by ``no_answer`` alone is over,
+        and so is a stall once no deadline passed for a whole one."""
         if self.unanswered:
             self.connected()
+        stall = self.stall
+        if stall is not None and stall.over(time.monotonic()):
+            self.stall = None
+            log.warning("PostgreSQL at %s answers within the deadline again: statements "
+                        "waited past their %g s deadline for %.1f s (%s, and the server "
+                        "accepted connections throughout: a lock another session held, "
+                        "statements running long, or connections the network dropped)",
+                        self.where, stall.seconds, stall.last - stall.first,
+                        "1 operation got no answer in time" if stall.misses == 1
+                        else f"{stall.misses} operations got no answer in time")
 
     def _down(self, reason: str) -> None:
         self.reason = reason
         told = self._failure(REMIND_EVERY)
         if told == "start":
             self.count += 1
-            log.warning("PostgreSQL at %s unreachable (%s%s); connecting again as it is "
-                        "needed, and this says how it goes every %.0f s (each attempt at "
-                        "debug level)", self.where, self.reason,
-                        ": down, hung, or the statement waited on a lock or ran long"
-                        if self.unanswered else "", REMIND_EVERY)
-        elif told == "reminder":
+            if not self.unanswered:  # (else a stall, told as one: ``_stalled``)
+                log.warning("PostgreSQL at %s unreachable (%s); connecting again as it "
+                            "is needed, and this says how it goes every %.0f s (each "
+                            "attempt at debug level)", self.where, self.reason,
+                            REMIND_EVERY)
+        elif told == "reminder" and not self.unanswered:
             log.warning("PostgreSQL at %s still unreachable after %.0f s (%s; %d "
                         "connection attempts failed)", self.where, self._elapsed(),
                         self.reason, self.failures)
@@ -150,29 +230,28 @@ class Outage(OutagePacing):
 
     def connected(self) -> None:
         self._connected_at = time.monotonic()
-        if self.since is not None and self.unanswered:
-            # No connection attempt failed: the server accepted one, so it was up all
-            # along as far as anyone can tell ("reachable again after 0.0 s (1 connection
-            # attempts failed)" sent operators after the network when a session held a
-            # lock on the runs table).
-            log.warning("PostgreSQL at %s answers again after %.1f s, and accepted every "
-                        "connection meanwhile (%s no answer within %s deadline: a lock "
-                        "another session holds, a statement running long, or a "
-                        "connection the network dropped)", self.where, self._elapsed(),
-                        "1 operation got" if self.failures == 1
-                        else f"{self.failures} operations got",
-                        "its" if self.failures == 1 else "their")
-        elif self.since is not None:
+        # An outage told by deadlines alone (``unanswered``) ends without a word: no
+        # connection attempt failed, the server accepted one, and its statements may
+        # wait on all the same (a lock): the stall's end is told by an answer in time
+        # (``answered``). ("reachable again after 0.0 s" sent operators after the
+        # network when a session held a lock on the runs table, and "answers again"
+        # said of a connection made alternated with "unreachable" while it held.)
+        if self.since is not None and not self.unanswered:
             log.warning("PostgreSQL at %s reachable again after %.1f s (%d connection "
                         "attempts failed)", self.where, self._elapsed(), self.failures)
-        self.reset()
+        self._forget()
 
-    def reset(self) -> None:
-        """Forget the outage without a word (what a closed store knew is stale)."""
+    def _forget(self) -> None:
         self._clear()
         self.reason = ""
         self.unanswered = False
         self._failing = False
+
+    def reset(self) -> None:
+        """Forget the outage, and any stall, without a word (what a closed store knew
+        is stale)."""
+        self._forget()
+        self.stall = None
 
     def held_back(self) -> bool:
         """Whether a connection attempt should not begin now: the last one failed and

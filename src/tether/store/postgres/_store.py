@@ -883,7 +883,7 @@ class PostgresStore(PostgresServeQueries):
         timer, cancelled when the answer is in. Raises: NoAnswer (the connection is
         severed: the pool discards it when it is returned), or what ``fn`` raises."""
         result = await within(conn, timeout, fn(conn), self._no_answer)
-        if self._outage.unanswered:
+        if self._outage.watching:
             self._outage.answered()
         return result
 
