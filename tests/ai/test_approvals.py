@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import tether
@@ -229,6 +230,130 @@ async def test_request_approval_in_a_plain_workflow(store_url: str) -> None:
         assert await handle.result(timeout=20) == [[False, "by hand"], [True, None]]
         info = await app.get_run("dep-1")
     assert [e["kind"] for e in info.journal].count("signal") == 4
+
+
+async def _waiting_for(app: App, run_id: str, what: str) -> None:
+    """Wait until ``run_id`` is released waiting for ``what`` (its writes flushed)."""
+    async with asyncio.timeout(20):
+        while (await app.get_run(run_id)).waiting_for != what:
+            await asyncio.sleep(0.02)
+
+
+async def _seen_status(app: App, http: httpx.AsyncClient, url: str, run_id: str
+                       ) -> list[Any]:
+    """The run's live status as ``tether show --json``, the API's run document and
+    ``App.get_run`` give it (one each)."""
+    shown = await asyncio.to_thread(tether_cli, "show", run_id, "--json", db=url)
+    assert shown.returncode == 0, shown.stderr
+    doc = (await http.get(f"/api/v1/runs/{run_id}")).json()
+    return [json.loads(shown.stdout)["status_info"], doc["status_info"],
+            (await app.get_run(run_id)).status_info]
+
+
+async def test_a_plain_workflow_is_not_awaiting_an_approval_once_answered(
+        store_url: str) -> None:
+    """A workflow's own ``request_approval``, answered, leaves the run's live status as
+    the caller gave it (``status=``; ``None`` without): ``tether show --json``, the API
+    and ``App.get_run`` said ``awaiting_approval`` while the run went on, and after it
+    ended. ``pending_approvals()`` lists nothing meanwhile; approved, then rejected with
+    a note."""
+    from tether.serve import create_app
+
+    app = App(store_url)
+
+    @app.workflow
+    async def release(service: str) -> list[Any]:
+        first = await request_approval("deploy", {"service": service}, "ship it",
+                                       approval_id="r-1", status={"phase": "release"})
+        await tether.wait_for_signal("go")
+        second = await request_approval("rollback", {"service": service}, "undo it",
+                                        approval_id="r-2")
+        await tether.wait_for_signal("go")
+        return [[first.approved, first.note], [second.approved, second.note]]
+
+    asgi = create_app(app, tokens=None, mcp=False, metrics_interval=0)
+    async with app, app.worker(), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=asgi), base_url="http://127.0.0.1") as http:
+        handle = await app.start(release, "api", run_id="rel-1")
+        first = await next_pending(app)
+        asking = await _seen_status(app, http, store_url, "rel-1")
+        assert [s["state"] for s in asking] == ["awaiting_approval"] * 3, asking
+        await approve(app, "rel-1", approval_id=first.approval_id)
+        await _waiting_for(app, "rel-1", "signal go")
+        assert await _seen_status(app, http, store_url, "rel-1") == [
+            {"phase": "release"}] * 3
+        assert await pending_approvals(app) == []
+        await app.signal("rel-1", "go")
+        second = await next_pending(app, after=first)
+        assert (second.tool, second.approval_id) == ("rollback", "r-2")
+        await reject(app, "rel-1", note="not on a Friday")
+        await _waiting_for(app, "rel-1", "signal go")
+        assert await _seen_status(app, http, store_url, "rel-1") == [None] * 3
+        assert await pending_approvals(app) == []
+        await app.signal("rel-1", "go")
+        assert await handle.result(timeout=20) == [[True, None],
+                                                   [False, "not on a Friday"]]
+        assert await _seen_status(app, http, store_url, "rel-1") == [None] * 3
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("ahead", [False, True], ids=["answered-in-turn", "answered-ahead"])
+async def test_approval_status_writes_land_in_order(pg_migrated_url: str,
+                                                    ahead: bool) -> None:
+    """Forty approvals in a row on PostgreSQL, a real worker: each asks, then its answer
+    sets the status back (``{"asked": i}``). Status writes travel on pooled connections;
+    watched all along, the status never goes back (approval i, its answer, approval
+    i + 1, ...), and the run ends with the last answer's status, not an approval.
+    ``ahead``: every answer is sent before the run asks (one execution takes them all:
+    its writes follow each other closest); else each is sent once its approval shows."""
+    app = App(pg_migrated_url)
+    count = 40
+
+    @app.workflow
+    async def many(n: int) -> int:
+        approved = 0
+        for i in range(n):
+            decision = await request_approval("step", {"i": i}, "go on",
+                                              approval_id=f"a-{i}", status={"asked": i})
+            approved += decision.approved
+        return approved
+
+    def order(info: Any) -> int:
+        """Where a status comes in the run's sequence: approval i's ask 2i, its answer
+        2i + 1 (None: not yet written, -1)."""
+        if info is None:
+            return -1
+        if info.get("state") == "awaiting_approval":
+            return 2 * int(info["approval"]["id"].removeprefix("a-"))
+        return 2 * int(info["asked"]) + 1
+
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            seen.append(order((await app.get_run("many-1")).status_info))
+            await asyncio.sleep(0)
+
+    async with app:
+        handle = await app.start(many, count, run_id="many-1")
+        for i in range(count if ahead else 0):  # (before a worker takes the run)
+            await app.signal("many-1", "approval", {"approved": True, "note": None,
+                                                     "approval_id": f"a-{i}"})
+        watcher = asyncio.create_task(watch())
+        async with app.worker():
+            asked: PendingApproval | None = None
+            for i in range(0 if ahead else count):
+                asked = await next_pending(app, after=asked)
+                assert asked.approval_id == f"a-{i}"
+                await approve(app, "many-1", approval_id=asked.approval_id)
+            assert await handle.result(timeout=60) == count
+        done.set()
+        await watcher
+        final = (await app.get_run("many-1")).status_info
+    assert final == {"asked": count - 1}
+    assert seen == sorted(seen), seen
+    assert len(set(seen)) > 1
 
 
 async def test_approvals_of_a_run_that_continued_as_new(store_url: str) -> None:

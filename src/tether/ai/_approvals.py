@@ -164,10 +164,12 @@ async def request_approval(tool: str, arguments: Mapping[str, Any], reason: str,
             exception it raises ends the wait (``tether.ai.mcp`` looks at the remote
             task the answer is for, and stops waiting when it ended).
 
-    Returns the decision. Answers naming another approval id are skipped. The status
-    keeps showing this approval until the caller publishes its next one (a second
-    ``set_status`` right after this one could land first: status writes are not
-    ordered); ``approve()`` refuses to answer it twice, whatever the status says.
+    Returns the decision. Answers naming another approval id are skipped. Once the
+    answer is taken, the status is set back to ``status`` (``None`` without it): the run
+    no longer reads ``awaiting_approval`` while it goes on, nor after it ends. A run's
+    status writes land in the order it made them (one in flight at a time, each the
+    latest, and all of them flushed before the run waits for the signal: the answer's
+    clear cannot land before the approval it clears).
     """
     since = tether.now().timestamp()
     base = dict(status or {})
@@ -185,6 +187,7 @@ async def request_approval(tool: str, arguments: Mapping[str, Any], reason: str,
                 continue
         decision = _decision(payload, approval_id)
         if decision is not None:
+            tether.set_status(base or None)  # (answered: no longer awaiting it)
             return decision
 
 
