@@ -444,6 +444,65 @@ async def test_an_approval_this_server_cannot_read_is_in_the_inbox_and_said_so(
         await reader.close()
 
 
+async def test_a_signal_is_no_answer_to_an_approval_this_server_cannot_read(
+    store_url: str,
+) -> None:
+    """Two keys: the workers write with ``k2``, this server has ``k1`` alone, so it
+    cannot read the run's live status (which approval it waits for). An ``approval``
+    signal that answers nothing (no ``approved``), or that names an approval (maybe
+    another one), made the run "answered": the inbox left it out, and the runs page
+    marked no "needs approval". It is still shown as an
+    approval this server cannot read; an answer that names no approval (it answers
+    whatever waits) counts."""
+    pytest.importorskip("cryptography")
+    import tether
+    from tether.ai import request_approval
+    from tether.ai._approvals import waiting_answers
+    from tether.encryption import AesGcm
+    from tether.serve import Tokens, create_app
+
+    k1, k2 = b"1" * 32, b"2" * 32
+    writer = tether.App(store_url, payload_hook=AesGcm({"k1": k1, "k2": k2}, active="k2"))
+
+    @writer.workflow
+    async def asks(item: str) -> list[object]:
+        decision = await request_approval("buy", {"item": item}, "a secret reason",
+                                          approval_id="1", status={"agent": "x"})
+        return [decision.approved, decision.note]
+
+    async with writer:
+        async with writer.worker(poll_interval=0.05):
+            handle = await writer.start("asks", "thing", run_id="sealed-2")
+            await _waiting_for(writer, "sealed-2", "1")
+        reader = tether.App(store_url, payload_hook=AesGcm({"k1": k1}))
+        await reader._open()
+        asgi = create_app(reader, tokens=Tokens({ADMIN: "admin"}), mcp=False)
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=asgi), base_url="http://127.0.0.1"
+            ) as ui:
+                await login(ui, ADMIN)
+                for stray in ({"approve": "yes"}, {"approved": True, "approval_id": "9"}):
+                    await reader.signal("sealed-2", "approval", stray)
+                    run = await reader.store.run_get("sealed-2")
+                    assert run.available_at is not None  # (claimable: a worker takes it)
+                    assert await waiting_answers(reader, [run]) == {}
+                    inbox = (await ui.get("/approvals")).text
+                    assert "waits for an approval this server cannot read" in inbox, stray
+                    assert "key <code>k2</code> is not loaded on this server" in inbox
+                    assert "needs approval" in (await ui.get("/runs")).text, stray
+                await reader.signal("sealed-2", "approval", {"approved": False, "note": "no"})
+                (answer,) = (await waiting_answers(
+                    reader, [await reader.store.run_get("sealed-2")])).values()
+                assert answer.decision is not None and not answer.decision.approved
+                inbox = (await ui.get("/approvals")).text
+                assert "cannot read" not in inbox and "Nothing waits" in inbox, inbox
+        finally:
+            await reader.close()
+        async with writer.worker(poll_interval=0.05):
+            assert await handle.result(timeout=20) == [False, "no"]
+
+
 async def test_the_api_answers_the_approval_it_names(ui: httpx.AsyncClient) -> None:
     """``POST /api/v1/runs/{id}/approval`` with ``approval_id`` (as ``GET
     /api/v1/approvals`` gives it) answers that approval or none: a client that showed

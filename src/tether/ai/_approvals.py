@@ -410,18 +410,28 @@ async def waiting_answer(app: App, run_id: str, approval_id: str) -> WaitingAnsw
 def _answer_in(app: App, run_id: str, approval_id: str | None,
                payloads: list[str | None]) -> WaitingAnswer | None:
     """The first of a run's pending ``approval`` signals (encoded payloads, oldest
-    first) that answers approval ``approval_id`` (None: a status this process cannot
-    read; any signal counts), as the run will take them; None if none does. One this
-    process cannot decode counts, unread."""
+    first) that answers approval ``approval_id``, as the run will take them; None if
+    none does. One this process cannot decode counts, unread.
+
+    ``approval_id`` None: the run's live status, which names the approval it waits for,
+    is one this process cannot read (encrypted with a key it lacks). Then only an answer
+    that names no approval counts (it answers whatever waits: ``{"approved": true}``
+    sent by hand); one naming an approval, or one this process cannot decode, may be
+    for another approval and is not taken for an answer (it was: any signal, even one
+    that answers nothing, made such a run "answered", and the inbox left it out)."""
     codec = app.codec.for_run(run_id)
     for text in payloads:
         try:
             payload = codec.decode(text, None, "signal")
         except Exception:
+            if approval_id is None:
+                continue  # (which approval it answers, if any, cannot be told)
             return WaitingAnswer(None)  # (encrypted with a key this process lacks)
         if approval_id is None:
-            return WaitingAnswer(None)
-        decision = _decision(payload, approval_id)
+            decision = _decision(payload, "") if isinstance(payload, Mapping) \
+                and payload.get("approval_id") is None else None
+        else:
+            decision = _decision(payload, approval_id)
         if decision is not None:
             return WaitingAnswer(decision)
     return None
