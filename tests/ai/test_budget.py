@@ -1081,3 +1081,34 @@ async def test_show_says_a_runs_budget_whether_or_not_it_waits_on_it(
 
 async def _waits_for(app: App, run_id: str, what: str) -> bool:
     return (await app.get_run(run_id)).waiting_for == what
+
+
+def test_a_raise_warning_counts_the_next_calls_estimate() -> None:
+    """The warning of a raise that cannot let a run waiting on its budget go on names a
+    limit that does: what it spent plus its refused call's estimate (``estimate_*`` in
+    its status), USD rounded up to the millionth shown. It said "a limit above what it
+    spent", and a raise to just above that was refused again; a raise past what it spent
+    but under the estimate was not warned of at all. A status recorded without the
+    estimate keeps the words of old."""
+    from tether.ai import Budget
+    from tether.ai._budget import RunSpending, short_raise
+
+    spending = RunSpending()
+    spending.add(100, 0.000112)
+    status = spending.status(Budget(usd=0.0001, tokens=1000), "r", ["usd"],
+                             (16, 0.0000064))
+    assert (status["estimate_tokens"], status["estimate_usd"]) == (16, 0.0000064)
+    assert short_raise(status, None, 5000) == (
+        "it stopped at its USD limit ($0.000112 spent of $0.000100), which this raise "
+        "leaves as it was; a USD limit of at least $0.000119 ($0.000112 spent + "
+        "~$0.000006 for its next call) lets it go on")
+    assert short_raise(status, 0.000115, None) == (
+        "the new USD limit, $0.000115, is under the $0.000112 it has spent + ~$0.000006 "
+        "for its next call; a USD limit of at least $0.000119 lets it go on")
+    assert short_raise(status, 0.000119, None) is None
+    spending.check(Budget(usd=0.000119), estimate_tokens=16, estimate_usd=0.0000064)
+    old = {k: v for k, v in status.items() if not k.startswith("estimate_")}
+    assert short_raise(old, None, 5000) == (
+        "it stopped at its USD limit ($0.000112 spent of $0.000100), which this raise "
+        "leaves as it was; a USD limit above $0.000112 lets it go on")
+    assert short_raise(old, 0.000115, None) is None

@@ -716,7 +716,9 @@ async def test_a_budget_signal_that_gives_no_limit_is_warned_of(store_url: str) 
     """A run waiting on its LLM budget lists as waiting for ``signal budget``; ``tether
     signal RUN budget`` with data that gives no limit (``{"tokens": "5000"}``, text)
     said "sent", and the run took it, changed nothing and waited on, silently: a warning
-    names ``tether budget``. Data that gives a limit gets none, and is taken."""
+    names ``tether budget``. Data that gives a limit gets none of that, and is taken (too
+    few tokens for the next call's estimate are warned of, with the limit that lets the
+    run go on)."""
     app, thrifty = thrifty_app(store_url)
 
     async with app, app.worker(poll_interval=0.1):
@@ -734,7 +736,11 @@ async def test_a_budget_signal_that_gives_no_limit_is_warned_of(store_url: str) 
         await waiting_on_budget(app, "th-1", 1)
         right = await cli("signal", "th-1", "budget", "--data", '{"tokens": 6}',
                           db=store_url)
-        assert right.returncode == 0 and right.stderr == "", right.stderr
+        # (a limit, taken: too few for the next call's estimate, which is said)
+        assert right.returncode == 0 and right.stderr.splitlines() == [
+            "tether: warning: run 'th-1' takes these limits and waits on: the new token "
+            "limit, 6 tokens, is under the 0 tokens it has spent + ~8 tokens for its next "
+            "call; a token limit of at least 8 tokens lets it go on"], right.stderr
         assert (await waiting_on_budget(app, "th-1", 2))["budget_tokens"] == 6
         await app.cancel("th-1")
 
@@ -845,17 +851,24 @@ async def test_budget_that_leaves_the_limit_the_run_stopped_at_is_warned_of(
         assert usd.stderr.splitlines() == [
             "tether: warning: run 'th-3' takes these limits and waits on: it stopped at its "
             "token limit (0 tokens spent of 5 tokens), which this raise leaves as it was; a "
-            "token limit above 0 tokens lets it go on"], usd.stderr
+            "token limit of at least 8 tokens (0 tokens spent + ~8 tokens for its next "
+            "call) lets it go on"], usd.stderr
         await waiting_on_budget(app, "th-3", 1)
         zero = await cli("budget", "th-3", "--tokens", "0", db=store_url)
         assert zero.stderr.splitlines() == [
             "tether: warning: run 'th-3' takes these limits and waits on: the new token "
-            "limit, 0 tokens, is not above the 0 tokens it has spent; a token limit above "
-            "that lets it go on"], zero.stderr
+            "limit, 0 tokens, is not above the 0 tokens it has spent; a token limit of at "
+            "least 8 tokens (0 tokens spent + ~8 tokens for its next call) lets it go on"
+        ], zero.stderr
         await waiting_on_budget(app, "th-3", 2)
-        right = await cli("budget", "th-3", "--tokens", "7", db=store_url)
-        assert right.returncode == 0 and right.stderr == "", right.stderr
-        await waiting_on_budget(app, "th-3", 3)  # (7 tokens: too few for the prompt)
+        # (above what it spent, but too few for its next call's estimate: it said
+        # nothing, and the run waited on)
+        short = await cli("budget", "th-3", "--tokens", "7", db=store_url)
+        assert short.returncode == 0 and short.stderr.splitlines() == [
+            "tether: warning: run 'th-3' takes these limits and waits on: the new token "
+            "limit, 7 tokens, is under the 0 tokens it has spent + ~8 tokens for its next "
+            "call; a token limit of at least 8 tokens lets it go on"], short.stderr
+        await waiting_on_budget(app, "th-3", 3)
         await app.cancel("th-3")
 
 
@@ -888,11 +901,15 @@ async def test_budget_that_leaves_the_limit_an_estimate_went_over_is_warned_of(
         assert usd.stderr.splitlines() == [
             "tether: warning: run 'tb-1' takes these limits and waits on: it stopped at its "
             "token limit (0 tokens spent of 5 tokens), which this raise leaves as it was; a "
-            "token limit above 0 tokens lets it go on"], usd.stderr
+            "token limit of at least 8 tokens (0 tokens spent + ~8 tokens for its next "
+            "call) lets it go on"], usd.stderr
         status = await waiting_on_budget(app, "tb-1", 1)
         assert status["budget_usd"] == 20.0 and status["blocked_by"] == ["tokens"], status
         right = await cli("budget", "tb-1", "--tokens", "6", db=store_url)
-        assert right.returncode == 0 and right.stderr == "", right.stderr
+        assert right.returncode == 0 and right.stderr.splitlines() == [
+            "tether: warning: run 'tb-1' takes these limits and waits on: the new token "
+            "limit, 6 tokens, is under the 0 tokens it has spent + ~8 tokens for its next "
+            "call; a token limit of at least 8 tokens lets it go on"], right.stderr
         await waiting_on_budget(app, "tb-1", 2)  # (6 tokens: too few for the prompt)
         await app.cancel("tb-1")
 

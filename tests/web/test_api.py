@@ -1371,7 +1371,9 @@ async def test_a_budget_signal_that_gives_no_limit_warns(api: Api) -> None:
     """``POST .../signals/budget`` whose data gives no new limit (``{"tokens": "5000"}``,
     text) to a run that waits on its budget was a bare 202, and the run took it,
     changed nothing and waited on: the answer has a ``warnings`` line saying what data
-    raises it. Data that gives a limit has none, and the run takes the new limit."""
+    raises it. Data that gives a limit has none of that, and the run takes the new limit
+    (too few tokens for its next call's estimate: a warning says the limit that lets it
+    go on)."""
     async def waiting_on_budget(run_id: str, after: int) -> None:
         async with asyncio.timeout(15):
             while True:
@@ -1396,7 +1398,10 @@ async def test_a_budget_signal_that_gives_no_limit_warns(api: Api) -> None:
         await waiting_on_budget("ob-w", 1)  # (it took the signal, and waits again)
         r = await api.http.post("/api/v1/runs/ob-w/signals/budget",
                                 json={"data": {"tokens": 6}})
-        assert r.status_code == 202 and "warnings" not in r.json(), r.text
+        assert r.status_code == 202 and r.json()["warnings"] == [
+            "run 'ob-w' takes these limits and waits on: the new token limit, 6 tokens, is "
+            "under the 0 tokens it has spent + ~8 tokens for its next call; a token limit "
+            "of at least 8 tokens lets it go on"], r.text
         await waiting_on_budget("ob-w", 2)  # (6 tokens are still too few for the call)
         doc = (await api.http.get("/api/v1/runs/ob-w")).json()
         assert doc["status_info"]["budget_tokens"] == 6, doc["status_info"]
@@ -1406,7 +1411,8 @@ async def test_a_budget_signal_that_gives_no_limit_warns(api: Api) -> None:
         assert r.status_code == 202 and r.json()["warnings"] == [
             "run 'ob-w' takes these limits and waits on: it stopped at its token limit (0 "
             "tokens spent of 6 tokens), which this raise leaves as it was; a token limit "
-            "above 0 tokens lets it go on"], r.text
+            "of at least 8 tokens (0 tokens spent + ~8 tokens for its next call) lets it "
+            "go on"], r.text
         await waiting_on_budget("ob-w", 3)
         # A signal of another name to it is not judged.
         r = await api.http.post("/api/v1/runs/ob-w/signals/other", json={"data": {}})
@@ -1449,11 +1455,15 @@ async def test_a_budget_signal_that_leaves_the_limit_an_estimate_went_over_warns
         assert r.status_code == 202 and r.json()["warnings"] == [
             "run 'ot-1' takes these limits and waits on: it stopped at its token limit (0 "
             "tokens spent of 5 tokens), which this raise leaves as it was; a token limit "
-            "above 0 tokens lets it go on"], r.text
+            "of at least 8 tokens (0 tokens spent + ~8 tokens for its next call) lets it "
+            "go on"], r.text
         await waiting_on_budget(1)
         r = await api.http.post("/api/v1/runs/ot-1/signals/budget",
                                 json={"data": {"tokens": 6}})
-        assert r.status_code == 202 and "warnings" not in r.json(), r.text
+        assert r.status_code == 202 and r.json()["warnings"] == [
+            "run 'ot-1' takes these limits and waits on: the new token limit, 6 tokens, is "
+            "under the 0 tokens it has spent + ~8 tokens for its next call; a token limit "
+            "of at least 8 tokens lets it go on"], r.text
         await waiting_on_budget(2)
         await api.app.cancel("ot-1")
 

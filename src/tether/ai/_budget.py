@@ -234,10 +234,11 @@ def short_raise(status: Any, usd: float | None, tokens: int | None) -> str | Non
     its spending and limits), or ``None`` when they may: a limit it stopped at that they
     leave as it was (the budget's only limit, one it has spent, or one its next call's
     estimate went over, which the status names in ``blocked_by``: ``tether budget RUN
-    --usd 5`` to a run stopped at its token limit), or a new limit at or under what it
-    has spent. The run takes such a raise and waits on. (A raise past what it spent may
-    still fall short of its next call's estimate: the run then waits on too, and the
-    status's message says so.)"""
+    --usd 5`` to a run stopped at its token limit), a new limit at or under what it
+    has spent, or one under what it spent plus its refused call's estimate (the status's
+    ``estimate_*``: the call is issued again, and refused again under it). The run
+    takes such a raise and waits on. The words end with the limit that lets it go on,
+    the estimate counted (one above what it spent for a status without it)."""
     if not isinstance(status, Mapping) or status.get("waiting_for") != "budget":
         return None
     figures = {"usd": (status.get("spent_usd"), status.get("budget_usd"), usd),
@@ -247,24 +248,65 @@ def short_raise(status: Any, usd: float | None, tokens: int | None) -> str | Non
     # (the limits that refused its call, when its status says: with both, the one its
     # next call's estimate went over, which it has not spent, was not told apart)
     blocked = _limit_kinds(status.get("blocked_by"))
-
-    def said(kind: str, value: Any) -> str:
-        return f"${value:,.6f}" if kind == "usd" else f"{value:,} tokens"
+    estimates = {"usd": _number(status.get("estimate_usd")),
+                 "tokens": _number(status.get("estimate_tokens"))}
 
     for kind, (spent, limit, new) in figures.items():
         if not isinstance(spent, (int, float)):
             continue
         what = "USD" if kind == "usd" else "token"
+        estimate = estimates[kind] or 0.0
+        # (the refused call is issued again: a limit its estimate goes over refuses it)
+        need = _enough(kind, spent, estimate)
         if new is not None and new <= spent:
-            return (f"the new {what} limit, {said(kind, new)}, is not above the "
-                    f"{said(kind, spent)} it has spent; a {what} limit above that lets it "
+            return (f"the new {what} limit, {_said(kind, new)}, is not above the "
+                    f"{_said(kind, spent)} it has spent; "
+                    f"{_lets_go_on(kind, spent, estimate, need)}")
+        if new is not None and new < need:
+            return (f"the new {what} limit, {_said(kind, new)}, is under the "
+                    f"{_said(kind, spent)} it has spent + ~{_said(kind, estimate)} for its "
+                    f"next call; a {what} limit of at least {_said(kind, need)} lets it "
                     "go on")
         if (new is None and isinstance(limit, (int, float))
                 and (len(limited) == 1 or spent >= limit or kind in blocked)):
-            return (f"it stopped at its {what} limit ({said(kind, spent)} spent of "
-                    f"{said(kind, limit)}), which this raise leaves as it was; a "
-                    f"{what} limit above {said(kind, spent)} lets it go on")
+            return (f"it stopped at its {what} limit ({_said(kind, spent)} spent of "
+                    f"{_said(kind, limit)}), which this raise leaves as it was; "
+                    f"{_lets_go_on(kind, spent, estimate, need)}")
     return None
+
+
+def _said(kind: str, value: float) -> str:
+    """An amount of a limit's kind as the warnings say it: ``$0.000112``, ``1,840
+    tokens``."""
+    return f"${value:,.6f}" if kind == "usd" else f"{int(value):,} tokens"
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number read from a live status (not a bool), else ``None``."""
+    return (float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else None)
+
+
+def _enough(kind: str, spent: float, estimate: float) -> float:
+    """The least limit of ``kind`` under which a call estimated at ``estimate`` is
+    admitted, ``spent`` spent (``RunSpending.check``: refused at ``spent >= limit`` or
+    ``spent + estimate > limit``): ``spent + estimate``, USD rounded up to the
+    millionth a warning shows."""
+    if kind == "usd":
+        return math.ceil(round((spent + estimate) * 1e6, 3)) / 1e6
+    return spent + math.ceil(estimate)
+
+
+def _lets_go_on(kind: str, spent: float, estimate: float, need: float) -> str:
+    """A warning's end: the limit that lets the run go on, its next call's estimate
+    counted (``a token limit of at least 116 tokens (100 spent + ~16 for its next
+    call) lets it go on``), or, with no estimate known (a wait recorded before its
+    status held it), one above what it spent."""
+    what = "USD" if kind == "usd" else "token"
+    if estimate <= 0:
+        return f"a {what} limit above {_said(kind, spent)} lets it go on"
+    return (f"a {what} limit of at least {_said(kind, need)} ({_said(kind, spent)} spent "
+            f"+ ~{_said(kind, estimate)} for its next call) lets it go on")
 
 
 def no_raise_warning(run_id: str, name: str, answer: str) -> str:
@@ -681,12 +723,16 @@ class RunSpending:
                                  blocked_by=blocked)
 
     def status(self, budget: Budget, run_id: str | None = None,
-               blocked_by: Any = None) -> dict[str, Any]:
+               blocked_by: Any = None, estimate: tuple[Any, Any] | None = None
+               ) -> dict[str, Any]:
         """The live status of a run waiting on its budget; its ``hint`` names the run
         (``run_id``, shell-quoted), or says ``RUN_ID`` when it is not given; with
         ``blocked_by`` (the refusal's ``BudgetExceeded.blocked_by``), ``blocked_by``:
         the limits that refused the call, ``"usd"`` and/or ``"tokens"``, which
-        ``short_raise`` reads (left out for a refusal journaled without it)."""
+        ``short_raise`` reads (left out for a refusal journaled without it); with
+        ``estimate`` (the refusal's ``estimate_tokens``, ``estimate_usd``),
+        ``estimate_tokens`` and ``estimate_usd``: what the refused call, issued again
+        after a raise, was estimated to cost, which a new limit must leave room for."""
         usd_limit, token_limit = self.limits(budget)
         spent = ([f"${self.usd:.6f} of ${usd_limit:.6f}"] if usd_limit is not None else []
                  ) + ([f"{self.tokens} of {token_limit} tokens"] if token_limit is not None
@@ -706,6 +752,9 @@ class RunSpending:
         blocked = _limit_kinds(blocked_by)
         if blocked:
             status["blocked_by"] = blocked
+        tokens, usd = (_number(v) for v in (estimate if estimate is not None else ((), ())))
+        if tokens is not None and usd is not None:
+            status["estimate_tokens"], status["estimate_usd"] = int(tokens), usd
         return status
 
 
@@ -807,7 +856,8 @@ async def wait_out_budget(spending: RunSpending, limit: Budget | None,
     # (which limits refused it, when they are the limits it waits under: a run recorded
     # before one raise served all may wait here under limits raised since)
     blocked = (getattr(exc, "blocked_by", None) if not raised else None)
-    tether.set_status(spending.status(limit, tether.run_id(), blocked))
+    tether.set_status(spending.status(limit, tether.run_id(), blocked,
+                                      (exc.estimate_tokens, exc.estimate_usd)))
     mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     if spending.raising is None:  # (else a run recorded before: one signal per call)
         spending.raising = mine

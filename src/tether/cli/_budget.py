@@ -30,7 +30,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "reaches its budget. New limits that cannot let a waiting run go on are taken "
         "all the same, and warned of on stderr: one that leaves the limit the run "
         "stopped at as it was (its budget's only limit, one it has spent, or the one "
-        "its next call's estimate went over), or a new limit not above what it spent.")
+        "its next call's estimate went over), or a new limit under what it spent plus "
+        "its next call's estimate; the warning names the limit that lets it go on.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--usd", type=float, help="the new limit in US dollars")
     p.add_argument("--tokens", type=int, help="the new limit in tokens (input + output)")
