@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether._budgets import run_budget
+from tether._budgets import calling_a_model, run_budget
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_SIGNAL, Codec
 from tether._types import EntryStatus, RunInfo, RunStatus, did_you_mean
 from tether.encryption import _sealed_key_id
@@ -439,7 +439,8 @@ async def run_document(app: App, run_id: str, *, children: bool = True) -> dict[
     doc["failed_operations"] = sum(entry_failed(e) for e in doc["journal"])
     doc["in_flight"] = in_flight(doc)
     doc["waiting_since"] = waiting_since(doc)
-    doc["budget"] = run_budget(doc["journal"], doc["metrics"], doc["status_info"])
+    doc["budget"] = run_budget(doc["journal"], doc["metrics"], doc["status_info"],
+                               input=doc["input"], calling=calling_a_model(doc["in_flight"]))
     kids = await app.store.run_search(parent=run_id, limit=1000) if children else []
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
     return doc

@@ -1112,3 +1112,157 @@ def test_a_raise_warning_counts_the_next_calls_estimate() -> None:
         "it stopped at its USD limit ($0.000112 spent of $0.000100), which this raise "
         "leaves as it was; a USD limit above $0.000112 lets it go on")
     assert short_raise(old, 0.000115, None) is None
+
+
+async def _show_json(app: App, url: str, run_id: str) -> dict[str, Any]:
+    shown = await asyncio.to_thread(tether_cli, "show", run_id, "--json", db=url)
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
+
+
+async def test_show_says_a_budget_before_the_runs_first_call(
+        store_url: str, server: ScriptedLLMServer) -> None:
+    """Before a run's first LLM call its limits are in the store only as a child run's
+    share of its parent's budget (its input): ``tether show`` and its ``--json`` said
+    nothing of that share until the child's first call. A run whose first call is in
+    flight says ``budget: no model call yet`` (its limits are journaled with its
+    calls; ``limits_unknown`` in ``--json``), where it said nothing; once the call
+    answers, its limits."""
+    from tether.ai import call_child
+
+    gate = asyncio.Event()
+
+    async def held(_: RecordedRequest) -> Reply:
+        await gate.wait()
+        return Reply("one", input_tokens=1800, output_tokens=40)
+
+    server.set_script([held])
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url)
+
+    @app.workflow
+    async def researcher() -> str:
+        await tether.wait_for_signal("go")
+        return (await llm.chat([user_message("a question")])).text or ""
+
+    @app.workflow
+    async def lead() -> str:
+        set_budget(Budget(tokens=5000, usd=0.5))
+        return str(await call_child(researcher))
+
+    @app.workflow
+    async def thinker() -> str:
+        set_budget(Budget(tokens=5000, usd=0.5))
+        return (await llm.chat([user_message("a question")])).text or ""
+
+    async with app, app.worker(poll_interval=0.05):
+        await app.start(lead, run_id="lead-1")
+        child = await wait_for(lambda: _child_waiting(app, "lead-1"), timeout=20,
+                               what="the child waiting for go")
+        share = (await app.get_run(child)).input["ext"]["tether.ai.budget"]
+        doc = await _show_json(app, store_url, child)
+        assert doc["budget"] == {"usd": share["usd"], "tokens": share["tokens"],
+                                 "spent_usd": 0.0, "spent_tokens": 0}, doc["budget"]
+        assert share["tokens"] == 5000, share
+        plain = await asyncio.to_thread(tether_cli, "show", child, db=store_url)
+        assert "budget: 0 of 5,000 tokens · $0 of $0.50" in plain.stdout.splitlines(), \
+            plain.stdout
+        await app.cancel("lead-1")
+
+        await app.start(thinker, run_id="think-1")
+        doc = await wait_for(lambda: _in_flight(app, store_url, "think-1"), timeout=20,
+                             what="think-1's call in flight")
+        assert doc["budget"] == {"usd": None, "tokens": None, "spent_usd": 0.0,
+                                 "spent_tokens": 0, "limits_unknown": "no model call yet"}
+        plain = await asyncio.to_thread(tether_cli, "show", "think-1", db=store_url)
+        assert ("budget: no model call yet (its limits are journaled with its calls)"
+                in plain.stdout.splitlines()), plain.stdout
+        gate.set()
+        assert await app.handle("think-1").result(timeout=20) == "one"
+        doc = await _show_json(app, store_url, "think-1")
+        assert (doc["budget"]["tokens"], doc["budget"]["usd"]) == (5000, 0.5), doc["budget"]
+    await llm.aclose()
+
+
+async def _child_waiting(app: App, parent: str) -> str | None:
+    kids = await app.store.run_search(parent=parent, limit=10)
+    return next((k.run_id for k in kids if k.waiting_for == "signal go"), None)
+
+
+async def _in_flight(app: App, url: str, run_id: str) -> dict[str, Any] | None:
+    doc = await _show_json(app, url, run_id)
+    return doc if doc["in_flight"] else None
+
+
+async def test_show_and_the_run_page_cope_with_calls_recorded_before_their_limits(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """Calls recorded before each call's record held its limits (the journals of
+    ``tests/golden``: no ``"budget"`` in the record) tell no budget: ``tether show``,
+    its ``--json`` and the run page's Budget card say the limits are unknown, with what
+    the run spent, and do not fail. A call without a budget now records ``"budget":
+    null``, and a run of those has no budget line."""
+    import apsw
+    import httpx
+
+    from tether._budgets import LIMITS_NOT_RECORDED, run_budget
+    from tether.serve import create_app
+    from tether.testing import load_history
+
+    golden = load_history(os.path.join(os.path.dirname(__file__), "..", "golden",
+                                       "summarize.json"))
+    assert run_budget(golden.journal, {}, None)["limits_unknown"] == LIMITS_NOT_RECORDED
+
+    server.set_script([Reply("one", input_tokens=1800, output_tokens=40),
+                       Reply("two", input_tokens=10, output_tokens=5)])
+    app = App(sqlite_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url)
+
+    @app.workflow
+    async def budgeted() -> str:
+        set_budget(Budget(tokens=5000, usd=0.5))
+        return (await llm.chat([user_message("a question")])).text or ""
+
+    @app.workflow
+    async def unbudgeted() -> str:
+        return (await llm.chat([user_message("another")])).text or ""
+
+    async with app, app.worker(poll_interval=0.05):
+        assert await (await app.start(budgeted, run_id="old-1")).result(timeout=20) == "one"
+        assert await (await app.start(unbudgeted, run_id="nb-2")).result(timeout=20) == "two"
+        cost = (await app.get_run("old-1")).metrics["cost.usd"]
+    await llm.aclose()
+    (result,) = [e["result"] for e in (await _journal(sqlite_url, "nb-2"))]
+    assert result["budget"] is None
+    # The journal as an earlier Tether wrote it: the call's record without its limits.
+    conn = apsw.Connection(sqlite_url.removeprefix("sqlite:///"))
+    conn.execute("UPDATE tether_journal SET result = json_remove(result, '$.budget') "
+                 "WHERE run_id = 'old-1'")
+    conn.close()
+
+    doc = await _show_json(app, sqlite_url, "old-1")
+    assert doc["budget"] == {"usd": None, "tokens": None, "spent_usd": round(cost, 6),
+                             "spent_tokens": 1840, "limits_unknown": LIMITS_NOT_RECORDED}
+    plain = await asyncio.to_thread(tether_cli, "show", "old-1", db=sqlite_url)
+    assert plain.returncode == 0, plain.stderr
+    assert (f"budget: limits unknown ({LIMITS_NOT_RECORDED}) · 1,840 tokens · "
+            f"${cost:.4f} spent") in plain.stdout.splitlines(), plain.stdout
+    none = await asyncio.to_thread(tether_cli, "show", "nb-2", db=sqlite_url)
+    assert "budget:" not in none.stdout, none.stdout
+    reader = App(sqlite_url)
+    await reader._open()
+    try:
+        async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=create_app(reader, tokens=None, mcp=False)),
+                base_url="http://127.0.0.1") as http:
+            page = (await http.get("/runs/old-1")).text
+    finally:
+        await reader.close()
+    card = page[page.index('<div class="k">Budget</div>'):]
+    card = card[:card.index("</div></div>")]
+    assert "limits unknown" in card and "1,840 tokens" in card, card
+    assert LIMITS_NOT_RECORDED in card, card
+
+
+async def _journal(url: str, run_id: str) -> list[dict[str, Any]]:
+    async with App(url) as app:
+        return list((await app.get_run(run_id)).journal)

@@ -793,11 +793,15 @@ def with_limits(record: dict[str, Any], spending: RunSpending,
                 budget: Budget | None) -> dict[str, Any]:
     """The record of a call admitted under ``budget`` (its run's effective one, or
     ``None``) with its limits, ``"budget": {"usd", "tokens"}`` (a raise the run took
-    counted; ``None``: no limit of that kind). A budget is workflow state, journaled
-    nowhere else: so ``tether show`` and the run's document read the run's limits from
-    its journal whether or not it waits on them (``tether._budgets``), in the entry
-    the call writes anyway, at no read or write of its own."""
-    if budget is not None:
+    counted; ``None``: no limit of that kind), or ``"budget": None`` for a call without
+    a budget (a record without the key was written before records held their limits:
+    whether it had one is unknown). A budget is workflow state, journaled nowhere
+    else: so ``tether show`` and the run's document read the run's limits from its
+    journal whether or not it waits on them (``tether._budgets``), in the entry the
+    call writes anyway, at no read or write of its own."""
+    if budget is None:
+        record["budget"] = None
+    else:
         usd, tokens = spending.limits(budget)
         record["budget"] = {"usd": usd, "tokens": tokens}
     return record

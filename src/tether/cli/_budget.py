@@ -12,7 +12,7 @@ import logging
 import math
 from typing import Any
 
-from tether._budgets import run_budget
+from tether._budgets import NO_CALL_YET, calling_a_model, run_budget
 from tether._fit import say
 from tether._types import RunInfo
 from tether.cli._common import CliError, client, run_id_arg, safe
@@ -74,11 +74,27 @@ async def budget(args: argparse.Namespace) -> int:
 def budget_line(info: RunInfo) -> str | None:
     """``tether show``'s budget line of a run whose journal holds a call under a budget
     (``tether._budgets.run_budget``), waiting on it or not: what it spent of each limit,
-    ``budget: 1,840 of 5,000 tokens · $0.0031 of $0.50``; else ``None`` (no line)."""
-    budget = run_budget(info.journal, info.metrics, info.status_info)
+    ``budget: 1,840 of 5,000 tokens · $0.0031 of $0.50``; of a run whose limits are not
+    known, why (``budget: limits unknown (its calls were recorded before their limits
+    were) · 1,840 tokens · $0.0031 spent``, ``budget: no model call yet``); else
+    ``None`` (no line)."""
+    from tether._show import in_flight
+
+    calling = calling_a_model(in_flight({"journal": info.journal, "attempts": info.attempts,
+                                         "generation": info.generation}))
+    budget = run_budget(info.journal, info.metrics, info.status_info, input=info.input,
+                        calling=calling)
     if budget is None:
         return None
     from tether.ai._rows import fmt_tokens, fmt_usd  # (tether.ai: for a budget only)
+
+    unknown = budget.get("limits_unknown")
+    if unknown == NO_CALL_YET:
+        return f"budget: {NO_CALL_YET} (its limits are journaled with its calls)"
+    if unknown is not None:
+        return (f"budget: limits unknown ({unknown}) · "
+                f"{fmt_tokens(budget['spent_tokens'])} tokens · "
+                f"{fmt_usd(budget['spent_usd'])} spent")
 
     said = []
     if budget["tokens"] is not None:

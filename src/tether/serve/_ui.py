@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
+from tether._budgets import NO_CALL_YET
 from tether._clock import age, beyond_dates, utc_datetime
 from tether._lifecycle import OVERDUE_AFTER, live_versions, newest_last
 from tether._show import (
@@ -881,9 +882,18 @@ def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[
     of each limit as ``tether show`` says it (``limits``: ``1,840 of 5,000 tokens``,
     ``$0.0008 of $0.50``), and ``level``: ``over`` (red) when a limit is spent or the run waits on
     its budget, ``near`` (amber) from ``BUDGET_NEAR`` of one, else ``""``; ``note``
-    says which in words."""
+    says which in words. Of a run whose limits are not known (``limits_unknown``:
+    its calls recorded before their limits were, or no call yet), ``used`` is ``None``
+    and ``note`` says why, ``limits`` what it spent (nothing before its first call)."""
     if budget is None:
         return None
+    unknown = budget.get("limits_unknown")
+    if unknown is not None:
+        spent = [] if unknown == NO_CALL_YET else [
+            f"{fmt_tokens(budget['spent_tokens'])} tokens · "
+            f"{fmt_usd(budget['spent_usd'])} spent"]
+        return {"used": None, "limits": spent, "level": "",
+                "note": unknown if unknown == NO_CALL_YET else f"limits unknown: {unknown}"}
     said, shares = [], []
     if budget["tokens"] is not None:
         said.append(f"{fmt_tokens(budget['spent_tokens'])} of {fmt_tokens(budget['tokens'])} "
