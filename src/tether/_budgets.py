@@ -8,7 +8,7 @@ admitted under in its record (``"budget": {"usd", "tokens"}``, ``null`` for a ca
 without a budget: ``tether.ai._budget.with_limits``) and a refused call its
 ``BudgetExceeded`` with them, so they are read from the journal this module is given,
 with no read of its own. Before a run's first call the store holds no limits, but for
-a child run's share of its parent's budget, which its input hands down (``inherited``).
+a child run's share of its parent's budget, which its input hands down.
 A call recorded before its record held its limits (no ``"budget"`` key) tells none:
 such a run's budget, if any, is said unknown. What
 the run spent is its metrics' tree total (its own calls, paid failed attempts included,

@@ -262,7 +262,7 @@ def short_raise(status: Any, usd: float | None, tokens: int | None) -> str | Non
             return (f"the new {what} limit, {_said(kind, new)}, is not above the "
                     f"{_said(kind, spent)} it has spent; "
                     f"{_lets_go_on(kind, spent, estimate, need)}")
-        if new is not None and new < need:
+        if new is not None and new < spent + estimate:
             return (f"the new {what} limit, {_said(kind, new)}, is under the "
                     f"{_said(kind, spent)} it has spent + ~{_said(kind, estimate)} for its "
                     f"next call; a {what} limit of at least {_said(kind, need)} lets it "
@@ -299,8 +299,8 @@ def _enough(kind: str, spent: float, estimate: float) -> float:
 
 def _lets_go_on(kind: str, spent: float, estimate: float, need: float) -> str:
     """A warning's end: the limit that lets the run go on, its next call's estimate
-    counted (``a token limit of at least 116 tokens (100 spent + ~16 for its next
-    call) lets it go on``), or, with no estimate known (a wait recorded before its
+    counted (``a token limit of at least 116 tokens (100 tokens spent + ~16 tokens for
+    its next call) lets it go on``), or, with no estimate known (a wait recorded before its
     status held it), one above what it spent."""
     what = "USD" if kind == "usd" else "token"
     if estimate <= 0:
@@ -752,7 +752,8 @@ class RunSpending:
         blocked = _limit_kinds(blocked_by)
         if blocked:
             status["blocked_by"] = blocked
-        tokens, usd = (_number(v) for v in (estimate if estimate is not None else ((), ())))
+        tokens, usd = (None, None) if estimate is None else (_number(estimate[0]),
+                                                             _number(estimate[1]))
         if tokens is not None and usd is not None:
             status["estimate_tokens"], status["estimate_usd"] = int(tokens), usd
         return status

@@ -892,8 +892,7 @@ def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[
         spent = [] if unknown == NO_CALL_YET else [
             f"{fmt_tokens(budget['spent_tokens'])} tokens · "
             f"{fmt_usd(budget['spent_usd'])} spent"]
-        return {"used": None, "limits": spent, "level": "",
-                "note": unknown if unknown == NO_CALL_YET else f"limits unknown: {unknown}"}
+        return {"used": None, "limits": spent, "level": "", "note": unknown}
     said, shares = [], []
     if budget["tokens"] is not None:
         said.append(f"{fmt_tokens(budget['spent_tokens'])} of {fmt_tokens(budget['tokens'])} "
