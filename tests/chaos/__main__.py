@@ -1,9 +1,10 @@
 """``python -m tests.chaos [smoke|full] [sqlite] [postgres] [SCENARIO ...]``: run the
 chaos scenarios of a profile and print their figures as Markdown (for
 docs/reliability.md). Scenarios: soak, drain, fencing, storm, proxy, powerloss,
-pgrestart, partition, clock, disk (default: all). pgrestart, partition and disk need root (a
-private PostgreSQL cluster, a network namespace, a tmpfs mount); clock needs
-libfaketime.
+pgrestart, pgrestart-often (restarts every 1-3 s, -m immediate and -m fast in turn, no
+worker kills: 10 minutes in the full profile), partition, clock, disk (default: all but
+pgrestart-often). pgrestart(-often), partition and disk need root (a private PostgreSQL
+cluster, a network namespace, a tmpfs mount); clock needs libfaketime.
 
 PostgreSQL is reached at ``TETHER_TEST_PG`` (default postgresql://postgres@127.0.0.1/
 postgres); each scenario gets a database of its own, dropped afterwards.
@@ -73,8 +74,10 @@ async def _through_proxy(url: str, work: Path, profile: str) -> dict[str, Any]:
             "connection resets": proxy.resets, "ambiguous commits": proxy.ambiguous_commits}
 
 
-SCENARIOS = ("soak", "drain", "fencing", "storm", "proxy", "powerloss", "pgrestart", "partition",
-             "clock", "disk")
+SCENARIOS = ("soak", "drain", "fencing", "storm", "proxy", "powerloss", "pgrestart",
+             "pgrestart-often", "partition", "clock", "disk")
+#: What runs when no scenario is named: pgrestart-often only when asked for.
+DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s != "pgrestart-often")
 
 
 def new_scenarios(profile: str, backends: list[str], chosen: set[str]) -> list[str]:
@@ -89,6 +92,16 @@ def new_scenarios(profile: str, backends: list[str], chosen: set[str]) -> list[s
         print("\nPostgreSQL restarted with -m immediate (+ resetting proxy)\n\n" + table([r]))
         if any(r[k] for k in pgrestart.MUST_BE_ZERO):
             bad.append("pgrestart")
+    if "pgrestart-often" in chosen and "postgres" in backends:
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+            r = asyncio.run(pgrestart.restart_soak(
+                Path(tmp), pgrestart.OFTEN_PROFILES[profile], every=pgrestart.OFTEN_EVERY,
+                modes=("immediate", "fast")))
+        print(json.dumps(r), flush=True)
+        print("\nPostgreSQL restarted every 1-3 s, -m immediate and -m fast in turn\n\n"
+              + table([r]))
+        if any(r[k] for k in pgrestart.MUST_BE_ZERO):
+            bad.append("pgrestart-often")
     if "partition" in chosen and "postgres" in backends:
         p = partition.PROFILES[profile]
         with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
@@ -136,7 +149,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown profile {profile!r}: smoke or full, first\n{__doc__}")
         return 2
     backends = [a for a in argv[1:] if a in ("sqlite", "postgres")] or ["sqlite", "postgres"]
-    chosen = {a for a in argv[1:] if a in SCENARIOS} or set(SCENARIOS)
+    chosen = {a for a in argv[1:] if a in SCENARIOS} or set(DEFAULT_SCENARIOS)
     unknown = [a for a in argv[1:] if a not in SCENARIOS and a not in ("sqlite", "postgres")]
     if unknown:
         print(f"unknown arguments: {unknown}; scenarios: {', '.join(SCENARIOS)}")

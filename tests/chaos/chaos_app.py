@@ -21,6 +21,7 @@ import apsw
 
 import tether
 from tether import App
+from tether._replay import current_run
 
 app = App(os.environ.get("CHAOS_DB"))
 
@@ -66,19 +67,26 @@ def _ledger_conn() -> apsw.Connection:
         conn.setbusytimeout(60_000)
         conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL")
         conn.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT NOT NULL, "
-                     "pid INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL)")
+                     "pid INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL, "
+                     "wall REAL, token INTEGER)")
         _ledger.conn = conn
     return conn
 
 
 def record_effect() -> None:
     """The side effect: one ledger row, durable before the step returns."""
-    # The time on the engine's clock (tether.now() in a step: fresh, not journaled),
-    # the clock the journal's finished_at is written with: on PostgreSQL it follows the
-    # server's, which may differ from time.time() by a few milliseconds.
-    _ledger_conn().execute("INSERT INTO effects VALUES (?, ?, ?, ?)",
-                           (tether.step_key(), os.getpid(), tether.step_attempt(),
-                            tether.now().timestamp()))
+    # ``at``: the time on the engine's clock (tether.now() in a step: fresh, not
+    # journaled), the clock the journal's finished_at is written with: on PostgreSQL it
+    # follows the server's as this worker last read it (``SyncedClock``), which may
+    # differ from another worker's by up to half a round trip of that read. ``wall``:
+    # this machine's clock, one for every worker; ``token``: the fencing token of the
+    # lease the step runs under (``harness._check`` tells with them whether an
+    # execution began after the committed one had finished).
+    ctx = current_run.get()
+    _ledger_conn().execute(
+        "INSERT INTO effects (key, pid, attempt, at, wall, token) VALUES (?, ?, ?, ?, ?, ?)",
+        (tether.step_key(), os.getpid(), tether.step_attempt(), tether.now().timestamp(),
+         time.time(), None if ctx is None else ctx.lease.fencing_token))
     crash_p = float(os.environ.get("CHAOS_CRASH_P", "0") or 0)
     if crash_p and random.random() < crash_p:
         os.kill(os.getpid(), signal.SIGKILL)  # crash point effect.before_commit

@@ -18,6 +18,7 @@ may run twice (in-flight re-executions are zero too), every worker exits within
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import signal
@@ -35,7 +36,7 @@ from tests import CHECKOUT_PATH, forked
 from tests.chaos import chaos_app
 from tests.chaos.model import expected, signal_payload
 from tether import App
-from tether._types import RunRecord
+from tether._types import JournalEntry, RunRecord
 from tether.errors import StoreUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +130,9 @@ class Figures:
     drain_exits: list[float] = field(default_factory=list)  # SIGTERM -> exit, seconds
     drains_over_limit: int = 0  # exits slower than DRAIN_EXIT_LIMIT (or none at all)
     log_problems: list[str] = field(default_factory=list)  # DRAIN_LOG_PROBLEMS lines
+    #: For each duplicated committed-step effect: the step, its executions, the journal
+    #: entry (``duplicate_report`` prints them with the worker logs around them).
+    duplicate_detail: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def recovery_p(self, q: float) -> float | None:
@@ -388,6 +392,8 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
             t.cancel()
         await asyncio.gather(replacer, *tasks, return_exceptions=True)
         await _check(app, started, ledger, figures, outside)
+        if figures.duplicate_detail:
+            print(duplicate_report(figures.duplicate_detail, workdir), flush=True)
         if figures.not_completed_detail:
             print("runs not completed / signals not sent:",
                   *figures.not_completed_detail[:20], sep="\n  ", flush=True)
@@ -440,18 +446,96 @@ async def _drain(app: App, started: dict[str, int], timeout: float) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _check(app: App, started: dict[str, int], ledger: Path, figures: Figures,
-                 outside: tuple[str, ...] = ()) -> None:
-    store = app.store
-    rows: dict[str, list[float]] = {}
+@dataclass(frozen=True)
+class Effect:
+    """One execution of a step, as the ledger saw it (``chaos_app.record_effect``)."""
+
+    pid: int
+    attempt: int
+    at: float  # the worker's engine clock (the one finished_at is written with)
+    wall: float | None  # this machine's clock, one for every process
+    token: int | None  # the fencing token of the lease it ran under
+
+
+def _read_ledger(ledger: Path) -> dict[str, list[Effect]]:
+    out: dict[str, list[Effect]] = {}
     if ledger.exists():
         conn = apsw.Connection(str(ledger), flags=apsw.SQLITE_OPEN_READONLY)
         conn.setbusytimeout(30_000)
-        for key, at in conn.execute("SELECT key, at FROM effects"):
-            rows.setdefault(key, []).append(at)
+        for key, pid, attempt, at, wall, token in conn.execute(
+                "SELECT key, pid, attempt, at, wall, token FROM effects"):
+            out.setdefault(key, []).append(Effect(pid, attempt, at, wall, token))
         conn.close()
+    return out
+
+
+def _entry_tokens(url: str, schema: str) -> dict[str, int]:
+    """The fencing token each journal entry was written under, by ``run:position``."""
+    query = "SELECT run_id, position, fencing_token FROM {}"
+    if url.startswith("sqlite"):
+        conn = apsw.Connection(url.split("///", 1)[1], flags=apsw.SQLITE_OPEN_READONLY)
+        conn.setbusytimeout(30_000)
+        try:
+            rows = list(conn.execute(query.format("tether_journal")))
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            rows = pg.execute(query.format(f'"{schema}".journal')).fetchall()
+    return {f"{r}:{p}": int(t) for r, p, t in rows}
+
+
+def late_executions(effects: list[Effect], finished_at: float,
+                    token: int | None) -> list[Effect]:
+    """The executions of a step that began after its committed journal entry (finished
+    at ``finished_at``, written under fencing token ``token``) had finished.
+
+    The execution that committed the entry is never one: it began before it finished.
+    Comparing every execution's ``at`` with ``finished_at`` counted it when its
+    worker's clock stepped back between the two (a ``SyncedClock`` resync, up to half
+    the round trip of its read of the server's clock: 4.5 ms after a restart on
+    2026-12-07, the entry's ``finished_at`` before its own ``started_at``). So, with
+    the fencing tokens known (the ledger's and the journal's):
+
+    - the committing execution is the first under ``token``: not late;
+    - one under a later token began after the commit (that claim moved the token on,
+      so the entry had committed before it, and the claim read it): late, whatever
+      the clocks say; so is another one under ``token`` that began after the first's
+      finish;
+    - one under an earlier token (a stalled worker's) is late if it began after the
+      finish on one clock, this machine's (``wall``): the finish is moved onto it by
+      the committing execution's offset (its ``at - wall``).
+
+    Without tokens (a ledger without them), the engine clocks are compared as they are."""
+    if token is None or any(e.token is None or e.wall is None for e in effects):
+        return [e for e in effects if e.at > finished_at + 1e-3]
+    committing = sorted((e for e in effects if e.token == token),
+                        key=lambda e: e.wall or 0.0)
+    if not committing:  # (not in the ledger: compare on the engine clocks)
+        return [e for e in effects if e.at > finished_at + 1e-3]
+    first = committing[0]
+    assert first.wall is not None
+    done = finished_at - (first.at - first.wall)
+    late = []
+    for e in effects:
+        assert e.token is not None and e.wall is not None
+        if e is first:
+            continue
+        if e.token > token or e.wall > done + 1e-3:
+            late.append(e)
+    return late
+
+
+async def _check(app: App, started: dict[str, int], ledger: Path, figures: Figures,
+                 outside: tuple[str, ...] = ()) -> None:
+    store = app.store
+    executions = _read_ledger(ledger)
+    tokens = await asyncio.to_thread(_entry_tokens, app.url,
+                                     getattr(store, "schema", "tether"))
     expected_effects: set[str] = set()
-    finished_at: dict[str, float | None] = {}
+    entries: dict[str, JournalEntry] = {}
     for run_id, run_seed in started.items():
         want = expected(run_id, run_seed)
         expected_effects |= want.effects
@@ -471,24 +555,75 @@ async def _check(app: App, started: dict[str, int], ledger: Path, figures: Figur
         if [e.position for e in journal] != list(range(want.positions)):
             figures.journal_gaps += 1
         for e in journal:
-            finished_at[f"{run_id}:{e.position}"] = e.finished_at
+            entries[f"{run_id}:{e.position}"] = e
         for child_id in {k.rsplit(":", 1)[0] for k in want.effects} - {run_id}:
             cj = await store.journal_read(child_id)
             if [e.position for e in cj] != [0, 1]:
                 figures.journal_gaps += 1
             for e in cj:
-                finished_at[f"{child_id}:{e.position}"] = e.finished_at
+                entries[f"{child_id}:{e.position}"] = e
     for key in expected_effects:
-        times = rows.get(key, [])
-        if not times:
+        effects = executions.get(key, [])
+        if not effects:
             figures.effects_missing += 1
             continue
-        figures.in_flight_reexecutions += len(times) - 1
-        done = finished_at.get(key)
-        if done is not None:
+        figures.in_flight_reexecutions += len(effects) - 1
+        entry = entries.get(key)
+        if entry is not None and entry.finished_at is not None:
             # An execution that began after the committed one had returned.
-            figures.duplicated_committed_effects += sum(1 for t in times if t > done + 1e-3)
+            late = late_executions(effects, entry.finished_at, tokens.get(key))
+            by_clocks = [e for e in effects if e.at > entry.finished_at + 1e-3]
+            figures.duplicated_committed_effects += len(late)
+            if late or by_clocks:
+                figures.duplicate_detail.append(await _duplicate_detail(
+                    store, key, effects, entry, tokens.get(key), late))
     # Runs the harness did not start (``outside``: id prefixes, their children included)
     # are the caller's to check.
-    figures.effects_unexpected = len({k for k in set(rows) - expected_effects
+    figures.effects_unexpected = len({k for k in set(executions) - expected_effects
                                       if not k.startswith(outside)})
+
+
+async def _duplicate_detail(store: Any, key: str, effects: list[Effect], entry: JournalEntry,
+                            token: int | None, late: list[Effect]) -> dict[str, Any]:
+    """What is known of a step ``key`` (``run:position``) of which an execution began
+    after its committed entry had finished, by one clock (``late``) or by the workers'
+    engine clocks only (then a measurement artefact: ``late`` is empty)."""
+    run_id, position = key.rsplit(":", 1)
+    try:
+        attempts = [dataclasses.asdict(a) for a in await store.attempt_list(run_id)
+                    if a.position == int(position)]
+    except Exception as exc:  # the report must not hide the figure
+        attempts = [{"error": repr(exc)}]
+    return {"key": key, "run": run_id, "counted": len(late),
+            "executions": [dataclasses.asdict(e)
+                           for e in sorted(effects, key=lambda e: e.wall or e.at)],
+            "entry": {"status": str(entry.status), "attempts": entry.attempts,
+                      "started_at": entry.started_at, "finished_at": entry.finished_at,
+                      "fencing_token": token},
+            "attempts": attempts}
+
+
+def duplicate_report(details: list[dict[str, Any]], workdir: Path, around: float = 3.0) -> str:
+    """The duplicated committed-step effects, each with the workers' log lines that name
+    its run or fall within ``around`` seconds of one of its executions."""
+    import datetime as dt
+    import json
+
+    logs = {p.name: p.read_text(errors="replace").splitlines()
+            for p in sorted(workdir.glob("worker-*.log"))}
+    out = ["executions that began after their step's committed entry had finished "
+           "(by one clock: counted; by the workers' clocks only: not counted):"]
+    for d in details:
+        out.append(json.dumps(d, default=str))
+        times = [e["wall"] or e["at"] for e in d["executions"]]
+        lo, hi = min(times) - around, max(times) + around
+        for name, lines in logs.items():
+            for line in lines:
+                try:
+                    t = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(
+                        tzinfo=dt.UTC).timestamp()
+                except ValueError:
+                    continue
+                if f"run={d['run']}" in line or d["run"] in line or lo <= t <= hi:
+                    out.append(f"  {name}: {line[:400]}")
+    return "\n".join(out)

@@ -122,8 +122,14 @@ class PrivateCluster:
     def restart_immediate(self) -> float:
         """``pg_ctl restart -m immediate``; returns the seconds until it accepts
         connections again."""
+        return self.restart("immediate")
+
+    def restart(self, mode: str) -> float:
+        """``pg_ctl restart -m <mode>`` (``immediate``: no checkpoint, recovery from
+        the WAL; ``fast``: sessions ended, a checkpoint); returns the seconds until it
+        accepts connections again."""
         t0 = time.monotonic()
-        self._pg_ctl("restart", "-m", "immediate")
+        self._pg_ctl("restart", "-m", mode)
         self.wait_ready()
         self.restarts += 1
         return time.monotonic() - t0

@@ -33,6 +33,17 @@ PROFILES = {
 RESTART_EVERY = {"smoke": (2.0, 4.0), "full": (3.0, 6.0)}
 MIN_RESTARTS = 2
 
+#: The ``pgrestart-often`` scenario: restarts every 1-3 s alternating ``-m immediate``
+#: and ``-m fast``, no worker kills nor crash points (every repeated execution is the
+#: restarts' doing), no proxy; what found two committed steps run again (2026-12-07).
+OFTEN_PROFILES = {
+    "smoke": Profile("often-smoke", workers=3, duration=20, runs=60, crash_p=0.0,
+                     kill_every=None),
+    "full": Profile("often", workers=3, duration=600, runs=1800, crash_p=0.0,
+                    kill_every=None),
+}
+OFTEN_EVERY = (1.0, 3.0)
+
 
 @dataclass
 class RestartFigures:
@@ -80,7 +91,12 @@ def _p(data: list[float], q: float) -> float | None:
 
 
 async def restart_soak(work: Path, profile: Profile, *, seed: int = 21,
-                       with_proxy: bool = False) -> dict[str, Any]:
+                       with_proxy: bool = False,
+                       every: tuple[float, float] | None = None,
+                       modes: tuple[str, ...] = ("immediate",)) -> dict[str, Any]:
+    """The soak of ``profile`` with the server restarted every ``every`` seconds
+    (default ``RESTART_EVERY`` of the profile), with ``pg_ctl restart -m`` each of
+    ``modes`` in turn."""
     cluster = PrivateCluster()
     await asyncio.to_thread(cluster.start)
     proxy: ResettingProxy | None = None
@@ -90,13 +106,14 @@ async def restart_soak(work: Path, profile: Profile, *, seed: int = 21,
         rng = random.Random(seed)
 
         async def restarts(deadline: float) -> None:
-            every = RESTART_EVERY.get(profile.name, RESTART_EVERY["full"])
+            gap = every or RESTART_EVERY.get(profile.name, RESTART_EVERY["full"])
             while time.monotonic() < deadline or figures.restarts < MIN_RESTARTS:
-                await asyncio.sleep(rng.uniform(*every))
+                await asyncio.sleep(rng.uniform(*gap))
                 before = await asyncio.to_thread(_finished_entries, url)
                 t0 = time.monotonic()
+                mode = modes[figures.restarts % len(modes)]
                 figures.restart_seconds.append(
-                    await asyncio.to_thread(cluster.restart_immediate))
+                    await asyncio.to_thread(cluster.restart, mode))
                 figures.restarts += 1
                 # Recovery: the next journal entry finished after the restart (not
                 # measured when every run had ended: nothing is left to finish).
@@ -121,7 +138,8 @@ async def restart_soak(work: Path, profile: Profile, *, seed: int = 21,
             await proxy.close()
         await asyncio.to_thread(cluster.stop)
     out = {**soaked.summary(),
-           "backend": "postgres, restarts -m immediate" + (" + proxy" if with_proxy else ""),
+           "backend": f"postgres, restarts -m {'/'.join(modes)}"
+                      + (" + proxy" if with_proxy else ""),
            "server restarts": figures.restarts,
            "restart until accepting p50 s": _p(figures.restart_seconds, 0.5),
            "restart until accepting max s": _p(figures.restart_seconds, 1.0),
