@@ -36,3 +36,30 @@ async def test_a_slow_round_trip_keeps_the_previous_anchor() -> None:
     assert clock.now() - time.time() > 50  # the slow read was not taken
     await clock.sync(lambda: ahead(-100.0))
     assert clock.now() - time.time() < -50
+
+
+async def test_a_resync_a_little_behind_holds_the_clock_rather_than_set_it_back() -> None:
+    # Found by the restart soak (pgrestart-often): a resync after a restart set a
+    # worker's clock back 4.5 ms while a step ran, and the step's journal entry
+    # finished before it started.
+    clock = SyncedClock()
+
+    async def ahead(seconds: float) -> float:
+        return time.time() + seconds
+
+    await clock.sync(lambda: ahead(0.05))
+    before = clock.now()
+    await clock.sync(lambda: ahead(0.0))  # 50 ms behind the last anchor: its error
+    assert clock.now() >= before
+    assert clock.now() - time.time() < 0.06  # held at most until the new anchor's time
+
+
+async def test_a_resync_far_behind_sets_the_clock_back_at_once() -> None:
+    clock = SyncedClock()
+
+    async def ahead(seconds: float) -> float:
+        return time.time() + seconds
+
+    await clock.sync(lambda: ahead(10.0))
+    await clock.sync(lambda: ahead(0.0))  # the reference's clock set back 10 s
+    assert abs(clock.now() - time.time()) < 1.0
