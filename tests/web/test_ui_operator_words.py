@@ -218,6 +218,7 @@ async def test_a_wait_for_several_children_is_one_row_naming_each(
     assert "not found" not in row + box and " or child " not in row + box
     assert "Waiting for 3 child runs at once" in box and "1 ended, 2 not yet" in box
     assert f'href="/runs/{second}"' in box and "answer a waiting child on its page" in box
+    assert _head_wait(page)[0] == "3 child runs at once", _head_wait(page)
     cell = _row((await ui.get("/runs")).text, "fo")
     assert f'title="child {first} or child {second}">2 child runs</td>' in cell, cell
     await app.signal(first, "go", 1)
@@ -228,6 +229,10 @@ async def test_a_wait_for_several_children_is_one_row_naming_each(
     doc = await app.get_run("fo")
     last_start = max(e["finished_at"] for e in doc.journal if e["kind"] == "child_start")
     assert f'datetime="{_ui.iso_utc(last_start)}"' in row, row
+    # (the head says so too: how many, since the last child started; it named the child
+    # left as the run's one wait, "so far" from the result journaled since)
+    said, since = _head_wait((await ui.get("/runs/fo")).text)
+    assert said == "3 child runs at once" and since == _ui.iso_utc(last_start), said
     assert re.findall(r'<li><a class="mono" href="/runs/([^"]+)"', row) == ["fo.0", first, second]
     await app.signal(second, "go", 2)
     async with app.worker(queues=["default"]):
@@ -235,6 +240,14 @@ async def test_a_wait_for_several_children_is_one_row_naming_each(
     page = (await ui.get("/runs/fo")).text
     assert "child runs at once" not in page
     assert "child run of <b>wait_go</b>: completed" in html.unescape(page)
+
+
+def _head_wait(page: str) -> tuple[str, str | None]:
+    """What a run page's head says the run waits for, and the ISO time of since when."""
+    found = re.search(r'waiting for <b>(.*?)</b>(?: <span class="waited"[^>]*data-at="([^"]+)")?',
+                      page)
+    assert found is not None, page
+    return html.unescape(found.group(1)), found.group(2)
 
 
 def test_a_loop_of_child_calls_is_no_fan_out() -> None:
