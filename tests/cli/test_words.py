@@ -159,6 +159,9 @@ def test_wait_words_of_branches_and_far_times() -> None:
     assert wait_words("timer until 9999-12-31T23:59:59+00:00") == \
         "timer until 9999-12-31 23:59:59Z"
     assert wait_words("child order-1.0") == "child order-1.0"
+    # (a gather of children: one wait, not "child a or child b", which read as either)
+    assert wait_words("child fo.2 or child fo.4") == "2 child runs at once: fo.2, fo.4"
+    assert wait_words("signal stop or child fo.1") == "signal stop or child fo.1"
     assert wait_words("timer until 2026-13-45T99:00:00+00:00") == \
         "timer until 2026-13-45T99:00:00+00:00"  # (not a date: as stored)
 

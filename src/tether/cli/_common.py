@@ -359,7 +359,14 @@ def wait_words(waiting_for: str) -> str:
     (``timer until 2026-12-07 10:23:40Z``), as its timeline says it (``until
     2026-12-07 10:23:40.307Z``) and the run page shows it: the stored text's ISO form
     (``2026-12-07T10:23:40+00:00``) stood beside the CLI's times in ``tether runs`` and
-    ``tether show``. ``--json`` keeps the stored text."""
+    ``tether show``. A wait for several child runs at once (``asyncio.gather``: stored
+    ``child a.2 or child a.4``, whichever ends first wakes the run to journal its
+    result) is said as one: ``2 child runs at once: a.2, a.4``, as the run page's head.
+    ``--json`` keeps the stored text."""
+    parts = waiting_for.split(" or ")
+    if len(parts) > 1 and all(p.startswith("child ") for p in parts):
+        return f"{len(parts)} child runs at once: " + ", ".join(
+            p[len("child "):] for p in parts)
 
     def said(match: re.Match[str]) -> str:
         try:
