@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import apsw
 import pytest
@@ -106,3 +108,21 @@ async def cancel_close(store: Store) -> None:
     closing.cancel()
     done, _ = await asyncio.wait({closing}, timeout=10)
     assert done and closing.cancelled()
+
+
+@pytest.fixture
+def bare_role(pg_url: str) -> Iterator[tuple[str, str]]:
+    """A PostgreSQL role that may log in and nothing more (no CREATE on the database),
+    and ``pg_url`` as that role; dropped, with what it came to own, after the test."""
+    import psycopg
+
+    role = f"tether_bare_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        parts = urlsplit(pg_url)
+        yield role, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

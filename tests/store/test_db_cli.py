@@ -10,10 +10,8 @@ import pty
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -266,33 +264,15 @@ def test_other_reading_commands_on_postgresql_create_nothing(
     assert row is not None and row[0] == 0
 
 
-@pytest.fixture
-def role_without_create(pg_url: str) -> Iterator[tuple[str, str]]:
-    """A role that may log in and nothing more (no CREATE on the database), and
-    ``pg_url`` as that role; dropped after the test."""
-    import psycopg
-
-    role = f"tether_nocreate_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-    try:
-        parts = urlsplit(pg_url)
-        yield role, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
-
-
 def test_db_status_tells_a_role_without_create_what_to_run_or_grant(
-        pg_url: str, role_without_create: tuple[str, str]) -> None:
+        pg_url: str, bare_role: tuple[str, str]) -> None:
     """``tether db status`` by a role that may not create the store (or apply its
     migrations) says so, with the grant that lets it, read from the server's privileges:
     it said that `tether db migrate` (or a worker's start) creates the store, and both
     fail for that role. Each grant it names is what it then stops asking for."""
     import psycopg
 
-    role, url = role_without_create
+    role, url = bare_role
     database = urlsplit(pg_url).path.lstrip("/")
 
     def admin(sql: str) -> None:

@@ -2371,21 +2371,6 @@ async def test_a_role_that_cannot_create_the_schema_is_told_how(pg_url: str) -> 
             conn.execute(f"DROP ROLE {role}")
 
 
-@pytest.fixture
-def bare_role(pg_url: str) -> Iterator[tuple[str, str]]:
-    """A role that may log in and nothing more, and ``pg_url`` as that role."""
-    role = f"tether_bare_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-    try:
-        parts = urlsplit(pg_url)
-        yield role, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
-
-
 async def test_tether_db_migrate_by_a_role_that_cannot_create_says_what_to_do(
         bare_role: tuple[str, str]) -> None:
     """``store.migrate()`` (``tether db migrate``) by a role without CREATE on the
