@@ -77,6 +77,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import parse_qsl, urlsplit
 
+from tether import _inflight
 from tether._app import App, RunHandle
 from tether._definitions import StepDef
 from tether._lifecycle import tick_schedules
@@ -464,6 +465,7 @@ class TestEnv:
         self.app._around_result = self._awaiting
         self.app._step_mocks = self._mocks
         self._opened = True
+        _inflight.watchers += 1  # (LLM calls list themselves while one is open)
         self._loop = asyncio.get_running_loop()
         self._closing = False
         try:
@@ -529,6 +531,7 @@ class TestEnv:
             if self._stop_llm:
                 await self.llm.stop()
         finally:
+            _inflight.watchers -= 1
             if self._lend_clock:
                 self.llm._set_clock(None)
             for var in self._set_vars:
