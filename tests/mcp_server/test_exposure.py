@@ -3,13 +3,21 @@ at the face's construction), and nothing else is exposed."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import os
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
+from jsonschema import Draft202012Validator, ValidationError
 from mcp_types import TextContent
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 
 import tether
 from tests.mcp_server.host import poll, serve_http, tasks_client
@@ -318,3 +326,89 @@ def test_face_options_in_range_are_taken(tmp_path: Path) -> None:
     face = TetherTasks(app, poll_interval_ms=1, ttl_ms=0, sync_timeout=0.5)
     assert (face.poll_interval_ms, face.ttl_ms, face.sync_timeout) == (1, 0, 0.5)
     assert TetherTasks(app, ttl_ms=None).ttl_ms is None
+
+
+class _Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class _Item(BaseModel):
+    name: str
+    tags: list[str] = []
+
+
+class _Basket(BaseModel):
+    items: list[_Item]
+    rush: bool = False
+
+
+@dataclasses.dataclass
+class _Point:
+    x: float
+    y: float
+
+
+class _Depth(TypedDict):
+    depth: int
+
+
+#: Arguments that fit ``every``'s schema, one of each kind of parameter.
+_EVERY = {
+    "i": 1, "f": 1.5, "s": "text", "b": True, "li": [1, 2], "d": {"a": 1}, "opt": None,
+    "lit": "b", "color": "blue", "when": "2026-12-07T10:00:00Z", "day": "2026-12-07",
+    "uid": "0192f1a2-7c1e-7a3b-9d4e-5f6a7b8c9d0e", "dec": "1.25",
+    "basket": {"items": [{"name": "tea", "tags": ["green"]}]}, "pt": {"x": 0, "y": 1.5},
+    "opts": {"depth": 2}, "tup": [1, "a"], "st": [1, 2], "n": 3, "u": "one",
+    "anything": {"free": ["form"]}, "schema": "s", "json": 7,
+}
+
+
+async def test_input_schemas_are_draft_2020_12_and_admit_only_the_parameters(
+        tmp_path: Path) -> None:
+    """Every tool's inputSchema, listed by the SDK's client over HTTP, is a valid JSON
+    Schema (Draft 2020-12, MCP's default dialect) whatever its parameters' types, and
+    says ``additionalProperties: false``, as a call refuses an argument the workflow
+    does not take (a tool error naming it). Arguments that fit the schema are taken;
+    the schema let any other argument through, which the call then refused."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def every(i: int, f: float, s: str, b: bool, li: list[int], d: dict[str, int],
+                    opt: str | None, lit: Literal["a", "b"], color: _Color,
+                    when: datetime.datetime, day: datetime.date, uid: uuid.UUID,
+                    dec: decimal.Decimal, basket: _Basket, pt: _Point, opts: _Depth,
+                    tup: tuple[int, str], st: set[int],
+                    n: Annotated[int, Field(ge=0, le=9, description="how many")],
+                    u: int | str, anything: Any, schema: str = "x", json: int = 0,
+                    raw: bytes = b"") -> None:
+        """Take one of each."""
+
+    @app.workflow(mcp=True)
+    async def nothing() -> None: ...
+
+    @app.workflow(mcp=True)
+    async def defaults(a: int = 1, b: list[str] | None = None) -> None: ...
+
+    async with serve_http(app) as url, tasks_client(url) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert sorted(tools) == ["defaults", "every", "nothing"]
+        for tool in tools.values():
+            Draft202012Validator.check_schema(tool.input_schema)
+            assert tool.input_schema["type"] == "object"
+            assert tool.input_schema["additionalProperties"] is False, tool.name
+        schema = Draft202012Validator(tools["every"].input_schema)
+        schema.validate(_EVERY)
+        taken = await client.session.call_tool("every", _EVERY, allow_claimed=True)
+        assert isinstance(taken, CreateTaskResult), taken
+        for name, arguments in (("every", {**_EVERY, "bogus": 1}), ("nothing", {"x": 1}),
+                                ("defaults", {"c": 2})):
+            unknown = next(iter(set(arguments) - set(_EVERY) - {"a", "b"}))
+            with pytest.raises(ValidationError, match=f"'{unknown}' was unexpected"):
+                Draft202012Validator(tools[name].input_schema).validate(arguments)
+            refused = await client.session.call_tool(name, arguments, allow_claimed=True)
+            assert not isinstance(refused, CreateTaskResult)
+            assert refused.is_error
+            assert isinstance(refused.content[0], TextContent)
+            assert f"{unknown}: unexpected argument" in refused.content[0].text, name
+        assert [run.workflow for run in await app.list_runs()] == ["every"]

@@ -828,14 +828,21 @@ def _sdk_tool(fn: Callable[..., Any], tool: str, name: str, description: str) ->
     the parameter, as a signature no call could fill is: pydantic's error escaped as a
     traceback, and `tether mcp` / `tether serve --app` ended with it, serving no tool."""
     try:
-        return SdkTool.from_function(fn, name=tool, description=description,
-                                     structured_output=False)
+        sdk = SdkTool.from_function(fn, name=tool, description=description,
+                                    structured_output=False)
     except PydanticUserError as exc:
         reason = str(exc).strip().splitlines()[0]
         raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: "
                           f"{_unschemable_parameter(fn)}has no JSON schema ({reason}); "
                           "annotate it with a pydantic model, a dataclass or a JSON type"
                           ) from None
+    # The schema says what a call refuses: an argument the workflow does not take is a
+    # tool error ("NAME: unexpected argument", ``call_tool``), so the top-level object
+    # admits no other property. (Without it the schema let a client, or a model that
+    # fills arguments from the schema, send any, which the call then refused.) A
+    # workflow taking **kwargs, which would take others, is no tool (``_UNTOOLABLE``).
+    sdk.parameters = {**sdk.parameters, "additionalProperties": False}
+    return sdk
 
 
 def _unschemable_parameter(fn: Callable[..., Any]) -> str:
