@@ -19,7 +19,9 @@ with a ``ResultClaim`` on ``tools/call``) but no Tasks extension. What this modu
 Protocol rules implemented here (quoted from the extension text in docs/mcp-server.md):
 ``tasks/*`` from a client that did not declare the extension fail with -32021
 (Missing Required Client Capability); an unknown task id is -32602 (Invalid params);
-``tasks/update`` and ``tasks/cancel`` acknowledge with an empty result.
+``tasks/update`` and ``tasks/cancel`` acknowledge with an empty result, except a
+``tasks/cancel`` of a task that has ended, which is -32602 too (``terminal_task``: the
+2025-11-25 Tasks text's rule, which the extension's leaves open).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ __all__ = [
     "install_task_notifications",
     "iso_time",
     "missing_capability",
+    "terminal_task",
     "unknown_task",
 ]
 
@@ -219,7 +222,8 @@ class TaskBackend(Protocol):
         ...
 
     async def cancel_task(self, task_id: str) -> bool:
-        """Ask the task to cancel; ``False`` if the task is unknown."""
+        """Ask the task to cancel; ``False`` if the task is unknown. A task that has
+        ended raises ``terminal_task``'s error, and stays as it ended."""
         ...
 
 
@@ -245,6 +249,17 @@ def unknown_task(task_id: str) -> MCPError:
     """The extension's error for a task id the server does not know (-32602)."""
     return MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: Task not found "
                                                  f"({shown(task_id)})")
+
+
+def terminal_task(task_id: str, status: str) -> MCPError:
+    """The error for a ``tasks/cancel`` of a task that has ended (-32602): the 2025-11-25
+    Tasks text says "Receivers MUST reject cancellation requests for tasks already in a
+    terminal status (completed, failed, or cancelled) with error code -32602 (Invalid
+    params)". ``data.status`` is the task's status, which the request left as it was."""
+    return MCPError(code=INVALID_PARAMS,
+                    message=f"Cannot cancel task: it has already ended, {status} "
+                            f"({shown(task_id)}): tasks/get reads its outcome",
+                    data={"status": status})
 
 
 class TasksExtension(Extension):

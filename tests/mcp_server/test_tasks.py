@@ -387,9 +387,44 @@ async def test_cancel_a_working_task(served: tuple[App, str], side_file: Path) -
         await cancel_task(client, created.task_id)
         done = await poll(client, created.task_id, {"cancelled", "completed", "failed"})
         assert done.status == "cancelled"
-        await cancel_task(client, created.task_id)  # an ended task: still acknowledged
     assert (await app.get_run(created.task_id)).status is RunStatus.CANCELLED
     assert len(lines(side_file)) < 50
+
+
+async def test_cancel_of_an_ended_task_is_refused_and_changes_nothing(
+        served: tuple[App, str]) -> None:
+    """A tasks/cancel of a task that has ended (completed, failed, cancelled) is -32602,
+    as the 2025-11-25 Tasks text says receivers MUST answer it, naming the status it
+    ended in; the task stays as it ended. It was acknowledged, as if it had been
+    cancelled."""
+    app, url = served
+    async with tasks_client(url) as client:
+        ended: dict[str, Any] = {}
+        for status, tool, arguments in (("completed", "slow_sum", {"numbers": [2]}),
+                                        ("failed", "explode", {"message": "boom"}),
+                                        ("cancelled", "slow_sum", {"numbers": [1],
+                                                                   "pause": 60.0})):
+            created = await client.session.call_tool(tool, arguments, allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            if status == "cancelled":
+                await cancel_task(client, created.task_id)  # a working task: taken
+            task = await poll(client, created.task_id, {"completed", "failed", "cancelled"})
+            assert task.status == status
+            ended[created.task_id] = task.model_dump(by_alias=True)
+        for task_id, before in ended.items():
+            with pytest.raises(MCPError) as err:
+                await cancel_task(client, task_id)
+            assert err.value.code == INVALID_PARAMS
+            assert err.value.message == (f"Cannot cancel task: it has already ended, "
+                                         f"{before['status']} ('{task_id}'): tasks/get "
+                                         "reads its outcome")
+            assert err.value.error.data == {"status": before["status"]}
+            assert (await get_task(client, task_id)).model_dump(by_alias=True) == before
+        with pytest.raises(MCPError) as err:  # an unknown task keeps its error
+            await cancel_task(client, "no-such-task")
+        assert "Task not found" in err.value.message
+    statuses = {(await app.get_run(t)).status.value for t in ended}
+    assert statuses == {"completed", "failed", "cancelled"}
 
 
 async def test_idempotency_key_returns_the_same_task(served: tuple[App, str],

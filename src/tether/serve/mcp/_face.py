@@ -65,6 +65,7 @@ from tether.mcp_tasks import (
     install_task_notifications,
     iso_time,
     missing_capability,
+    terminal_task,
 )
 from tether.serve.mcp._http import CheckedHttp
 from tether.serve.mcp._stdio import StdioRequests, run_stdio
@@ -799,16 +800,30 @@ class TetherTasks:
         return _other_answer(self.app, run.run_id, sent, candidates)
 
     async def cancel_task(self, task_id: str) -> bool:
+        """Ask the task's run to cancel (``App.cancel``: durable; the run stops at its
+        next operation).
+
+        Raises:
+            MCPError: -32602 if the task has ended (completed, failed or cancelled),
+                before this request or before the cancel could take effect: the
+                2025-11-25 Tasks text's "Receivers MUST reject cancellation requests
+                for tasks already in a terminal status". Nothing changes. (It was
+                acknowledged: a client could not tell a cancel that stopped the work
+                from one that came too late, after a result it then never read.)
+        """
         run = await self._run(task_id)
         if run is None:
             return False
-        if run.status not in ENDED_VALUES:
-            try:
-                await self.app.cancel(task_id)
-            except RunNotFound:
-                return False
-            except TetherError:
-                pass  # ended meanwhile: cancellation is eventually consistent
+        if run.status in ENDED_VALUES:
+            raise terminal_task(task_id, run.status)
+        try:
+            status = await self.app.cancel(task_id)
+        except RunNotFound:
+            return False
+        except TetherError:
+            return True  # (cancellation is eventually consistent)
+        if status in (RunStatus.COMPLETED, RunStatus.FAILED):
+            raise terminal_task(task_id, status.value)  # it ended before the cancel
         return True
 
 
