@@ -8,6 +8,9 @@ import asyncio
 import functools
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,9 @@ from mcp_types import (
 )
 
 import tether
+from tests import forked
 from tests.engine.helpers import status_is, wait_for
+from tests.faults.procs import ROOT
 from tests.mcp_server import apps
 from tests.mcp_server.host import (
     cancel_task,
@@ -69,6 +74,16 @@ async def served(store_url: str, llm_server: ScriptedLLMServer
         app = apps.build(store_url, llm=llm)
         async with serve_http(app) as url, app.worker():
             yield app, url
+
+
+def _tether(*args: str) -> subprocess.CompletedProcess[str]:
+    """The ``tether`` CLI of this checkout, as a user runs it."""
+    done = forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, text=True,
+                      capture_output=True, timeout=60,
+                      env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                          [str(ROOT / "src"), str(ROOT)])))
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def lines(path: Path) -> list[str]:
@@ -301,7 +316,18 @@ async def test_budget_wait_is_answered_with_new_limits(
             assert set(params["requestedSchema"]["properties"]) == {"usd", "tokens"}
             assert params["requestedSchema"]["properties"]["tokens"]["type"] == "integer"
             assert "budget is reached" in params["message"]
-            assert params["_meta"]["tether/budget"]["budget_tokens"] == 10
+            figures = params["_meta"]["tether/budget"]
+            # The run's budget as `tether show --json` (and GET /api/v1/runs/{id}) gives
+            # it, and the refused call's estimate, which a raise must cover.
+            shown = json.loads((await asyncio.to_thread(
+                _tether, "show", created.task_id, "--json", "--db", store_url)).stdout)
+            assert shown["budget"]["tokens"] == 10 and shown["budget"]["usd"] is None
+            assert {k: figures[k] for k in shown["budget"]} == shown["budget"]
+            assert (figures["budget_tokens"], figures["budget_usd"]) == (10, None)
+            assert figures["spent_tokens"] == shown["status_info"]["spent_tokens"] == 0
+            assert figures["blocked_by"] == ["tokens"]
+            assert figures["estimate_tokens"] == shown["status_info"]["estimate_tokens"] > 10
+            assert figures["estimate_usd"] == shown["status_info"]["estimate_usd"] > 0
             for answer, why in (
                     ({"action": "accept", "content": {"value": "100000"}},
                      "unexpected field 'value'"),

@@ -44,7 +44,7 @@ from tether._codec import (
 from tether._ids import new_run_id
 from tether._lifecycle import workflow_retention
 from tether._mcp_common import SYNC_TIMEOUT, TOOL_NAME_RULE, tool_names
-from tether._show import queued_in
+from tether._show import queued_in, run_document
 from tether._types import ENDED_VALUES, JournalEntry, RunRecord, check_name
 from tether.ai._approvals import approval_key
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
@@ -501,12 +501,12 @@ class TetherTasks:
             store = await self.app._open()
             journal = await store.journal_read(run.run_id)
             for name in dict.fromkeys(names):
-                found.update(self._signal_request(run, name, info, journal))
+                found.update(await self._signal_request(run, name, info, journal))
         found.update(await self._children_requests(run, depth))
         return found
 
-    def _signal_request(self, run: RunRecord, name: str, info: Any,
-                        journal: list[JournalEntry]) -> dict[str, _Pending]:
+    async def _signal_request(self, run: RunRecord, name: str, info: Any,
+                              journal: list[JournalEntry]) -> dict[str, _Pending]:
         """The input request of ``run``'s wait for the signal ``name`` (its status
         ``info`` says which kind: an approval, a budget, a published form)."""
         app = self.app
@@ -539,7 +539,7 @@ class TetherTasks:
                else f"signal:{name}:g{run.generation}.{taken + 1}")
         if (name == BUDGET_SIGNAL and isinstance(info, Mapping)
                 and info.get("waiting_for") == "budget"):
-            return {key: self._budget_request(run, info, key)}
+            return {key: await self._budget_request(run, info, key)}
         wanted = info.get("input") if isinstance(info, Mapping) else None
         schema = _SIGNAL_SCHEMA
         message = f"The run waits for the signal {name!r}."
@@ -619,8 +619,8 @@ class TetherTasks:
         return _Delivered(run_id, payload, await self.app._signal(run_id, name, payload,
                                                                   idempotency_key=ikey))
 
-    def _budget_request(self, run: RunRecord, info: Mapping[str, Any], key: str
-                        ) -> _Pending:
+    async def _budget_request(self, run: RunRecord, info: Mapping[str, Any], key: str
+                              ) -> _Pending:
         """A run waiting on its LLM budget (``tether.ai``, policy ``wait``): the answer is
         new limits, sent as ``tether budget`` sends them; anything else is refused, not
         consumed (the run would just wait again)."""
@@ -628,8 +628,7 @@ class TetherTasks:
         message = (str(wanted.get("message")) if isinstance(wanted, Mapping)
                    and wanted.get("message") else "The run's LLM budget is reached: give "
                    "new limits (usd and/or tokens) to continue.")
-        figures = {k: info.get(k) for k in ("spent_usd", "budget_usd", "spent_tokens",
-                                            "budget_tokens")}
+        figures = await self._budget_figures(run, info)
         request = {"method": "elicitation/create", "params": {
             "mode": "form", "message": message, "requestedSchema": BUDGET_INPUT_SCHEMA,
             "_meta": {"tether/signal": BUDGET_SIGNAL, "tether/budget": figures}}}
@@ -638,6 +637,31 @@ class TetherTasks:
             return await self._send(run.run_id, BUDGET_SIGNAL, _budget_answer(response), key)
 
         return request, raise_budget
+
+    async def _budget_figures(self, run: RunRecord, info: Mapping[str, Any]
+                              ) -> dict[str, Any]:
+        """A budget request's ``_meta["tether/budget"]``: the run's ``budget`` as its
+        document gives it (``GET /api/v1/runs/{id}``, ``tether show --json``: the same
+        ``run_document``, so one source): ``usd``, ``tokens``, ``spent_usd``,
+        ``spent_tokens`` and, when its limits are not known, ``limits_unknown``; then
+        ``budget_usd`` and ``budget_tokens`` (its limits again, under the keys this face
+        first sent them), and from the run's live status which limit stopped it
+        (``blocked_by``) and what the refused call was estimated to cost
+        (``estimate_usd``, ``estimate_tokens``): a raise must cover it for the run to go
+        on. (It carried the live status's four spend and limit figures alone.)"""
+        try:
+            doc = await run_document(self.app, run.run_id, children=False)
+        except RunNotFound:  # (purged meanwhile: the status's figures)
+            doc = {}
+        budget = doc.get("budget")
+        figures: dict[str, Any] = (dict(budget) if isinstance(budget, Mapping) else {
+            "usd": info.get("budget_usd"), "tokens": info.get("budget_tokens"),
+            "spent_usd": info.get("spent_usd"), "spent_tokens": info.get("spent_tokens")})
+        figures["budget_usd"], figures["budget_tokens"] = figures["usd"], figures["tokens"]
+        for extra in ("blocked_by", "estimate_usd", "estimate_tokens"):
+            if info.get(extra) is not None:
+                figures[extra] = info[extra]
+        return figures
 
     # -- tasks/update, tasks/cancel -----------------------------------------------------
 
