@@ -401,7 +401,9 @@ class TetherTasks:
                 value = codec.decode(run.result, None, SLOT_RESULT)
             except PayloadError as exc:
                 raise _UnreadablePayload("result", run.run_id, exc) from exc
-            task["result"] = _value_result(value)
+            # A CallToolResult of the 2026-07-28 protocol, whose schema requires its
+            # "resultType" (a client validating the inlined result refused it without).
+            task["result"] = _complete(_value_result(value))
         elif status == RunStatus.FAILED.value:
             try:
                 error = _decode(self.app, run.run_id, run.error, SLOT_ERROR)
@@ -445,7 +447,7 @@ class TetherTasks:
                    f"{iso_time(run.erased_at or 0.0)}: its {what} is gone")
         if what == "result":
             task["status"] = "completed"
-            task["result"] = _text_result(message, True)
+            task["result"] = _complete(_text_result(message, True))
             return
         task["status"] = "failed"
         task["statusMessage"] = f"RunErased: {message}"
