@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 from mcp import Client, MCPError
 from mcp.client.extension import NotificationBinding
 from mcp_types import (
@@ -103,6 +104,9 @@ async def test_tools_are_listed_with_schemas_from_annotations(served: tuple[App,
     assert order["properties"]["quantity"]["type"] == "integer"
     assert tools["slow_sum"].input_schema["properties"]["numbers"]["items"]["type"] == "integer"
     assert tools["travel"].input_schema["properties"]["task"]["type"] == "string"
+    for tool in tools.values():  # (an agent's too: a call takes its arguments alone)
+        Draft202012Validator.check_schema(tool.input_schema)
+        assert tool.input_schema["additionalProperties"] is False, tool.name
     assert tools["travel"].description == "Books trips; asks before spending money."
     assert tools["quote"].description == "Price an order."
 
