@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from tether import _ids, _observe
+from tether._budgets import entered_limits, kept_raise
 from tether._clock import Clock, SyncedClock
 from tether._codec import (
     DEFAULT_MAX_PAYLOAD,
@@ -888,6 +889,10 @@ class App:
                 "started_at": a.started_at, "finished_at": finished_at,
                 "error": decode(error)})
         wdef = self._workflows.get(run.workflow)
+        limits = entered_limits(run.metrics)
+        # (a raise sent before the run reached its budget waits for it: said with it)
+        kept = (await kept_raise(store, codec, run_id)
+                if limits is not None and not RunStatus(run.status).is_ended else None)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,
             status=run.status, input=_input_view(decode(run.input, None, SLOT_INPUT)),
@@ -904,6 +909,7 @@ class App:
             erased_at=run.erased_at,
             cancel_requested=bool(run.cancel_requested) and not RunStatus(run.status).is_ended,
             cancel_requested_at=_cancel_requested_at(run),
+            budget_limits=limits, kept_budget_raise=kept,
         )
 
     async def list_runs(self, *, status: RunStatus | str | None = None,

@@ -1263,6 +1263,28 @@ class RunContext:
         if changed:
             self._metrics_writer.changed()
 
+    def set_metrics(self, values: dict[str, float | None]) -> None:
+        """Set numbers of the run's metrics (``None``: remove the key) and persist them
+        soon, only when that changes what the run holds (thread-safe, as
+        ``add_metrics``): a value that is a state, not a count (``tether.ai``'s budget
+        limits), which a replay sets again at no write."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            self._loop.call_soon_threadsafe(self.set_metrics, dict(values))
+            return
+        changed = False
+        for key, value in values.items():
+            if value is None:
+                changed = self.metrics.pop(key, None) is not None or changed
+            elif self.metrics.get(key) != float(value):
+                self.metrics[key] = float(value)
+                changed = True
+        if changed:
+            self._metrics_writer.changed()
+
     def count_replay(self, sdef: StepDef, pos: int, value: Any) -> None:
         """Metrics of a result answered from the journal (e.g. tokens not paid again),
         counted at most once per position over the run's life."""

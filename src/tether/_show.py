@@ -440,7 +440,8 @@ async def run_document(app: App, run_id: str, *, children: bool = True) -> dict[
     doc["in_flight"] = in_flight(doc)
     doc["waiting_since"] = waiting_since(doc)
     doc["budget"] = run_budget(doc["journal"], doc["metrics"], doc["status_info"],
-                               input=doc["input"], calling=calling_a_model(doc["in_flight"]))
+                               input=doc["input"], calling=calling_a_model(doc["in_flight"]),
+                               entered=info.budget_limits, kept=info.kept_budget_raise)
     kids = await app.store.run_search(parent=run_id, limit=1000) if children else []
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
     return doc

@@ -237,6 +237,17 @@ class RunInfo:
     #: cancel), for a run with one pending and for one that ended cancelled; None
     #: otherwise, and when a version that does not record the time asked.
     cancel_requested_at: float | None = None
+    #: The limits of its LLM budget as its workflow last entered them
+    #: (``tether.ai.set_budget``, an agent's ``budget=``, a raise it took), before any
+    #: call journals them: ``{"usd", "tokens"}`` (``None``: no limit of that kind; both
+    #: ``None``: no budget). ``None`` when none was entered (or by a version that did
+    #: not keep them). ``tether._budgets.run_budget`` reads it.
+    budget_limits: dict[str, Any] | None = None
+    #: Of a run not ended whose ``budget_limits`` are known: the new limits of the
+    #: first ``budget`` signal sent to it and not taken yet (``tether budget`` before
+    #: the run reached its budget, which it takes when it does), ``{"usd", "tokens",
+    #: "more"}`` (``tether._budgets.kept_raise``); else ``None``.
+    kept_budget_raise: dict[str, Any] | None = None
 
 
 #: Characters no id or name may hold: C0/C1 controls (ESC starts terminal escapes),

@@ -267,6 +267,23 @@ class Run:
         """Add numbers to the run's metrics; see :func:`add_metrics`."""
         _add_metrics(self._ctx, _finite_deltas(deltas))
 
+    def set_metrics(self, values: Mapping[str, float | None]) -> None:
+        """Set numbers of the run's metrics to ``values`` (``None`` removes a key), for
+        a figure that is a state, not a count (``tether.ai``'s budget limits): from
+        workflow code, a replay that sets the same values again writes nothing, and one
+        that sets them on its way to a later change writes the latest. Persisted with
+        the run's metrics (coalesced, as ``add_metrics``), never journaled. Keys that
+        start with ``_`` are the run's own: ``App.get_run`` and ``tether show`` leave
+        them out of its metrics.
+
+        Raises:
+            ValueError: a value is not a finite number (nor ``None``), or a name is not
+                text or holds a NUL character (nothing is set).
+        """
+        checked = _finite_deltas({k: v for k, v in values.items() if v is not None})
+        self._ctx.set_metrics({k: (None if v is None else checked[k])
+                               for k, v in values.items()})
+
     async def run_metrics(self, run_id: str) -> dict[str, float]:
         """The metrics of another run of this store (a child's spend, to roll it into
         this run's). Not journaled: read it in a step's body, so that replay returns

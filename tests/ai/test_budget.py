@@ -1122,12 +1122,11 @@ async def _show_json(app: App, url: str, run_id: str) -> dict[str, Any]:
 
 async def test_show_says_a_budget_before_the_runs_first_call(
         store_url: str, server: ScriptedLLMServer) -> None:
-    """Before a run's first LLM call its limits are in the store only as a child run's
-    share of its parent's budget (its input): ``tether show`` and its ``--json`` said
-    nothing of that share until the child's first call. A run whose first call is in
-    flight says ``budget: no model call yet`` (its limits are journaled with its
-    calls; ``limits_unknown`` in ``--json``), where it said nothing; once the call
-    answers, its limits."""
+    """Before a run's first LLM call: a child run's share of its parent's budget is in
+    its input, and ``tether show`` says it from its start, with ``no model call yet``.
+    A run whose only budget is its call's (``llm.chat(budget=)``), the call in flight,
+    says ``budget: no model call yet`` (those limits are journaled with the call;
+    ``limits_unknown`` in ``--json``); once the call answers, its limits."""
     from tether.ai import call_child
 
     gate = asyncio.Event()
@@ -1151,9 +1150,9 @@ async def test_show_says_a_budget_before_the_runs_first_call(
         return str(await call_child(researcher))
 
     @app.workflow
-    async def thinker() -> str:
-        set_budget(Budget(tokens=5000, usd=0.5))
-        return (await llm.chat([user_message("a question")])).text or ""
+    async def asker() -> str:
+        return (await llm.chat([user_message("a question")],
+                               budget=Budget(tokens=5000, usd=0.5))).text or ""
 
     async with app, app.worker(poll_interval=0.05):
         await app.start(lead, run_id="lead-1")
@@ -1162,26 +1161,132 @@ async def test_show_says_a_budget_before_the_runs_first_call(
         share = (await app.get_run(child)).input["ext"]["tether.ai.budget"]
         doc = await _show_json(app, store_url, child)
         assert doc["budget"] == {"usd": share["usd"], "tokens": share["tokens"],
-                                 "spent_usd": 0.0, "spent_tokens": 0}, doc["budget"]
+                                 "spent_usd": 0.0, "spent_tokens": 0,
+                                 "no_call_yet": True}, doc["budget"]
         assert share["tokens"] == 5000, share
         plain = await asyncio.to_thread(tether_cli, "show", child, db=store_url)
-        assert "budget: 0 of 5,000 tokens · $0 of $0.50" in plain.stdout.splitlines(), \
-            plain.stdout
+        assert ("budget: 0 of 5,000 tokens · $0 of $0.50 · no model call yet"
+                in plain.stdout.splitlines()), plain.stdout
         await app.cancel("lead-1")
 
-        await app.start(thinker, run_id="think-1")
-        doc = await wait_for(lambda: _in_flight(app, store_url, "think-1"), timeout=20,
-                             what="think-1's call in flight")
+        await app.start(asker, run_id="ask-1")
+        doc = await wait_for(lambda: _in_flight(app, store_url, "ask-1"), timeout=20,
+                             what="ask-1's call in flight")
         assert doc["budget"] == {"usd": None, "tokens": None, "spent_usd": 0.0,
                                  "spent_tokens": 0, "limits_unknown": "no model call yet"}
-        plain = await asyncio.to_thread(tether_cli, "show", "think-1", db=store_url)
+        plain = await asyncio.to_thread(tether_cli, "show", "ask-1", db=store_url)
         assert ("budget: no model call yet (its limits are journaled with its calls)"
                 in plain.stdout.splitlines()), plain.stdout
         gate.set()
-        assert await app.handle("think-1").result(timeout=20) == "one"
-        doc = await _show_json(app, store_url, "think-1")
+        assert await app.handle("ask-1").result(timeout=20) == "one"
+        doc = await _show_json(app, store_url, "ask-1")
         assert (doc["budget"]["tokens"], doc["budget"]["usd"]) == (5000, 0.5), doc["budget"]
+        assert "no_call_yet" not in doc["budget"], doc["budget"]
     await llm.aclose()
+
+
+async def test_a_budget_is_shown_from_when_the_workflow_enters_it(
+        store_url: str, server: ScriptedLLMServer) -> None:
+    """A run that sets its budget and then spends its first minutes in tool steps, no
+    LLM call yet: ``tether show``, its ``--json`` (the API's document), ``tether
+    budget``'s raise and the run page said nothing of its budget until its first call
+    journaled the limits. They now say the limits from ``set_budget`` on, spent 0 and
+    ``no model call yet``; a ``tether budget`` sent before the run reaches its budget
+    (kept for then) is said as a raise sent and not taken yet. The limits are in the
+    run's metrics under private keys (``App.get_run``'s ``metrics`` leave them out),
+    not in its journal: its positions are those of the same run without a budget. A
+    raise the run takes is kept there too."""
+    from tether.serve._ui import run_view
+
+    gate = asyncio.Event()
+    server.set_script([Reply("one", input_tokens=1000, output_tokens=10),
+                       Reply("two", input_tokens=1000, output_tokens=10)])
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url)
+
+    @app.step
+    async def search(query: str) -> str:
+        await gate.wait()  # (a tool that takes minutes)
+        return f"found {query}"
+
+    @app.workflow
+    async def researcher(budgeted: bool) -> list[str]:
+        if budgeted:
+            set_budget(Budget(usd=5.0, tokens=1500))
+        await tether.wait_for_signal("go")
+        found = await search("papers")
+        first = await llm.chat([user_message(found + " a" * 2000)])
+        second = await llm.chat([user_message("b " * 2000)])
+        return [first.text or "", second.text or ""]
+
+    async with app, app.worker(poll_interval=0.05, sticky_wait=0.01):
+        await app.start(researcher, True, run_id="r-1")
+        await wait_for(lambda: _waiting_for(app, "r-1", "signal go"), timeout=20,
+                       what="r-1 waiting for go")
+        doc = await _show_json(app, store_url, "r-1")
+        assert doc["budget"] == {"usd": 5.0, "tokens": 1500, "spent_usd": 0.0,
+                                 "spent_tokens": 0, "no_call_yet": True}, doc["budget"]
+        plain = await asyncio.to_thread(tether_cli, "show", "r-1", db=store_url)
+        assert ("budget: 0 of 1,500 tokens · $0 of $5.00 · no model call yet"
+                in plain.stdout.splitlines()), plain.stdout
+        info = await app.get_run("r-1")
+        assert info.budget_limits == {"usd": 5.0, "tokens": 1500}
+        assert not [k for k in info.metrics if k.startswith("_")], info.metrics
+
+        raised = await asyncio.to_thread(tether_cli, "budget", "r-1", "--tokens", "5000",
+                                         db=store_url)
+        assert raised.returncode == 0, raised.stderr
+        await app.signal("r-1", "go")
+        await wait_for(lambda: _in_step(app, "r-1", "search"), timeout=20,
+                       what="r-1 in its search step")
+        doc = await _show_json(app, store_url, "r-1")
+        assert doc["budget"] == {"usd": 5.0, "tokens": 1500, "spent_usd": 0.0,
+                                 "spent_tokens": 0, "no_call_yet": True,
+                                 "kept_raise": {"usd": None, "tokens": 5000, "more": 0}
+                                 }, doc["budget"]
+        plain = await asyncio.to_thread(tether_cli, "show", "r-1", db=store_url)
+        assert ("budget: 0 of 1,500 tokens · $0 of $5.00 · no model call yet · raise to "
+                "5,000 tokens sent, not taken yet" in plain.stdout.splitlines()), plain.stdout
+        card = (await run_view(app, "r-1"))["budget_card"]
+        assert card == {"used": "0", "limits": ["0 of 1,500 tokens", "$0 of $5.00"],
+                        "level": "", "note": "no model call yet · raise to 5,000 tokens "
+                        "sent, not taken yet"}, card
+
+        # The second call passes 1,500 tokens: the run takes the raise kept for it.
+        gate.set()
+        assert await app.handle("r-1").result(timeout=30) == ["one", "two"]
+        doc = await _show_json(app, store_url, "r-1")
+        assert doc["budget"] == {"usd": 5.0, "tokens": 5000, "spent_usd": doc["budget"][
+            "spent_usd"], "spent_tokens": 2020}, doc["budget"]
+
+        await app.start(researcher, False, run_id="r-2")
+        await wait_for(lambda: _waiting_for(app, "r-2", "signal go"), timeout=20,
+                       what="r-2 waiting for go")
+        assert (await _show_json(app, store_url, "r-2"))["budget"] is None
+        await app.signal("r-2", "budget", {"tokens": 5000})  # (no budget: never taken)
+        server.set_script([Reply("one", input_tokens=1000, output_tokens=10),
+                           Reply("two", input_tokens=1000, output_tokens=10)])
+        await app.signal("r-2", "go")
+        assert await app.handle("r-2").result(timeout=30) == ["one", "two"]
+        budgeted, plain_run = (await app.get_run("r-1")).journal, (
+            await app.get_run("r-2")).journal
+    # (up to its first call: r-1 then waits on its budget and takes the raise)
+    assert ([(e["position"], e["kind"], e["name"]) for e in budgeted[:3]]
+            == [(e["position"], e["kind"], e["name"]) for e in plain_run[:3]]
+            == [(0, "signal", "go"), (1, "step", "search"),
+                (2, "step", "llm:openai:gpt-4.1-mini")]), (budgeted, plain_run)
+    await llm.aclose()
+
+
+async def _waiting_for(app: App, run_id: str, what: str) -> bool:
+    return (await app.get_run(run_id)).waiting_for == what
+
+
+async def _in_step(app: App, run_id: str, name: str) -> bool:
+    from tether._show import run_document
+
+    doc = await run_document(app, run_id, children=False)
+    return any(op["name"] == name for op in doc["in_flight"])
 
 
 async def _child_waiting(app: App, parent: str) -> str | None:
@@ -1236,6 +1341,10 @@ async def test_show_and_the_run_page_cope_with_calls_recorded_before_their_limit
     # The journal as an earlier Tether wrote it: the call's record without its limits.
     conn = apsw.Connection(sqlite_url.removeprefix("sqlite:///"))
     conn.execute("UPDATE tether_journal SET result = json_remove(result, '$.budget') "
+                 "WHERE run_id = 'old-1'")
+    # (nor did it keep the limits its workflow entered in the run's metrics)
+    conn.execute("UPDATE tether_runs SET metrics = json_remove(metrics, "
+                 "'$.\"_budget.entered\"', '$.\"_budget.usd\"', '$.\"_budget.tokens\"') "
                  "WHERE run_id = 'old-1'")
     conn.close()
 

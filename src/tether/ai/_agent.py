@@ -54,7 +54,7 @@ from tether import (
     ext,
 )
 from tether.ai._approvals import request_approval
-from tether.ai._budget import Budget, checked_budget, spending_of
+from tether.ai._budget import Budget, checked_budget, publish_limits, spending_of
 from tether.ai._interrupt import (
     INTERRUPT_SIGNAL,
     INTERRUPTED_TEXT,
@@ -541,7 +541,9 @@ class Agent:
         if run is not None and isinstance(self.budget, Budget):
             # The run's budget (not only its calls'): the share of it that the child runs
             # of its tool calls get is cut from it (``start_tool_child``).
-            spending_of(run).budget = self.budget
+            spending = spending_of(run)
+            spending.budget = self.budget
+            publish_limits(spending, run)
         tools = await self._tools_of_run()
         if self._final is not None:
             tools[FINAL_RESULT_TOOL] = self._final

@@ -68,12 +68,20 @@ __all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "CHILD_SHARE_PATCH", "CHILD_S
            "DEFAULT_OUTPUT_BOUND", "INHERIT_BUDGET", "ONE_RAISE_PATCH", "Budget",
            "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "checked_budget",
            "child_share",
-           "current_spending", "falls_short", "no_raise_warning", "output_bound", "raises_nothing",
+           "current_spending", "falls_short", "no_raise_warning", "output_bound", "publish_limits",
+           "raises_nothing",
            "require_price", "set_budget", "short_raise", "signal_limits", "stricter",
            "with_limits"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
+
+#: The run's metrics that hold its budget's limits from when its workflow enters them
+#: (``publish_limits``: ``set_budget``, an agent's ``budget=``, a raise it took), before
+#: any call journals them: ``LIMITS_ENTERED`` 1 (limits known), ``LIMIT_USD`` and
+#: ``LIMIT_TOKENS`` (absent: no limit of that kind). Private keys (``_``), which
+#: ``tether._budgets`` reads and displays of metrics leave out.
+LIMITS_ENTERED, LIMIT_USD, LIMIT_TOKENS = "_budget.entered", "_budget.usd", "_budget.tokens"
 
 #: The key of ``tether.ext.Run.inherited`` that holds a child run's share of its
 #: parent's budget (``Budget.to_dict()``).
@@ -827,6 +835,23 @@ def require_price(spending: RunSpending, budget: Budget | None, *, model: str,
             "per 1M tokens; (0, 0) if it is free) or give the budget a token limit")
 
 
+def publish_limits(spending: RunSpending, run: ext.Run | None = None) -> None:
+    """Set the running run's budget limits in its metrics (``LIMIT_USD``,
+    ``LIMIT_TOKENS``), the ones its next call would be decided under (its own budget,
+    a raise it took counted, bounded by its share of its parent's): so ``tether show``
+    and the run's document say them from when the workflow enters its budget, not from
+    its first call. Metrics, not the journal (which shifts no position, as
+    ``set_budget`` shifts none), set only when they change: a replay that enters the
+    same limits again writes nothing, and no call writes anything for them."""
+    run = run if run is not None else ext.current_run()
+    if run is None:
+        return
+    budget = spending.effective(None)
+    usd, tokens = (None, None) if budget is None else spending.limits(budget)
+    run.set_metrics({LIMITS_ENTERED: 1.0, LIMIT_USD: usd,
+                     LIMIT_TOKENS: None if tokens is None else float(tokens)})
+
+
 def spending_of(run: ext.Run) -> RunSpending:
     """The run's spending: per-execution memory, rebuilt by replay from the recorded
     calls (each replayed call adds its recorded usage again), with the share of its
@@ -868,6 +893,7 @@ async def wait_out_budget(spending: RunSpending, limit: Budget | None,
         spending.raising = mine
     try:
         spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
+        publish_limits(spending)
     finally:
         # (The raise first, then the calls that waited for it: the same order on replay.)
         if spending.raising is mine:
@@ -990,5 +1016,7 @@ def set_budget(budget: Budget | None = None, *, usd: float | None = None,
     """
     if budget is None and (usd is not None or tokens is not None):
         budget = Budget(usd=usd, tokens=tokens, on_exceed=on_exceed)
-    current_spending().budget = checked_budget(budget, "set_budget")
+    spending = current_spending()
+    spending.budget = checked_budget(budget, "set_budget")
+    publish_limits(spending)
     return budget

@@ -12,7 +12,13 @@ import logging
 import math
 from typing import Any
 
-from tether._budgets import NO_CALL_YET, calling_a_model, run_budget
+from tether._budgets import (
+    NO_CALL_YET,
+    calling_a_model,
+    kept_raise_text,
+    limits_text,
+    run_budget,
+)
 from tether._fit import say
 from tether._types import RunInfo
 from tether.cli._common import CliError, client, run_id_arg, safe
@@ -72,18 +78,21 @@ async def budget(args: argparse.Namespace) -> int:
 
 
 def budget_line(info: RunInfo) -> str | None:
-    """``tether show``'s budget line of a run whose journal holds a call under a budget
-    (``tether._budgets.run_budget``), waiting on it or not: what it spent of each limit,
-    ``budget: 1,840 of 5,000 tokens · $0.0031 of $0.50``; of a run whose limits are not
-    known, why (``budget: limits unknown (its calls were recorded before their limits
-    were) · 1,840 tokens · $0.0031 spent``, ``budget: no model call yet``); else
-    ``None`` (no line)."""
+    """``tether show``'s budget line of a run whose workflow entered a budget, or whose
+    journal holds a call under one (``tether._budgets.run_budget``), waiting on it or
+    not: what it spent of each limit, ``budget: 1,840 of 5,000 tokens · $0.0031 of
+    $0.50``, ``· no model call yet`` before its first, ``· raise to $10.00 sent, not
+    taken yet`` for a ``tether budget`` it keeps for when it reaches its budget; of a
+    run whose limits are not known, why (``budget: limits unknown (its calls were
+    recorded before their limits were) · 1,840 tokens · $0.0031 spent``, ``budget: no
+    model call yet``); else ``None`` (no line)."""
     from tether._show import in_flight
 
     calling = calling_a_model(in_flight({"journal": info.journal, "attempts": info.attempts,
                                          "generation": info.generation}))
     budget = run_budget(info.journal, info.metrics, info.status_info, input=info.input,
-                        calling=calling)
+                        calling=calling, entered=info.budget_limits,
+                        kept=info.kept_budget_raise)
     if budget is None:
         return None
     from tether.ai._rows import fmt_tokens, fmt_usd  # (tether.ai: for a budget only)
@@ -102,18 +111,10 @@ def budget_line(info: RunInfo) -> str | None:
                     f"token{'' if budget['tokens'] == 1 else 's'}")
     if budget["usd"] is not None:
         said.append(f"{fmt_usd(budget['spent_usd'])} of {fmt_usd(budget['usd'])}")
+    if budget.get("no_call_yet"):
+        said.append(NO_CALL_YET)
+    kept = budget.get("kept_raise")
+    if kept:
+        said.append(kept_raise_text(kept))
     return "budget: " + " · ".join(said)
 
-
-def limits_text(usd: float | None, tokens: int | None) -> str:
-    """The limits as a person reads them: ``$5.00 and 500,000 tokens`` (it printed
-    ``usd 5, tokens 500000``); cents always shown, smaller fractions when given
-    (``$0.005``), never an exponent (``1e+06``)."""
-    said = []
-    if usd is not None:
-        text = f"{usd:,.10f}".rstrip("0")
-        whole, _, cents = text.partition(".")
-        said.append(f"${whole}.{cents.ljust(2, '0')}")
-    if tokens is not None:
-        said.append(f"{tokens:,} token{'' if tokens == 1 else 's'}")
-    return " and ".join(said)

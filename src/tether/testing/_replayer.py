@@ -234,6 +234,13 @@ class _CheckContext(RunContext):
         for key, value in deltas.items():
             self.metrics[key] = self.metrics.get(key, 0.0) + float(value)
 
+    def set_metrics(self, values: dict[str, float | None]) -> None:
+        for key, value in values.items():
+            if value is None:
+                self.metrics.pop(key, None)
+            else:
+                self.metrics[key] = float(value)
+
     async def write(self, entry: JournalEntry) -> None:
         raise self.reach(entry.position, entry.kind, entry.name)
 
