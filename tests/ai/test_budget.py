@@ -1278,6 +1278,38 @@ async def test_a_budget_is_shown_from_when_the_workflow_enters_it(
     await llm.aclose()
 
 
+async def test_an_agents_budget_is_shown_while_its_first_call_is_in_flight(
+        store_url: str, server: ScriptedLLMServer) -> None:
+    """An agent's ``budget=`` is the run's budget from the agent's start: while its first
+    model call is in flight, ``tether show`` says its limits with ``no model call yet``
+    (it said ``no model call yet (its limits are journaled with its calls)``, limits
+    unknown)."""
+    from tether.ai import Agent
+
+    gate = asyncio.Event()
+
+    async def held(_: RecordedRequest) -> Reply:
+        await gate.wait()
+        return Reply("done", input_tokens=100, output_tokens=5)
+
+    server.set_script([held])
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url)
+    app.add_agent(Agent("budgeted", model=llm, budget=Budget(tokens=5000, usd=0.5)))
+    async with app, app.worker(poll_interval=0.05):
+        await app.start("budgeted", "answer briefly", run_id="ag-1")
+        doc = await wait_for(lambda: _in_flight(app, store_url, "ag-1"), timeout=20,
+                             what="ag-1's call in flight")
+        assert doc["budget"] == {"usd": 0.5, "tokens": 5000, "spent_usd": 0.0,
+                                 "spent_tokens": 0, "no_call_yet": True}, doc["budget"]
+        plain = await asyncio.to_thread(tether_cli, "show", "ag-1", db=store_url)
+        assert ("budget: 0 of 5,000 tokens · $0 of $0.50 · no model call yet"
+                in plain.stdout.splitlines()), plain.stdout
+        gate.set()
+        assert await app.handle("ag-1").result(timeout=20) == "done"
+    await llm.aclose()
+
+
 async def _waiting_for(app: App, run_id: str, what: str) -> bool:
     return (await app.get_run(run_id)).waiting_for == what
 

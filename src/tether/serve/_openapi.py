@@ -282,16 +282,25 @@ def document(root_path: str = "") -> dict[str, Any]:
                             "budget": {"type": "object", "nullable": True, "description": (
                                 "its LLM budget, waiting on it or not: the limits "
                                 "(usd, tokens; null: no limit of that kind) its "
-                                "journal's latest LLM call was decided under, or its "
-                                "status's while it waits on them, and what it spent "
-                                "(spent_usd, spent_tokens: its metrics' tree total, "
-                                "or its status's figures while it waits); null when "
-                                "no call of its journal had a budget"),
+                                "workflow last entered (else its journal's latest LLM "
+                                "call was decided under), or its status's while it "
+                                "waits on them, and what it spent (spent_usd, "
+                                "spent_tokens: its metrics' tree total, or its "
+                                "status's figures while it waits); no_call_yet: true "
+                                "while it has called no model; kept_raise: a raise "
+                                "sent and not taken yet; null for a run with no "
+                                "budget"),
                                 "properties": {
                                     "usd": {"type": "number", "nullable": True},
                                     "tokens": {"type": "integer", "nullable": True},
                                     "spent_usd": {"type": "number"},
-                                    "spent_tokens": {"type": "integer"}}},
+                                    "spent_tokens": {"type": "integer"},
+                                    "no_call_yet": {"type": "boolean"},
+                                    "kept_raise": {"type": "object", "properties": {
+                                        "usd": {"type": "number", "nullable": True},
+                                        "tokens": {"type": "integer", "nullable": True},
+                                        "more": {"type": "integer"}}},
+                                    "limits_unknown": {"type": "string"}}},
                             "cancel_requested": {"type": "boolean", "description": (
                                 "a cancel was asked and the run has not ended: it ends "
                                 "cancelled when a worker serving its queue replays it "
