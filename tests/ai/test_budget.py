@@ -1233,6 +1233,8 @@ async def test_a_budget_is_shown_from_when_the_workflow_enters_it(
         assert info.budget_limits == {"usd": 5.0, "tokens": 1500}
         assert not [k for k in info.metrics if k.startswith("_")], info.metrics
 
+        # (a budget signal that gives no limit changes nothing: not said as a raise)
+        await app.signal("r-1", "budget", {"tokens": "5000"})
         raised = await asyncio.to_thread(tether_cli, "budget", "r-1", "--tokens", "5000",
                                          db=store_url)
         assert raised.returncode == 0, raised.stderr
