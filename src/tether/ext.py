@@ -280,7 +280,8 @@ class Run:
             ValueError: a value is not a finite number (nor ``None``), or a name is not
                 text or holds a NUL character (nothing is set).
         """
-        checked = _finite_deltas({k: v for k, v in values.items() if v is not None})
+        checked = _finite_deltas({k: v for k, v in values.items() if v is not None},
+                                 "tether.ext.Run.set_metrics()")
         self._ctx.set_metrics({k: (None if v is None else checked[k])
                                for k, v in values.items()})
 
@@ -399,7 +400,8 @@ def _add_metrics(ctx: RunContext, deltas: dict[str, float]) -> None:
     ctx.add_metrics(deltas)
 
 
-def _finite_deltas(deltas: Mapping[str, float]) -> dict[str, float]:
+def _finite_deltas(deltas: Mapping[str, float],
+                   what: str = "tether.ext.add_metrics()") -> dict[str, float]:
     """``deltas`` as floats, checked here, in the caller's code. The store refuses a run's
     metrics holding NaN or an infinity (they are JSON, read by ``/metrics``), but only
     when they are written, after the step returned: the refusal then counted as a worker
@@ -410,14 +412,14 @@ def _finite_deltas(deltas: Mapping[str, float]) -> dict[str, float]:
         if not isinstance(key, str) or "\x00" in key:
             # (a NUL in a key is JSON PostgreSQL's json and jsonb refuse: the run page's
             # sums of its parent's children and /metrics then failed on that run)
-            raise ValueError(f"tether.ext.add_metrics(): a metric's name must be text "
+            raise ValueError(f"{what}: a metric's name must be text "
                              f"without NUL characters, got {key!r}")
         try:
             number = float(value)
         except (TypeError, ValueError):
             number = math.nan
         if isinstance(value, bool) or not math.isfinite(number):
-            raise ValueError(f"tether.ext.add_metrics(): metric {key!r} must be a finite "
+            raise ValueError(f"{what}: metric {key!r} must be a finite "
                              f"number, got {value!r}")
         out[key] = number
     return out

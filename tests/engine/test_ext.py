@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 import pytest
@@ -194,6 +195,35 @@ async def test_a_metric_that_is_not_a_finite_number_fails_the_step_not_the_worke
                "number" in o for o in outcomes), outcomes
     assert executed == ["nan", "inf", "text", "bool", "fine"]  # each attempt once
     assert (await app.get_run("nan")).metrics == {"tokens.input": 5.0, "cost.usd": 0.25}
+
+
+async def test_set_metrics_sets_a_state_that_replay_sets_again(app: App) -> None:
+    """``Run.set_metrics`` sets values (``None`` removes one), where ``add_metrics`` adds:
+    workflow code that sets them again on every replay (after each release) leaves them
+    as the last set, not summed; a key that starts with ``_`` is stored but left out of
+    ``App.get_run``'s metrics (how ``tether.ai`` keeps a budget's limits); a value that
+    is not a finite number raises ValueError naming ``set_metrics``, setting nothing."""
+    @app.workflow
+    async def wf() -> str:
+        run = ext.current_run()
+        assert run is not None
+        run.set_metrics({"_limit": 5, "shown": 2, "gone": 1})
+        await tether.sleep(0.01)  # (released: the code above runs again on replay)
+        run.set_metrics({"_limit": 5, "shown": 2, "gone": None})
+        try:
+            run.set_metrics({"shown": math.nan})
+        except ValueError as exc:
+            return str(exc)
+        return "ok"
+
+    async with app.worker(poll_interval=0.05):
+        outcome = await (await app.start(wf, run_id="set")).result(timeout=20)
+    assert outcome == ("tether.ext.Run.set_metrics(): metric 'shown' must be a finite "
+                       "number, got nan"), outcome
+    assert (await app.get_run("set")).metrics == {"shown": 2.0}
+    record = await app.store.run_get("set")
+    assert record is not None and record.metrics == {"_limit": 5.0, "shown": 2.0}, \
+        record.metrics
 
 
 async def test_a_metric_name_with_a_nul_character_fails_the_step(app: App) -> None:
