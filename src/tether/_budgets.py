@@ -56,8 +56,10 @@ def _limits(usd: Any, tokens: Any) -> tuple[float | None, int | None] | None:
 #: records held their limits (none of them tells whether it had a budget).
 LIMITS_NOT_RECORDED = "its calls were recorded before their limits were"
 
-#: ``run_budget``'s ``limits_unknown`` of a run whose first LLM call is in flight: its
-#: limits are journaled with it.
+#: ``run_budget``'s ``limits_unknown`` of a run whose first LLM call is in flight under
+#: limits its workflow did not enter (a call's own ``budget=``, or entered by an earlier
+#: version): they are journaled with it. Also what ``tether show`` and the run page say
+#: of a run of known limits that has called no model (``"no_call_yet"``).
 NO_CALL_YET = "no model call yet"
 
 #: The run's metrics that hold the limits its workflow entered

@@ -876,17 +876,18 @@ BUDGET_NEAR = 0.8
 
 
 def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[str, Any] | None:
-    """The run page's Budget card of a run whose journal holds a call under a budget
-    (``budget``: the run document's, ``tether._budgets.run_budget``; ``None``: no
-    card): the share spent of its most spent limit (``used``, percent), what it spent
-    of each limit as ``tether show`` says it (``limits``: ``1,840 of 5,000 tokens``,
-    ``$0.0008 of $0.50``), and ``level``: ``over`` (red) when a limit is spent or the run waits on
-    its budget, ``near`` (amber) from ``BUDGET_NEAR`` of one, else ``""``; ``note``
-    says which in words (``no model call yet`` of a run that made none, with a raise
-    sent and not taken yet after it: ``raise to $10.00 sent, not taken yet``). Of a
-    run whose limits are not known (``limits_unknown``:
-    its calls recorded before their limits were, or no call yet), ``used`` is ``None``
-    and ``note`` says why, ``limits`` what it spent (nothing before its first call)."""
+    """The run page's Budget card of a run whose workflow entered a budget, or whose
+    journal holds a call under one (``budget``: the run document's,
+    ``tether._budgets.run_budget``; ``None``: no card): the share spent of its most
+    spent limit (``used``, percent), what it spent of each limit as ``tether show``
+    says it (``limits``: ``1,840 of 5,000 tokens``, ``$0.0008 of $0.50``), and
+    ``level``: ``over`` (red) when a limit is spent or the run waits on its budget,
+    ``near`` (amber) from ``BUDGET_NEAR`` of one, else ``""``; ``note`` says which in
+    words (``no model call yet`` of a run that made none, with a raise sent and not
+    taken yet after it: ``raise to $10.00 sent, not taken yet``). Of a run whose limits
+    are not known (``limits_unknown``: its calls recorded before their limits were, or
+    no call yet), ``used`` is ``None`` and ``note`` says why, ``limits`` what it spent
+    (nothing before its first call)."""
     if budget is None:
         return None
     unknown = budget.get("limits_unknown")
