@@ -172,8 +172,8 @@ def undefined_names(text: str) -> set[str]:
 WHOLE = ["readme-quickstart", "readme-agent", "llm-research", "agents-researcher",
          "tools-function", "tools-idempotency", ["tools-mcp", "tools-mcp-context"],
          "operations-version", "operations-schedules", "operations-retention",
-         "providers-clients", "providers-prices", "providers-scripted", "mcp-expose",
-         "telemetry-otel", "ext-step", "ext-payload-hook", "agents-refunds",
+         "operations-patch", "providers-clients", "providers-prices", "providers-scripted",
+         "mcp-expose", "telemetry-otel", "ext-step", "ext-payload-hook", "agents-refunds",
          "agents-guardrail", "pydantic-ai-labels", "pydantic-ai-delegation",
          "pydantic-ai-approval"]
 
@@ -239,6 +239,61 @@ def test_the_operations_examples_build_the_apps_they_describe(
     assert workflows["chat"].retention.older_than == 7 * 86400
     assert workflows["approvals"].retention == "forever"
     assert workflows["support"].retention.statuses == ("completed",)
+
+
+@pytest.mark.slow
+def test_the_patch_example_adds_then_retires_its_patch(tmp_path: Path) -> None:
+    """operations.md's patch, walked as the page says: its file saved, its shell blocks
+    run in order by one ``bash`` (a real worker, the real CLI, SQLite), the file changed
+    between them as the page's steps 1 and 2 say; each command answers as its comment
+    says."""
+    save(tmp_path, "operations-patch")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tether").write_text(f'#!/bin/sh\nexec {sys.executable} -m tether "$@"\n')
+    (bin_dir / "tether").chmod(0o755)
+    source = tmp_path / "pipeline.py"
+    patched = ('    if tether.patched("add-enrich"):      # new runs, and old ones that had '
+               'not got here\n        out.append(await enrich(x))\n')
+    # Step 1's lines, as the page gives them (indented under its list item).
+    step1 = re.search(r"\n   ```python\n(   out = .*?\n)   ```\n",
+                      (ROOT / "docs" / "operations.md").read_text(), flags=re.S)
+    assert step1, "the page no longer gives step 1's lines"
+    retired = "".join(" " + line + "\n" for line in step1.group(1).splitlines()[1:])
+    assert patched in source.read_text() and "deprecate_patch" in retired
+    # Between the blocks, the file is changed as each step says.
+    edits = ["",
+             f"{sys.executable} - <<'EOF'\nfrom pathlib import Path\n"
+             f"p = Path('pipeline.py')\n"
+             f"p.write_text(p.read_text().replace({patched!r}, {retired!r}))\nEOF",
+             "sed -i '/deprecate_patch/d' pipeline.py"]
+    mark = "=== operations-patch block ==="
+    parts = []
+    for edit, name in zip(edits, ("operations-patch-start", "operations-patch-retire",
+                                  "operations-patch-delete"), strict=True):
+        parts += [edit, f"echo '{mark}'", example(name), "echo \"exit $?\""]
+    (tmp_path / "walk.sh").write_text("set -u\n" + "\n".join(parts) + "\n")
+    env = {**user_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(["bash", "walk.sh"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait()
+    start, retire, delete = out.split(mark + "\n")[1:]
+    journal = [line.split()[:4] for line in start.splitlines()
+               if re.match(r" +\d+  ", line)]
+    assert journal == [["0", "step", "fetch", "ok"], ["1", "patch", "add-enrich", "ok"],
+                       ["2", "step", "enrich", "ok"]], start
+    assert "ok       p-1 pipeline: compatible" in retire, retire
+    assert json.loads(retire[retire.index("["):retire.rindex("]") + 1]) == [
+        "page a", "enriched a", "notified a"], retire
+    assert "deprecate_patch" not in source.read_text()
+    assert "no runs to check" in delete.lower() and "MISMATCH p-1 pipeline: position 1" in delete
+    assert delete.rstrip().endswith("exit 1"), delete
 
 
 def test_the_price_example_costs_what_its_comment_says() -> None:
