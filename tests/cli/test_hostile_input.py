@@ -154,6 +154,16 @@ def test_a_duration_option_must_be_a_finite_positive_number(text: str) -> None:
     assert positive_float("2.5") == 2.5
 
 
+def test_nan_is_refused_as_no_number_not_as_a_number_out_of_range() -> None:
+    """``tether result --wait nan`` said "must be at least 0, got nan", as if the sign
+    were the mistake: NaN is no number at all (exit 2, as before)."""
+    done = subprocess.run([sys.executable, "-m", "tether", "result", "r-1", "--wait", "nan"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == ("tether result: error: argument --wait: expected "
+                                            "a number, got 'nan'"), done.stderr
+
+
 HOSTILE_MODULE = '''
 import tether
 from tether import App, RetryPolicy

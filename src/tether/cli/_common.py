@@ -227,6 +227,8 @@ def _bounded(convert: Callable[[str], float], kind: str, low: float,
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if value != value:  # (NaN: "must be at least 0, got nan" read as a sign mistake)
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
         if not (value > low if strict else value >= low):
             bound = f"greater than {low:g}" if strict else f"at least {low:g}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
