@@ -252,6 +252,29 @@ def _unfit_to_reuse(conn: Conn) -> bool:
             or pgconn.transaction_status == TransactionStatus.ACTIVE)
 
 
+def _first_error(exc: BaseException) -> BaseException:
+    """The error that ended a pipeline, rather than one its exit met after it.
+
+    psycopg (3.3) exits a pipeline, even one an error ended, by reading what the server
+    still owes it and then leaving libpq's pipeline mode; an error of that exit raised
+    while the first was being handled replaces it. A server that ends the session
+    mid-pipeline (a fast shutdown, ``pg_terminate_backend``) sends its FATAL message
+    ("terminating connection due to administrator command"), which fails the exit, and
+    libpq, which has not read the connection's end yet, then refuses to leave pipeline
+    mode: "cannot exit pipeline mode while busy" was the outage's reason in the
+    workers' log and the attempts' errors. So the first psycopg error of the chain is
+    the one raised (a later one only follows from it)."""
+    first = exc
+    seen = {id(exc)}
+    context = exc.__context__
+    while (isinstance(first, psycopg.Error) and isinstance(context, psycopg.Error)
+           and not first.__suppress_context__ and id(context) not in seen):
+        first = context
+        seen.add(id(context))
+        context = context.__context__
+    return first
+
+
 def _looks_dead(conn: Conn) -> bool:
     """Whether an idle connection was told by the server to go away (no round trip).
 
@@ -954,7 +977,11 @@ class PostgresStore(PostgresServeQueries):
                         unprepared: int = 0) -> list[psycopg.AsyncCursor[Any]]:
         """Run named queries in one transaction and one round trip: BEGIN, the
         statements and COMMIT go out in one pipeline with a single Sync. The first
-        ``unprepared`` statements are never prepared, the others as ``prepare`` says."""
+        ``unprepared`` statements are never prepared, the others as ``prepare`` says.
+
+        A pipeline the server cut (its session ended: a shutdown, a terminated
+        backend) raises the server's reason (``_first_error``), and its connection,
+        left in pipeline mode, is closed: nothing may run on it again."""
         cursors: list[psycopg.AsyncCursor[Any]] = []
         try:
             async with conn.pipeline():
@@ -965,11 +992,18 @@ class PostgresStore(PostgresServeQueries):
                                       prepare=False if i < unprepared else prepare)
                     cursors.append(cur)
                 await conn.execute("COMMIT")
-        except BaseException:
-            if not conn.closed and conn.info.transaction_status in (
+        except BaseException as exc:
+            if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
+                await conn.close()  # (a ROLLBACK would be queued in the dead pipeline)
+            elif not conn.closed and conn.info.transaction_status in (
                     TransactionStatus.INTRANS, TransactionStatus.INERROR):
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
+            first = _first_error(exc)
+            if first is not exc:
+                log.debug("PostgreSQL at %s: a pipeline's exit failed too (%s) after %s",
+                          self.cfg.where, exc, first)
+                raise first from None
             raise
         return cursors
 

@@ -1,0 +1,158 @@
+"""A transaction sent as one pipeline (BEGIN, statements, COMMIT, then a Sync) whose
+connection the server ends before the Sync reaches it (a fast shutdown,
+``pg_terminate_backend``): the error the store raises, and a worker logs as its
+outage's reason, is the server's ("terminating connection due to administrator
+command"), and the connection is discarded.
+
+psycopg (3.3) fails the pipeline's exit with the server's FATAL message; the exit's
+last step (libpq's ``PQexitPipelineMode``) then fails as well, "cannot exit pipeline
+mode while busy" (libpq has not read the connection's end yet), and that second error
+replaced the first: soaks that restart PostgreSQL read it as the outage's reason about
+once in twelve restarts. Here the server ends the session at that moment every time: a
+proxy between the store and the server keeps the client's Sync back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from tether.errors import StoreUnavailable
+from tether.store.postgres import PostgresStore
+
+from .conftest import run_record
+
+pytestmark = pytest.mark.postgres
+
+#: The client's Sync message: the end of a pipeline.
+_SYNC = b"S\x00\x00\x00\x04"
+
+
+class SyncHoldingProxy:
+    """A TCP proxy to PostgreSQL, in a thread with its own event loop. Once ``arm()``ed,
+    the next client message stream holding a Sync is passed on up to it, and it and
+    what follows kept back (``held`` is set then); the server's bytes and the end of
+    its stream pass as they come."""
+
+    def __init__(self, target_url: str) -> None:
+        parts = urlsplit(target_url)
+        self.target_url = target_url
+        self.host = parts.hostname or "127.0.0.1"
+        self.target_port = parts.port or 5432
+        self.port = 0
+        self.held = threading.Event()
+        self._armed = False
+        self._writers: list[asyncio.StreamWriter] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="sync-holding-proxy")
+        self._server: asyncio.Server | None = None
+
+    def start(self) -> SyncHoldingProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        return self
+
+    def url(self) -> str:
+        parts = urlsplit(self.target_url)
+        user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
+
+    def arm(self) -> None:
+        def set_() -> None:
+            self._armed = True
+        self._loop.call_soon_threadsafe(set_)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in self._writers:
+                w.transport.abort()
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, c_reader: asyncio.StreamReader,
+                     c_writer: asyncio.StreamWriter) -> None:
+        s_reader, s_writer = await asyncio.open_connection(self.host, self.target_port)
+        self._writers += [c_writer, s_writer]
+        holding = False
+
+        async def to_server() -> None:
+            nonlocal holding
+            while data := await c_reader.read(65536):
+                if holding:
+                    continue
+                if self._armed and _SYNC in data:
+                    self._armed, holding = False, True
+                    s_writer.write(data[:data.index(_SYNC)])
+                    self.held.set()
+                    continue
+                s_writer.write(data)
+            s_writer.close()
+
+        async def to_client() -> None:
+            while data := await s_reader.read(65536):
+                c_writer.write(data)
+            c_writer.close()
+
+        await asyncio.gather(to_server(), to_client(), return_exceptions=True)
+
+
+@pytest.fixture
+def proxy(pg_url: str) -> Iterator[SyncHoldingProxy]:
+    p = SyncHoldingProxy(pg_url).start()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+async def _wait(event: threading.Event, what: str) -> None:
+    if not await asyncio.to_thread(event.wait, 30):
+        raise AssertionError(f"never: {what}")
+
+
+async def test_a_pipeline_cut_by_the_servers_shutdown_says_so_and_drops_its_connection(
+        pg_url: str, proxy: SyncHoldingProxy) -> None:
+    store = PostgresStore(proxy.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("before"))
+        assert store._pool is not None
+        conn = await store._pool.getconn()
+        pid = conn.info.backend_pid
+        await store._pool.putconn(conn)
+        proxy.arm()
+        op = asyncio.ensure_future(store.run_insert_many(
+            runs=[run_record("a"), run_record("b")]))
+        await _wait(proxy.held, "the pipeline's Sync")
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s, 10000)",
+                                 (pid,)).fetchone() == (True,)
+        with pytest.raises(StoreUnavailable) as caught:
+            await op
+        message = str(caught.value)
+        assert "terminating connection due to administrator command" in message, message
+        assert "pipeline" not in message, message
+        # The connection is not used again: the next operation is served by a new one,
+        # and reads the transaction, committed before the session ended (its COMMIT
+        # reached the server; the Sync after it did not).
+        assert conn.closed
+        assert {r.run_id for r in await store.run_get_many(["a", "b", "before"])} == {
+            "a", "b", "before"}
+    finally:
+        await store.close()
