@@ -17,7 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import pytest
 
 from tests import forked
 from tests.cli.test_restore import ROOT, _env, _runs, _until, _workers
+from tests.conftest import DB_PREFIX, _create_database, _database_url, _drop_database
 from tests.forked import stop_process
 from tether import App
 from tether.store import open_store
@@ -95,8 +98,9 @@ def _due_now(url: str) -> None:
         conn.execute("UPDATE tether_schedules SET next_tick = ?", (now,))
         conn.close()
     else:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("UPDATE tether.schedules SET next_tick = %s", (now,))
+        bare, _, schema = url.partition("?schema=")
+        with psycopg.connect(bare, autocommit=True) as conn:
+            conn.execute(f"UPDATE {schema or 'tether'}.schedules SET next_tick = %s", (now,))
 
 
 async def _events(url: str) -> dict[str, list[tuple[str, str, Any]]]:
@@ -215,6 +219,32 @@ async def test_sqlite_to_postgres_and_back(tmp_path: Path, pg_url: str) -> None:
 
 async def test_postgres_to_sqlite(tmp_path: Path, pg_url: str) -> None:
     await _copy_and_go_on(tmp_path, pg_url, f"sqlite:///{tmp_path / 'copy.db'}")
+
+
+async def test_sqlite_to_a_new_sqlite_file(tmp_path: Path) -> None:
+    await _copy_and_go_on(tmp_path, f"sqlite:///{tmp_path / 'source.db'}",
+                          f"sqlite:///{tmp_path / 'copy.db'}")
+
+
+@pytest.fixture
+def other_db_url() -> Iterator[str]:
+    """A second empty database of the shared server, dropped after the test."""
+    name = f"{DB_PREFIX}copy_{uuid.uuid4().hex[:12]}"
+    _create_database(name)
+    try:
+        yield _database_url(name)
+    finally:
+        _drop_database(name)
+
+
+async def test_postgres_to_another_database(tmp_path: Path, pg_url: str,
+                                            other_db_url: str) -> None:
+    await _copy_and_go_on(tmp_path, pg_url, other_db_url)
+
+
+async def test_postgres_to_another_schema_of_the_same_database(
+        tmp_path: Path, pg_url: str) -> None:
+    await _copy_and_go_on(tmp_path, pg_url, f"{pg_url}?schema=copied")
 
 
 def test_every_table_of_both_schemas_is_copied_or_said_why_not() -> None:
