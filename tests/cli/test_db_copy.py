@@ -466,3 +466,57 @@ async def test_a_worker_started_on_the_source_during_the_copy_makes_it_roll_back
         for worker in started:
             stop_process(worker, 60)
     assert await _runs(pg_url) == {}
+
+
+async def test_a_copy_between_schemas_of_one_database_minds_only_those_two(
+        tmp_path: Path, pg_url: str) -> None:
+    """Workers on an unrelated schema ``c`` of the same database do not keep a copy
+    from schema ``a`` to schema ``b`` from being made; a worker on ``a`` (the source)
+    or on ``b`` (the target) does, each refusal leaving the target empty."""
+    a, c = f"{pg_url}?schema=a", f"{pg_url}?schema=c"
+    for url in (a, c):
+        app = App(url)
+        try:
+            await app.start("waits", run_id="w")
+        finally:
+            await app.close()
+    on_c = _worker(c, tmp_path, "worker-c")
+    try:
+        async def registered(url: str) -> bool:
+            return bool(await _workers(url))
+
+        await _until("the worker on c registers", lambda: registered(c), on_c)
+        out = _tether(tmp_path, "db", "copy", "--db", a, "--to", f"{pg_url}?schema=b",
+                      "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["runs"] == 1
+        assert await _runs(f"{pg_url}?schema=b") == await _runs(a)
+        # A worker on the source.
+        on_a = _worker(a, tmp_path, "worker-a")
+        try:
+            await _until("the worker on a registers", lambda: registered(a), on_a)
+            out = _tether(tmp_path, "db", "copy", "--db", a, "--to",
+                          f"{pg_url}?schema=b2")
+            assert out.returncode == 2, out.stderr
+            assert out.stderr.startswith(
+                "tether: error: the source: the store (schema a at "), out.stderr
+            assert "is in use by worker " in out.stderr, out.stderr
+        finally:
+            stop_process(on_a, 60)
+        # A worker on the target (an empty store, which it created).
+        on_b = _worker(f"{pg_url}?schema=b3", tmp_path, "worker-b3")
+        try:
+            await _until("the worker on b3 registers",
+                         lambda: registered(f"{pg_url}?schema=b3"), on_b)
+            out = _tether(tmp_path, "db", "copy", "--db", a, "--to",
+                          f"{pg_url}?schema=b3")
+            assert out.returncode == 2, out.stderr
+            assert out.stderr.startswith(
+                "tether: error: the target: the store (schema b3 at "), out.stderr
+            assert "is in use by worker " in out.stderr, out.stderr
+        finally:
+            stop_process(on_b, 60)
+        assert await _runs(f"{pg_url}?schema=b3") == {}
+        assert on_c.poll() is None
+    finally:
+        stop_process(on_c, 60)

@@ -994,7 +994,10 @@ class PostgresStore(PostgresServeQueries):
                 await conn.execute("COMMIT")
         except BaseException as exc:
             if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
-                await conn.close()  # (a ROLLBACK would be queued in the dead pipeline)
+                # (a ROLLBACK would be queued in the pipeline and wait out the deadline)
+                log.debug("PostgreSQL at %s: a connection left in pipeline mode is "
+                          "closed (%s)", self.cfg.where, type(exc).__name__)
+                await conn.close()
             elif not conn.closed and conn.info.transaction_status in (
                     TransactionStatus.INTRANS, TransactionStatus.INERROR):
                 with contextlib.suppress(Exception):
