@@ -520,3 +520,34 @@ async def test_a_copy_between_schemas_of_one_database_minds_only_those_two(
         assert on_c.poll() is None
     finally:
         stop_process(on_c, 60)
+
+
+async def test_a_session_on_another_schema_is_not_taken_for_one_on_the_source(
+        tmp_path: Path, pg_url: str) -> None:
+    """A Tether session on schema ``c`` whose last statement is a worker's heartbeat
+    (``... FROM c.runs r ... r.run_id``, an alias named like the schema ``r``) does not
+    keep a copy of schema ``r`` from being made: a session counts for the schemas its
+    statement names as schemas (``r.runs``, ``r.publish(``, ``r_wake``), not for a
+    table's alias."""
+    from tether.store.postgres import PostgresStore
+
+    source = f"{pg_url}?schema=r"
+    app = App(source)
+    try:
+        await app.start("waits", run_id="w")
+    finally:
+        await app.close()
+    other = PostgresStore(f"{pg_url}?schema=c", pool_min=1, pool_max=1)
+    await other.open()
+    try:
+        await other.lease_heartbeat(worker_id="w-c", now=time.time(), lease_seconds=30)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            last = conn.execute("SELECT query FROM pg_stat_activity WHERE application_name "
+                                "= 'tether' AND query LIKE '%%c.runs%%'").fetchall()
+        assert last and " r." in last[0][0], last
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to",
+                      f"{pg_url}?schema=b", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["runs"] == 1
+    finally:
+        await other.close()

@@ -257,11 +257,22 @@ async def _count(cur: Any, schema: str, table: str) -> int:
 
 def _names(query: str, schema: str, others: set[str]) -> bool:
     """Whether a session whose last query is ``query`` may be using ``schema``: it
-    names it, or names no Tether schema and the database has no other."""
+    names it, or names no Tether schema and the database has no other.
+
+    A schema is named by one of Tether's tables or functions in it (``r.runs``,
+    ``r.publish(``) or by its channel (``r_wake``): a bare ``r.`` is as often a table's
+    alias (``FROM c.runs r ... r.run_id``, a worker's heartbeat on schema ``c``), which
+    made a copy or restore of schema ``r`` refused while workers ran on another."""
     def said(name: str) -> bool:
-        return re.search(rf'(?<![\w"]){re.escape(name)}(\.|_wake\b)|"{re.escape(name)}_wake"',
+        return re.search(rf'(?<![\w"]){re.escape(name)}\.(?:{_OBJECTS})\b'
+                         rf'|(?<![\w"]){re.escape(name)}_wake\b|"{re.escape(name)}_wake"',
                          query) is not None
     return said(schema) or not others
+
+
+#: Tether's tables and functions, as a regular expression's alternatives (``_names``).
+_OBJECTS = "|".join(re.escape(n) for n in sorted(
+    {*tether_objects()[0], *tether_objects()[1]}, key=len, reverse=True))
 
 
 #: What psql prints, with its session's pid, once the restore's transaction holds the
