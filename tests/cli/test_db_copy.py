@@ -551,3 +551,40 @@ async def test_a_session_on_another_schema_is_not_taken_for_one_on_the_source(
         assert json.loads(out.stdout)["runs"] == 1
     finally:
         await other.close()
+
+
+async def test_a_copy_into_postgres_as_a_role_that_does_not_own_the_schema(
+        tmp_path: Path, pg_url: str) -> None:
+    """A role with a worker's grants (docs/postgres.md) may not copy into the store:
+    one sentence names the role that owns the schema, exit 1, nothing written."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    app = App(source)
+    try:
+        await app.start("waits", run_id="w")
+    finally:
+        await app.close()
+    store = open_store(pg_url)
+    await store.open()
+    await store.close()
+    role = f"{DB_PREFIX}app_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA tether TO {role}")
+        conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tether "
+                     f"TO {role}")
+        conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA tether TO {role}")
+    try:
+        as_app = pg_url.replace("postgres@", f"{role}@", 1)
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to", as_app)
+        assert out.returncode == 1, out.stderr
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith(
+            f"tether: error: PostgreSQL role '{role}' may not copy into the Tether store "
+            "in schema 'tether' at "), out.stderr
+        assert "nothing was copied): a copy into PostgreSQL turns" in out.stderr
+        assert "so run it as that role, 'postgres' (" in out.stderr, out.stderr
+        assert await _runs(pg_url) == {}
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

@@ -532,23 +532,26 @@ async def copy_store(source: str, target: str) -> CopyResult:
     await asyncio.to_thread(_check_schema, src, "source")
     await asyncio.to_thread(_check_schema, dst, "target")
     await _refuse_live(src, "source")
-    await _refuse_live(dst, "target")
-    created = await _prepare_target(dst)
     try:
-        await asyncio.to_thread(src.connect)
-        await asyncio.to_thread(dst.connect)
-        version, counts, reader = await asyncio.to_thread(_read_and_write, src, dst)
-        _faults.point("copy.read")
-        # A worker that started on the source during the copy may have changed it since
-        # the snapshot read: the copy is not kept.
-        await _refuse_live(src, "source", reader)
-        _faults.point("copy.written")
-        with dst.errors():
-            await asyncio.to_thread(dst.conn.execute, "COMMIT")
-        runs, waiting = await asyncio.to_thread(_runs, dst)
-    finally:
-        await asyncio.to_thread(src.close)
-        await asyncio.to_thread(dst.close)  # (uncommitted: rolled back)
+        await _refuse_live(dst, "target")
+        created = await _prepare_target(dst)
+        try:
+            await asyncio.to_thread(src.connect)
+            await asyncio.to_thread(dst.connect)
+            version, counts, reader = await asyncio.to_thread(_read_and_write, src, dst)
+            _faults.point("copy.read")
+            # A worker that started on the source during the copy may have changed it
+            # since the snapshot read: the copy is not kept.
+            await _refuse_live(src, "source", reader)
+            _faults.point("copy.written")
+            with dst.errors():
+                await asyncio.to_thread(dst.conn.execute, "COMMIT")
+            runs, waiting = await asyncio.to_thread(_runs, dst)
+        finally:
+            await asyncio.to_thread(src.close)
+            await asyncio.to_thread(dst.close)  # (uncommitted: rolled back)
+    except StoreError as exc:
+        raise await asyncio.to_thread(_not_owner, dst, exc) from exc.__cause__
     return CopyResult(source=src.where, target=dst.where, counts=counts, runs=runs,
                       waiting=waiting, schema_version=version, created=created,
                       seconds=time.monotonic() - began)
@@ -576,6 +579,43 @@ def _read_and_write(src: _Side, dst: _Side) -> tuple[int, dict[str, int], int | 
         counts = _copy_rows(src, dst, names)
         _end_target(dst, saved)
     return version, counts, reader
+
+
+def _not_owner(dst: _Side, exc: StoreError) -> StoreError:
+    """``exc`` (raised by the copy from its target's check on) in one sentence naming
+    the role a copy into PostgreSQL needs, when it is the server's "permission denied"
+    to the target's role: the copy turns the journal's triggers off and sets the
+    sequences, which only the owner of the schema's tables may (no grant does; the
+    store's message said to grant privileges, which a worker's role has already)."""
+    import psycopg
+
+    from tether.store.postgres._config import role_of
+
+    if dst.kind != "postgres" or not isinstance(
+            exc.__cause__, psycopg.errors.InsufficientPrivilege):
+        return exc
+    cfg = dst.store.cfg
+    role = role_of(cfg)
+    if not str(exc).startswith(f"PostgreSQL role {role!r} may not use the Tether store "
+                               f"in schema {cfg.schema!r} at {cfg.where} "):
+        return exc  # (the source's)
+    owner = None
+    with contextlib.suppress(Exception), psycopg.connect(
+            cfg.conninfo, autocommit=True, application_name=APP_NAME) as conn:
+        row = conn.execute(  # (the journal's, whose triggers the copy turns off)
+            "SELECT coalesce((SELECT tableowner::text FROM pg_tables WHERE schemaname = %s "
+            "AND tablename = 'journal'), (SELECT nspowner::regrole::text FROM pg_namespace "
+            "WHERE nspname = %s))", (cfg.schema, cfg.schema)).fetchone()
+        owner = row[0] if row else None
+    why = str(exc.__cause__).strip().splitlines()[0]
+    return StoreError(
+        f"PostgreSQL role {role!r} may not copy into the Tether store in schema "
+        f"{cfg.schema!r} at {cfg.where} ({why}; nothing was copied): a copy into "
+        "PostgreSQL turns the journal's triggers off and sets the schema's sequences, "
+        "which only the role that owns the schema may, so run it as "
+        + (f"that role, {owner!r}" if owner else "that role")
+        + " (the role that ran its migrations; docs/postgres.md, \"Roles and "
+        "privileges\")")
 
 
 def _runs(dst: _Side) -> tuple[int, int]:
