@@ -139,7 +139,8 @@ async def test_fork_form_prefills_the_position_and_starts_a_fork(ui: httpx.Async
                                                  "run_id": "s1/fork"})
     assert r.status_code == 303 and r.headers["location"] == "/runs/s1%2Ffork"
     page = (await ui.get("/runs/s1/fork")).text
-    assert 'forked from <a class="mono" href="/runs/s1">s1</a> at position 1' in page
+    assert ('forked from <a class="mono" href="/runs/s1" title="s1">s1</a> at position 1'
+            in page)
     async with app.worker(queues=["default"]):
         assert await app.handle("s1/fork").result(timeout=30) == [10, 20]
 
@@ -302,7 +303,7 @@ async def test_a_cancelled_run_is_drawn_neutral_not_as_a_failure(
     box = re.search(r'<section class="card ended-cancelled"><h2>Cancelled</h2>.*?</section>',
                     page, re.S)
     assert box is not None, page
-    assert "was cancelled" in box.group(0) and "An operator cancelled it" in box.group(0)
+    assert "Cancelled at " in box.group(0) and "on a cancel requested" in box.group(0)
     assert 'class="card failure"' not in page
     assert 'action="/ui/runs/cx-1/retry"' in page
     webapp.FIXED.clear()

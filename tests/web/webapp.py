@@ -165,6 +165,15 @@ def make_app(url: str | None = None) -> tether.App:
         return await tether.wait_for_signal("go")
 
     @app.workflow
+    async def cleanup_fails() -> object:
+        """Waits for the signal ``go``; cancelled, its clean-up raises (a lock it could
+        not give back): the run ends cancelled with that error, not ``Cancelled``."""
+        try:
+            return await tether.wait_for_signal("go")
+        except tether.Cancelled:
+            raise RuntimeError("could not release the lock 'ledger'") from None
+
+    @app.workflow
     async def steps(n: int) -> list[int]:
         return [await work(i) for i in range(1, n + 1)]
 

@@ -57,7 +57,7 @@ from tether._show import (
 from tether._types import ENDED_VALUES, MAX_NAME, EntryStatus, JournalEntry
 from tether.ai._budget import raise_command
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
-from tether.errors import PayloadError, SignalError, TetherError, shown
+from tether.errors import Cancelled, PayloadError, SignalError, TetherError, shown
 from tether.serve._api import (
     ApiError,
     answer,
@@ -1015,7 +1015,48 @@ async def run_view(app: App, run_id: str, *,
     doc["retryable"] = doc["status"] in RETRYABLE and not doc.get("erased_at")
     doc["fork_max"] = max((e["position"] for e in doc["journal"]), default=-1) + 1
     doc["retry_keeps"] = retry_keeps(doc["status"], doc["journal"])
+    doc["cancel_end"] = (await cancel_end(app, doc) if doc["status"] == "cancelled"
+                         else None)
     return doc
+
+
+#: The error a run ends with when it stopped on its cancel, nothing raised by its code
+#: as it did (``tether.errors.Cancelled``): its traceback is the engine's, not news.
+_CANCELLED_TYPE = f"{Cancelled.__module__}.{Cancelled.__qualname__}"
+
+
+def _said(value: Any) -> str | None:
+    """A stored text the page may show (a cancel's reason, who asked it), or None: read
+    defensively, as a field a newer store may add (or give in another shape)."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+async def cancel_end(app: App, doc: dict[str, Any]) -> dict[str, Any]:
+    """How a cancelled run's page says its end, as ``tether result`` does (when, on whose
+    request): ``requested_at``, when its own cancel was asked (None when the store keeps
+    no time, or the parent's came first); ``parent`` and ``parent_at`` when its parent's
+    cancel, asked first, ended it (its policy ``on_parent_cancel="cancel"``); ``reason``
+    and ``by`` when the store keeps them; and ``own_error``, whether its code raised an
+    error of its own as it stopped (a clean-up that failed, a replay that blocked): the
+    page shows that error, its traceback behind a disclosure; a plain
+    ``tether.errors.Cancelled`` is the cancel itself, not shown as an error."""
+    err = doc.get("error")
+    out: dict[str, Any] = {
+        "requested_at": doc.get("cancel_requested_at"), "parent": None, "parent_at": None,
+        "reason": _said(doc.get("cancel_reason")), "by": _said(doc.get("cancelled_by")),
+        "own_error": err is not None and not (
+            isinstance(err, dict) and err.get("type") == _CANCELLED_TYPE)}
+    parent_id = doc.get("parent_run_id")
+    if parent_id is None:
+        return out
+    run = await app.store.run_get(doc["run_id"])
+    parent = await app.store.run_get(parent_id)
+    at = out["requested_at"]
+    if (run is not None and run.on_parent_cancel == "cancel" and parent is not None
+            and parent.cancel_requested and parent.cancel_requested_at is not None
+            and (at is None or parent.cancel_requested_at <= at)):
+        out.update(parent=parent_id, parent_at=parent.cancel_requested_at)
+    return out
 
 
 def retry_keeps(status: str, journal: list[dict[str, Any]]) -> int:
