@@ -430,7 +430,8 @@ async def test_an_approval_this_server_cannot_read_is_in_the_inbox_and_said_so(
             assert "Nothing waits" not in inbox
             assert "waits for an approval this server cannot read" in inbox
             assert "key <code>k1</code> is not loaded on this server" in inbox
-            assert '<a class="mono" href="/runs/sealed-1">sealed-1</a>' in inbox
+            assert ('<a class="mono" href="/runs/sealed-1" title="sealed-1">sealed-1</a>'
+                    in inbox)
             assert "/ui/runs/sealed-1/approval" not in inbox
             assert "secret" not in inbox
             page = (await ui.get("/runs/sealed-1")).text
