@@ -810,6 +810,11 @@ def test_a_cancel_from_elsewhere_switches_every_open_page(browser: object,
         for page in pages:
             expect(page.locator("form.cancel")).to_be_hidden(timeout=15_000)
             expect(page.locator("#actions .cancel-asked")).to_be_visible()
+            # (the note says since when, as the head: drawn without it, the page copies
+            # the head's age, which ticks)
+            expect(page.locator("#actions .cancel-asked")).to_have_text(re.compile(
+                r"^Cancel requested \d+ s ago: it ends cancelled when a worker serving "
+                r"queue default replays it\.$"))
             expect(page.locator(".run-head .meta")).to_contain_text(re.compile(
                 r"cancel requested \d+ s ago: it ends cancelled when a worker serving "
                 r"queue default replays it"))

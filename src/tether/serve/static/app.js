@@ -251,14 +251,18 @@ function followRun(root) {
     if (now && shown) shown.textContent = now.textContent;
   };
   // The Cancel run button is a note once a cancel is requested (the head says so): the
-  // page offered a second cancel of a run whose first was pending.
+  // page offered a second cancel of a run whose first was pending. The note says since
+  // when, as the head does: a copy of the head's age (it ticks; its title the time).
   const cancelAsked = () => {
     const form = actions && actions.querySelector("form.cancel");
     const said = actions && actions.querySelector(".cancel-asked");
     if (!form || !said) return;
-    const asked = !!root.querySelector("[data-cancel-asked]");
-    form.hidden = asked;
-    said.hidden = !asked;
+    const head = root.querySelector("[data-cancel-asked]");
+    form.hidden = !!head;
+    said.hidden = !head;
+    const when = said.querySelector("[data-asked-when]");
+    const at = head && root.querySelector("[data-cancel-asked] + [data-ago]");
+    if (when) when.replaceChildren(...(at ? [at.cloneNode(true)] : []));
   };
   // No event tells of an operation's start (its attempt is written, no event with it):
   // while the body says no operation is known to be in flight (data-unknown), it is
