@@ -385,8 +385,11 @@ async def test_a_run_whose_cancel_is_pending_offers_no_second_cancel(
     for page in ((await ui.get("/runs/cb-1")).text, (await ui.get("/runs/cb-1")).text):
         form, said = actions(page)
         assert form.endswith(" hidden>") and " hidden>" not in said, (form, said)
-        assert re.sub(r"<[^>]+>", "", said) == ("Cancel requested: it ends cancelled when a "
-                                                "worker serving queue default replays it.")
+        # (since when: an age app.js counts on, its time in its title)
+        assert re.fullmatch(r"Cancel requested \d+ s ago: it ends cancelled when a worker "
+                            r"serving queue default replays it\.",
+                            re.sub(r"<[^>]+>", "", said)), said
+        assert re.search(r'<span title="[^"]+ UTC" data-at="[^"]+Z" data-ago="[\d.]+">', said)
         assert "data-cancel-asked" in page, page  # (what app.js reads in the head)
 
 
