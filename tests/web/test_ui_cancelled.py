@@ -60,7 +60,9 @@ async def test_a_cancelled_run_says_when_and_on_whose_request(ui: httpx.AsyncCli
     assert card.count("<time datetime=") >= 1, card
     assert "tether.errors.Cancelled" not in card and "Traceback" not in card, card
     assert "<details" not in card and "error of its own" not in card, card
-    assert "Retry the run to go on" in said
+    # (wait_go journals nothing before its wait: its retry keeps nothing, as the Retry
+    # button's note says; the card said "its recorded steps are kept")
+    assert "Retry the run to go on: a retry keeps no recorded operation" in said, said
 
 
 async def test_a_child_cancelled_by_its_parent_names_the_parent(
