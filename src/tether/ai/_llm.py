@@ -524,11 +524,8 @@ class LLM:
         found = OutstandingCall(run.run_id, self.operation,
                                 step.position if step is not None else -1, self.base_url,
                                 time.monotonic(), self._read_timeout(), requests)
-        _OUTSTANDING[id(found)] = found
-        try:
+        with _inflight.listed(found):
             yield
-        finally:
-            del _OUTSTANDING[id(found)]
 
     def _read_timeout(self) -> float | None:
         """How long a request of this model waits for an answer (None: for ever)."""
@@ -702,15 +699,16 @@ class OutstandingCall:
         """Whether an answer (a 2xx) began for any of its requests."""
         return any(progress.opened for progress in self.requests)
 
-
-#: The attempts of LLM calls in flight in this process, by ``id()``.
-_OUTSTANDING: dict[int, OutstandingCall] = {}
+    @property
+    def timeout_known(self) -> bool:
+        """The model's own timeout is ``timeout`` (``tether._inflight.Call``)."""
+        return True
 
 
 def outstanding_calls() -> list[OutstandingCall]:
     """The attempts of ``LLM`` calls of runs whose request is in flight in this process
-    now, oldest first."""
-    return sorted(_OUTSTANDING.values(), key=lambda call: call.since)
+    now, oldest first (``tether._inflight`` lists the integrations' calls too)."""
+    return [call for call in _inflight.outstanding() if isinstance(call, OutstandingCall)]
 
 
 def _cost(value: dict[str, Any]) -> tuple[int, float]:

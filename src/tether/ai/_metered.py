@@ -43,12 +43,13 @@ the error it raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from tether import RetryPolicy, ext
+from tether import RetryPolicy, _inflight, ext
 from tether.ai._accounting import PaidAttempts, failed_cost, failed_metrics, paid_by
 from tether.ai._breaker import CircuitBreaker, ProviderGate, RateLimits
 from tether.ai._budget import (
@@ -256,8 +257,11 @@ class MeteredModel:
                 f"{self.provider.upper().replace('-', '_')}_API_KEY", ""),
             tokens=0 if polls else estimate + max_out, clock=run.clock)
         try:
-            result = await request()
+            with self._listed(run):
+                result = await request()
         except (RetryableProviderError, FatalProviderError) as exc:
+            if exc.status in (401, 403) and exc.refused_by is None and self.base_url:
+                exc.refused(self.base_url)  # (which endpoint refused the key, as LLM's)
             cut = paid_by(exc, self.prices.price(model), estimate)
             if cut is not None:  # (paid: told, or a stream begun)
                 run.add_metrics(failed_metrics(*cut))
@@ -290,6 +294,16 @@ class MeteredModel:
                 deltas["llm.unpriced_calls"] = 1.0
         run.add_metrics(deltas)
         return record
+
+    def _listed(self, run: ext.Run) -> contextlib.AbstractContextManager[None]:
+        """List the attempt among the process's model calls in flight while a test
+        environment watches them (``tether._inflight``); else nothing."""
+        if not _inflight.watchers:
+            return contextlib.nullcontext()
+        step = ext.current_step()
+        return _inflight.listed(_inflight.metered(
+            run.run_id, step.name if step is not None else "",
+            step.position if step is not None else -1, self.base_url))
 
 
 #: The endpoints already warned of answers without usage, in this process.

@@ -68,7 +68,6 @@ import os
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -532,6 +531,7 @@ class TestEnv:
                 await self.llm.stop()
         finally:
             _inflight.watchers -= 1
+            _inflight.unwatched()
             if self._lend_clock:
                 self.llm._set_clock(None)
             for var in self._set_vars:
@@ -762,9 +762,8 @@ class TestEnv:
         if elsewhere is not None:
             why.append(
                 f"runs retry LLM calls (step {elsewhere!r}) but none reached the "
-                "scripted LLM server: an LLM built before the environment (at module "
-                "level, say) keeps its own base_url, the provider's, unless given as "
-                "TestEnv(..., llms=[llm]); the worker's log says where its calls went")
+                f"scripted LLM server: {_pointing(elsewhere)}; the worker's log says "
+                "where its calls went")
         if exhausted:
             why.append(
                 f"the scripted LLM server's script ran out: {exhausted} requests got 500 "
@@ -776,7 +775,8 @@ class TestEnv:
                 f"the scripted LLM server holds {hanging} request(s) of a Fault.hang() "
                 "unanswered: a hang ends when the client gives up, after its own "
                 "timeout in real time (the virtual clock does not move it; an LLM's "
-                "default is 600 s): give the LLM a short one, LLM(..., timeout=2)")
+                "default is 600 s): give the LLM a short one, LLM(..., timeout=2) (an "
+                "integration's model: its client's, AsyncOpenAI(timeout=2) say)")
         return why
 
     async def _stuck(self, *, skip_llm: bool) -> tuple[list[str], list[str], list[str]]:
@@ -813,7 +813,8 @@ class TestEnv:
                     error = entry.get("error")
                     if entry.get("kind") != "step" or entry.get("status") != "pending" \
                             or not entry.get("attempts") or not isinstance(error, dict) \
-                            or (skip_llm and str(entry.get("name")).startswith("llm:")):
+                            or (skip_llm and (str(entry.get("name")).startswith("llm:") or (
+                                run.run_id, entry.get("position")) in _inflight.attempts)):
                         continue
                     attempts = entry["attempts"]
                     retrying.append(
@@ -837,9 +838,11 @@ class TestEnv:
             return []
 
     async def _llm_calls_elsewhere(self) -> str | None:
-        """The name of an LLM call (``llm:...``) a run of the environment retries while
-        the scripted server has had no chat request: the call goes elsewhere."""
-        if any(r.protocol in ("openai", "anthropic") for r in self.llm.requests):
+        """The name of a model call (an ``LLM``'s, ``llm:...``, or an integration's: a
+        step ``tether._inflight`` saw attempted) a run of the environment retries while
+        the scripted server has had no model request (Chat Completions, Messages, the
+        Responses API): the call goes elsewhere."""
+        if any(r.protocol != "models" for r in self.llm.requests):
             return None
         try:
             store = self.app.store
@@ -847,7 +850,7 @@ class TestEnv:
                 if run.status.is_ended:
                     continue
                 for entry in await store.journal_read(run.run_id):
-                    if (entry.name.startswith("llm:") and entry.attempts > 0
+                    if (_model_call(run.run_id, entry) and entry.attempts > 0
                             and entry.status == "pending"):
                         return entry.name
         except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
@@ -1178,14 +1181,13 @@ class TestEnv:
         nothing, and the call would wait its model's own timeout (600 s by default) in
         real time. A model whose timeout is that short or shorter is left to it, and a
         call that answers, however slowly, is not concerned once its answer began."""
-        llm = sys.modules.get("tether.ai._llm")  # (not imported: no model was called)
-        if wait.stuck is not None or self.stuck_after is None or llm is None:
+        if wait.stuck is not None or self.stuck_after is None:
             return
         ours = {self.llm.base_url.rstrip("/"), self.llm.anthropic_base_url.rstrip("/")}
         family = {run.run_id: run for run in runs}
         grace = min(self.stuck_after, _UNANSWERED_AFTER)
         current = {}
-        for call in llm.outstanding_calls():
+        for call in _inflight.outstanding():
             if (call.run_id not in family or call.answered
                     or call.base_url.rstrip("/") in ours
                     or (call.timeout is not None and call.timeout <= _UNANSWERED_AFTER)):
@@ -1205,7 +1207,8 @@ class TestEnv:
         if waited is None or waited.status.is_settled or wait not in self._waits \
                 or wait.deadline is None:
             return
-        limit = (f"its own timeout, {call.timeout:g} s," if call.timeout is not None
+        limit = ("its client's own timeout" if not call.timeout_known
+                 else f"its own timeout, {call.timeout:g} s," if call.timeout is not None
                  else "for ever, having no timeout,")
         wait.stuck = RunStuck(
             f"run {run.run_id!r} ({run.workflow}) cannot reach its model: its LLM call "
@@ -1216,9 +1219,8 @@ class TestEnv:
             f"{self.llm.base_url}"
             + (f" (the wait is on run {wait.run_id!r} ({waited.workflow}), which waits "
                "for it)" if run.run_id != wait.run_id else "")
-            + ": an LLM built before the environment (at module level, say) keeps its "
-            "own base_url, the provider's, unless given as TestEnv(..., llms=[llm]); a "
-            "server of your own at that URL must answer (TestEnv(stuck_after=None) "
+            + f": {_pointing(call.step)}; a server of your own at that URL must answer "
+            "(TestEnv(stuck_after=None) "
             + ("waits for ever instead)" if wait.timeout is None
                else f"waits out the wait's timeout instead, {wait.timeout:g} s)"))
         wait.deadline.reschedule(asyncio.get_running_loop().time())
@@ -1236,6 +1238,15 @@ class TestEnv:
         url = found.group(2).rstrip("/")
         if url in {self.llm.base_url.rstrip("/"), self.llm.anthropic_base_url.rstrip("/")}:
             return None
+        # (an integration's model call of the run that went there: its own advice)
+        steps = [attempt.step for (run_id, _), attempt in _inflight.attempts.items()
+                 if run_id == exc.run_id and attempt.base_url.rstrip("/") == url
+                 and not attempt.step.startswith("llm:")]
+        if steps:
+            return (f"run {exc.run_id!r} failed on its model's HTTP {found.group(1)} from "
+                    f"{url} (step {steps[-1]!r}), not the environment's scripted LLM server "
+                    f"(at {self.llm.base_url}), which refuses the environment's fake API "
+                    f"key: {_pointing(steps[-1])}")
         return (f"run {exc.run_id!r} failed on its model's HTTP {found.group(1)} from {url}, "
                 f"not the environment's scripted LLM server (at {self.llm.base_url}): an "
                 "LLM built before the environment (at module level, say) keeps its own "
@@ -1245,8 +1256,15 @@ class TestEnv:
     def _unreached_url(self, run_id: str, entry: JournalEntry) -> str | None:
         """The base URL a failed LLM call (``llm:...``) could not connect to, when it is
         not one of the scripted server's; else None."""
-        if not entry.name.startswith("llm:") or not _failed_step(entry):
+        if not _failed_step(entry):
             return None
+        if not entry.name.startswith("llm:"):  # (an integration's: where it went)
+            attempt = _inflight.attempts.get((run_id, entry.position))
+            if attempt is None or not attempt.unreached:
+                return None
+            url = attempt.base_url.rstrip("/")
+            ours = {self.llm.base_url.rstrip("/"), self.llm.anthropic_base_url.rstrip("/")}
+            return None if url in ours or not url else url
         try:
             error = self.app.codec.for_run(run_id).decode(entry.error)
         except Exception:  # (a payload this app cannot read)
@@ -1274,10 +1292,8 @@ class TestEnv:
             f"{self.llm.base_url}"
             + (f" (the wait is on run {wait.run_id!r} ({waited.workflow}), which waits "
                "for it)" if run.run_id != wait.run_id else "")
-            + ": an LLM built before the environment (at module level, say) keeps its "
-            "own base_url, the provider's, unless given as TestEnv(..., llms=[llm]); a "
-            "server of your own at that URL must be up before the run calls it "
-            "(TestEnv(stuck_after=None) "
+            + f": {_pointing(entry.name)}; a server of your own at that URL must be up "
+            "before the run calls it (TestEnv(stuck_after=None) "
             + ("waits for ever instead)" if wait.timeout is None
                else f"waits out the wait's timeout instead, {wait.timeout:g} s)"))
         wait.deadline.reschedule(asyncio.get_running_loop().time())
@@ -1556,6 +1572,26 @@ def _error_text(error: object) -> str:
     if not isinstance(error, dict):
         return str(error)[:200]
     return f"{error.get('type')}: {str(error.get('message'))[:200]}"
+
+
+def _model_call(run_id: str, entry: JournalEntry) -> bool:
+    """Whether ``entry`` is a durable model call: an ``LLM``'s (``llm:...``), or an
+    integration's whose attempt this process made (``tether._inflight``)."""
+    return entry.name.startswith("llm:") or (run_id, entry.position) in _inflight.attempts
+
+
+def _pointing(step: str) -> str:
+    """How to point the model of the call ``step`` at the scripted server: an ``LLM``
+    (``llm:...``) is given as ``llms=``; an integration's model (OpenAI Agents SDK,
+    pydantic-ai) brings its own client, which reads its base URL when it is made."""
+    if step.startswith("llm:"):
+        return ("an LLM built before the environment (at module level, say) keeps its "
+                "own base_url, the provider's, unless given as TestEnv(..., llms=[llm])")
+    return ("an integration's model whose client was built before the environment (at "
+            "module level, say) keeps that client's base_url, the provider's: build the "
+            "model (its client) inside the environment, where OPENAI_BASE_URL and "
+            "ANTHROPIC_BASE_URL point at the scripted server, or give its client "
+            "base_url=env.llm.base_url (env.llm.anthropic_base_url for Anthropic)")
 
 
 def _failed_step(entry: JournalEntry) -> bool:

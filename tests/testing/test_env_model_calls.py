@@ -1,0 +1,232 @@
+"""``TestEnv`` explains a stuck durable model call of every kind a user can make: an
+``LLM`` on either protocol (Chat Completions, Anthropic Messages), and an integration's
+model (the OpenAI Agents SDK, pydantic-ai), whose requests its framework's own client
+makes (``tether.ai.MeteredModel``), under a step name of its own.
+
+Each test is the way a user meets it: a model built before the environment (at module
+level, say) keeps its client's base URL, the provider's (here a closed port, a socket
+that never answers, or a server of the test's own that refuses the environment's key,
+not to reach the network); the wait on the run says why it cannot end, naming where the
+call went. Until 2026-12-07 only ``tether.ai.LLM``'s calls were explained: an
+integration's call that reached nothing was retried until ``RunSpinning`` after a
+thousand attempts (or the wait's timeout), one that had no answer waited its client's
+600 s, and a 401 from another endpoint said nothing of the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+from tests.testing.test_env import _Silent
+from tether import App, RunFailed
+from tether.ai import LLM, Agent
+from tether.testing import Fault, Reply, RunStuck, ScriptedLLMServer, TestEnv
+
+CLOSED = "http://127.0.0.1:9/v1"  # (nothing listens on the discard port)
+
+
+def agents_sdk_app(base_url: str, api_key: str = "sk-built-before") -> tuple[App, Any]:
+    """An app with an OpenAI Agents SDK agent ``helper`` whose model's client was built
+    before any environment, at ``base_url``."""
+    pytest.importorskip("agents")
+    from agents import Agent as SDKAgent
+    from agents import OpenAIChatCompletionsModel, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    from tether.integrations.openai_agents import TetherAgent
+
+    set_tracing_disabled(True)
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key)
+    app = App()
+    TetherAgent(SDKAgent(name="helper", instructions="Help.",
+                         model=OpenAIChatCompletionsModel("gpt-4.1-mini",
+                                                          openai_client=client)), app=app)
+    return app, client
+
+
+def pydantic_ai_app(base_url: str, api_key: str = "sk-built-before") -> App:
+    """An app with a pydantic-ai agent ``helper`` whose model's provider was built
+    before any environment, at ``base_url``."""
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent as PAIAgent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    from tether.integrations.pydantic_ai import TetherAgent
+
+    model = OpenAIChatModel("gpt-4.1-mini",
+                            provider=OpenAIProvider(base_url=base_url, api_key=api_key))
+    app = App()
+    TetherAgent(PAIAgent(model, name="helper"), app=app)
+    return app
+
+
+def _step(kind: str) -> str:
+    return {"agents": "openai_agents:model:gpt-4.1-mini",
+            "pydantic_ai": "pydantic_ai:helper__model.request"}[kind]
+
+
+def _app(kind: str, base_url: str, api_key: str = "sk-built-before") -> App:
+    if kind == "agents":
+        return agents_sdk_app(base_url, api_key)[0]
+    return pydantic_ai_app(base_url, api_key)
+
+
+# -- an LLM on Anthropic's protocol ------------------------------------------------------
+
+
+async def test_an_anthropic_model_not_pointed_at_the_environment_ends_the_wait() -> None:
+    """An Anthropic ``LLM`` built before the environment keeps its base URL: the wait
+    ends with ``RunStuck`` naming it, as for an OpenAI-compatible one."""
+    llm = LLM("anthropic:claude-sonnet-4-5", base_url=CLOSED)
+    app = App()
+    app.add_agent(Agent("astray", model=llm))
+    try:
+        async with TestEnv(app, llm=[Reply("ok")]) as env:
+            handle = await env.start("astray", "hi")
+            with pytest.raises(RunStuck, match=(
+                    r"cannot reach its model: its LLM call \(step "
+                    r"'llm:anthropic:claude-sonnet-4-5'\) failed \d+ attempts in a row, "
+                    rf"nothing answering at {re.escape(CLOSED)}.*llms=\[llm\]")):
+                await env.result(handle, timeout=30)
+    finally:
+        await llm.aclose()
+
+
+async def test_an_anthropic_model_given_to_the_environment_says_a_hang_and_a_script_out(
+        ) -> None:
+    """An Anthropic ``LLM`` given as ``llms=`` is answered on the Messages protocol; a
+    ``Fault.hang()`` it meets, and a script it outruns, are said as for Chat
+    Completions."""
+    llm = LLM("anthropic:claude-sonnet-4-5")
+    app = App()
+    app.add_agent(Agent("talker", model=llm))
+    try:
+        async with TestEnv(app, llm=[Fault.hang()], llms=[llm]) as env:
+            handle = await env.start("talker", "hi")
+            async with asyncio.timeout(30):
+                while not any(r.outcome == "fault:hang" for r in env.llm.requests):
+                    await asyncio.sleep(0.01)
+            assert env.llm.requests[0].protocol == "anthropic"
+            with pytest.raises(TimeoutError, match=r"holds 1 request\(s\) of a Fault.hang"):
+                await handle.result(timeout=0.5)
+        async with TestEnv(app, llm=[], llms=[llm]) as env:
+            handle = await env.start("talker", "hi")
+            async with asyncio.timeout(30):
+                while not any(r.outcome == "exhausted" for r in env.llm.requests):
+                    await asyncio.sleep(0.01)
+            with pytest.raises(TimeoutError, match=r"script ran out: \d+ requests got 500"):
+                await handle.result(timeout=0.5)
+    finally:
+        await llm.aclose()
+
+
+# -- an integration's model ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["agents", "pydantic_ai"])
+async def test_an_integrations_model_that_reaches_nothing_ends_the_wait(kind: str) -> None:
+    """An integration's model whose client points at nothing (the provider's URL, no
+    network): its calls were retried, each backoff skipped, until ``RunSpinning`` after
+    a thousand attempts said only "Connection error.". The wait ends now as an
+    ``LLM``'s does, naming the step, the URL and how to point the model at the scripted
+    server."""
+    app = _app(kind, CLOSED)
+    async with TestEnv(app, llm=[Reply("ok")]) as env:
+        handle = await env.start("helper", "hi")
+        with pytest.raises(RunStuck, match=(
+                rf"run '{handle.run_id}' \(helper\) cannot reach its model: its LLM call "
+                rf"\(step '{_step(kind)}'\) failed \d+ attempts in a row, nothing answering "
+                rf"at {re.escape(CLOSED)}, and the environment's scripted LLM server is at "
+                rf"{re.escape(env.llm.base_url)}: an integration's model whose client was "
+                r"built before the environment .*base_url=env\.llm\.base_url")) as stuck:
+            await env.result(handle, timeout=30)
+        assert env.llm.requests == []
+    assert "RunSpinning" not in type(stuck.value).__name__
+
+
+@pytest.mark.parametrize("kind", ["agents", "pydantic_ai"])
+async def test_an_integrations_model_whose_server_never_answers_ends_the_wait(
+        kind: str) -> None:
+    """An integration's model whose endpoint accepts the request and never answers: the
+    call waited its client's own timeout (600 s for the OpenAI SDK) in real time, the
+    wait its own (60 s). It ends now once the call has had no answer a short while."""
+    silent = _Silent()
+    try:
+        app = _app(kind, silent.url)
+        async with TestEnv(app, llm=[Reply("ok")]) as env:
+            handle = await env.start("helper", "hi")
+            with pytest.raises(RunStuck, match=(
+                    rf"run '{handle.run_id}' \(helper\) cannot reach its model: its LLM "
+                    rf"call \(step '{_step(kind)}'\) has had no answer from "
+                    rf"{re.escape(silent.url)} for [\d.]+ s \(the endpoint accepted the "
+                    r"connection and says nothing; the call waits its client's own timeout "
+                    r"in real time.*an integration's model whose client")):
+                await env.result(handle, timeout=30)
+            assert env.llm.requests == []
+            assert silent.accepted
+    finally:
+        silent.close()
+
+
+@pytest.mark.parametrize("kind", ["agents", "pydantic_ai"])
+async def test_an_integrations_model_whose_key_another_server_refuses_says_so(
+        kind: str) -> None:
+    """An integration's model whose client points at the real provider, which refuses
+    the key (401): the run fails, and the failure says which endpoint refused it (as an
+    ``LLM``'s does) and how to point the model at the scripted server; it said only
+    "HTTP 401 ...: Incorrect API key provided"."""
+    async with ScriptedLLMServer([Reply("never")], api_key="sk-the-real-one") as real:
+        url = real.base_url.rstrip("/")
+        app = _app(kind, real.base_url, api_key="sk-a-wrong-one")
+        async with TestEnv(app, llm=[Reply("ok")]) as env:
+            handle = await env.start("helper", "hi")
+            with pytest.raises(RunFailed) as failed:
+                await env.result(handle, timeout=30)
+            assert env.llm.requests == []
+            ours = env.llm.base_url
+    assert re.search(rf"HTTP 401\b.*\(refused by {re.escape(url)}\)", str(failed.value))
+    assert failed.value.__notes__[-1].startswith(
+        f"run '{handle.run_id}' failed on its model's HTTP 401 from {url} (step "
+        f"'{_step(kind)}'), not the environment's scripted LLM server (at {ours}), which "
+        "refuses the environment's fake API key: an integration's model whose client was "
+        "built before the environment")
+    assert [r.status for r in real.requests] == [401]
+
+
+async def test_a_wait_on_an_integrations_calls_that_go_elsewhere_says_so() -> None:
+    """Without ``stuck_after`` the wait gives up at its timeout: it says the run retries
+    model calls that never reached the scripted server (only ``llm:`` steps were
+    told)."""
+    app = _app("agents", CLOSED)
+    async with TestEnv(app, llm=[Reply("ok")], stuck_after=None) as env:
+        handle = await env.start("helper", "hi")
+        async with asyncio.timeout(30):  # (its first attempt has failed, however slow)
+            while not any(e.attempts > 0
+                          for e in await env.app.store.journal_read(handle.run_id)):
+                await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError, match=(
+                r"did not end within 0.5 s; runs retry LLM calls \(step "
+                r"'openai_agents:model:gpt-4.1-mini'\) but none reached the scripted LLM "
+                r"server: an integration's model whose client was built before")):
+            await handle.result(timeout=0.5)
+
+
+async def test_an_integrations_model_on_a_hung_request_says_so() -> None:
+    """An integration's model pointed at the scripted server that meets a
+    ``Fault.hang()``: the wait that gives up says the server holds the request, and
+    where the timeout to shorten is (its client's)."""
+    app, client = agents_sdk_app("http://unused.invalid/v1")
+    async with TestEnv(app, llm=[Fault.hang(), Reply("ok")]) as env:
+        client.base_url = env.llm.base_url  # (pointed at it, as the test means to)
+        handle = await env.start("helper", "hi")
+        async with asyncio.timeout(30):
+            while not any(r.outcome == "fault:hang" for r in env.llm.requests):
+                await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError, match=r"holds 1 request\(s\) of a Fault.hang\(\) "
+                           r"unanswered: .*its client's, AsyncOpenAI\(timeout=2\)"):
+            await handle.result(timeout=0.5)
