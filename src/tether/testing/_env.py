@@ -294,7 +294,9 @@ class TestEnv:
             of runs that only spin, see ``stuck_attempts``), and every task of the test
             was waiting on the environment. A wait whose run keeps failing an LLM call
             that reaches nothing at its model's base URL, not the scripted server's (a
-            model not given as ``llms=``), raises ``RunStuck`` too, after a second (or
+            model not given as ``llms=``, an integration's model whose client was built
+            before the environment: every durable model call lists itself in
+            ``tether._inflight``), raises ``RunStuck`` too, after a second (or
             ``stuck_after`` if shorter) of such failures while the test only waited;
             and so does one whose run's LLM call has had no answer for two seconds
             (or ``stuck_after``) from such a base URL that accepted the connection
