@@ -8,9 +8,10 @@ level, say) keeps its client's base URL, the provider's (here a closed port, a s
 that never answers, or a server of the test's own that refuses the environment's key,
 not to reach the network); the wait on the run says why it cannot end, naming where the
 call went. Until 2026-12-07 only ``tether.ai.LLM``'s calls were explained: an
-integration's call that reached nothing was retried until ``RunSpinning`` after a
-thousand attempts (or the wait's timeout), one that had no answer waited its client's
-600 s, and a 401 from another endpoint said nothing of the environment.
+integration's call that reached nothing was retried until the wait's timeout (or
+``RunSpinning`` after a thousand attempts), which said only that a step kept failing
+with "Connection error.", one that had no answer waited its client's 600 s, and a 401
+from another endpoint said nothing of the environment.
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ async def test_an_anthropic_model_given_to_the_environment_says_a_hang_and_a_scr
 @pytest.mark.parametrize("kind", ["agents", "pydantic_ai"])
 async def test_an_integrations_model_that_reaches_nothing_ends_the_wait(kind: str) -> None:
     """An integration's model whose client points at nothing (the provider's URL, no
-    network): its calls were retried, each backoff skipped, until ``RunSpinning`` after
-    a thousand attempts said only "Connection error.". The wait ends now as an
+    network): its calls were retried, each backoff skipped, until the wait's timeout
+    said only that the step kept failing with "Connection error.". The wait ends now as an
     ``LLM``'s does, naming the step, the URL and how to point the model at the scripted
     server."""
     app = _app(kind, CLOSED)
