@@ -531,8 +531,25 @@ _threads_busy = 0
 _threads_busy_lock = threading.Lock()
 
 
-def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """A plain-def step's function in its executor thread, counted while it runs."""
+class _NotStarted(Exception):
+    """A plain-def step's attempt that its executor thread did not start: the run's
+    execution here had stopped (``RunContext.stop``: its lease lost, found by a write
+    of another of its tasks or by the heartbeat) while the step waited for a free
+    thread (internal; ``_invoke`` makes it the run's stop)."""
+
+
+def _in_thread(ctx: RunContext, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A plain-def step's function in its executor thread, counted while it runs.
+
+    Not started if the run's execution here stopped while the step waited for a free
+    thread (every thread busy with other steps): another worker may hold the run by
+    now, and may have run that very step already. The lease as this worker knows it,
+    read in memory (``ctx.stop``, set by the heartbeat and by a write refused by
+    fencing) with no store round trip; the cancel of the run's tasks that follows the
+    loss reaches a queued step only if its task is cancelled before a thread takes it
+    (not a branch left running by ``gather(..., return_exceptions=True)``)."""
+    if ctx.stop is not None:
+        raise _NotStarted()
     global _threads_busy
     with _threads_busy_lock:
         _threads_busy += 1
@@ -575,7 +592,7 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
         if not sdef.is_async:
             context = contextvars.copy_context()
             loop = asyncio.get_running_loop()
-            call = functools.partial(context.run, _in_thread, sdef.fn, *args, **kwargs)
+            call = functools.partial(context.run, _in_thread, ctx, sdef.fn, *args, **kwargs)
             thread: concurrent.futures.Future[Any] | None = None
             if ctx.executor is not None:  # (as run_in_executor does, the thread's kept)
                 thread = ctx.executor.submit(call)
@@ -597,6 +614,11 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
                         "returns an awaitable must itself be async def (`async def f(): "
                         "return await search(q)`, not `lambda: search(q)`)")
                 return value
+            except _NotStarted:
+                if head is not None:  # (its body never ran: the next execution runs it)
+                    ctx.attempt_writer.note(head[0], (*head, "superseded", started,
+                                                      ctx.clock.now(), None))
+                raise _Stop() from None
             except TimeoutError:
                 if inner.done() and not inner.cancelled():
                     raise  # the step itself raised TimeoutError
@@ -676,7 +698,7 @@ def _outlived(ctx: RunContext, thread: concurrent.futures.Future[Any],
             return
         exc = thread.exception()
         now = ctx.clock.now()
-        if exc is None:
+        if exc is None or isinstance(exc, _NotStarted):  # (not started: see _in_thread)
             row: AttemptRow = (*head, "superseded", started, now, None)
         else:
             row = (*head, "error", started, now, ctx.codec.encode_error(error_to_dict(exc)))

@@ -121,3 +121,73 @@ async def test_a_crashed_executors_hand_back_notes_a_step_it_never_recorded_supe
     assert len(ran) == 2  # (run again after the first crash; recorded since)
     assert await _statuses(app, "c", "charge") == ["superseded", "ok"]
     await app.close()
+
+
+async def test_a_sync_step_queued_for_a_thread_does_not_start_once_the_run_is_lost(
+        store_url: str, tmp_path: Any) -> None:
+    """Every executor thread is busy with a step of the run, and a third kind of step,
+    ``charge``, waits for a free thread behind them. Meanwhile another worker takes the
+    run over, and a write of another branch of the run is refused by fencing (the run is
+    lost here). When the threads free up, ``charge`` does not start: the new owner may
+    have run it already. Its attempt is noted ``superseded``. (It started and charged:
+    the branches of ``gather(..., return_exceptions=True)`` are not cancelled when one
+    of them stops, and nothing looked at the lease before the thread took the step.)"""
+    app = App(store_url)
+    effects = tmp_path / "charged.txt"
+    entered: list[int] = []
+    release = threading.Event()
+    taken = asyncio.Event()
+
+    @app.step
+    def hold(i: int) -> int:
+        entered.append(i)
+        release.wait(60)
+        return i
+
+    @app.step
+    def charge() -> str:
+        with effects.open("a") as f:
+            f.write("charged\n")
+        return "charged"
+
+    @app.step
+    async def late() -> str:
+        await taken.wait()
+        return "late"
+
+    @app.workflow
+    async def fan(threads: int) -> list[str]:
+        async def lose_first() -> str:
+            try:
+                return await late()
+            finally:
+                release.set()  # (the branch stopped: its write was refused)
+
+        results = await asyncio.gather(lose_first(), *[hold(i) for i in range(threads)],
+                                       charge(), return_exceptions=True)
+        return [type(r).__name__ for r in results]
+
+    await app._open()
+    store = app.store
+    # (a long lease: the heartbeat, which would cancel the run's tasks, comes too late)
+    async with app.worker(lease_seconds=60.0, concurrency=1) as worker:
+        assert worker._executor is not None
+        threads = worker._executor._max_workers
+        await app.start(fan, threads, run_id="f")
+        await wait_for(lambda: len(entered) == threads, timeout=30,
+                       what="every thread busy with a hold step")
+        await wait_for(lambda: _has(app, "f", "running"), timeout=30,
+                       what="charge's attempt begun (queued for a thread)")
+        assert not release.is_set()
+        await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
+        claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                        now=app.clock.now(), lease_seconds=600)
+        assert [c.run.run_id for c in claimed] == ["f"]
+        taken.set()
+        await wait_for(lambda: _dropped(worker, "f"), timeout=30, what="the run dropped")
+        await wait_for(lambda: _has(app, "f", "superseded"), timeout=30,
+                       what="charge's attempt noted superseded")
+    assert not effects.exists()
+    assert await _statuses(app, "f", "charge") == ["superseded"]
+    assert set(await _statuses(app, "f", "hold")) == {"superseded"}
+    await app.close()
