@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from tether import _clock
 from tether._clock import SyncedClock
 
 
@@ -63,3 +66,44 @@ async def test_a_resync_far_behind_sets_the_clock_back_at_once() -> None:
     await clock.sync(lambda: ahead(10.0))
     await clock.sync(lambda: ahead(0.0))  # the reference's clock set back 10 s
     assert abs(clock.now() - time.time()) < 1.0
+
+
+class _Time:
+    """The machine's clocks for ``tether._clock``, stepped by the test: the monotonic
+    clock and the wall clock, both ``at`` seconds."""
+
+    def __init__(self) -> None:
+        self.at = 5000.0
+
+    def monotonic(self) -> float:
+        return self.at
+
+    def time(self) -> float:
+        return self.at
+
+
+async def test_a_first_read_that_sets_up_a_connection_is_not_kept_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first read of a sync opens the connection (20 ms) before the server reads
+    its clock (at the end of its round trip), the next ones reuse it (1 ms each way).
+    The clock was 10 ms ahead of the reference: the first round trip (20 ms, under
+    ``max_round_trip / 10``) was kept alone, its reading taken as the middle of it."""
+    fake = _Time()
+    monkeypatch.setattr(_clock, "time", fake)
+    reads = 0
+
+    async def server() -> float:  # the reference: the machine's clock + 100 s
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            fake.at += 0.020  # connecting, then the statement: read at once
+            return fake.at + 100.0
+        fake.at += 0.001
+        ref = fake.at + 100.0
+        fake.at += 0.001
+        return ref
+
+    clock = _clock.SyncedClock()
+    await clock.sync(server)
+    assert clock.now() - (fake.at + 100.0) == pytest.approx(0.0, abs=1e-9)
+    assert reads == 2  # (the connection reused once: no more reads than that)
