@@ -533,22 +533,24 @@ _threads_busy_lock = threading.Lock()
 
 class _NotStarted(Exception):
     """A plain-def step's attempt that its executor thread did not start: the run's
-    execution here had stopped (``RunContext.stop``: its lease lost, found by a write
-    of another of its tasks or by the heartbeat) while the step waited for a free
-    thread (internal; ``_invoke`` makes it the run's stop)."""
+    lease was lost (found by a write of another of its tasks or by the heartbeat)
+    while the step waited for a free thread (internal; ``_invoke`` makes it the run's
+    stop)."""
 
 
 def _in_thread(ctx: RunContext, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """A plain-def step's function in its executor thread, counted while it runs.
 
-    Not started if the run's execution here stopped while the step waited for a free
-    thread (every thread busy with other steps): another worker may hold the run by
-    now, and may have run that very step already. The lease as this worker knows it,
-    read in memory (``ctx.stop``, set by the heartbeat and by a write refused by
-    fencing) with no store round trip; the cancel of the run's tasks that follows the
-    loss reaches a queued step only if its task is cancelled before a thread takes it
-    (not a branch left running by ``gather(..., return_exceptions=True)``)."""
-    if ctx.stop is not None:
+    Not started if the run's lease was lost while the step waited for a free thread
+    (every thread busy with other steps): another worker holds the run, and may have
+    run that very step already. The lease as this worker knows it, read in memory
+    (``ctx.stop`` is ``Lost``: the heartbeat's finding, or a write refused by fencing),
+    with no store round trip. The cancel of the run's tasks that follows the loss
+    reaches a queued step only if its task is cancelled before a thread takes it, and
+    not at all a branch that ``gather(..., return_exceptions=True)`` leaves running.
+    (Any other stop, a block or a release, leaves the lease valid: a step that starts
+    then has its result journaled, as one that had started before.)"""
+    if isinstance(ctx.stop, Lost):
         raise _NotStarted()
     global _threads_busy
     with _threads_busy_lock:
