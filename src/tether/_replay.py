@@ -1482,7 +1482,16 @@ class RunContext:
             self._seen_first = ready[0]
         self._seen_len = n
         current = asyncio.current_task(self._loop)
-        for handle in list(itertools.islice(reversed(ready), new)):  # (one call: see above)
+        try:
+            handles = list(itertools.islice(reversed(ready), new))
+        except RuntimeError:
+            # Another thread's call_soon_threadsafe (an executor thread's step ending, a
+            # store's writer thread) appended to the queue between the iterator's making
+            # and its first step: "deque mutated during iteration", which failed the run
+            # (a kill soak's run, on replay). A copy made in one call cannot be cut so.
+            handles = list(ready)
+            handles.reverse()
+        for handle in handles:
             task = getattr(handle._callback, "__self__", None)
             if (isinstance(task, asyncio.Task) and task is not current
                     and not handle._cancelled
