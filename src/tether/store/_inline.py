@@ -54,7 +54,10 @@ def loop_quiet(loop: asyncio.AbstractEventLoop, within: float,
     if ready:
         if own is None or len(ready) > 2:
             return False
-        for handle in ready:
+        # (A copy made in one call: another thread's call_soon_threadsafe, an executor
+        # thread's step ending, may append while this looks, and iterating the queue
+        # itself then raises "deque mutated during iteration" out of the append.)
+        for handle in list(ready):
             if getattr(getattr(handle, "_callback", None), "__self__", None) is not own:
                 return False
     timers = getattr(loop, "_scheduled", None)
