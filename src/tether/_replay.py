@@ -1488,8 +1488,10 @@ class RunContext:
             # Another thread's call_soon_threadsafe (an executor thread's step ending, a
             # store's writer thread) appended to the queue between the iterator's making
             # and its first step: "deque mutated during iteration", which failed the run
-            # (a kill soak's run, on replay). A copy made in one call cannot be cut so.
-            handles = list(ready)
+            # (a kill soak's run, on replay). A copy made in one call cannot be cut so:
+            # its handles from the first new one (only other threads append meanwhile,
+            # at the right; the loop, this thread, is the only one that pops).
+            handles = list(ready)[n - new:]
             handles.reverse()
         for handle in handles:
             task = getattr(handle._callback, "__self__", None)
