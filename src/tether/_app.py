@@ -40,6 +40,7 @@ from tether._types import (
     RunInfo,
     RunRecord,
     RunStatus,
+    check_cancel_reason,
     check_name,
     did_you_mean,
 )
@@ -910,6 +911,7 @@ class App:
             cancel_requested=bool(run.cancel_requested) and not RunStatus(run.status).is_ended,
             cancel_requested_at=_cancel_requested_at(run),
             budget_limits=limits, kept_budget_raise=kept,
+            **_cancel_origin(run),
         )
 
     async def list_runs(self, *, status: RunStatus | str | None = None,
@@ -930,7 +932,7 @@ class App:
         store = await self._open()
         return await store.run_list(status=status, limit=limit)
 
-    async def cancel(self, run_id: str) -> RunStatus:
+    async def cancel(self, run_id: str, *, reason: str | None = None) -> RunStatus:
         """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
         That operation runs on a worker serving the run's queue: a waiting run becomes
         claimable at once but stays ``waiting`` until such a worker replays it and
@@ -941,12 +943,21 @@ class App:
         whose policy is ``cancel`` are then asked to cancel, as when a worker ends a run
         cancelled. Returns the run's status after the request.
 
+        ``reason`` says why (one line, at most 1,000 characters): ``get_run`` gives it
+        back (``RunInfo.cancel_reason``), as do ``tether show``, ``tether result`` and
+        the API, and the children this cancel cancels get it too, with this run's id
+        (``RunInfo.cancelled_with``). A repeat keeps the first request's time and
+        reason; a retry clears them.
+
         Raises:
             RunNotFound: no run has this id.
+            ConfigError: ``reason`` is not a string, is empty, too long, or holds
+                control characters (nothing was asked).
         """
         _lookup_id(run_id)
+        reason = check_cancel_reason(reason)
         store = await self._open()
-        run = await store.run_cancel(run_id=run_id, now=self.clock.now())
+        run = await store.run_cancel(run_id=run_id, now=self.clock.now(), reason=reason)
         for w in self._workers:
             w.request_cancel(run_id)
             w.notify()
@@ -1491,6 +1502,16 @@ def _cancel_requested_at(run: RunRecord) -> float | None:
                                     and run.status is not RunStatus.CANCELLED):
         return None
     return run.cancel_requested_at
+
+
+def _cancel_origin(run: RunRecord) -> dict[str, str | None]:
+    """``RunInfo.cancel_reason`` and ``cancelled_with``: why the cancel was asked and
+    whose it was (its parent's, cascaded), of a run that has it pending or ended
+    cancelled, as ``_cancel_requested_at``."""
+    if not run.cancel_requested or (RunStatus(run.status).is_ended
+                                    and run.status is not RunStatus.CANCELLED):
+        return {"cancel_reason": None, "cancelled_with": None}
+    return {"cancel_reason": run.cancel_reason, "cancelled_with": run.cancelled_with}
 
 
 def _input_view(stored: Any) -> Any:

@@ -374,6 +374,7 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
         "journal": info.journal, "metrics": info.metrics,
         "cancel_requested": info.cancel_requested,
         "cancel_requested_at": info.cancel_requested_at,
+        "cancel_reason": info.cancel_reason, "cancelled_with": info.cancelled_with,
         **lifecycle_dict(info),
     }
 

@@ -163,6 +163,13 @@ class RunRecord:
     #: ``run_get`` only; None: not read, none was, or a version that does not record it
     #: asked (migration 0021).
     cancel_requested_at: float | None = None
+    #: Why that cancel was asked (``App.cancel``'s ``reason``; a child cancelled with its
+    #: parent has its parent's), by ``run_get`` only; None: not read, none was given, or
+    #: a version that does not record it asked (migration 0023).
+    cancel_reason: str | None = None
+    #: The parent whose cancel cascaded to this run, by ``run_get`` only; None: not
+    #: read, the run's own request, or a version that does not record it asked.
+    cancelled_with: str | None = None
 
     def __post_init__(self) -> None:
         if type(self.status) is not RunStatus:
@@ -248,6 +255,46 @@ class RunInfo:
     #: the run reached its budget, which it takes when it does), ``{"usd", "tokens",
     #: "more"}`` (``tether._budgets.kept_raise``); else ``None``.
     kept_budget_raise: dict[str, Any] | None = None
+    #: Why that cancel was asked (``App.cancel``'s ``reason``, ``tether cancel
+    #: --reason``, the API's ``{"reason"}``); a run cancelled with its parent has its
+    #: parent's. None when ``cancel_requested_at`` is, and when none was given.
+    cancel_reason: str | None = None
+    #: The id of the parent run whose cancel cascaded to this one (its policy
+    #: ``on_parent_cancel="cancel"``); None when the cancel was the run's own request,
+    #: and when ``cancel_requested_at`` is None.
+    cancelled_with: str | None = None
+
+
+#: The most characters a cancel's reason may have (``App.cancel``, ``tether cancel
+#: --reason``, the API): a sentence or two a person reads in ``tether show``.
+MAX_CANCEL_REASON = 1000
+
+
+def check_cancel_reason(value: object) -> str | None:
+    """``value`` if it is a usable reason for a cancel (None: none given), else
+    ``ConfigError`` saying why: not a string, empty, over ``MAX_CANCEL_REASON``
+    characters, or holding control characters (a reason is one line, printed on a
+    terminal) or a lone surrogate (no store could keep it)."""
+    from tether.errors import ConfigError
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"a cancel's reason must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise ConfigError("a cancel's reason is empty: give a reason, or none")
+    if len(value) > MAX_CANCEL_REASON:
+        raise ConfigError(f"a cancel's reason is {len(value):,} characters long; at most "
+                          f"{MAX_CANCEL_REASON:,} are allowed")
+    if not _FORBIDDEN.isdisjoint(value):
+        raise ConfigError("a cancel's reason holds control characters (a line break, a "
+                          "tab, an escape): it is one line of text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("a cancel's reason holds a lone surrogate (not valid "
+                          "Unicode)") from None
+    return value
 
 
 #: Characters no id or name may hold: C0/C1 controls (ESC starts terminal escapes),

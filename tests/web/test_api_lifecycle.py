@@ -394,21 +394,44 @@ async def test_schedule_actions_reject_bad_requests(api: Api, action: str) -> No
 # -- cancel -------------------------------------------------------------------------------
 
 
-async def test_a_cancel_with_fields_is_refused_and_cancels_nothing(api_any: Api) -> None:
-    """POST .../cancel takes no fields, as retry, erase and the schedules' actions: a
-    body naming one (``{"reason": ...}``, as Temporal's cancel takes) is a 400 and the
-    run goes on waiting. Until 2026-12-06 the field was dropped without a word and the run
-    cancelled: the caller believed its reason recorded."""
+async def test_a_cancel_takes_a_reason_and_refuses_a_bad_one(api_any: Api) -> None:
+    """POST .../cancel takes one field, ``reason`` (as Temporal's cancel does): kept with
+    the cancel, the run document gives it (``cancel_reason``, ``cancelled_with`` null:
+    its own request), and a repeat keeps the first's, which its answer says. A body with
+    another field, a reason that is not a string, empty, over 1,000 characters or over
+    a line, and a body that is not JSON are 400s that cancel nothing. Until 2026-12-07
+    the cancel took no field: ``{"reason": ...}`` was a 400."""
     api = api_any
     async with api.app.worker(queues=["default"]):
         await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "cw"})
         await wait_status(api, "cw", "waiting")
-    await _rejected(api, "POST", "/api/v1/runs/cw/cancel", {"reason": "duplicate order"},
-                    400, "bad_request")
-    r = await api.http.post("/api/v1/runs/cw/cancel", json={"reason": "x"})
-    assert r.json()["error"]["message"] == ("unknown field(s): reason; this action takes "
-                                            "no fields: send no body or {}")
+    path = "/api/v1/runs/cw/cancel"
+    await _rejected(api, "POST", path, {"why": "duplicate order"}, 400, "bad_request")
+    r = await api.http.post(path, json={"why": "x"})
+    assert r.json()["error"]["message"] == "unknown field(s): why; allowed: reason"
+    for bad, said in ((7, "a cancel's reason must be a string, not int"),
+                      (["x"], "a cancel's reason must be a string, not list"),
+                      (" ", "a cancel's reason is empty: give a reason, or none"),
+                      ("x" * 1001, "a cancel's reason is 1,001 characters long; at most "
+                                   "1,000 are allowed"),
+                      ("two\nlines", "a cancel's reason holds control characters (a line "
+                                     "break, a tab, an escape): it is one line of text")):
+        await _rejected(api, "POST", path, {"reason": bad}, 400, "bad_request")
+        r = await api.http.post(path, json={"reason": bad})
+        assert r.json()["error"]["message"] == said, r.text
+    before = await api.snapshot()
+    r = await api.http.post(path, content=b'{"reason": "dup', headers={
+        "Content-Type": "application/json"})
+    assert (r.status_code, error_of(r)) == (400, "malformed_json"), r.text
+    assert await api.snapshot() == before
     assert (await api.http.get("/api/v1/runs/cw")).json()["cancel_requested"] is False
-    r = await api.http.post("/api/v1/runs/cw/cancel", json={})
+
+    r = await api.http.post(path, json={"reason": "duplicate order " + "x" * 984})
     assert r.status_code == 202, r.text
-    assert (await api.http.get("/api/v1/runs/cw")).json()["cancel_requested"] is True
+    first = "duplicate order " + "x" * 984  # (1,000 characters: the most)
+    assert r.json() == {"run_id": "cw", "status": "waiting", "cancel_reason": first}
+    r = await api.http.post(path, json={"reason": "another"})  # (a repeat keeps the first)
+    assert r.status_code == 202 and r.json()["cancel_reason"] == first, r.text
+    doc = (await api.http.get("/api/v1/runs/cw")).json()
+    assert (doc["cancel_requested"], doc["cancel_reason"], doc["cancelled_with"]) == (
+        True, first, None)

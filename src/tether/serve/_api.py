@@ -38,7 +38,7 @@ from tether._show import (
     split_statuses,
     start_report,
 )
-from tether._types import ENDED_VALUES, check_name
+from tether._types import ENDED_VALUES, check_cancel_reason, check_name
 from tether.errors import (
     ConfigError,
     InvalidName,
@@ -649,9 +649,14 @@ async def send_signal(request: Request) -> Response:
 async def cancel_run(request: Request) -> Response:
     require_admin(request)
     run_id = path_name(request, "run_id")
-    # No fields, as retry, erase and the schedules' actions: a field (a "reason") was
-    # dropped without a word and the run cancelled, the caller believing it recorded.
-    known_keys(await json_body(request, required=False), set())
+    # Only "reason": another field was dropped without a word and the run cancelled,
+    # the caller believing it recorded (as retry, erase and the schedules' actions).
+    body = await json_body(request, required=False)
+    known_keys(body, {"reason"})
+    try:
+        reason = check_cancel_reason(body.get("reason"))
+    except ConfigError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
     app = tether_app(request)
     run = await app.store.run_get(run_id)
     if run is None:
@@ -659,8 +664,12 @@ async def cancel_run(request: Request) -> Response:
     if run.status in ("completed", "failed"):
         raise ApiError(409, "conflict", f"run {run_id!r} has already ended ({run.status})",
                        title="This run has already ended")
-    status = await app.cancel(run_id)
-    return json_response({"run_id": run_id, "status": status.value}, 202)
+    status = await app.cancel(run_id, reason=reason)
+    # (the reason kept: a repeat keeps the first request's, which a caller that gave
+    # another one reads here)
+    kept = await app.store.run_get(run_id)
+    return json_response({"run_id": run_id, "status": status.value,
+                          "cancel_reason": kept.cancel_reason if kept else reason}, 202)
 
 
 # -- approvals ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tether._show import OUTCOMES, STATUSES
+from tether._types import MAX_CANCEL_REASON
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 #: What a new id or name may hold (``tether._types.check_name``): not blank, and none of
@@ -312,6 +313,17 @@ def document(root_path: str = "") -> dict[str, Any]:
                                     "run with one pending and for one that ended "
                                     "cancelled; null otherwise, and when a version that "
                                     "does not record it asked")},
+                            "cancel_reason": {**_OPTIONAL_TEXT, "description": (
+                                "why that cancel was asked (tether cancel --reason, "
+                                "the cancel's {\"reason\"}, App.cancel's reason=; a "
+                                "run cancelled with its parent has its parent's; a "
+                                "repeat keeps the first's); null when "
+                                "cancel_requested_at is, and when none was given")},
+                            "cancelled_with": {**_OPTIONAL_TEXT, "description": (
+                                "the id of the parent run whose cancel cascaded to "
+                                "this one (its on_parent_cancel is cancel); null when "
+                                "the cancel was the run's own request, and when "
+                                "cancel_requested_at is null")},
                             "children": {"type": "array", "items": {
                                 "$ref": "#/components/schemas/RunSummary"}}}},
                 "Worker": {"type": "object", "required": [
@@ -539,13 +551,26 @@ def document(root_path: str = "") -> dict[str, Any]:
                     **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/cancel": {"post": {
                 "summary": "Cancel a run", "operationId": "cancelRun",
-                "parameters": [_RUN_ID], "requestBody": _NO_FIELDS,
+                "parameters": [_RUN_ID], "requestBody": _json_body({
+                    "type": "object", "additionalProperties": False, "properties": {
+                        "reason": {
+                            "type": "string", "nullable": True, "minLength": 1,
+                            "maxLength": MAX_CANCEL_REASON, "pattern": NAME_PATTERN,
+                            "description": (
+                                "why (one line): kept with the cancel, shown by the run "
+                                "document's cancel_reason and given to the children "
+                                "it cancels; a repeat keeps the first request's")}}},
+                    required=False),
                 "responses": {"202": _ok("cancel requested", {
                     "type": "object", "required": ["run_id", "status"],
                     "properties": {"run_id": {"type": "string"},
                                    "status": {"type": "string", "enum": list(STATUSES),
                                               "description": "the run's status when the "
-                                                             "cancel was recorded"}}}),
+                                                             "cancel was recorded"},
+                                   "cancel_reason": {**_OPTIONAL_TEXT, "description": (
+                                       "the reason the run's cancel keeps: the first "
+                                       "request's (this one's, or an earlier one's "
+                                       "that a repeat does not replace)")}}}),
                     "404": _err("no such run"), "409": _err("the run has ended"),
                     **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/approval": {"post": {

@@ -717,6 +717,8 @@ class Store(ServeQueries, Protocol):
         whose code cannot observe it, blocked or queued and never started (no journal
         entry), ends ``cancelled`` at once (and wakes a run waiting for it), as
         ``run_cancel`` ends such a run, and its own children are cancelled in turn.
+        A child asked here for the first time records the parent's id
+        (``cancelled_with``) and its reason (``cancel_reason``).
         Returns the runs asked or ended, sorted."""
 
     async def subscribe(self, callback: Callable[[], None], *,
@@ -729,10 +731,14 @@ class Store(ServeQueries, Protocol):
         Returns an async unsubscribe function. Backends without notifications never
         call them; callers also poll slowly (and heartbeats report cancels)."""
 
-    async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
+    async def run_cancel(self, *, run_id: str, now: float,
+                         reason: str | None = None) -> RunRecord:
         """Ask a run to cancel; a released or queued run becomes claimable at once. A
         run that ends at once (blocked, or queued and never started) has its children
-        cancelled as ``run_children_cancel`` does. Raises: RunNotFound."""
+        cancelled as ``run_children_cancel`` does. ``reason`` (why; None: none given) is
+        kept with the request's time: a repeat keeps the first request's (and its
+        ``cancelled_with``, the parent of a cascade that asked first), and its children
+        get it with their parent's id. Raises: RunNotFound."""
 
     async def lease_heartbeat(self, *, worker_id: str, now: float,
                               lease_seconds: float) -> HeartbeatResult:

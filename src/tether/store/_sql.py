@@ -86,8 +86,9 @@ def load_migrations(package: str) -> list[tuple[int, str, str]]:
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:
     """A run from a row of the run columns (``run_id`` ... ``metrics``, then migration
-    0003's ``version`` ... ``erased_at``, 0005's ``crashes`` ... ``crash_progress`` and
-    ``cancel_requested_at`` when the query selected them).
+    0003's ``version`` ... ``erased_at``, 0005's ``crashes`` ... ``crash_progress``,
+    ``cancel_requested_at``, ``cancel_reason`` and ``cancelled_with`` when the query
+    selected them).
 
     ``waiting_for`` is a ``waiting`` run's only: the row keeps its last wait's after a
     worker claims the run (the claim does not clear it), and a running or queued run
@@ -124,14 +125,17 @@ def children_from_rows(parents: Sequence[str],
 
 def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
     """Migration 0003's columns, when the query selected them (listings need not); then
-    migration 0005's (the claims, ``run_get``), then ``cancel_requested_at`` (``run_get``
-    only: no claim or step reads it)."""
+    migration 0005's (the claims, ``run_get``), then ``cancel_requested_at`` and
+    migration 0023's ``cancel_reason`` and ``cancelled_with`` (``run_get`` only: no claim
+    or step reads them)."""
     if len(row) < 25:
         return {}
     crashes = ({"crashes": row[25], "crashes_seen": row[26], "crash_progress": row[27]}
                if len(row) >= 28 else {})  # migration 0005's, selected by the claims
     if len(row) >= 29:
         crashes["cancel_requested_at"] = row[28]
+    if len(row) >= 31:
+        crashes["cancel_reason"], crashes["cancelled_with"] = row[29], row[30]
     return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
             "generation": row[23], "erased_at": row[24], **crashes}
 

@@ -172,7 +172,8 @@ class Lifecycle:
         await conn.execute(
             f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "
             "finished_at = NULL, owner = NULL, available_at = %s, updated_at = %s, "
-            "cancel_requested = false, cancel_requested_at = NULL, waiting_for = NULL, "
+            "cancel_requested = false, cancel_requested_at = NULL, cancel_reason = NULL, "
+            "cancelled_with = NULL, waiting_for = NULL, "
             "wait_signal = NULL, wait_child = NULL, version = %s, crashes = 0, "
             "crashes_seen = 0, crash_progress = NULL WHERE run_id = %s",
             (now, now, version, run_id))

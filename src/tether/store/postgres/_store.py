@@ -1732,9 +1732,10 @@ class PostgresStore(PostgresServeQueries):
             found += await self.run_children_cancel(parent_run_id=child_id, now=now)
         return sorted(found)
 
-    async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
+    async def run_cancel(self, *, run_id: str, now: float,
+                         reason: str | None = None) -> RunRecord:
         params = {"run_id": run_id, "now": now, "channel": self._channel,
-                  "status": "cancelled", "fencing_token": None}
+                  "status": "cancelled", "fencing_token": None, "reason": reason}
         children = {"parent_run_id": run_id, "now": now, "channel": self._channel,
                     "if_cancelled": True}
         # A cancelled blocked run has ended: wake a parent waiting for it, like a finish,

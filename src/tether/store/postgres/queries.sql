@@ -49,12 +49,13 @@ FROM {schema}.runs WHERE run_id = %(run_id)s AND NOT EXISTS (SELECT 1 FROM ins);
 
 -- run_get --
 -- One run by id, every column (the crash counts of migration 0005, then the time a
--- cancel was requested: _sql.run_from_row).
+-- cancel was requested, its reason and whose cancel it was: _sql.run_from_row).
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at,
-       crashes, crashes_seen, crash_progress, cancel_requested_at
+       crashes, crashes_seen, crash_progress, cancel_requested_at,
+       cancel_reason, cancelled_with
 FROM {schema}.runs WHERE run_id = %(run_id)s;
 
 -- run_get_many --
@@ -699,6 +700,11 @@ WITH e AS (
         cancel_requested_at = CASE WHEN cancel_requested
                                    THEN coalesce(cancel_requested_at, %(now)s)
                                    ELSE %(now)s END,
+        cancel_reason = CASE WHEN cancel_requested THEN cancel_reason
+                             ELSE (SELECT p.cancel_reason FROM {schema}.runs p
+                                   WHERE p.run_id = %(parent_run_id)s) END,
+        cancelled_with = CASE WHEN cancel_requested THEN cancelled_with
+                              ELSE %(parent_run_id)s END,
         finished_at = %(now)s, owner = NULL, available_at = NULL
     WHERE r.parent_run_id = %(parent_run_id)s AND r.on_parent_cancel = 'cancel'
       AND (NOT %(if_cancelled)s
@@ -721,6 +727,11 @@ WITH c AS (
         cancel_requested_at = CASE WHEN cancel_requested
                                    THEN coalesce(cancel_requested_at, %(now)s)
                                    ELSE %(now)s END,
+        cancel_reason = CASE WHEN cancel_requested THEN cancel_reason
+                             ELSE (SELECT p.cancel_reason FROM {schema}.runs p
+                                   WHERE p.run_id = %(parent_run_id)s) END,
+        cancelled_with = CASE WHEN cancel_requested THEN cancelled_with
+                              ELSE %(parent_run_id)s END,
         available_at = CASE WHEN status IN ('queued', 'waiting') THEN %(now)s
                             ELSE available_at END
     WHERE parent_run_id = %(parent_run_id)s AND on_parent_cancel = 'cancel'
@@ -752,6 +763,9 @@ WITH b AS (
         cancel_requested_at = CASE WHEN cancel_requested
                                    THEN coalesce(cancel_requested_at, %(now)s)
                                    ELSE %(now)s END,
+        cancel_reason = CASE WHEN cancel_requested THEN cancel_reason
+                             ELSE %(reason)s END,
+        cancelled_with = CASE WHEN cancel_requested THEN cancelled_with END,
         finished_at = %(now)s, owner = NULL, available_at = NULL
     WHERE run_id = %(run_id)s
       AND (status = 'blocked'
@@ -765,13 +779,18 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM b;
 -- Ask a run to cancel; a queued or waiting run becomes claimable now (and is notified).
 -- The time of the request (cancel_requested_at) is the first's: a repeat keeps it (one
 -- a retry left with the flag cleared is replaced); so is each run_children_* and
--- run_cancel_blocked.
+-- run_cancel_blocked. So are its reason (cancel_reason) and whose cancel it was
+-- (cancelled_with: NULL for the run's own request; run_children_* give a child its
+-- parent's id and reason).
 WITH c AS (
     UPDATE {schema}.runs
     SET cancel_requested = true, updated_at = %(now)s,
         cancel_requested_at = CASE WHEN cancel_requested
                                    THEN coalesce(cancel_requested_at, %(now)s)
                                    ELSE %(now)s END,
+        cancel_reason = CASE WHEN cancel_requested THEN cancel_reason
+                             ELSE %(reason)s END,
+        cancelled_with = CASE WHEN cancel_requested THEN cancelled_with END,
         available_at = CASE WHEN status IN ('queued', 'waiting') THEN %(now)s
                             ELSE available_at END
     WHERE run_id = %(run_id)s AND status NOT IN ('completed', 'failed', 'cancelled')

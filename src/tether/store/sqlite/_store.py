@@ -1079,8 +1079,9 @@ class SqliteStore(SqliteServeQueries):
             # A place on a limited queue is free, or the run is claimable at once.
             self._notifier.publish()
 
-    async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
-        run: RunRecord = await self._write_wake(_run_cancel, run_id, now)
+    async def run_cancel(self, *, run_id: str, now: float,
+                         reason: str | None = None) -> RunRecord:
+        run: RunRecord = await self._write_wake(_run_cancel, run_id, now, reason)
         if run.status == "running":  # its worker interrupts it now, not at a heartbeat
             self._notifier.publish_cancel(run_id)
         return run
@@ -1911,8 +1912,9 @@ def _run_children_cancel(conn: apsw.Connection, parent_run_id: str, now: float) 
     return sorted(ended + asked + below)
 
 
-def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
-    params = {"run_id": run_id, "now": now}
+def _run_cancel(conn: apsw.Connection, run_id: str, now: float,
+                reason: str | None) -> RunRecord:
+    params = {"run_id": run_id, "now": now, "reason": reason}
     conn.execute(Q["run_cancel_blocked"], params)
     if conn.changes():  # a cancelled blocked run has ended: wake a parent waiting for it
         _wake_waiters(conn, run_id, now)

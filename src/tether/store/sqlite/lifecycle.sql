@@ -36,7 +36,8 @@ ORDER BY generation, position, started_at, attempt;
 UPDATE tether_runs
 SET status = 'queued', result = NULL, error = NULL, finished_at = NULL, owner = NULL,
     available_at = :now, updated_at = :now, cancel_requested = 0,
-    cancel_requested_at = NULL, waiting_for = NULL, wait_signal = NULL, wait_child = NULL,
+    cancel_requested_at = NULL, cancel_reason = NULL, cancelled_with = NULL,
+    waiting_for = NULL, wait_signal = NULL, wait_child = NULL,
     version = :version, crashes = 0, crashes_seen = 0, crash_progress = NULL
 WHERE run_id = :run_id AND status IN ('failed', 'blocked', 'cancelled');
 

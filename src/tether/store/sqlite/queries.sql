@@ -40,12 +40,13 @@ ON CONFLICT (run_id) DO NOTHING;
 
 -- run_get --
 -- One run by id, every column (the crash counts of migration 0005, then the time a
--- cancel was requested: _sql.run_from_row).
+-- cancel was requested, its reason and whose cancel it was: _sql.run_from_row).
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at,
-       crashes, crashes_seen, crash_progress, cancel_requested_at
+       crashes, crashes_seen, crash_progress, cancel_requested_at,
+       cancel_reason, cancelled_with
 FROM tether_runs WHERE run_id = :run_id;
 
 -- _list_branch --
@@ -216,7 +217,12 @@ UPDATE tether_runs
 SET status = 'cancelled', cancel_requested = 1, updated_at = :now,
     cancel_requested_at = CASE WHEN cancel_requested
                                THEN coalesce(cancel_requested_at, :now)
-                               ELSE :now END, finished_at = :now,
+                               ELSE :now END,
+    cancel_reason = CASE WHEN cancel_requested THEN cancel_reason
+                         ELSE (SELECT p.cancel_reason FROM tether_runs p
+                               WHERE p.run_id = :parent_run_id) END,
+    cancelled_with = CASE WHEN cancel_requested THEN cancelled_with
+                          ELSE :parent_run_id END, finished_at = :now,
     owner = NULL, available_at = NULL
 WHERE parent_run_id = :parent_run_id AND on_parent_cancel = 'cancel'
   AND (status = 'blocked'
@@ -233,6 +239,11 @@ SET cancel_requested = 1, updated_at = :now,
     cancel_requested_at = CASE WHEN cancel_requested
                                THEN coalesce(cancel_requested_at, :now)
                                ELSE :now END,
+    cancel_reason = CASE WHEN cancel_requested THEN cancel_reason
+                         ELSE (SELECT p.cancel_reason FROM tether_runs p
+                               WHERE p.run_id = :parent_run_id) END,
+    cancelled_with = CASE WHEN cancel_requested THEN cancelled_with
+                          ELSE :parent_run_id END,
     available_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE available_at END
 WHERE parent_run_id = :parent_run_id AND on_parent_cancel = 'cancel'
   AND status NOT IN ('completed', 'failed', 'cancelled')
@@ -242,11 +253,16 @@ RETURNING run_id, status;
 -- Ask a run to cancel; a queued or waiting run becomes claimable now. The time of the
 -- request (cancel_requested_at) is the first's: a repeat keeps it (one a retry left
 -- with the flag cleared is replaced); so is each run_children_* and run_cancel_blocked.
+-- So are its reason (cancel_reason) and whose cancel it was (cancelled_with: NULL for
+-- the run's own request; run_children_* give a child its parent's id and reason).
 UPDATE tether_runs
 SET cancel_requested = 1, updated_at = :now,
     cancel_requested_at = CASE WHEN cancel_requested
                                THEN coalesce(cancel_requested_at, :now)
                                ELSE :now END,
+    cancel_reason = CASE WHEN cancel_requested THEN cancel_reason
+                         ELSE :reason END,
+    cancelled_with = CASE WHEN cancel_requested THEN cancelled_with END,
     available_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE available_at END
 WHERE run_id = :run_id AND status NOT IN ('completed', 'failed', 'cancelled');
 
@@ -258,7 +274,10 @@ UPDATE tether_runs
 SET status = 'cancelled', cancel_requested = 1, updated_at = :now,
     cancel_requested_at = CASE WHEN cancel_requested
                                THEN coalesce(cancel_requested_at, :now)
-                               ELSE :now END, finished_at = :now,
+                               ELSE :now END,
+    cancel_reason = CASE WHEN cancel_requested THEN cancel_reason
+                         ELSE :reason END,
+    cancelled_with = CASE WHEN cancel_requested THEN cancelled_with END, finished_at = :now,
     owner = NULL, available_at = NULL
 WHERE run_id = :run_id
   AND (status = 'blocked'
