@@ -849,7 +849,11 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
             elif running:
                 for r in running:
                     if not r.cancel_requested:
-                        await store.run_cancel(run_id=r.run_id, now=now)
+                        # (its reason says whose cancel it was: tether show, result)
+                        await store.run_cancel(
+                            run_id=r.run_id, now=now,
+                            reason=f"schedule {s.name!r} started its next run "
+                                   "(overlap cancel_previous)")
                         log.info("schedule %s: cancelling run %s (overlap=cancel_previous)",
                                  s.name, r.run_id)
         # (a rolling deploy: whichever version's worker fires, the tick's run goes to

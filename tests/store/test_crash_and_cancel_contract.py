@@ -202,3 +202,71 @@ async def test_a_cancel_keeps_its_first_time_and_tells_the_runs_events(
     assert (retried.cancel_requested, retried.cancel_requested_at) == (False, None)
     assert (await store.run_cancel(run_id="parked", now=T0 + 20)).cancel_requested_at \
         == T0 + 20
+
+
+async def test_a_cancel_keeps_its_reason_and_a_cascade_its_parent(store: Store) -> None:
+    """A cancel keeps its reason (``cancel_reason``) and whose cancel it was
+    (``cancelled_with``, migration 0023), set by the statement that sets the flag: a
+    run's own request has no parent and a repeat keeps the first's reason; a parent's
+    cascade gives each child it asks, or ends at once, the parent's id and reason (a
+    grandchild its own parent's), but not a child whose own cancel came first, nor one
+    that abandons its parent; a blocked run's cancel, which ends it at once, gives its
+    children its reason too. No claim reads the columns; a retry clears them."""
+    async def got(run_id: str) -> tuple[str, bool, str | None, str | None]:
+        run = await store.run_get(run_id)
+        assert run is not None
+        return run.status, run.cancel_requested, run.cancel_reason, run.cancelled_with
+
+    top = await start_and_claim(store, "top")
+    await store.run_release(lease=top.lease, now=T0 + 1,
+                            wait=Wait(None, "signal go", signal="go"))
+    await store.run_insert(run=run_record("top.a", queue="nowhere", parent="top",
+                                          parent_position=0))
+    await store.run_insert(run=run_record("top.a.g", queue="nowhere", parent="top.a",
+                                          parent_position=0))
+    await start_and_claim(store, "top.b", queue="kids", parent="top", parent_position=1)
+    await start_and_claim(store, "top.c", queue="own", parent="top", parent_position=2)
+    await store.run_insert(run=run_record("top.d", queue="nowhere", parent="top",
+                                          parent_position=3, on_parent_cancel="abandon"))
+    await store.run_cancel(run_id="top.c", now=T0 + 2, reason="its own")
+    asked = await store.run_cancel(run_id="top", now=T0 + 3, reason="duplicate order")
+    assert (asked.cancel_reason, asked.cancelled_with) == ("duplicate order", None)
+    again = await store.run_cancel(run_id="top", now=T0 + 4, reason="another")
+    assert (again.cancel_reason, again.cancel_requested_at) == ("duplicate order", T0 + 3)
+    assert await store.run_children_cancel(parent_run_id="top", now=T0 + 5) == [
+        "top.a", "top.a.g", "top.b", "top.c"]
+    assert {r: await got(r) for r in ("top", "top.a", "top.a.g", "top.b", "top.c",
+                                      "top.d")} == {
+        "top": ("waiting", True, "duplicate order", None),
+        "top.a": ("cancelled", True, "duplicate order", "top"),
+        "top.a.g": ("cancelled", True, "duplicate order", "top.a"),
+        "top.b": ("running", True, "duplicate order", "top"),
+        "top.c": ("running", True, "its own", None),
+        "top.d": ("queued", False, None, None)}
+
+    # A claim does not read them (only run_get does): its record leaves them out.
+    claimed = await store.run_claim(worker_id="w2", queues=["q"], limit=1, now=T0 + 6,
+                                    lease_seconds=LEASE)
+    assert [(c.run.run_id, c.run.cancel_requested, c.run.cancel_reason)
+            for c in claimed] == [("top", True, None)]
+
+    # A blocked run's cancel ends it at once, its children with it, with its reason.
+    blk = await start_and_claim(store, "blk", queue="b")
+    await store.run_insert(run=run_record("blk.k", queue="nowhere", parent="blk",
+                                          parent_position=0))
+    await store.run_finish(lease=blk.lease, status="blocked", result=None,
+                           error='{"message": "x"}', now=T0 + 7)
+    ended = await store.run_cancel(run_id="blk", now=T0 + 8, reason="stuck")
+    assert (ended.status, ended.cancel_reason, ended.cancelled_with) == (
+        "cancelled", "stuck", None)
+    assert await got("blk.k") == ("cancelled", True, "stuck", "blk")
+
+    # A retry clears them; the next cancel's are its own.
+    retried = (await store.run_retry(run_id="top.a", version=None, now=T0 + 9)).run
+    assert (retried.cancel_reason, retried.cancelled_with) == (None, None)
+    assert await got("top.a") == ("queued", False, None, None)
+    assert (await store.run_cancel(run_id="blk.k", now=T0 + 10)).cancel_reason == "stuck"
+    await store.run_retry(run_id="blk.k", version=None, now=T0 + 11)
+    assert (await store.run_cancel(run_id="blk.k", now=T0 + 12, reason="later")
+            ).cancelled_with is None
+    assert await got("blk.k") == ("cancelled", True, "later", None)

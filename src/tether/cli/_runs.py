@@ -44,9 +44,17 @@ from tether._show import (
     versions_idle,
     versions_unreadable,
 )
-from tether._types import RunInfo, RunRecord, RunStatus, check_name, did_you_mean
+from tether._types import (
+    RunInfo,
+    RunRecord,
+    RunStatus,
+    check_cancel_reason,
+    check_name,
+    did_you_mean,
+)
 from tether.cli._budget import budget_line
 from tether.cli._common import (
+    EXIT_USAGE,
     CliError,
     bad_statuses,
     bounded_int,
@@ -87,8 +95,8 @@ from tether.cli._lifecycle_show import (
     version_unknown_note,
     waiting_text,
 )
-from tether.cli._show_fit import cancel_note, print_fitted
-from tether.errors import RunFailed, TetherError
+from tether.cli._show_fit import cancel_note, cancelled_note, print_fitted
+from tether.errors import ConfigError, RunFailed, TetherError
 
 log = logging.getLogger("tether.cli")
 
@@ -168,9 +176,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "which a worker serving its queue runs (a waiting run stays waiting, its cancel "
         "pending, until such a worker replays it: its code may catch Cancelled and clean "
         "up); a blocked run, or a queued one that never started, ends cancelled at once. "
-        "--json prints {run_id, status}: cancelled if it has ended so, else its status "
-        "while the cancel is pending.")
+        "Its children whose policy is cancel are cancelled with it, and record its id "
+        "and reason. --json prints {run_id, status, cancel_reason}: status cancelled if "
+        "it has ended so, else its status while the cancel is pending; cancel_reason the "
+        "reason the cancel keeps (a repeat keeps the first request's).")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
+    p.add_argument("--reason", metavar="TEXT", type=reason_arg,
+                   help="why (one line, at most 1,000 characters): kept with the cancel, "
+                   "shown by tether show and tether result, given to the children it "
+                   "cancels; a repeat keeps the first request's reason")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=cancel)
 
@@ -179,8 +193,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Print a completed run's result as JSON. A run that did not complete "
         "exits 1 with one error line: a failed run's error; a cancelled run's time and "
         "whose request ended it (its own, or its parent's cancel), with the request's "
-        "time; an erased run's erase time; a blocked run's error (it waits for an "
-        "operator). A run that has not ended exits 3.")
+        "time and its reason (tether cancel --reason); an erased run's erase time; a "
+        "blocked run's error (it waits for an operator). A run that has not ended exits "
+        "3.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--wait", type=non_negative_float, metavar="SECONDS",
                    help="wait up to SECONDS for the run to end (default: don't wait); "
@@ -619,6 +634,10 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
             w(f"  the child is {safe(child)}\n")
     if info.cancel_requested:
         w(f"{cancel_note(info, time.time() if now is None else now)}\n")
+    elif info.status is RunStatus.CANCELLED and info.cancel_requested_at is not None:
+        w(f"{cancelled_note(info)}\n")
+    if info.cancel_reason is not None:
+        w(f"  reason: {safe(info.cancel_reason)}\n")
     if info.status_info is not None:
         # ("live status": the workflow's own, tether.set_status; "status:" alone read
         # as the run's, under a head that says "status completed")
@@ -725,21 +744,53 @@ async def cancel(args: argparse.Namespace) -> int:
         info = await app.get_run(args.run_id)
         before = info.status
         if before is RunStatus.CANCELLED:
-            print(dumps({"run_id": args.run_id, "status": before.value}) if args.json
+            print(dumps({"run_id": args.run_id, "status": before.value,
+                         "cancel_reason": info.cancel_reason}) if args.json
                   else f"{safe(args.run_id)}: already cancelled")
+            _reason_not_kept(args.reason, info)
             return 0
         if before.is_ended:
             raise CliError(f"run {args.run_id!r} has already ended ({before.value}); "
                            "nothing to cancel")
-        status = await app.cancel(args.run_id)
+        status = await app.cancel(args.run_id, reason=args.reason)
+        kept = await app.get_run(args.run_id)
     if args.json:
-        print(dumps({"run_id": args.run_id, "status": status.value}))
+        print(dumps({"run_id": args.run_id, "status": status.value,
+                     "cancel_reason": kept.cancel_reason}))
     elif status is RunStatus.CANCELLED:  # blocked, or queued and never started: ended now
         print(f"{safe(args.run_id)}: cancelled")
     else:  # its code sees the cancel at its next operation, on a worker of its queue
         print(f"{safe(args.run_id)}: cancel requested (status {status.value}); it ends "
               f"cancelled when a worker serving queue {safe(info.queue)!r} replays it")
+    _reason_not_kept(args.reason, kept)
     return 0
+
+
+def reason_arg(text: str) -> str:
+    """The argparse type of ``tether cancel --reason``: a reason the cancel can keep
+    (``check_cancel_reason``), else one line and exit 2, before any store is opened."""
+    try:
+        reason = check_cancel_reason(text)
+    except ConfigError as exc:
+        # Not an ArgumentTypeError: argparse would print its usage line above it.
+        raise CliError(f"--reason: {exc}", EXIT_USAGE) from None
+    assert reason is not None
+    return reason
+
+
+def _reason_not_kept(reason: str | None, info: RunInfo) -> None:
+    """A word on stderr when ``--reason`` was not kept: the run's cancel had been
+    requested before (a repeat keeps the first request's time and reason, as its
+    parent's cascade does), so a person does not believe the new one recorded."""
+    if reason is None or info.cancel_reason == reason or not (
+            info.cancel_requested or info.status is RunStatus.CANCELLED):
+        return  # (kept; or the run ended otherwise meanwhile: nothing was asked)
+    first = ("its parent's cancel" if info.cancelled_with is not None
+             else "an earlier request")
+    kept = (f"reason {safe(info.cancel_reason)!r}" if info.cancel_reason is not None
+            else "no reason")
+    print(f"tether: the cancel was requested already ({first}): it keeps that request's "
+          f"{kept}, not this one's", file=sys.stderr)
 
 
 async def result(args: argparse.Namespace) -> int:
@@ -802,21 +853,22 @@ async def _not_completed(app: App, exc: RunFailed) -> str:
 
 
 async def _cancelled_by(app: App, run: RunRecord) -> str:
-    """Whose cancel ended ``run``: its parent's (the parent's was requested first, and
-    the run's policy is to follow it), or a request of its own (``tether cancel``, the
-    API, the web UI, ``App.cancel``), with its time when the store has it."""
+    """Whose cancel ended ``run``: its parent's, as the store recorded it
+    (``cancelled_with``: the cascade that asked it first; until 2026-12-07 this was
+    guessed from the two requests' times), or a request of its own (``tether cancel``,
+    the API, the web UI, ``App.cancel``), with its time when the store has it; then the
+    cancel's reason, when one was given (a child's is its parent's)."""
     at = run.cancel_requested_at if run.cancel_requested else None
-    parent = (await app.store.run_get(run.parent_run_id)
-              if run.parent_run_id is not None and run.on_parent_cancel == "cancel"
-              else None)
-    if (parent is not None and parent.cancel_requested
-            and parent.cancel_requested_at is not None
-            and (at is None or parent.cancel_requested_at <= at)):
-        return (f" with its parent run {safe(parent.run_id)!r}, whose cancel was requested "
-                f"at {fmt_time(parent.cancel_requested_at)}")
+    why = f": {safe(run.cancel_reason)}" if run.cancel_reason is not None else ""
+    if run.cancelled_with is not None:
+        parent = await app.store.run_get(run.cancelled_with)
+        when = (f", whose cancel was requested at {fmt_time(parent.cancel_requested_at)}"
+                if parent is not None and parent.cancel_requested
+                and parent.cancel_requested_at is not None else "")
+        return f" with its parent run {safe(run.cancelled_with)!r}{when}{why}"
     if at is None:  # (requested by a version that keeps no time)
-        return ", on request"
-    return f", on a cancel requested at {fmt_time(at)}"
+        return f", on request{why}"
+    return f", on a cancel requested at {fmt_time(at)}{why}"
 
 
 async def _why_not_ended(app: App, run_id: str) -> str:

@@ -106,7 +106,7 @@ def cancel_note(info: RunInfo, now: float) -> str:
     stop (``_show.cancel_unheeded``)."""
     at = info.cancel_requested_at
     said = ("cancel requested" if at is None  # (asked by a version that keeps no time)
-            else f"cancel requested {age(now - at)} ago ({fmt_time(at)})")
+            else f"cancel requested {age(now - at)} ago ({fmt_time(at)})") + _with(info)
     steps = cancel_unheeded({"status": info.status.value, "journal": info.journal,
                              "attempts": info.attempts, "generation": info.generation,
                              "cancel_requested": info.cancel_requested})
@@ -118,6 +118,20 @@ def cancel_note(info: RunInfo, now: float) -> str:
                 "blocks its worker's event loop runs on)")
     return (f"{said}: it ends cancelled when a worker serving queue {safe(info.queue)!r} "
             "replays it")
+
+
+def cancelled_note(info: RunInfo) -> str:
+    """What ``tether show`` says of a run that ended cancelled: when its cancel was
+    requested, and whose it was, its own or its parent's (``RunInfo.cancelled_with``);
+    its reason goes on the line under it, as under ``cancel_note``."""
+    return f"cancel requested at {fmt_time(info.cancel_requested_at)}{_with(info)}"
+
+
+def _with(info: RunInfo) -> str:
+    """`` with its parent run 'p-1'`` for a run its parent's cancel cascaded to, else
+    "" (its own request)."""
+    return ("" if info.cancelled_with is None
+            else f" with its parent run {safe(info.cancelled_with)!r}")
 
 
 def _line(text: str) -> str:
@@ -326,6 +340,10 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False,
             lines += wrap(_line(child), width, "  the child is ")
     if info.cancel_requested:
         lines += wrap(cancel_note(info, now), width, "")
+    elif info.status is RunStatus.CANCELLED and info.cancel_requested_at is not None:
+        lines += wrap(cancelled_note(info), width, "")
+    if info.cancel_reason is not None:
+        lines += wrap(_line(info.cancel_reason), width, "  reason: ")
     if info.status_info is not None:
         lines.append("live status: " + short(info.status_info, width - len("live status: ")))
     lines.append("input: " + short(info.input, width - len("input: ")))
