@@ -48,19 +48,20 @@ def _newest_migration(backend: str, schema: str = "") -> tuple[int, str, str]:
     name and the statement that undoes it, which the older-schema tests run to make a
     backup one migration behind: each migration since 0014 creates an index (the first
     it creates is dropped: the migration creates it again, its other statements being
-    idempotent), adds a column (0019: the column is dropped) or creates a trigger (0020:
-    the trigger is dropped; PostgreSQL's function it calls is created again by ``CREATE
-    OR REPLACE``); a newer one that does none of these must be undone here by hand.
-    ``schema``: the tables' prefix (``tether.``)."""
+    idempotent), adds columns (0019, 0023: each column it adds is dropped) or creates a
+    trigger (0020: the trigger is dropped; PostgreSQL's function it calls is created
+    again by ``CREATE OR REPLACE``); a newer one that does none of these must be undone
+    here by hand. ``schema``: the tables' prefix (``tether.``)."""
     folder = Path(__file__).parents[2] / "src" / "tether" / "store" / backend / "migrations"
     newest = max(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))
     sql = newest.read_text()
-    column = re.search(r"ALTER TABLE (?:\{schema\}\.)?(\w+) ADD COLUMN "
-                       r"(?:IF NOT EXISTS )?(\w+)", sql)
+    columns = re.findall(r"ALTER TABLE (?:\{schema\}\.)?(\w+) ADD COLUMN "
+                         r"(?:IF NOT EXISTS )?(\w+)", sql)
     index = re.search(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+)\s+ON", sql)
     trigger = re.search(r"CREATE TRIGGER (\w+) .*? ON (?:\{schema\}\.)?(\w+)", sql)
-    if column is not None:
-        undo = f"ALTER TABLE {schema}{column.group(1)} DROP COLUMN {column.group(2)}"
+    if columns:
+        undo = "; ".join(f"ALTER TABLE {schema}{table} DROP COLUMN {column}"
+                         for table, column in columns)
     elif index is not None:
         undo = f"DROP INDEX {schema}{index.group(1)}"
     else:

@@ -227,6 +227,9 @@ async def test_ticks_catchup_and_overlap(store_url: str) -> None:
             "slow-cancel@2026-12-02T15:00:00Z", "slow-cancel@2026-12-02T16:00:00Z"]
         prev = await store.run_get("slow-cancel@2026-12-02T15:00:00Z")
         assert prev is not None and prev.cancel_requested
+        # (its reason says whose cancel it was: tether show and tether result say it)
+        assert (prev.cancel_reason, prev.cancelled_with) == (
+            "schedule 'slow-cancel' started its next run (overlap cancel_previous)", None)
         # A second worker ticking the same moment starts nothing new.
         before = len(await store.run_list(limit=100))
         await tick_schedules(app, store, names, ts("2026-12-02 16:00:01"), lambda: None)
