@@ -1133,7 +1133,7 @@ async def test_cancel_of_a_waiting_run_with_no_worker_says_it_is_pending(
                                        "cancelled when a worker serving queue 'default' "
                                        "replays it")
         assert json.loads((await cli("cancel", "w-1", "--json", db=store_url)).stdout) == {
-            "run_id": "w-1", "status": "waiting"}
+            "run_id": "w-1", "status": "waiting", "cancel_reason": None}
         doc = json.loads((await cli("show", "w-1", "--json", db=store_url)).stdout)
         assert (doc["status"], doc["cancel_requested"]) == ("waiting", True)
         listed = json.loads((await cli("runs", "--json", db=store_url)).stdout)

@@ -280,7 +280,8 @@ async def test_lifecycle_commands_print_json_and_retry_names_its_children(
         for rid in ("p-2", "c-2", "g-2"):
             await wait_for(lambda rid=rid: status_is(app, rid, "cancelled"), what=rid)
         out = cli("cancel", "p-2", "--json", db=store_url)
-        assert json.loads(out.stdout) == {"run_id": "p-2", "status": "cancelled"}
+        assert json.loads(out.stdout) == {"run_id": "p-2", "status": "cancelled",
+                                           "cancel_reason": None}
 
         out = cli("retry", "p-2", "--json", db=store_url)
         assert out.returncode == 0, out.stderr
