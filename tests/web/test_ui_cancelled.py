@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.web.helpers import READ, ui_client
+from tests.web.helpers import ADMIN, READ, ui_client
 from tests.web.test_ui_and_cli import login
 
 
@@ -135,17 +135,28 @@ async def test_a_run_cancelled_while_queued_has_its_card_too(ui: httpx.AsyncClie
     assert re.search(r"· created \d+ s ago · cancelled after [\d.]+ (µs|ms|s)$", head), head
 
 
-async def test_a_stored_reason_and_requester_are_said(ui: httpx.AsyncClient) -> None:
-    """A cancel's reason and requester, read from the run's document when a store keeps
-    them (``cancel_reason``, ``cancelled_by``), and only when they are texts."""
-    from tether.serve._ui import cancel_end
-
+async def test_the_cancel_form_takes_a_reason_and_the_card_says_it(
+        ui: httpx.AsyncClient) -> None:
+    """The Act card's cancel form has a reason field: the reason is stored with the
+    cancel (``cancel_reason``, as ``tether cancel --reason`` stores it) and the card of
+    the run, once cancelled, says it; a reason of two lines is a 400 naming why, and
+    nothing is asked. (The form asked without one: a person cancelling from the page
+    could not say why, as the CLI and the API can.)"""
     app = ui.app  # type: ignore[attr-defined]
-    doc = {"run_id": "r", "parent_run_id": None, "cancel_requested_at": 1.0,
-           "error": {"type": "tether.errors.Cancelled", "message": "run 'r' was cancelled"},
-           "cancel_reason": " duplicate order ", "cancelled_by": "ana"}
-    said = await cancel_end(app, doc)
-    assert said["reason"] == "duplicate order" and said["by"] == "ana"
-    assert said["own_error"] is False and said["parent"] is None
-    said = await cancel_end(app, {**doc, "cancel_reason": {"x": 1}, "cancelled_by": ""})
-    assert said["reason"] is None and said["by"] is None
+    csrf = await login(ui, ADMIN)
+    await app.start("wait_go", run_id="rx-1")
+    async with app.worker(queues=["default"]):
+        await _until(app, "rx-1", "waiting")
+        page = (await ui.get("/runs/rx-1")).text
+        assert 'name="reason"' in page and 'maxlength="1000"' in page, page
+        r = await ui.post("/ui/runs/rx-1/cancel", data={"csrf": csrf, "reason": "a\nb"})
+        assert r.status_code == 400 and "control characters" in r.text, r.text
+        assert not (await app.store.run_get("rx-1")).cancel_requested
+        r = await ui.post("/ui/runs/rx-1/cancel",
+                          data={"csrf": csrf, "reason": " duplicate order "})
+        assert r.status_code in (200, 303), r.text
+        await _until(app, "rx-1", "cancelled")
+    assert (await app.get_run("rx-1")).cancel_reason == "duplicate order"
+    said = _text(_card((await ui.get("/runs/rx-1")).text))
+    assert "Reason duplicate order" in said, said
+    assert "on a cancel requested" in said, said

@@ -54,10 +54,10 @@ from tether._show import (
     versions_idle,
     versions_unreadable,
 )
-from tether._types import ENDED_VALUES, MAX_NAME, EntryStatus, JournalEntry
+from tether._types import ENDED_VALUES, MAX_CANCEL_REASON, MAX_NAME, EntryStatus, JournalEntry
 from tether.ai._budget import raise_command
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
-from tether.errors import Cancelled, PayloadError, SignalError, TetherError, shown
+from tether.errors import Cancelled, ConfigError, PayloadError, SignalError, TetherError, shown
 from tether.serve._api import (
     ApiError,
     answer,
@@ -382,6 +382,7 @@ _ENV.filters.update(time=fmt_time, when=time_tag, at=time_title, flash=flash_tim
 _ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["held_note"] = HELD_NOTE  # (a blocked run's pending entry, as show says)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
+_ENV.globals["max_cancel_reason"] = MAX_CANCEL_REASON
 _ENV.globals["overdue_after"] = OVERDUE_AFTER  # (the schedules page: a tick this late)
 
 
@@ -1033,29 +1034,28 @@ def _said(value: Any) -> str | None:
 
 async def cancel_end(app: App, doc: dict[str, Any]) -> dict[str, Any]:
     """How a cancelled run's page says its end, as ``tether result`` does (when, on whose
-    request): ``requested_at``, when its own cancel was asked (None when the store keeps
-    no time, or the parent's came first); ``parent`` and ``parent_at`` when its parent's
-    cancel, asked first, ended it (its policy ``on_parent_cancel="cancel"``); ``reason``
-    and ``by`` when the store keeps them; and ``own_error``, whether its code raised an
+    request): ``requested_at``, when its cancel was asked (None when the store keeps
+    no time); ``parent`` and ``parent_at`` when its parent's cancel cascaded to it (the
+    store's ``cancelled_with``; ``parent_at`` None when the parent keeps no time);
+    ``reason`` when one was given; and ``own_error``, whether its code raised an
     error of its own as it stopped (a clean-up that failed, a replay that blocked): the
     page shows that error, its traceback behind a disclosure; a plain
     ``tether.errors.Cancelled`` is the cancel itself, not shown as an error."""
     err = doc.get("error")
     out: dict[str, Any] = {
         "requested_at": doc.get("cancel_requested_at"), "parent": None, "parent_at": None,
-        "reason": _said(doc.get("cancel_reason")), "by": _said(doc.get("cancelled_by")),
+        "reason": _said(doc.get("cancel_reason")),
         "own_error": err is not None and not (
             isinstance(err, dict) and err.get("type") == _CANCELLED_TYPE)}
-    parent_id = doc.get("parent_run_id")
-    if parent_id is None:
+    # (whose cancel it was is the store's ``cancelled_with``, as ``tether result`` reads
+    # it: a cancel by a version before migration 0023 keeps none, and reads as the
+    # run's own; the page guessed it from the two requests' times)
+    parent_id = doc.get("cancelled_with")
+    if not isinstance(parent_id, str):
         return out
-    run = await app.store.run_get(doc["run_id"])
     parent = await app.store.run_get(parent_id)
-    at = out["requested_at"]
-    if (run is not None and run.on_parent_cancel == "cancel" and parent is not None
-            and parent.cancel_requested and parent.cancel_requested_at is not None
-            and (at is None or parent.cancel_requested_at <= at)):
-        out.update(parent=parent_id, parent_at=parent.cancel_requested_at)
+    out.update(parent=parent_id, parent_at=parent.cancel_requested_at
+               if parent is not None and parent.cancel_requested_at is not None else None)
     return out
 
 
@@ -1558,10 +1558,13 @@ async def cancel_action(request: Request) -> Response:
     values = await _form(request)
     run_id = request.path_params["run_id"]
     app: App = request.app.state.tether
+    reason = (values.get("reason") or "").strip() or None
     try:
-        status = await app.cancel(run_id)
+        status = await app.cancel(run_id, reason=reason)
     except RunNotFound:
         raise run_not_found(run_id) from None
+    except ConfigError as exc:  # (a reason too long, or of control characters)
+        raise ApiError(400, "bad_request", str(exc)) from None
     said = (f"Run {run_id} is cancelled." if status == "cancelled" else
             f"Run {run_id} had ended already ({status})." if status in ENDED_VALUES else
             _asked_to_cancel(run_id, _asked_at(app)))
