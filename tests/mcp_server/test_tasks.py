@@ -417,7 +417,9 @@ async def test_cancel_a_working_task(served: tuple[App, str], side_file: Path) -
         await cancel_task(client, created.task_id)
         done = await poll(client, created.task_id, {"cancelled", "completed", "failed"})
         assert done.status == "cancelled"
-    assert (await app.get_run(created.task_id)).status is RunStatus.CANCELLED
+    info = await app.get_run(created.task_id)
+    assert info.status is RunStatus.CANCELLED
+    assert info.cancel_reason == "an MCP client's tasks/cancel"  # (whose cancel it was)
     assert len(lines(side_file)) < 50
 
 

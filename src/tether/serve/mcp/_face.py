@@ -138,6 +138,12 @@ class _NotTaken(Exception):
     ``tasks/update`` fails with -32602, saying it was not taken, and this message."""
 
 
+#: The reason a ``tasks/cancel`` stores with the cancel it asks (``tether show``, the run's
+#: page and ``tether result`` say it), so a person reading a cancelled run can tell an
+#: MCP client's cancel from an operator's.
+MCP_CANCEL_REASON = "an MCP client's tasks/cancel"
+
+
 class TetherTasks:
     """The task backend: tools are exposed workflows, tasks are their runs.
 
@@ -843,7 +849,7 @@ class TetherTasks:
         if run.status in ENDED_VALUES:
             raise terminal_task(task_id, run.status)
         try:
-            status = await self.app.cancel(task_id)
+            status = await self.app.cancel(task_id, reason=MCP_CANCEL_REASON)
         except RunNotFound:
             return False
         except TetherError:
