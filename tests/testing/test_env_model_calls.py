@@ -29,6 +29,19 @@ from tether.testing import Fault, Reply, RunStuck, ScriptedLLMServer, TestEnv
 
 CLOSED = "http://127.0.0.1:9/v1"  # (nothing listens on the discard port)
 
+#: The OpenAI clients the apps of a test built, closed after it (``_closed_clients``): a
+#: client left open kept its pooled sockets to the test's servers until the garbage
+#: collector met them, in whichever later test of the worker that was, which pytest then
+#: failed on the "unclosed transport" ResourceWarnings.
+_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+async def _closed_clients() -> Any:
+    yield
+    while _CLIENTS:
+        await _CLIENTS.pop().close()
+
 
 def agents_sdk_app(base_url: str, api_key: str = "sk-built-before") -> tuple[App, Any]:
     """An app with an OpenAI Agents SDK agent ``helper`` whose model's client was built
@@ -42,6 +55,7 @@ def agents_sdk_app(base_url: str, api_key: str = "sk-built-before") -> tuple[App
 
     set_tracing_disabled(True)
     client = AsyncOpenAI(base_url=base_url, api_key=api_key)
+    _CLIENTS.append(client)
     app = App()
     TetherAgent(SDKAgent(name="helper", instructions="Help.",
                          model=OpenAIChatCompletionsModel("gpt-4.1-mini",
@@ -53,14 +67,16 @@ def pydantic_ai_app(base_url: str, api_key: str = "sk-built-before") -> App:
     """An app with a pydantic-ai agent ``helper`` whose model's provider was built
     before any environment, at ``base_url``."""
     pytest.importorskip("pydantic_ai")
+    from openai import AsyncOpenAI
     from pydantic_ai import Agent as PAIAgent
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
     from tether.integrations.pydantic_ai import TetherAgent
 
-    model = OpenAIChatModel("gpt-4.1-mini",
-                            provider=OpenAIProvider(base_url=base_url, api_key=api_key))
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key)
+    _CLIENTS.append(client)
+    model = OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(openai_client=client))
     app = App()
     TetherAgent(PAIAgent(model, name="helper"), app=app)
     return app
