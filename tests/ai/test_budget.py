@@ -94,6 +94,7 @@ async def test_a_run_over_budget_waits_and_resumes_when_raised(
                                        db=store_url)
         assert proc.returncode == 0, proc.stderr
         assert "budget of run b1 set to 5,000 tokens" in proc.stdout
+        assert "not waiting on its budget" not in proc.stderr, proc.stderr
         assert await handle.result(timeout=15) == ["one", "two"]
     info = await app.get_run("b1")
     kinds = [(e["kind"], e["status"]) for e in info.journal]
@@ -1238,6 +1239,11 @@ async def test_a_budget_is_shown_from_when_the_workflow_enters_it(
         raised = await asyncio.to_thread(tether_cli, "budget", "r-1", "--tokens", "5000",
                                          db=store_url)
         assert raised.returncode == 0, raised.stderr
+        # (it said "set to 5,000 tokens" alone: the run keeps the raise for when it
+        # reaches its budget)
+        assert ("tether: warning: run 'r-1' is not waiting on its budget: it keeps these "
+                "limits and takes them when it reaches its budget") in raised.stderr, \
+            raised.stderr
         await app.signal("r-1", "go")
         await wait_for(lambda: _in_step(app, "r-1", "search"), timeout=20,
                        what="r-1 in its search step")

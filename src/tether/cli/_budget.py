@@ -33,7 +33,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="set a run's LLM budget (a run waiting on it continues)",
         description="Send RUN_ID the budget signal with new limits: a run waiting on its "
         "budget continues with them; a run not waiting yet keeps them for when it "
-        "reaches its budget. New limits that cannot let a waiting run go on are taken "
+        "reaches its budget (a warning on stderr says so). New limits that cannot let a waiting run go on are taken "
         "all the same, and warned of on stderr: one that leaves the limit the run "
         "stopped at as it was (its budget's only limit, one it has spent, or the one "
         "its next call's estimate went over), or a new limit under what it spent plus "
@@ -45,7 +45,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def budget(args: argparse.Namespace) -> int:
-    from tether.ai._budget import BUDGET_SIGNAL, falls_short
+    from tether.ai._budget import BUDGET_SIGNAL, _waiting_status, falls_short
 
     if args.usd is None and args.tokens is None:
         raise CliError("give the new limit: --usd X and/or --tokens N", 2)
@@ -61,6 +61,7 @@ async def budget(args: argparse.Namespace) -> int:
     async with client(args) as app:
         # (read before the send: the signal wakes the run, which then waits no more)
         short = await falls_short(app, args.run_id, BUDGET_SIGNAL, payload)
+        waiting = await _waiting_status(app, args.run_id) is not None
         try:
             await app.signal(args.run_id, BUDGET_SIGNAL, payload)
         except SignalError:
@@ -69,7 +70,13 @@ async def budget(args: argparse.Namespace) -> int:
             raise CliError(f"run {args.run_id!r} has ended ({status}): its budget was not "
                            "changed (a budget is set on a run that has not ended)") from None
     say(f"budget of run {safe(args.run_id)} set to {limits_text(args.usd, args.tokens)}")
-    if short is not None:
+    if not waiting:
+        # (it said "set to" alone, and the run went on under its old limits: a raise is
+        # kept until the run reaches its budget, and taken then)
+        log.warning("run %s is not waiting on its budget: it keeps these limits and takes "
+                    "them when it reaches its budget (tether show says 'raise ... sent, "
+                    "not taken yet' until then)", safe(repr(args.run_id)))
+    elif short is not None:
         # (it said "set to $5.00" alone, and the run, stopped at its token limit, took
         # the new limit and waited on)
         log.warning("run %s takes these limits and waits on: %s", safe(repr(args.run_id)),
