@@ -33,11 +33,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="set a run's LLM budget (a run waiting on it continues)",
         description="Send RUN_ID the budget signal with new limits: a run waiting on its "
         "budget continues with them; a run not waiting yet keeps them for when it "
-        "reaches its budget (a warning on stderr says so). New limits that cannot let a waiting run go on are taken "
-        "all the same, and warned of on stderr: one that leaves the limit the run "
-        "stopped at as it was (its budget's only limit, one it has spent, or the one "
-        "its next call's estimate went over), or a new limit under what it spent plus "
-        "its next call's estimate; the warning names the limit that lets it go on.")
+        "reaches its budget (a warning on stderr says so). New limits that cannot let a "
+        "waiting run go on are taken all the same, and warned of on stderr: one that "
+        "leaves the limit the run stopped at as it was (its budget's only limit, one it "
+        "has spent, or the one its next call's estimate went over), or a new limit under "
+        "what it spent plus its next call's estimate; the warning names the limit that "
+        "lets it go on.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--usd", type=float, help="the new limit in US dollars")
     p.add_argument("--tokens", type=int, help="the new limit in tokens (input + output)")
@@ -45,7 +46,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def budget(args: argparse.Namespace) -> int:
-    from tether.ai._budget import BUDGET_SIGNAL, _waiting_status, falls_short
+    from tether.ai._budget import BUDGET_SIGNAL, _waiting_status, short_raise
 
     if args.usd is None and args.tokens is None:
         raise CliError("give the new limit: --usd X and/or --tokens N", 2)
@@ -59,9 +60,11 @@ async def budget(args: argparse.Namespace) -> int:
     if args.tokens is not None:
         payload["tokens"] = args.tokens
     async with client(args) as app:
-        # (read before the send: the signal wakes the run, which then waits no more)
-        short = await falls_short(app, args.run_id, BUDGET_SIGNAL, payload)
-        waiting = await _waiting_status(app, args.run_id) is not None
+        # (read before the send, once: the signal wakes the run, which then waits no
+        # more; whether it waits on its budget, and why these limits may not let it go
+        # on, as falls_short judges a signal's)
+        waiting = await _waiting_status(app, args.run_id)
+        short = short_raise(waiting, args.usd, args.tokens) if waiting is not None else None
         try:
             await app.signal(args.run_id, BUDGET_SIGNAL, payload)
         except SignalError:
@@ -70,7 +73,7 @@ async def budget(args: argparse.Namespace) -> int:
             raise CliError(f"run {args.run_id!r} has ended ({status}): its budget was not "
                            "changed (a budget is set on a run that has not ended)") from None
     say(f"budget of run {safe(args.run_id)} set to {limits_text(args.usd, args.tokens)}")
-    if not waiting:
+    if waiting is None:
         # (it said "set to" alone, and the run went on under its old limits: a raise is
         # kept until the run reaches its budget, and taken then)
         log.warning("run %s is not waiting on its budget: it keeps these limits and takes "
