@@ -18,7 +18,9 @@ with a ``ResultClaim`` on ``tools/call``) but no Tasks extension. What this modu
 
 Protocol rules implemented here (quoted from the extension text in docs/mcp-server.md):
 ``tasks/*`` from a client that did not declare the extension fail with -32021
-(Missing Required Client Capability); an unknown task id is -32602 (Invalid params);
+(Missing Required Client Capability), on a handshake-era protocol (which lacks that
+code) with -32601 (Method not found: ``missing_capability``); an unknown task id is
+-32602 (Invalid params);
 ``tasks/update`` and ``tasks/cancel`` acknowledge with an empty result, except a
 ``tasks/cancel`` of a task that has ended, which is -32602 too (``terminal_task``: the
 2025-11-25 Tasks text's rule, which the extension's leaves open).
@@ -40,6 +42,7 @@ from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
+    METHOD_NOT_FOUND,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     CallToolRequestParams,
     CallToolResult,
@@ -55,7 +58,7 @@ from mcp_types import (
     SubscriptionsListenResult,
     TextContent,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from tether._clock import utc_datetime
@@ -237,12 +240,41 @@ def client_declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
     return bool(declared) and EXTENSION_ID in (declared or {})
 
 
-def missing_capability(what: str) -> MCPError:
-    """The extension's error for a client that did not declare it (-32021)."""
-    return MCPError(code=MISSING_REQUIRED_CLIENT_CAPABILITY,
-                    message=f"Missing required client capability: {what} needs the "
-                            f"{EXTENSION_ID} extension",
-                    data={"requiredCapabilities": {"extensions": {EXTENSION_ID: {}}}})
+class _MissingCapability(MCPError):
+    """``missing_capability``'s error, which keeps what needed the extension (``what``):
+    a backend raises it without knowing the request's protocol, and the extension
+    answers it as that protocol has it answered."""
+
+    def __init__(self, what: str, code: int, message: str, data: Any) -> None:
+        super().__init__(code=code, message=message, data=data)
+        self.what = what
+
+
+def missing_capability(what: str, protocol_version: str | None = None) -> MCPError:
+    """The error for a request from a client that did not declare the extension, where
+    ``what`` needs it.
+
+    On the 2026-07-28 protocol, or when ``protocol_version`` is not known (``None``),
+    the extension's -32021 (Missing Required Client Capability) with
+    ``requiredCapabilities``. On a handshake-era protocol (2025-11-25 and before),
+    -32601 (Method not found): -32021 is a code of 2026-07-28, which those protocols
+    lack, and the extension cannot be declared on them; the 2025-11-25 Tasks text
+    answers -32601 to a call of a tool that must be called as a task ("Servers MUST
+    return a -32601 (Method not found) error if a client does not attempt to do so"),
+    and so the server answers the extension's methods there, as it answers the
+    2025-11-25 ``tasks/result``. ``data`` says what is needed: the extension, and
+    there the protocol version (``requiredProtocolVersion``)."""
+    needs: dict[str, Any] = {"requiredCapabilities": {"extensions": {EXTENSION_ID: {}}}}
+    if protocol_version is not None and protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return _MissingCapability(
+            what, METHOD_NOT_FOUND,
+            f"Method not found: {what} needs the {EXTENSION_ID} extension, on protocol "
+            f"{LATEST_MODERN_VERSION} (this connection negotiated {protocol_version})",
+            {"requiredProtocolVersion": LATEST_MODERN_VERSION, **needs})
+    return _MissingCapability(
+        what, MISSING_REQUIRED_CLIENT_CAPABILITY,
+        f"Missing required client capability: {what} needs the {EXTENSION_ID} extension",
+        needs)
 
 
 def unknown_task(task_id: str) -> MCPError:
@@ -280,13 +312,19 @@ class TasksExtension(Extension):
     async def intercept_tool_call(self, params: CallToolRequestParams,
                                   ctx: ServerRequestContext[Any, Any],
                                   call_next: CallNext) -> HandlerResult:
-        return await self.backend.call_tool(params, tasks=client_declares_tasks(ctx),
-                                            call_next=lambda: call_next(ctx))
+        try:
+            return await self.backend.call_tool(params, tasks=client_declares_tasks(ctx),
+                                                call_next=lambda: call_next(ctx))
+        except _MissingCapability as exc:  # (a task-only tool): as this protocol has it
+            answer = missing_capability(exc.what, ctx.protocol_version)
+            if answer.code == exc.code:
+                raise
+            raise answer from None
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: GetTaskParams
                    ) -> HandlerResult:
         if not client_declares_tasks(ctx):
-            raise missing_capability("tasks/get")
+            raise missing_capability("tasks/get", ctx.protocol_version)
         _check_name_header(ctx, params.task_id)
         task = await self.backend.get_task(params.task_id)
         if task is None:
@@ -296,7 +334,7 @@ class TasksExtension(Extension):
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams
                       ) -> HandlerResult:
         if not client_declares_tasks(ctx):
-            raise missing_capability("tasks/update")
+            raise missing_capability("tasks/update", ctx.protocol_version)
         _check_name_header(ctx, params.task_id)
         if not await self.backend.update_task(params.task_id, params.input_responses):
             raise unknown_task(params.task_id)
@@ -305,7 +343,7 @@ class TasksExtension(Extension):
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: CancelTaskParams
                       ) -> HandlerResult:
         if not client_declares_tasks(ctx):
-            raise missing_capability("tasks/cancel")
+            raise missing_capability("tasks/cancel", ctx.protocol_version)
         _check_name_header(ctx, params.task_id)
         if not await self.backend.cancel_task(params.task_id):
             raise unknown_task(params.task_id)
@@ -361,7 +399,7 @@ class TaskListenHandler:
                 raise MCPError(code=INVALID_PARAMS, message="nothing to listen to")
             return await self.inner(ctx, params)
         if not client_declares_tasks(ctx):
-            raise missing_capability("task notifications")
+            raise missing_capability("task notifications", ctx.protocol_version)
         meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: ctx.request_id}
         tasks: dict[str, dict[str, Any]] = {}
         for task_id in wanted if isinstance(wanted, list) else []:

@@ -146,6 +146,96 @@ def test_stdio_unknown_methods_and_notifications(tmp_path: Path) -> None:
     assert len(by_id[3]["result"]["tools"]) == 4
 
 
+def _handshake(version: str) -> list[dict[str, Any]]:
+    """A connection's opening on a handshake-era protocol: initialize, then initialized."""
+    return [{"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+                "protocolVersion": version, "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"}]
+
+
+def _session(tmp_path: Path, messages: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """``messages`` sent to ``tether mcp`` over stdio, then stdin closed: its answers by
+    id."""
+    with _stdio_server(tmp_path) as proc:
+        try:
+            out, _ = proc.communicate("".join(json.dumps(m) + "\n" for m in messages),
+                                      timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0
+    answers = [json.loads(line) for line in out.splitlines()]
+    return {answer["id"]: answer for answer in answers}
+
+
+@pytest.mark.parametrize("version", ["2026-07-28", "2025-11-25", "2025-06-18"])
+def test_stdio_an_unknown_tool_is_a_protocol_error(tmp_path: Path, version: str) -> None:
+    """A ``tools/call`` of a tool the server does not serve is the JSON-RPC error the MCP
+    specification's Tools page lists it under (protocol errors): -32602 "Unknown tool:
+    NAME", the closest tool name when one is close, ``data`` the name and the tools.
+    It was the SDK's tool error result (``isError: true``), the answer of a tool that
+    ran and failed, on every protocol."""
+    meta = {"_meta": META} if version == "2026-07-28" else {}
+    opening = [] if version == "2026-07-28" else _handshake(version)
+    by_id = _session(tmp_path, [*opening, *(
+        {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+         "params": {"name": name, "arguments": {}, **meta}}
+        for i, name in enumerate(["slow_summ", "zzz", "q" * 300]))])
+    assert by_id[0]["error"] == {
+        "code": -32602, "message": "Unknown tool: slow_summ (did you mean 'slow_sum'?)",
+        "data": {"tool": "slow_summ", "known": ["ask", "explode", "quote", "slow_sum"]}}
+    assert by_id[1]["error"]["message"] == "Unknown tool: zzz"  # (none is close)
+    assert by_id[2]["error"]["code"] == -32602
+    assert by_id[2]["error"]["message"] == f"Unknown tool: {'q' * 100}… (300 characters)"
+    assert by_id[2]["error"]["data"]["tool"] == "q" * 100
+
+
+@pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18"])
+def test_stdio_a_handshake_client_is_told_a_tool_is_task_only_as_its_protocol_says(
+        tmp_path: Path, version: str) -> None:
+    """On a handshake-era protocol this server serves no tasks (its tasks are the
+    2026-07-28 extension's). A task-only tool is listed with ``execution.taskSupport``
+    "required", and a call of it is -32601 (Method not found), as the 2025-11-25 Tasks
+    text has a server answer a required tool called without a task; so are the
+    extension's ``tasks/get``. Both were the extension's -32021, a code of 2026-07-28
+    that these protocols lack, and the tool was listed as any other."""
+    by_id = _session(tmp_path, [
+        *_handshake(version),
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "ask", "arguments": {"question": "?"}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tasks/get", "params": {"taskId": "t"}}])
+    assert by_id["init"]["result"]["protocolVersion"] == version
+    tools = {tool["name"]: tool for tool in by_id[1]["result"]["tools"]}
+    assert tools["ask"]["execution"] == {"taskSupport": "required"}
+    assert [name for name, tool in tools.items() if "execution" in tool] == ["ask"]
+    needs = {"requiredProtocolVersion": "2026-07-28",
+             "requiredCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}}}
+    assert by_id[2]["error"] == {
+        "code": -32601, "message": "Method not found: tool 'ask' (task-only) needs the "
+        "io.modelcontextprotocol/tasks extension, on protocol 2026-07-28 (this connection "
+        f"negotiated {version})", "data": needs}
+    assert by_id[3]["error"] == {
+        "code": -32601, "message": "Method not found: tasks/get needs the "
+        "io.modelcontextprotocol/tasks extension, on protocol 2026-07-28 (this connection "
+        f"negotiated {version})", "data": needs}
+
+
+def test_stdio_a_task_only_tool_on_2026_07_28_keeps_the_extensions_error(
+        tmp_path: Path) -> None:
+    """On 2026-07-28, which defines -32021, a task-only tool called without the
+    extension is still that error, and the tool is listed without ``execution`` (the
+    2026-07-28 tool has none)."""
+    by_id = _session(tmp_path, [request("tools/list", 1),
+                                request("tools/call", 2, name="ask",
+                                        arguments={"question": "?"})])
+    assert all("execution" not in tool for tool in by_id[1]["result"]["tools"])
+    assert by_id[2]["error"]["code"] == -32021
+    assert by_id[2]["error"]["data"] == {
+        "requiredCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}}}
+
+
 def test_stdio_a_request_before_initialize_says_so(tmp_path: Path) -> None:
     """A request without the 2026-07-28 envelope on a connection not opened with
     ``initialize`` (a raw client that skipped the handshake) is -32602 saying it came

@@ -10,6 +10,7 @@ for a cancel of an ended task."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -109,6 +110,18 @@ async def test_a_client_walks_the_face(transport: str, tmp_path: Path) -> None:
         assert "numbers: Input should be a valid list" in _text(wrong)
         assert "speed: unexpected argument" in _text(wrong)
 
+        # An unknown tool is a protocol error (the Tools page's "Error Handling"),
+        # -32602, which the SDK's client raises, naming the closest tool; to a client
+        # with the extension, asking for a task, the same.
+        for unknown in (plain.call_tool("slow_summ", {"numbers": [1]}),
+                        client.session.call_tool("slow_summ", {"numbers": [1]},
+                                                 allow_claimed=True)):
+            with pytest.raises(MCPError) as no_tool:
+                await unknown
+            assert no_tool.value.code == INVALID_PARAMS
+            assert no_tool.value.message == "Unknown tool: slow_summ (did you mean 'slow_sum'?)"
+            assert no_tool.value.data == {"tool": "slow_summ", "known": sorted(tools)}
+
         # As a task: CreateTaskResult, then tasks/get until it completes, its result
         # inlined: a CallToolResult of the 2026-07-28 wire (its resultType required).
         created = await client.session.call_tool("slow_sum", {"numbers": [4, 5]},
@@ -154,6 +167,44 @@ async def test_a_client_walks_the_face(transport: str, tmp_path: Path) -> None:
             with pytest.raises(MCPError) as missing:
                 await client.session.send_request(request, SdkResult)
             assert missing.value.code == METHOD_NOT_FOUND
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_handshake_client_sees_a_task_only_tool_as_its_protocol_says(
+        transport: str, tmp_path: Path) -> None:
+    """A client on the 2025-11-25 handshake (this server's tasks are the 2026-07-28
+    extension's, not served there): the task-only tool is listed with
+    ``execution.taskSupport`` "required", and a call of it is -32601 (Method not found),
+    the 2025-11-25 Tasks text's answer to a required tool called without a task. Both
+    were as to any other tool, and the call's error the extension's -32021, a code of
+    2026-07-28. An unknown tool is -32602 there too."""
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    async with contextlib.AsyncExitStack() as stack:
+        if transport == "stdio":
+            params = StdioServerParameters(command=sys.executable,
+                                           args=["-m", "tether", "mcp", APP, "--db", db],
+                                           cwd=str(ROOT), env=ENV)
+            client = await stack.enter_async_context(Client(params, mode="legacy"))
+        else:
+            url = await stack.enter_async_context(_served(db, tmp_path))
+            client = await stack.enter_async_context(Client(url, mode="legacy"))
+        assert client.protocol_version == "2025-11-25"
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert tools["ask"].execution is not None
+        assert tools["ask"].execution.task_support == "required"
+        assert [name for name, tool in tools.items() if tool.execution] == ["ask"]
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("ask", {"question": "?"})
+        assert refused.value.code == METHOD_NOT_FOUND
+        assert refused.value.message.startswith(
+            "Method not found: tool 'ask' (task-only) needs the "
+            "io.modelcontextprotocol/tasks extension, on protocol 2026-07-28")
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("asks", {})
+        assert (unknown.value.code, unknown.value.message) == (
+            INVALID_PARAMS, "Unknown tool: asks (did you mean 'ask'?)")
+        result = await client.call_tool("slow_sum", {"numbers": [1, 2]})
+        assert (result.is_error, _text(result)) == (False, "3")
 
 
 def _clients(transport: str, db: str, tmp: Path

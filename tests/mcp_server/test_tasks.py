@@ -23,6 +23,7 @@ from mcp.client.extension import NotificationBinding
 from mcp_types import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    METHOD_NOT_FOUND,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     SubscriptionFilter,
     SubscriptionsListenRequest,
@@ -787,7 +788,8 @@ async def test_client_call_tool_follows_the_task_to_its_end(served: tuple[App, s
 
 async def test_handshake_era_client_gets_synchronous_calls(served: tuple[App, str]) -> None:
     """A 2025-11-25 client (initialize handshake) gets direct results, even when it
-    declares the extension; a task-only tool answers it with -32021."""
+    declares the extension; a task-only tool answers it with -32601, the 2025-11-25
+    Tasks text's code (-32021 is a code of 2026-07-28)."""
     _, url = served
     async with Client(url, mode="legacy", extensions=[TasksClientExtension()]) as client:
         assert client.protocol_version == "2025-11-25"
@@ -795,7 +797,7 @@ async def test_handshake_era_client_gets_synchronous_calls(served: tuple[App, st
         assert result.structured_content == {"item": "pen", "total": 5.0, "note": ""}
         with pytest.raises(MCPError) as err:
             await client.call_tool("ask", {"question": "?"})
-        assert err.value.code == MISSING_REQUIRED_CLIENT_CAPABILITY
+        assert err.value.code == METHOD_NOT_FOUND
 
 
 async def test_failed_run_is_a_failed_task(served: tuple[App, str]) -> None:

@@ -29,7 +29,14 @@ from mcp.server.mcpserver.tools.base import Tool as SdkTool
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, CallToolRequestParams
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    CallToolRequestParams,
+    ListToolsResult,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import PydanticUserError, TypeAdapter, ValidationError
 
 from tether import App, RunHandle, RunStatus, TetherError
@@ -45,10 +52,11 @@ from tether._ids import new_run_id
 from tether._lifecycle import workflow_retention
 from tether._mcp_common import SYNC_TIMEOUT, TOOL_NAME_RULE, tool_names
 from tether._show import queued_in, run_document
-from tether._types import ENDED_VALUES, JournalEntry, RunRecord, check_name
+from tether._types import ENDED_VALUES, JournalEntry, RunRecord, check_name, did_you_mean
 from tether.ai._approvals import approval_key
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
 from tether.errors import (
+    SHOWN_MAX,
     ConfigError,
     InvalidName,
     PayloadError,
@@ -230,7 +238,7 @@ class TetherTasks:
                         call_next: Callable[[], Awaitable[Any]]) -> Any:
         exposed = self.tools.get(params.name)
         if exposed is None:
-            return await call_next()  # not ours: the SDK answers (unknown tool)
+            raise _unknown_tool(params.name, self.tools)
         if exposed.task_only and not tasks:
             raise missing_capability(f"tool {params.name!r} (task-only)")
         meta = params.meta or {}
@@ -918,6 +926,24 @@ _UNTOOLABLE: dict[Any, str] = {
 }
 
 
+#: How many tool names an unknown tool's error lists in ``data.known``.
+_SHOWN_TOOLS = 10
+
+
+def _unknown_tool(name: str, known: Iterable[str]) -> MCPError:
+    """A ``tools/call`` of a tool this server does not serve: a protocol error, -32602, as
+    the MCP specification's Tools page (2025-06-18, 2025-11-25, "Error Handling") lists
+    unknown tools, with its example's message "Unknown tool: NAME", followed by the
+    closest tool name when one is close; ``data`` has the name and the first tool names.
+    (It was the SDK's tool error result, ``isError: true``, which a client could not tell
+    from the tool's own failure, and whose text named no tool that exists.)"""
+    names = sorted(known)
+    return MCPError(code=INVALID_PARAMS,
+                    message=f"Unknown tool: {shown(name, quoted=False)}"
+                            f"{did_you_mean(name, names)}",
+                    data={"tool": name[:SHOWN_MAX], "known": names[:_SHOWN_TOOLS]})
+
+
 def _unavailable(exc: StoreUnavailable) -> str:
     return f"the store is unavailable ({exc})"
 
@@ -1235,6 +1261,34 @@ class _StoreRequests:
             FAIL_FAST.reset(token)
 
 
+class _TaskOnlyListed:
+    """Server middleware: ``tools/list`` on a handshake-era protocol (2025-11-25 and
+    before) gives each task-only tool ``execution: {"taskSupport": "required"}``, the
+    2025-11-25 way a tool says it must be called as a task; a call without one answers
+    -32601 (``missing_capability``). This server declares no ``tasks`` capability on
+    those protocols (its tasks are the 2026-07-28 extension's), so such a client cannot
+    call the tool at all, and can tell so before calling it: it was listed as any other
+    tool. The 2026-07-28 tool has no ``execution``: listed as before."""
+
+    def __init__(self, task_only: Iterable[str]) -> None:
+        self.task_only = frozenset(task_only)
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+                       ) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method != "tools/list" or ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return result
+        listed = (result.model_dump(mode="json", by_alias=True, exclude_none=True)
+                  if isinstance(result, ListToolsResult) else result)  # (a dict, as a rule)
+        tools = listed.get("tools") if isinstance(listed, dict) else None
+        if not isinstance(listed, dict) or not isinstance(tools, list):
+            return result
+        return {**listed, "tools": [
+            {**tool, "execution": {"taskSupport": "required"}}
+            if isinstance(tool, dict) and tool.get("name") in self.task_only else tool
+            for tool in tools]}
+
+
 #: -32602's message to a request on a connection that was not opened: the SDK's says
 #: "Invalid request parameters", with an empty ``data``, and nothing of why.
 _BEFORE_INITIALIZE = (
@@ -1324,7 +1378,9 @@ def create_mcp_server(app: App, **options: Any) -> tuple[MCPServer, TetherTasks]
         "Tether workflows and agents. Each call is a durable run; with the "
         "io.modelcontextprotocol/tasks extension a call returns a task to poll."),
         tools=[exposed.tool for exposed in backend.tools.values()],
-        extensions=[_GuardedTasks(backend)], middleware=[_StoreRequests()])
+        extensions=[_GuardedTasks(backend)],
+        middleware=[_StoreRequests(), _TaskOnlyListed(
+            name for name, exposed in backend.tools.items() if exposed.task_only)])
     install_task_notifications(server, backend)
     return server, backend
 
