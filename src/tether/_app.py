@@ -816,10 +816,14 @@ class App:
         _lookup_id(run_id)
         return await self._run_info(run_id)
 
-    async def _run_info(self, run_id: str, unreadable: Unreadable | None = None) -> RunInfo:
+    async def _run_info(self, run_id: str, unreadable: Unreadable | None = None, *,
+                        earlier: bool = True) -> RunInfo:
         """``get_run``; a payload this app cannot decode is ``unreadable(text, error)``
         (``tether._show``'s marker for the documents of ``tether serve`` and ``tether
         show --json``) instead of its stored text (ciphertext, for a key it lacks).
+        ``earlier`` False reads and decodes no earlier generation's journal (``history``
+        is ``[]``, and a signal wait's start is derived from this generation's alone):
+        for a reader of this generation's figures (``tether._show.budget_of``).
 
         Raises:
             RunNotFound: no run has this id.
@@ -855,7 +859,7 @@ class App:
         # operations before it, generation after generation: signal_wait_starts.)
         history = []
         floor: float | None = run.created_at
-        for g in await store.journal_archive_read(run_id):
+        for g in await store.journal_archive_read(run_id) if earlier else []:
             archived = entry_views(g.entries)
             floor = signal_wait_starts(archived, floor)
             history.append({"generation": g.generation, "input": _input_view(

@@ -440,12 +440,34 @@ async def run_document(app: App, run_id: str, *, children: bool = True) -> dict[
     doc["failed_operations"] = sum(entry_failed(e) for e in doc["journal"])
     doc["in_flight"] = in_flight(doc)
     doc["waiting_since"] = waiting_since(doc)
-    doc["budget"] = run_budget(doc["journal"], doc["metrics"], doc["status_info"],
-                               input=doc["input"], calling=calling_a_model(doc["in_flight"]),
-                               entered=info.budget_limits, kept=info.kept_budget_raise)
+    doc["budget"] = _budget(doc, info)
     kids = await app.store.run_search(parent=run_id, limit=1000) if children else []
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
     return doc
+
+
+async def budget_of(app: App, run_id: str) -> dict[str, Any] | None:
+    """The run's ``budget`` as its document gives it (``run_document``'s, by the same
+    rule), read without what the budget does not need: its earlier generations'
+    journals, its children. (The MCP face's budget request read the whole document
+    for it, on every ``tasks/get`` of a task waiting on its budget.)
+
+    Raises:
+        RunNotFound: no run has this id.
+    """
+    info = await app._run_info(run_id, unreadable_payload, earlier=False)
+    doc = info_dict(info)
+    doc["journal"] = journal_entries(doc["journal"])
+    doc["in_flight"] = in_flight(doc)
+    return _budget(doc, info)
+
+
+def _budget(doc: dict[str, Any], info: RunInfo) -> dict[str, Any] | None:
+    """A run document's ``budget`` (``run_budget``) from its journal entries, metrics,
+    live status, input and operations in flight, and what ``info`` read of its limits."""
+    return run_budget(doc["journal"], doc["metrics"], doc["status_info"],
+                      input=doc["input"], calling=calling_a_model(doc["in_flight"]),
+                      entered=info.budget_limits, kept=info.kept_budget_raise)
 
 
 def in_flight(doc: dict[str, Any]) -> list[dict[str, Any]]:

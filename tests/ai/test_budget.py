@@ -1227,6 +1227,7 @@ async def test_a_budget_is_shown_from_when_the_workflow_enters_it(
         doc = await _show_json(app, store_url, "r-1")
         assert doc["budget"] == {"usd": 5.0, "tokens": 1500, "spent_usd": 0.0,
                                  "spent_tokens": 0, "no_call_yet": True}, doc["budget"]
+        await _budget_alone_is_the_documents(app, "r-1")  # (entered, no call yet)
         plain = await asyncio.to_thread(tether_cli, "show", "r-1", db=store_url)
         assert ("budget: 0 of 1,500 tokens · $0 of $5.00 · no model call yet"
                 in plain.stdout.splitlines()), plain.stdout
@@ -1252,6 +1253,7 @@ async def test_a_budget_is_shown_from_when_the_workflow_enters_it(
                                  "spent_tokens": 0, "no_call_yet": True,
                                  "kept_raise": {"usd": None, "tokens": 5000, "more": 0}
                                  }, doc["budget"]
+        await _budget_alone_is_the_documents(app, "r-1")  # (a raise kept)
         plain = await asyncio.to_thread(tether_cli, "show", "r-1", db=store_url)
         assert ("budget: 0 of 1,500 tokens · $0 of $5.00 · no model call yet · raise to "
                 "5,000 tokens sent, not taken yet" in plain.stdout.splitlines()), plain.stdout
@@ -1266,6 +1268,7 @@ async def test_a_budget_is_shown_from_when_the_workflow_enters_it(
         doc = await _show_json(app, store_url, "r-1")
         assert doc["budget"] == {"usd": 5.0, "tokens": 5000, "spent_usd": doc["budget"][
             "spent_usd"], "spent_tokens": 2020}, doc["budget"]
+        await _budget_alone_is_the_documents(app, "r-1")  # (ended, a raise taken)
 
         await app.start(researcher, False, run_id="r-2")
         await wait_for(lambda: _waiting_for(app, "r-2", "signal go"), timeout=20,
@@ -1310,12 +1313,22 @@ async def test_an_agents_budget_is_shown_while_its_first_call_is_in_flight(
                              what="ag-1's call in flight")
         assert doc["budget"] == {"usd": 0.5, "tokens": 5000, "spent_usd": 0.0,
                                  "spent_tokens": 0, "no_call_yet": True}, doc["budget"]
+        await _budget_alone_is_the_documents(app, "ag-1")  # (a call in flight)
         plain = await asyncio.to_thread(tether_cli, "show", "ag-1", db=store_url)
         assert ("budget: 0 of 5,000 tokens · $0 of $0.50 · no model call yet"
                 in plain.stdout.splitlines()), plain.stdout
         gate.set()
         assert await app.handle("ag-1").result(timeout=20) == "done"
     await llm.aclose()
+
+
+async def _budget_alone_is_the_documents(app: App, run_id: str) -> None:
+    """``budget_of`` (what the MCP face's budget request reads: the budget alone, not
+    the run's earlier generations) is the run document's ``budget``, byte for byte."""
+    from tether._show import budget_of, run_document
+
+    doc = await run_document(app, run_id, children=False)
+    assert json.dumps(await budget_of(app, run_id)) == json.dumps(doc["budget"])
 
 
 async def _waiting_for(app: App, run_id: str, what: str) -> bool:

@@ -45,6 +45,7 @@ from tests.mcp_server.host import (
     update_task,
 )
 from tether import App, RunStatus
+from tether._show import budget_of, run_document
 from tether.ai import LLM, Agent, Budget, request_approval
 from tether.encryption import AesGcm
 from tether.mcp_tasks import (
@@ -356,6 +357,46 @@ async def test_budget_wait_is_answered_with_new_limits(
         assert done.result["content"][0]["text"] == "Written."
         assert len(llm_server.requests) == 1
         assert [e["name"] for e in journal if e["kind"] == "signal"] == ["budget"]
+
+
+async def test_a_budget_request_reads_the_runs_budget_alone(
+        store_url: str, llm_server: ScriptedLLMServer, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """``tasks/get`` of a task waiting on its budget gives the run's ``budget`` in its
+    request's ``_meta["tether/budget"]`` as the run's document gives it, byte for byte
+    (``run_document``'s, the same rule), without reading the whole document: it read
+    and decoded every earlier generation's journal (the store's archive) on each
+    ``tasks/get``, for a figure that needs none of it."""
+    llm_server.set_script([Reply("Written.", input_tokens=1000, output_tokens=100)])
+    async with LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url, breaker=None) as llm:
+        app = App(store_url)
+        app.add_agent(Agent("writer", model=llm, budget=Budget(tokens=10)), mcp=True)
+        async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+            created = await client.session.call_tool("writer", {"task": "write " * 50},
+                                                     allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            await poll(client, created.task_id, {"input_required", "failed"})
+            store = await app._open()
+            archive_reads: list[str] = []
+            read_archive = store.journal_archive_read
+
+            async def counted(run_id: str) -> Any:
+                archive_reads.append(run_id)
+                return await read_archive(run_id)
+
+            monkeypatch.setattr(store, "journal_archive_read", counted)
+            waiting = await get_task(client, created.task_id)
+            assert archive_reads == []  # (the whole document read it)
+            assert waiting.input_requests is not None, waiting
+            [request] = waiting.input_requests.values()
+            figures = request["params"]["_meta"]["tether/budget"]
+            budget = (await run_document(app, created.task_id, children=False))["budget"]
+            assert archive_reads == [created.task_id]  # (the spy counts)
+            assert budget is not None and budget["tokens"] == 10
+            # The document's budget first, its keys in its order, then the extras.
+            assert json.dumps(dict(list(figures.items())[:len(budget)])) == json.dumps(budget)
+            assert json.dumps(await budget_of(app, created.task_id)) == json.dumps(budget)
+            await cancel_task(client, created.task_id)
 
 
 async def test_a_child_waiting_on_its_budget_share_is_the_tasks_input_request(

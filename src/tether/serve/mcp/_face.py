@@ -51,7 +51,7 @@ from tether._codec import (
 from tether._ids import new_run_id
 from tether._lifecycle import workflow_retention
 from tether._mcp_common import SYNC_TIMEOUT, TOOL_NAME_RULE, tool_names
-from tether._show import queued_in, run_document
+from tether._show import budget_of, queued_in
 from tether._types import ENDED_VALUES, JournalEntry, RunRecord, check_name, did_you_mean
 from tether.ai._approvals import approval_key
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
@@ -664,12 +664,13 @@ class TetherTasks:
         first sent them), and from the run's live status which limit stopped it
         (``blocked_by``) and what the refused call was estimated to cost
         (``estimate_usd``, ``estimate_tokens``): a raise must cover it for the run to go
-        on. (It carried the live status's four spend and limit figures alone.)"""
+        on. (It carried the live status's four spend and limit figures alone.) The
+        budget is read alone (``budget_of``, by ``run_document``'s rule): this reading
+        decoded the whole document, every generation's journal, on each ``tasks/get``."""
         try:
-            doc = await run_document(self.app, run.run_id, children=False)
+            budget = await budget_of(self.app, run.run_id)
         except RunNotFound:  # (purged meanwhile: the status's figures)
-            doc = {}
-        budget = doc.get("budget")
+            budget = None
         figures: dict[str, Any] = (dict(budget) if isinstance(budget, Mapping) else {
             "usd": info.get("budget_usd"), "tokens": info.get("budget_tokens"),
             "spent_usd": info.get("spent_usd"), "spent_tokens": info.get("spent_tokens")})
