@@ -412,3 +412,37 @@ async def test_input_schemas_are_draft_2020_12_and_admit_only_the_parameters(
             assert isinstance(refused.content[0], TextContent)
             assert f"{unknown}: unexpected argument" in refused.content[0].text, name
         assert [run.workflow for run in await app.list_runs()] == ["every"]
+
+
+async def test_a_tool_added_to_the_sdks_server_is_its_own_and_others_are_unknown(
+        tmp_path: Path) -> None:
+    """A tool added to the SDK server ``create_mcp_server`` returns is served by the SDK
+    as before, not refused as unknown to Tether's face; a tool neither has is the
+    protocol error -32602 "Unknown tool: NAME", the closest of Tether's tools named."""
+    from mcp import Client, MCPError
+    from mcp_types import INVALID_PARAMS
+
+    from tether.serve.mcp import create_mcp_server
+
+    app = App(f"sqlite:///{tmp_path / 'tether.db'}")
+
+    @app.workflow(mcp=True)
+    async def quote(item: str) -> str:
+        return item
+
+    server, _ = create_mcp_server(app)
+
+    @server.tool()
+    def ping(times: int) -> str:
+        """The SDK's own tool, beside Tether's."""
+        return "pong" * times
+
+    async with app, Client(server) as client:
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["ping", "quote"]
+        pong = await client.call_tool("ping", {"times": 2})
+        assert not pong.is_error
+        assert isinstance(pong.content[0], TextContent) and pong.content[0].text == "pongpong"
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("quotes", {})
+    assert unknown.value.code == INVALID_PARAMS
+    assert unknown.value.message == "Unknown tool: quotes (did you mean 'quote'?)"

@@ -34,6 +34,7 @@ from mcp_types import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     CallToolRequestParams,
+    CallToolResult,
     ListToolsResult,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -237,8 +238,11 @@ class TetherTasks:
     async def call_tool(self, params: CallToolRequestParams, *, tasks: bool,
                         call_next: Callable[[], Awaitable[Any]]) -> Any:
         exposed = self.tools.get(params.name)
-        if exposed is None:
-            raise _unknown_tool(params.name, self.tools)
+        if exposed is None:  # not ours: the SDK's server may have it (added to it)
+            answer = await call_next()
+            if _sdk_unknown_tool(answer, params.name):
+                raise _unknown_tool(params.name, self.tools)
+            return answer
         if exposed.task_only and not tasks:
             raise missing_capability(f"tool {params.name!r} (task-only)")
         meta = params.meta or {}
@@ -943,6 +947,19 @@ def _unknown_tool(name: str, known: Iterable[str]) -> MCPError:
                     message=f"Unknown tool: {shown(name, quoted=False)}"
                             f"{did_you_mean(name, names)}",
                     data={"tool": name[:SHOWN_MAX], "known": names[:_SHOWN_TOOLS]})
+
+
+def _sdk_unknown_tool(answer: Any, name: str) -> bool:
+    """``answer`` is the SDK's to a ``tools/call`` of a tool its server lacks too: a
+    tool error result whose one text is "Unknown tool: NAME" (``ToolManager``'s)."""
+    if isinstance(answer, CallToolResult):
+        answer = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not isinstance(answer, Mapping) or answer.get("isError") is not True:
+        return False
+    content = answer.get("content")
+    return (isinstance(content, list) and len(content) == 1
+            and isinstance(content[0], Mapping)
+            and content[0].get("text") == f"Unknown tool: {name}")
 
 
 def _unavailable(exc: StoreUnavailable) -> str:
