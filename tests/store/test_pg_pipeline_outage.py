@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import select
 import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -154,5 +156,40 @@ async def test_a_pipeline_cut_by_the_servers_shutdown_says_so_and_drops_its_conn
         assert conn.closed
         assert {r.run_id for r in await store.run_get_many(["a", "b", "before"])} == {
             "a", "b", "before"}
+    finally:
+        await store.close()
+
+
+async def test_a_pipeline_on_a_connection_the_server_ended_logs_no_psycopg_warning(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The server ends the session between the connection's checkout and the pipeline's
+    statements (a restart at that moment): the statements fail in the pipeline's block,
+    and psycopg's exit of the pipeline, whose Sync fails as well, must not log "error
+    ignored terminating <AsyncPipeline>" (a WARNING in the worker's log at every
+    restart). Here the connection is taken past the checkout's check of it, so that the
+    moment is hit every time."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        assert store._pool is not None
+        conn = await store._pool.getconn()
+        try:
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                assert admin.execute("SELECT pg_terminate_backend(%s, 10000)",
+                                     (conn.info.backend_pid,)).fetchone() == (True,)
+            await asyncio.to_thread(select.select, [conn.fileno()], [], [], 30)
+            caplog.set_level(logging.DEBUG)
+            with pytest.raises(psycopg.OperationalError):
+                await store._pipeline(conn, [("run_get", {"run_id": "a"})])
+        finally:
+            await store._pool.putconn(conn)
+        assert conn.closed
+        ignored = [r.getMessage() for r in caplog.records
+                   if r.name == "psycopg" and r.levelno >= logging.WARNING]
+        assert ignored == []
+        # (the exit's error is kept, at DEBUG, in the store's log)
+        assert any("a pipeline's exit failed too" in r.getMessage()
+                   for r in caplog.records if r.name == "tether.store.postgres")
+        assert await store.run_get("a") is None  # the next operation has a new connection
     finally:
         await store.close()

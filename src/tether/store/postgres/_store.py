@@ -983,15 +983,18 @@ class PostgresStore(PostgresServeQueries):
         backend) raises the server's reason (``_first_error``), and its connection,
         left in pipeline mode, is closed: nothing may run on it again."""
         cursors: list[psycopg.AsyncCursor[Any]] = []
+
+        async def send() -> None:
+            await conn.execute("BEGIN")
+            for i, (name, params) in enumerate(steps):
+                cur = conn.cursor()
+                await cur.execute(self._q[name], params,
+                                  prepare=False if i < unprepared else prepare)
+                cursors.append(cur)
+            await conn.execute("COMMIT")
+
         try:
-            async with conn.pipeline():
-                await conn.execute("BEGIN")
-                for i, (name, params) in enumerate(steps):
-                    cur = conn.cursor()
-                    await cur.execute(self._q[name], params,
-                                      prepare=False if i < unprepared else prepare)
-                    cursors.append(cur)
-                await conn.execute("COMMIT")
+            await self._in_pipeline(conn, send)
         except BaseException as exc:
             if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
                 # (a ROLLBACK would be queued in the pipeline and wait out the deadline)
@@ -1009,6 +1012,32 @@ class PostgresStore(PostgresServeQueries):
                 raise first from None
             raise
         return cursors
+
+    async def _in_pipeline(self, conn: Conn, send: Callable[[], Awaitable[None]]) -> None:
+        """``send()`` in a pipeline on ``conn``; raises the first error met.
+
+        psycopg (3.3) exits a pipeline whose block raised by syncing it all the same,
+        and an error of that exit, which it cannot raise over the block's, it logs as a
+        WARNING ("error ignored terminating <AsyncPipeline>"): on a connection the
+        server ended while the statements went out (a restart, a terminated backend),
+        the Sync fails too ("the connection is lost"), and every such outage wrote
+        that line in the worker's log beside its own. So the block's error is held
+        while the pipeline exits, the exit's error then raised by psycopg rather than
+        logged, and dropped here (it only follows from the first), the first raised."""
+        failed: BaseException | None = None
+        try:
+            async with conn.pipeline():
+                try:
+                    await send()
+                except BaseException as exc:
+                    failed = exc
+        except BaseException as exc:
+            if failed is None:
+                raise
+            log.debug("PostgreSQL at %s: a pipeline's exit failed too (%s) after %s",
+                      self.cfg.where, exc, failed)
+        if failed is not None:
+            raise failed
 
     async def _txn(self, steps: Sequence[tuple[str, Params]], *,
                    prepare: bool | None = None) -> list[list[Any]]:
