@@ -24,7 +24,7 @@ Exception
 │   │   └── encryption.PayloadDecryptError  unknown key, wrong key, tampering
 │   │       ├── encryption.PayloadMisplacedError  (also a PayloadBindingError)
 │   │       └── encryption.PayloadNotEncryptedError  clear text, e.g. started without --app
-│   ├── StoreError
+│   ├── StoreError                 (sqlstate, outcome_unknown)
 │   │   ├── StoreUnavailable       retrying later may succeed
 │   │   │   └── StoreRefused       the server refused: no such database or role, a
 │   │   │                          failed password (configuration, not an outage)
@@ -297,7 +297,26 @@ class PayloadTooLarge(PayloadError):
 
 
 class StoreError(TetherError):
-    """The store failed."""
+    """The store failed.
+
+    Attributes:
+        sqlstate: the PostgreSQL server's code for the error it answered (SQLSTATE,
+            e.g. ``"42501"``: the role lacks a privilege), to test rather than the
+            message's text; None when the server gave none (SQLite, a connection lost).
+        outcome_unknown: the connection was lost after the operation's commit may have
+            reached the server and before its answer came (a restart, a network cut at
+            that moment): what it wrote may be stored all the same. Where the store
+            could not read it back to tell, the message says how to check.
+    """
+
+    sqlstate: str | None = None
+    outcome_unknown: bool = False
+
+    def __init__(self, *args: object, sqlstate: str | None = None,
+                 outcome_unknown: bool = False) -> None:
+        super().__init__(*args)
+        self.sqlstate = sqlstate
+        self.outcome_unknown = outcome_unknown
 
 
 class StoreUnavailable(StoreError):

@@ -284,6 +284,23 @@ class NoAnswer(psycopg.OperationalError):
         self.seconds = seconds
 
 
+class Unanswered(psycopg.OperationalError):
+    """The connection was lost once a transaction's COMMIT (or a statement that commits
+    on its own) may have gone out, before its answer came: it may have committed.
+    Raised for the error met (``reason``, whose text it has); a StoreUnavailable with
+    ``outcome_unknown`` at the store's boundary."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+def unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the error it was raised for: a deadline's NoAnswer) is an
+    ``Unanswered``."""
+    return isinstance(exc, Unanswered) or isinstance(exc.__cause__, Unanswered)
+
+
 #: How a server that is up refuses a connection it has no slot for now (SQLSTATE 53300,
 #: or 57P03 while it starts): libpq gives no SQLSTATE for a failed connection, only text.
 _BUSY = ("too many clients", "too many connections", "remaining connection slots",
@@ -344,8 +361,11 @@ def translate_errors(cfg: PgConfig) -> Iterator[None]:
     except psycopg.errors.TransactionRollback:
         raise  # serialization failure / deadlock: the caller retries the transaction
     except CONNECTION_ERRORS as exc:
-        raise unavailable(cfg, exc) from exc
+        error = unavailable(cfg, exc.reason if isinstance(exc, Unanswered) else exc)
+        error.outcome_unknown = unanswered(exc)
+        raise error from exc
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise StoreError(lacks_privilege(cfg, exc)) from exc
+        raise StoreError(lacks_privilege(cfg, exc), sqlstate=exc.sqlstate) from exc
     except psycopg.Error as exc:
-        raise StoreError(f"PostgreSQL store {cfg.where} failed: {_first_line(exc)}") from exc
+        raise StoreError(f"PostgreSQL store {cfg.where} failed: {_first_line(exc)}",
+                         sqlstate=exc.sqlstate) from exc

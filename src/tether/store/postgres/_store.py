@@ -99,6 +99,7 @@ from tether.store.postgres._config import (
     DEFAULT_QUERY_TIMEOUT,
     NoAnswer,
     PgConfig,
+    Unanswered,
     busy,
     connect_reason,
     full,
@@ -273,6 +274,18 @@ def _first_error(exc: BaseException) -> BaseException:
         seen.add(id(context))
         context = context.__context__
     return first
+
+
+def _connection_lost(conn: Conn, exc: BaseException) -> bool:
+    """Whether ``exc``, met on ``conn``, lost the connection rather than being the
+    server's answer to a statement (which rolls its transaction back): the connection
+    broke (a reset, a severed socket, the server gone), or the server ended the session
+    (SQLSTATE class 57P: a shutdown, a terminated backend; it may have committed
+    first)."""
+    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return conn.broken or conn.closed or sqlstate.startswith("57P")
 
 
 def _looks_dead(conn: Conn) -> bool:
@@ -962,11 +975,18 @@ class PostgresStore(PostgresServeQueries):
             await self._put_back(self._pool, conn)
 
     async def _one(self, name: str, params: Params, *, prepare: bool | None = None,
-                   timeout: float | None = None) -> Any:
+                   timeout: float | None = None, commits: bool = False) -> Any:
         """Run one named query (one round trip); return its cursor's rows and rowcount.
-        ``timeout``: its deadline (default ``query_timeout``)."""
+        ``timeout``: its deadline (default ``query_timeout``). ``commits``: the query
+        writes (its own transaction): a connection lost once it went out raises
+        ``Unanswered`` (it may have committed)."""
         async def go(conn: Conn) -> tuple[list[Any], int]:
-            cur = await conn.execute(self._q[name], params, prepare=prepare)
+            try:
+                cur = await conn.execute(self._q[name], params, prepare=prepare)
+            except psycopg.Error as exc:
+                if commits and _connection_lost(conn, exc):
+                    raise Unanswered(exc) from exc
+                raise
             rows = await cur.fetchall() if cur.description is not None else []
             return rows, cur.rowcount
 
@@ -981,21 +1001,27 @@ class PostgresStore(PostgresServeQueries):
 
         A pipeline the server cut (its session ended: a shutdown, a terminated
         backend) raises the server's reason (``_first_error``), and its connection,
-        left in pipeline mode, is closed: nothing may run on it again."""
+        left in pipeline mode, is closed: nothing may run on it again. Cut once its
+        COMMIT may have gone out, it raises ``Unanswered`` for that reason: the
+        transaction may have committed (``StoreError.outcome_unknown``)."""
         cursors: list[psycopg.AsyncCursor[Any]] = []
+        committing = False
 
         async def send() -> None:
+            nonlocal committing
             await conn.execute("BEGIN")
             for i, (name, params) in enumerate(steps):
                 cur = conn.cursor()
                 await cur.execute(self._q[name], params,
                                   prepare=False if i < unprepared else prepare)
                 cursors.append(cur)
+            committing = True
             await conn.execute("COMMIT")
 
         try:
             await self._in_pipeline(conn, send)
         except BaseException as exc:
+            lost = committing and _connection_lost(conn, _first_error(exc))
             if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
                 # (a ROLLBACK would be queued in the pipeline and wait out the deadline)
                 log.debug("PostgreSQL at %s: a connection left in pipeline mode is "
@@ -1009,6 +1035,9 @@ class PostgresStore(PostgresServeQueries):
             if first is not exc:
                 log.debug("PostgreSQL at %s: a pipeline's exit failed too (%s) after %s",
                           self.cfg.where, exc, first)
+            if lost:
+                raise Unanswered(first) from first
+            if first is not exc:
                 raise first from None
             raise
         return cursors
@@ -1078,8 +1107,14 @@ class PostgresStore(PostgresServeQueries):
     async def _insert_one(self, run: RunRecord) -> tuple[RunRecord, bool]:
         """One statement, its own transaction: cheaper for the client than a pipeline
         (BEGIN, insert, read, COMMIT)."""
-        rows, _ = await self._one("run_insert_get", {**run_params(run),
-                                                     "channel": self._channel})
+        try:
+            rows, _ = await self._one("run_insert_get", {**run_params(run),
+                                                         "channel": self._channel},
+                                      commits=True)
+        except StoreUnavailable as exc:
+            if not exc.outcome_unknown:
+                raise
+            return (await self._starts_read_back([run], exc))[0]
         if not rows:  # the run with this id committed after the statement's snapshot
             stored = await self.run_get(run.run_id)
             if stored is None:
@@ -1140,9 +1175,16 @@ class PostgresStore(PostgresServeQueries):
             ("on_parent_cancel", TextArray), ("version", TextArray),
             ("forked_from", TextArray), ("forked_at", Int4Array))}
         ids = cols["run_id"]
-        created_rows, stored_rows = await self._txn([
-            ("run_insert_many", {**cols, "channel": self._channel}),
-            ("run_get_ids", {"run_ids": ids})], prepare=False)
+        try:
+            created_rows, stored_rows = await self._txn([
+                ("run_insert_many", {**cols, "channel": self._channel}),
+                ("run_get_ids", {"run_ids": ids})], prepare=False)
+        except StoreUnavailable as exc:
+            if not exc.outcome_unknown:
+                raise
+            found = dict(zip((r.run_id for r in unique),
+                             await self._starts_read_back(unique, exc), strict=True))
+            return [found[r.run_id] for r in runs]  # (a repeated id: created once)
         created = {r[0] for r in created_rows}
         # A run created here is stored as given (tests/store/test_many.py); the read
         # returns only those that existed before.
@@ -1153,6 +1195,38 @@ class PostgresStore(PostgresServeQueries):
             out.append((stored[r.run_id], r.run_id in created))
             created.discard(r.run_id)  # a repeated id is created once
         return out
+
+    async def _starts_read_back(self, runs: list[RunRecord], exc: StoreUnavailable
+                                ) -> list[tuple[RunRecord, bool]]:
+        """The outcome of a transaction starting ``runs`` (distinct ids) whose commit
+        went unanswered (``exc``: the connection was lost once its COMMIT may have gone
+        out), read back by run id on a new connection: a start does not fail when its
+        runs are stored, and the caller's retry (a new run id) does not start them
+        twice. A run stored as given (its input and creation time) was created by it;
+        one stored otherwise existed before (not created, as an answered start says).
+
+        Raises: ``exc`` when a run is not there (the transaction did not commit; its
+        ``outcome_unknown`` kept only if a deadline passed, as the server may not have
+        ended that session yet), or a StoreUnavailable with ``outcome_unknown`` naming
+        the runs and how to check when they cannot be read back."""
+        ids = [r.run_id for r in runs]
+        try:
+            stored = {r.run_id: r for r in await self.run_get_many(ids)}
+        except StoreError:
+            first = repr(ids[0]) + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")
+            raise StoreUnavailable(
+                f"{exc}; the start of run {first} may have committed (the connection was "
+                "lost before its answer, and the runs could not be read back): look it "
+                f"up (tether show {ids[0]}), or start again with the same run id, which "
+                "starts nothing for a run that exists", outcome_unknown=True) from exc
+        if len(stored) < len(ids):
+            log.debug("PostgreSQL at %s: a start whose commit went unanswered did not "
+                      "commit (run %s not found)", self.cfg.where, ids[0])
+            exc.outcome_unknown = isinstance(exc.__cause__, NoAnswer)
+            raise exc
+        log.debug("PostgreSQL at %s: a start whose commit went unanswered committed "
+                  "(read back: run %s)", self.cfg.where, ids[0])
+        return [(stored[r.run_id], _same_start(stored[r.run_id], r)) for r in runs]
 
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         if status is None:
@@ -1688,9 +1762,14 @@ class PostgresStore(PostgresServeQueries):
                           idempotency_key: str | None, now: float) -> SignalSent:
         params = {"run_id": run_id, "name": name, "payload": payload, "key": idempotency_key,
                   "now": now, "channel": self._channel}
-        status, inserted, found, _ = await self._txn([
-            ("run_lock", params), ("signal_insert", params), ("signal_find_key", params),
-            ("signal_wake", params)])
+        try:
+            status, inserted, found, _ = await self._txn([
+                ("run_lock", params), ("signal_insert", params), ("signal_find_key", params),
+                ("signal_wake", params)])
+        except StoreUnavailable as exc:
+            if not exc.outcome_unknown:
+                raise
+            return await self._signal_read_back(run_id, name, payload, idempotency_key, exc)
         if not status:
             raise RunNotFound(run_id)
         if status[0][0] in _FINAL:
@@ -1702,6 +1781,37 @@ class PostgresStore(PostgresServeQueries):
         if inserted:
             return SignalSent(signal_id=int(inserted[0][0]), created=True)
         return _signal_found(found[0])
+
+    async def _signal_read_back(self, run_id: str, name: str, payload: str | None,
+                                key: str | None, exc: StoreUnavailable) -> SignalSent:
+        """The outcome of a signal's send whose commit went unanswered (``exc``), read
+        back by its idempotency key on a new connection: a send whose signal is stored
+        does not fail. Without a key nothing tells this send's signal from another of
+        the same name: ``exc`` is raised with a message saying that it may have been
+        delivered and how to check (a retry would deliver it twice).
+
+        Raises: ``exc`` when the key's signal is not there (the send did not commit; its
+        ``outcome_unknown`` kept only if a deadline passed), or a StoreUnavailable with
+        ``outcome_unknown``."""
+        found: SignalSent | None = None
+        read = False
+        if key is not None:
+            with contextlib.suppress(StoreError):
+                found = await self.signal_find(run_id=run_id, idempotency_key=key)
+                read = True
+        if read and found is None:
+            exc.outcome_unknown = isinstance(exc.__cause__, NoAnswer)
+            raise exc
+        if found is None:
+            raise StoreUnavailable(
+                f"{exc}; signal {name!r} to run {run_id!r} may have been delivered (the "
+                "connection was lost before its answer): sending it again could deliver "
+                f"it twice (once the run takes it, tether show {run_id} lists it); a send "
+                "with an idempotency key can be retried safely",
+                outcome_unknown=True) from exc
+        if (found.name, found.payload) == (name, payload):
+            return SignalSent(signal_id=found.signal_id, created=True)
+        return found
 
     async def signal_find(self, *, run_id: str, idempotency_key: str) -> SignalSent | None:
         rows, _ = await self._one("signal_find_key", {"run_id": run_id,
@@ -2221,6 +2331,14 @@ if TYPE_CHECKING:
 
     def _conforms(s: PostgresStore) -> Store:
         return s
+
+
+def _same_start(stored: RunRecord, run: RunRecord) -> bool:
+    """Whether ``stored`` is the run ``run``'s start created (not one with its id that
+    existed before): its workflow, input and creation time (the starting client's
+    clock, to the microsecond) are the start's."""
+    return (stored.workflow, stored.input, stored.created_at) == (
+        run.workflow, run.input, run.created_at)
 
 
 def _signal_found(row: Any) -> SignalSent:

@@ -1,0 +1,144 @@
+"""A write whose commit went out and whose answer never came (the connection was lost
+in between: a restart, a terminated backend, a network cut) may have committed. The
+store reads the write back by its unique key on a new connection and answers as if
+the commit had been answered (a run started, a signal sent under an idempotency
+key), so that the caller's retry does not start a second run or send the signal
+twice; where it cannot tell (no key, or no connection to read with), it raises a
+StoreUnavailable with ``outcome_unknown`` whose message says how to check.
+
+The pipelines' moment is held by a proxy that passes BEGIN, the statements and COMMIT
+and keeps the Sync back while the session is ended (``pg_terminate_backend``); a lone
+statement's by a proxy that passes it, drops its answer and cuts (``cutproxy``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.faults.cutproxy import CuttingProxy
+from tether.errors import StoreUnavailable
+from tether.store.postgres import PostgresStore
+
+from .conftest import T0, run_record
+from .test_pg_pipeline_outage import SyncHoldingProxy, _wait
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def holding(pg_url: str) -> Iterator[SyncHoldingProxy]:
+    p = SyncHoldingProxy(pg_url).start()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def cutting(pg_url: str) -> Iterator[CuttingProxy]:
+    p = CuttingProxy(pg_url).start()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+async def _backend_pid(store: PostgresStore) -> int:
+    assert store._pool is not None
+    conn = await store._pool.getconn()
+    pid = conn.info.backend_pid
+    await store._pool.putconn(conn)
+    return pid
+
+
+def _terminate(pg_url: str, pid: int) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s, 10000)",
+                             (pid,)).fetchone() == (True,)
+
+
+async def test_starts_whose_commit_went_unanswered_are_read_back_as_started(
+        pg_url: str, holding: SyncHoldingProxy) -> None:
+    store = PostgresStore(holding.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("before"))
+        pid = await _backend_pid(store)
+        holding.arm()
+        op = asyncio.ensure_future(store.run_insert_many(
+            runs=[run_record(i, now=T0 + 1) for i in ("a", "before", "b")]))
+        await _wait(holding.held, "the pipeline's Sync")
+        _terminate(pg_url, pid)
+        # (it raised StoreUnavailable: a caller's retry without run ids started the
+        # runs again under new ones)
+        started = await op
+        # ("before" existed, started at T0: not this start's)
+        assert [(r.run_id, r.created_at, created) for r, created in started] == [
+            ("a", T0 + 1, True), ("before", T0, False), ("b", T0 + 1, True)]
+        assert {r.run_id for r in await store.run_get_many(["a", "b"])} == {"a", "b"}
+    finally:
+        await store.close()
+
+
+async def test_a_signal_whose_commit_went_unanswered(
+        pg_url: str, holding: SyncHoldingProxy) -> None:
+    """With an idempotency key the signal is read back and the send answers "sent";
+    without one the send raises an error whose outcome is unknown, saying how to check
+    (a retry could deliver it twice)."""
+    store = PostgresStore(holding.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r"))
+        for key in ("k1", None):
+            pid = await _backend_pid(store)
+            holding.held.clear()
+            holding.arm()
+            op = asyncio.ensure_future(store.signal_send(
+                run_id="r", name="go", payload="1", idempotency_key=key, now=1.0))
+            await _wait(holding.held, "the pipeline's Sync")
+            _terminate(pg_url, pid)
+            if key is not None:
+                sent = await op
+                assert sent.created
+                found = await store.signal_find(run_id="r", idempotency_key=key)
+                assert found is not None and found.signal_id == sent.signal_id
+                continue
+            with pytest.raises(StoreUnavailable) as caught:
+                await op
+            assert caught.value.outcome_unknown
+            message = str(caught.value)
+            assert "signal 'go' to run 'r' may have been delivered" in message, message
+            assert "tether show r" in message, message
+        assert await store.signal_pending(run_id="r", name="go")
+    finally:
+        await store.close()
+
+
+async def test_a_lone_start_whose_answer_was_lost_and_cannot_be_read_back(
+        pg_url: str, cutting: CuttingProxy) -> None:
+    """The server committed the start and its answer was dropped; the server stays
+    out of reach, so the start cannot be read back: the error says that the run may
+    have started, naming it, and how to be sure (start again with its id)."""
+    store = PostgresStore(cutting.url(), pool_min=1, pool_max=1, pool_timeout=1.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("warm"))
+        cutting.arm(b"lone-start-7", "after")
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.run_insert(run=run_record("lone-start-7"))
+        assert cutting.answered
+        assert caught.value.outcome_unknown
+        message = str(caught.value)
+        assert "the start of run 'lone-start-7' may have committed" in message, message
+        assert "tether show lone-start-7" in message, message
+        assert "start again with the same run id" in message, message
+        cutting.back()
+        # (it was: the start's retry, with the run's id, finds it and starts nothing)
+        stored, created = await store.run_insert(run=run_record("lone-start-7"))
+        assert (stored.run_id, created) == ("lone-start-7", False)
+    finally:
+        await store.close()
