@@ -1205,14 +1205,18 @@ class PostgresStore(PostgresServeQueries):
         twice. A run stored as given (its input and creation time) was created by it;
         one stored otherwise existed before (not created, as an answered start says).
 
-        Raises: ``exc`` when a run is not there (the transaction did not commit; its
-        ``outcome_unknown`` kept only if a deadline passed, as the server may not have
-        ended that session yet), or a StoreUnavailable with ``outcome_unknown`` naming
-        the runs and how to check when they cannot be read back."""
+        Raises: ``exc`` when a run is not there (the transaction did not commit: the
+        server ended that session), or a StoreUnavailable with ``outcome_unknown``
+        naming the runs and how to check when they cannot be read back: the read
+        failed too, or the commit's deadline passed (a server that did not answer is
+        not asked again: that would cost another deadline, and it may not have ended
+        that session yet)."""
         ids = [r.run_id for r in runs]
-        try:
-            stored = {r.run_id: r for r in await self.run_get_many(ids)}
-        except StoreError:
+        stored: dict[str, RunRecord] | None = None
+        if not isinstance(exc.__cause__, NoAnswer):
+            with contextlib.suppress(StoreError):
+                stored = {r.run_id: r for r in await self.run_get_many(ids)}
+        if stored is None:
             first = repr(ids[0]) + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")
             raise StoreUnavailable(
                 f"{exc}; the start of run {first} may have committed (the connection was "
@@ -1222,7 +1226,7 @@ class PostgresStore(PostgresServeQueries):
         if len(stored) < len(ids):
             log.debug("PostgreSQL at %s: a start whose commit went unanswered did not "
                       "commit (run %s not found)", self.cfg.where, ids[0])
-            exc.outcome_unknown = isinstance(exc.__cause__, NoAnswer)
+            exc.outcome_unknown = False
             raise exc
         log.debug("PostgreSQL at %s: a start whose commit went unanswered committed "
                   "(read back: run %s)", self.cfg.where, ids[0])
@@ -1790,17 +1794,17 @@ class PostgresStore(PostgresServeQueries):
         the same name: ``exc`` is raised with a message saying that it may have been
         delivered and how to check (a retry would deliver it twice).
 
-        Raises: ``exc`` when the key's signal is not there (the send did not commit; its
-        ``outcome_unknown`` kept only if a deadline passed), or a StoreUnavailable with
-        ``outcome_unknown``."""
+        Raises: ``exc`` when the key's signal is not there (the send did not commit), or
+        a StoreUnavailable with ``outcome_unknown`` (no key, the read failed too, or the
+        commit's deadline passed: see ``_starts_read_back``)."""
         found: SignalSent | None = None
         read = False
-        if key is not None:
+        if key is not None and not isinstance(exc.__cause__, NoAnswer):
             with contextlib.suppress(StoreError):
                 found = await self.signal_find(run_id=run_id, idempotency_key=key)
                 read = True
         if read and found is None:
-            exc.outcome_unknown = isinstance(exc.__cause__, NoAnswer)
+            exc.outcome_unknown = False
             raise exc
         if found is None:
             raise StoreUnavailable(
