@@ -588,3 +588,42 @@ async def test_a_copy_into_postgres_as_a_role_that_does_not_own_the_schema(
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+async def test_a_copy_from_postgres_into_postgres_as_a_role_that_does_not_own_the_target(
+        tmp_path: Path, pg_url: str) -> None:
+    """The target's "permission denied" is told as the target's when the source is a
+    PostgreSQL store too (it was translated as the source's, naming the source's role
+    and schema, and the owner's role was not named)."""
+    source = pg_url + "?schema=copy_src"
+    app = App(source)
+    try:
+        await app.start("waits", run_id="w")
+    finally:
+        await app.close()
+    store = open_store(pg_url)
+    await store.open()
+    await store.close()
+    role = f"{DB_PREFIX}app_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        for schema in ("tether", "copy_src"):
+            conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
+                         f"{schema} TO {role}")
+            conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
+    try:
+        as_app = pg_url.replace("postgres@", f"{role}@", 1)
+        out = _tether(tmp_path, "db", "copy", "--db", as_app + "?schema=copy_src",
+                      "--to", as_app)
+        assert out.returncode == 1, out.stderr
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith(
+            f"tether: error: PostgreSQL role '{role}' may not copy into the Tether store "
+            "in schema 'tether' at "), out.stderr
+        assert "so run it as that role, 'postgres' (" in out.stderr, out.stderr
+        assert await _runs(pg_url) == {}
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

@@ -2396,9 +2396,10 @@ async def test_a_role_without_privileges_on_the_schema_is_told_what_to_grant(
     store = PostgresStore(url, schema="team_a")
     with pytest.raises(StoreError, match=rf"role '{role}' may not use the Tether store in "
                        r"schema 'team_a'.*permission denied for table schema_version.*"
-                       r"not an outage\): grant the role USAGE on the schema"):
+                       r"not an outage\): grant the role USAGE on the schema") as caught:
         await store.open()
     await store.close()
+    assert caught.value.sqlstate == "42501"  # (the server's code, to test, not the text)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA team_a "
                      f"TO {role}")

@@ -108,6 +108,9 @@ class _Side:
         self.kind = "sqlite" if isinstance(getattr(store, "path", None), str) else "postgres"
         self.schema = "" if self.kind == "sqlite" else str(store.schema)
         self.conn: Any = None
+        #: The server's last "permission denied" (SQLSTATE 42501) to this side's own
+        #: statements (``errors``), to tell it from the other side's.
+        self.denied: BaseException | None = None
 
     @property
     def where(self) -> str:
@@ -137,10 +140,27 @@ class _Side:
             except apsw.Error as exc:
                 raise translate_error(exc, self.store.path) from exc
         else:
+            import psycopg
+
             from tether.store.postgres._config import translate_errors
 
             with translate_errors(self.store.cfg):
-                yield
+                try:
+                    yield
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    self.denied = exc
+                    raise
+
+    @contextlib.contextmanager
+    def own(self) -> Iterator[None]:
+        """Around operations of this side's store (its errors translated already): its
+        "permission denied" is noted (``denied``) as this side's."""
+        try:
+            yield
+        except StoreError as exc:
+            if exc.sqlstate == "42501":
+                self.denied = exc.__cause__
+            raise
 
     def connect(self) -> None:
         with self.errors():
@@ -533,8 +553,9 @@ async def copy_store(source: str, target: str) -> CopyResult:
     await asyncio.to_thread(_check_schema, dst, "target")
     await _refuse_live(src, "source")
     try:
-        await _refuse_live(dst, "target")
-        created = await _prepare_target(dst)
+        with dst.own():
+            await _refuse_live(dst, "target")
+            created = await _prepare_target(dst)
         try:
             await asyncio.to_thread(src.connect)
             await asyncio.to_thread(dst.connect)
@@ -574,9 +595,11 @@ def _read_and_write(src: _Side, dst: _Side) -> tuple[int, dict[str, int], int | 
         tables = src.tables()
         version = _refuse_versions(src, f"the source ({src.where})", tables, source=True)
     names = _tables_to_copy(src, dst)
-    with dst.errors(), src.errors():
+    with dst.errors():  # (the target's own, told as the target's)
         saved = _begin_target(dst, names)
+    with dst.errors(), src.errors():
         counts = _copy_rows(src, dst, names)
+    with dst.errors():
         _end_target(dst, saved)
     return version, counts, reader
 
@@ -591,14 +614,11 @@ def _not_owner(dst: _Side, exc: StoreError) -> StoreError:
 
     from tether.store.postgres._config import role_of
 
-    if dst.kind != "postgres" or not isinstance(
-            exc.__cause__, psycopg.errors.InsufficientPrivilege):
+    if (dst.kind != "postgres" or exc.sqlstate != "42501"
+            or exc.__cause__ is not dst.denied):  # (not the target's: the source's)
         return exc
     cfg = dst.store.cfg
     role = role_of(cfg)
-    if not str(exc).startswith(f"PostgreSQL role {role!r} may not use the Tether store "
-                               f"in schema {cfg.schema!r} at {cfg.where} "):
-        return exc  # (the source's)
     owner = None
     with contextlib.suppress(Exception), psycopg.connect(
             cfg.conninfo, autocommit=True, application_name=APP_NAME) as conn:

@@ -205,8 +205,8 @@ async def _target(store: PostgresStore, force: bool, locker: int | None = None,
             await cur.execute(
                 "SELECT n.nspname FROM pg_class c JOIN pg_namespace n "
                 "ON n.oid = c.relnamespace WHERE c.relname = 'schema_version' "
-                "AND c.relkind IN ('r', 'p') AND to_regclass("
-                "quote_ident(n.nspname) || '.runs') IS NOT NULL")
+                "AND c.relkind IN ('r', 'p') AND EXISTS (SELECT FROM pg_class r WHERE "
+                "r.relnamespace = n.oid AND r.relname = 'runs')")
             others = {r[0] for r in await cur.fetchall()} - {schema}
             await cur.execute(
                 "SELECT pid, application_name, coalesce(host(client_addr), 'local'), "
