@@ -23,7 +23,7 @@ from tests.faults.cutproxy import CuttingProxy
 from tether.errors import StoreUnavailable
 from tether.store.postgres import PostgresStore
 
-from .conftest import T0, run_record
+from .conftest import T0, run_record, start_and_claim
 from .test_pg_pipeline_outage import SyncHoldingProxy, _wait
 
 pytestmark = pytest.mark.postgres
@@ -140,5 +140,28 @@ async def test_a_lone_start_whose_answer_was_lost_and_cannot_be_read_back(
         # (it was: the start's retry, with the run's id, finds it and starts nothing)
         stored, created = await store.run_insert(run=run_record("lone-start-7"))
         assert (stored.run_id, created) == ("lone-start-7", False)
+    finally:
+        await store.close()
+
+
+async def test_a_runs_end_whose_commit_went_unanswered_is_read_back_as_ended(
+        pg_url: str, holding: SyncHoldingProxy) -> None:
+    """The worker's end of a run: read back (status, fencing token, time) it succeeds;
+    it failed, and the worker's retry was refused as a lost lease (the run had ended),
+    logged as a takeover that never happened."""
+    store = PostgresStore(holding.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        claimed = await start_and_claim(store, "r")
+        pid = await _backend_pid(store)
+        holding.arm()
+        op = asyncio.ensure_future(store.run_finish(
+            lease=claimed.lease, status="completed", result="1", error=None, now=T0 + 5))
+        await _wait(holding.held, "the pipeline's Sync")
+        _terminate(pg_url, pid)
+        assert await op == "completed"
+        stored = await store.run_get("r")
+        assert stored is not None and (stored.status, stored.result, stored.finished_at) == (
+            "completed", "1", T0 + 5)
     finally:
         await store.close()

@@ -1638,8 +1638,14 @@ class PostgresStore(PostgresServeQueries):
     async def _finish_one(self, f: Finish) -> None:
         params = {**lease_params(f.lease), "status": f.status, "result": f.result,
                   "error": f.error, "now": f.now, "channel": self._channel}
-        finished, _, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params),
-                                          ("run_wake_listed", params)])
+        try:
+            finished, _, _ = await self._txn([("run_finish", params),
+                                              ("run_wake_waiters", params),
+                                              ("run_wake_listed", params)])
+        except StoreUnavailable as exc:
+            if exc.outcome_unknown and await self._finishes_read_back([f], exc):
+                return
+            raise
         if not finished[0][0]:
             raise LeaseLost(f.lease.run_id, f.lease.fencing_token)
 
@@ -1657,18 +1663,40 @@ class PostgresStore(PostgresServeQueries):
 
         await self._write_together(batch, self._finish_one, columns, (
             "run_lock_many", "run_finish_many", "run_wake_waiters_many",
-            "run_wake_listed_many"), returns=1)
+            "run_wake_listed_many"), returns=1, read_back=self._finishes_read_back)
+
+    async def _finishes_read_back(self, batch: Sequence[Finish],
+                                  exc: StoreUnavailable) -> set[str]:
+        """The runs of ``batch`` whose ends, in a transaction whose commit went
+        unanswered (``exc``), are stored as asked (status, fencing token, time), read
+        back on a new connection; none when they cannot be read (or the commit's
+        deadline passed: see ``_starts_read_back``). Their worker would make the end
+        again, which the store refuses once the run has ended: a lost lease, logged as
+        such, for a run that ended as its worker said."""
+        if isinstance(exc.__cause__, NoAnswer):
+            return set()
+        try:
+            runs = await self.run_get_many([f.lease.run_id for f in batch])
+        except StoreError:
+            return set()
+        asked = {f.lease.run_id: f for f in batch}
+        return {r.run_id for r in runs if (f := asked.get(r.run_id)) is not None
+                and (r.status.value, r.fencing_token, r.finished_at) == (
+                    f.status, f.lease.fencing_token, f.now)}
 
     async def _write_together(self, batch: Sequence[Finish | Release | Metrics],
                               one: Callable[[Any], Awaitable[None]],
                               columns: Callable[[Any], dict[str, Any]],
-                              steps: Sequence[str], *, returns: int) -> None:
+                              steps: Sequence[str], *, returns: int,
+                              read_back: Callable[[Any, StoreUnavailable],
+                                                  Awaitable[set[str]]] | None = None) -> None:
         """Write a batch of runs' ends or releases in one transaction: the statements
         ``steps`` on the arrays ``columns`` builds from the batch in run_id order; the
         statement at ``returns`` gives the ids it wrote (a run missing there lost its
         lease). A batch of one, or naming a run twice, goes through ``one`` per item, and
         a batch the server refused is written item by item (bad data fails only its own
-        run). Resolves every caller's future."""
+        run). ``read_back``: of a batch whose commit went unanswered, the runs stored as
+        written (their callers succeed). Resolves every caller's future."""
         ids = [i.lease.run_id for i in batch]
         if len(batch) == 1 or len(set(ids)) != len(ids):
             for i in batch:
@@ -1683,8 +1711,10 @@ class PostgresStore(PostgresServeQueries):
         try:
             rows = await self._txn([(step, cols) for step in steps], prepare=False)
         except StoreUnavailable as exc:
+            done = (await read_back(batch, exc) if read_back is not None
+                    and exc.outcome_unknown else set())
             for i in batch:
-                _settle(i.future, exc)
+                _settle(i.future, None if i.lease.run_id in done else exc)
             return
         except TetherError:
             for i in batch:
