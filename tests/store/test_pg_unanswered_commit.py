@@ -165,3 +165,23 @@ async def test_a_runs_end_whose_commit_went_unanswered_is_read_back_as_ended(
             "completed", "1", T0 + 5)
     finally:
         await store.close()
+
+
+async def test_a_lone_start_whose_answer_was_lost_is_read_back_as_started(
+        pg_url: str, cutting: CuttingProxy) -> None:
+    """The server committed the start (one statement: a sequential caller's) and its
+    answer was dropped; the server is reachable again at once: the start is read back
+    and succeeds (it raised StoreUnavailable)."""
+    store = PostgresStore(cutting.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("warm"))
+        cutting.arm(b"lone-start-8", "after")
+        back = asyncio.ensure_future(asyncio.to_thread(cutting.cut.wait, 30))
+        back.add_done_callback(lambda _: cutting.back())
+        stored, created = await store.run_insert(run=run_record("lone-start-8"))
+        assert cutting.answered
+        assert (stored.run_id, created) == ("lone-start-8", True)
+        await back
+    finally:
+        await store.close()
