@@ -185,3 +185,27 @@ async def test_a_lone_start_whose_answer_was_lost_is_read_back_as_started(
         await back
     finally:
         await store.close()
+
+
+async def test_starts_sharing_a_commit_that_went_unanswered_each_name_their_run(
+        pg_url: str) -> None:
+    """Two callers' starts in one group commit whose connection is lost once its COMMIT
+    went out, and the server out of reach after (the proxy gone): each caller's error
+    names its own run (both named the batch's first)."""
+    holding = SyncHoldingProxy(pg_url).start()
+    store = PostgresStore(holding.url(), pool_min=1, pool_max=1, pool_timeout=1.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("warm"))
+        holding.arm()
+        starts = asyncio.gather(
+            store.run_insert(run=run_record("shared-1")),
+            store.run_insert(run=run_record("shared-2")), return_exceptions=True)
+        await _wait(holding.held, "the pipeline's Sync")
+        holding.close()
+        for run_id, caught in zip(("shared-1", "shared-2"), await starts, strict=True):
+            assert isinstance(caught, StoreUnavailable), caught
+            assert caught.outcome_unknown
+            assert f"the start of run {run_id!r} may have committed" in str(caught), caught
+    finally:
+        await store.close()

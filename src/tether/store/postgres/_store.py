@@ -1129,8 +1129,11 @@ class PostgresStore(PostgresServeQueries):
             try:
                 results = await self.run_insert_many(runs=[i.run for i in batch])
             except StoreUnavailable as exc:
-                for i in batch:
-                    _settle(i.future, exc)
+                cause = exc.__cause__
+                for i in batch:  # (each caller's error names its own run)
+                    _settle(i.future, _start_unknown(cause, [i.run.run_id])
+                            if exc.outcome_unknown and isinstance(cause, StoreUnavailable)
+                            else exc)
                 return
             except TetherError:
                 pass  # one run the server refused must not fail the others: one by one
@@ -1217,12 +1220,7 @@ class PostgresStore(PostgresServeQueries):
             with contextlib.suppress(StoreError):
                 stored = {r.run_id: r for r in await self.run_get_many(ids)}
         if stored is None:
-            first = repr(ids[0]) + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")
-            raise StoreUnavailable(
-                f"{exc}; the start of run {first} may have committed (the connection was "
-                "lost before its answer, and the runs could not be read back): look it "
-                f"up (tether show {ids[0]}), or start again with the same run id, which "
-                "starts nothing for a run that exists", outcome_unknown=True) from exc
+            raise _start_unknown(exc, ids) from exc
         if len(stored) < len(ids):
             log.debug("PostgreSQL at %s: a start whose commit went unanswered did not "
                       "commit (run %s not found)", self.cfg.where, ids[0])
@@ -2365,6 +2363,17 @@ if TYPE_CHECKING:
 
     def _conforms(s: PostgresStore) -> Store:
         return s
+
+
+def _start_unknown(exc: StoreUnavailable, ids: list[str]) -> StoreUnavailable:
+    """The error of starts of runs ``ids`` whose commit went unanswered (``exc``) and
+    that could not be read back."""
+    first = repr(ids[0]) + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")
+    return StoreUnavailable(
+        f"{exc}; the start of run {first} may have committed (the connection was lost "
+        f"before its answer, and the runs could not be read back): look it up (tether "
+        f"show {ids[0]}), or start again with the same run id, which starts nothing for "
+        "a run that exists", outcome_unknown=True)
 
 
 def _same_start(stored: RunRecord, run: RunRecord) -> bool:
