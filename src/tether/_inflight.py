@@ -9,14 +9,16 @@ open at once.
 Every kind of durable model call lists itself: ``tether.ai.LLM``'s (OpenAI-compatible
 or Anthropic, ``tether.ai._llm.OutstandingCall``) and those of the integrations, whose
 model requests go through ``tether.ai.MeteredModel`` with the framework's own client
-(``MeteredCall``). Their step names share nothing (``llm:...``,
-``openai_agents:model:...``, ``pydantic_ai:...__model.request``), so the environment
-knows a model call by its run and position here, not by its name.
+(``MeteredCall``; the integration says when its answer began, ``began``, and lists its
+free requests too, a token count, ``MeteredModel.watched``). Their step names share
+nothing (``llm:...``, ``openai_agents:model:...``, ``pydantic_ai:...__model.request``), so
+the environment knows a model call by its run and position here, not by its name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -82,7 +84,8 @@ attempts: dict[tuple[str, int], Attempted] = {}
 class MeteredCall:
     """An attempt of a model call an integration makes with its framework's client
     (``tether.ai.MeteredModel``): its timeout is the client's, which Tether does not
-    know, and whether its answer began is not told (a slow stream reads as none)."""
+    know, and its answer began when the integration says so (``began``: a streamed
+    answer's first event), which a slow stream does long before it ends."""
 
     run_id: str
     step: str
@@ -94,6 +97,12 @@ class MeteredCall:
     answered: bool = False
 
 
+#: The integration's attempt this task (and those it starts) makes, while it is listed:
+#: what ``began`` marks.
+_making: contextvars.ContextVar[MeteredCall | None] = contextvars.ContextVar(
+    "tether_inflight_metered", default=None)
+
+
 @contextlib.contextmanager
 def listed(call: Call) -> Iterator[None]:
     """List ``call`` among the calls in flight while its request is made; at its end,
@@ -102,6 +111,7 @@ def listed(call: Call) -> Iterator[None]:
         yield
         return
     calls[id(call)] = call
+    making = _making.set(call) if isinstance(call, MeteredCall) else None
     unreached = False
     try:
         yield
@@ -109,6 +119,8 @@ def listed(call: Call) -> Iterator[None]:
         unreached = unreached_by(exc)
         raise
     finally:
+        if making is not None:
+            _making.reset(making)
         del calls[id(call)]
         if watchers:
             attempts[(call.run_id, call.position)] = Attempted(call.step, call.base_url,
@@ -118,6 +130,16 @@ def listed(call: Call) -> Iterator[None]:
 def metered(run_id: str, step: str, position: int, base_url: str) -> MeteredCall:
     """A ``MeteredCall`` that begins now."""
     return MeteredCall(run_id, step, position, base_url, time.monotonic())
+
+
+def began() -> None:
+    """The answer of the integration's attempt this task makes began (its first
+    streamed event came): however slowly it goes on, the endpoint answers, and a test
+    environment does not take it for one that says nothing. Nothing when none is
+    listed (no environment watches, or outside an attempt)."""
+    found = _making.get()
+    if found is not None:
+        found.answered = True
 
 
 #: The exceptions of a request that reached nothing, by class name, as the clients'

@@ -17,7 +17,11 @@ from another endpoint said nothing of the environment.
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import re
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -26,6 +30,7 @@ from tests.testing.test_env import _Silent
 from tether import App, RunFailed
 from tether.ai import LLM, Agent
 from tether.testing import Fault, Reply, RunStuck, ScriptedLLMServer, TestEnv
+from tether.testing._env import _UNANSWERED_AFTER
 
 CLOSED = "http://127.0.0.1:9/v1"  # (nothing listens on the discard port)
 
@@ -247,3 +252,150 @@ async def test_an_integrations_model_on_a_hung_request_says_so() -> None:
         with pytest.raises(TimeoutError, match=r"holds 1 request\(s\) of a Fault.hang\(\) "
                            r"unanswered: .*its client's, AsyncOpenAI\(timeout=2\)"):
             await handle.result(timeout=0.5)
+
+
+class _SlowStream:
+    """A Chat Completions server of the test's own, in a thread of its own (no task of
+    the test's), that streams each answer's first chunk at once, then says nothing for
+    ``pause`` seconds (longer than the environment lets a call go unanswered) before it
+    sends the rest."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.requests: list[dict[str, Any]] = []
+        served = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                served.requests.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                self._chunk({"role": "assistant", "content": "slow "}, None)
+                time.sleep(served.pause)  # (answering: begun, and slow)
+                self._chunk({"content": "but sure"}, "stop")
+                self._send({"id": "c1", "object": "chat.completion.chunk", "created": 0,
+                            "model": "gpt-4.1-mini", "choices": [],
+                            "usage": {"prompt_tokens": 5, "completion_tokens": 3,
+                                      "total_tokens": 8}})
+                self.wfile.write(b"data: [DONE]\n\n")
+
+            def _chunk(self, delta: dict[str, Any], finish: str | None) -> None:
+                self._send({"id": "c1", "object": "chat.completion.chunk", "created": 0,
+                            "model": "gpt-4.1-mini",
+                            "choices": [{"index": 0, "delta": delta,
+                                         "finish_reason": finish}]})
+
+            def _send(self, event: dict[str, Any]) -> None:
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=10)
+
+
+def _streamed_app(kind: str, base_url: str) -> App:
+    """An app whose workflow ``helper`` streams its model's answers: an OpenAI Agents SDK
+    agent under ``Runner.run_streamed``, or a pydantic-ai agent (``TetherAgent``
+    streams each request for the run's observers), its client at ``base_url``."""
+    if kind == "pydantic_ai":
+        return pydantic_ai_app(base_url)
+    pytest.importorskip("agents")
+    from agents import Agent as SDKAgent
+    from agents import OpenAIChatCompletionsModel, Runner, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    from tether.integrations.openai_agents import durable, run_config
+
+    set_tracing_disabled(True)
+    client = AsyncOpenAI(base_url=base_url, api_key="sk-built-before")
+    _CLIENTS.append(client)
+    agent = durable(SDKAgent(name="helper", instructions="Help.",
+                             model=OpenAIChatCompletionsModel("gpt-4.1-mini",
+                                                              openai_client=client)))
+    app = App()
+
+    @app.workflow(name="helper")
+    async def helper(text: str) -> str:
+        streamed = Runner.run_streamed(agent, text, run_config=run_config())
+        async for _ in streamed.stream_events():
+            pass
+        return str(streamed.final_output)
+
+    return app
+
+
+@pytest.mark.parametrize("kind", ["agents", "pydantic_ai"])
+async def test_an_integrations_model_that_streams_slowly_is_not_stuck(kind: str) -> None:
+    """An integration's model whose server (the test's own) streams the first chunk of
+    its answer, then nothing for longer than the environment lets a call go unanswered:
+    the call's answer had begun, but the integrations never said so, and the wait ended
+    with ``RunStuck`` ("has had no answer ... for 2.0 s") on a model that was answering.
+    The run completes now."""
+    slow = _SlowStream(pause=_UNANSWERED_AFTER + 1.5)
+    try:
+        app = _streamed_app(kind, slow.url)
+        async with TestEnv(app, llm=[Reply("never")]) as env:
+            handle = await env.start("helper", "hi")
+            assert await env.result(handle, timeout=60) == "slow but sure"
+            assert env.llm.requests == []
+        assert [r.get("stream") for r in slow.requests] == [True]
+    finally:
+        slow.close()
+
+
+@pytest.mark.parametrize("where", ["closed", "silent"])
+async def test_a_pydantic_ai_token_count_that_goes_nowhere_ends_the_wait(where: str) -> None:
+    """pydantic-ai's token count (``UsageLimits(count_tokens_before_request=True)``), a
+    free request that is journaled but not metered, to an endpoint that reaches nothing
+    or never answers: it was not listed among the model calls in flight, so the wait
+    said nothing of it (the count was retried, or waited its client's 600 s, until the
+    wait's timeout). It ends now as a model request's does, naming the count's step."""
+    pytest.importorskip("pydantic_ai")
+    from openai import AsyncOpenAI
+    from pydantic_ai import Agent as PAIAgent
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+    from pydantic_ai.usage import UsageLimits
+
+    from tether.integrations.pydantic_ai import TetherAgent
+
+    silent = _Silent() if where == "silent" else None
+    url = silent.url if silent is not None else CLOSED
+    try:
+        client = AsyncOpenAI(base_url=url, api_key="sk-built-before")
+        _CLIENTS.append(client)
+        model = OpenAIResponsesModel("gpt-4.1-mini",
+                                     provider=OpenAIProvider(openai_client=client))
+        tagent = TetherAgent(PAIAgent(model, name="counter"))
+        app = App()
+        limits = UsageLimits(input_tokens_limit=100_000, count_tokens_before_request=True)
+
+        @app.workflow(name="counted")
+        async def counted(prompt: str) -> str:
+            return (await tagent.run(prompt, usage_limits=limits)).output
+
+        said = (r"failed \d+ attempts in a row, nothing answering at" if silent is None
+                else r"has had no answer from")
+        async with TestEnv(app, llm=[Reply("ok")]) as env:
+            handle = await env.start("counted", "hi")
+            with pytest.raises(RunStuck, match=(
+                    rf"run '{handle.run_id}' \(counted\) cannot reach its model: its LLM "
+                    r"call \(step 'pydantic_ai:counter__model.count_tokens'\) "
+                    rf"{said} {re.escape(url)}")):
+                await env.result(handle, timeout=20)
+            assert env.llm.requests == []
+    finally:
+        if silent is not None:
+            silent.close()

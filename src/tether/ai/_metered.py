@@ -295,6 +295,28 @@ class MeteredModel:
         run.add_metrics(deltas)
         return record
 
+    @staticmethod
+    def began() -> None:
+        """Say, from ``call``'s ``request`` (or inside ``watched``), that the request's
+        answer began: its first streamed event came. A test environment
+        (``tether.testing.TestEnv``) ends a wait on a run whose model call to an
+        endpoint other than its scripted server's has had no answer for two seconds
+        (``RunStuck``); a call whose answer began is answering, however slowly it
+        streams, and is left to go on. Nothing outside a test environment."""
+        _inflight.began()
+
+    def watched(self) -> contextlib.AbstractContextManager[None]:
+        """Around one attempt of a request to this endpoint that ``call`` does not make
+        (a free one, not metered: a token count, the cancellation of a job): lists it
+        among the model calls a test environment watches, as ``call`` lists its own,
+        so that one whose endpoint reaches nothing or never answers ends the wait on
+        its run with ``RunStuck`` rather than waiting out the client's own timeout.
+        Nothing outside a workflow's step, or outside a test environment."""
+        run = ext.current_run()
+        if run is None or not _inflight.watchers:
+            return contextlib.nullcontext()
+        return self._listed(run)
+
     def _listed(self, run: ext.Run) -> contextlib.AbstractContextManager[None]:
         """List the attempt among the process's model calls in flight while a test
         environment watches them (``tether._inflight``); else nothing."""

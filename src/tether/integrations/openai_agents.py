@@ -320,6 +320,8 @@ class TetherModel(Model):
             try:
                 with _provider_errors(), _sent_once():
                     async for event in stream(_with_usage(_keyed(model_settings))):
+                        if delivered is None:  # (answering, however slowly it goes on)
+                            MeteredModel.began()
                         delta = getattr(event, "delta", None)
                         delivered = (delivered or 0) + (len(delta) if isinstance(delta, str)
                                                         else 0)

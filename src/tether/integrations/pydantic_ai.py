@@ -45,7 +45,9 @@ call drops or takes no settings (the Responses API's compaction, the cancellatio
 the key and the single try from a copy of the model's client (``_sent_once``). A
 compaction (a billed request) is metered as a model request is; a token count and a
 cancellation, free, are not (neither the breaker nor the ledger nor the budget counts
-them).
+them), but a test environment watches their attempts as a request's
+(``MeteredModel.watched``). Each request says when its streamed answer began
+(``MeteredModel.began``), so a test environment leaves a slow stream to finish.
 
 ``TetherAgent(agent, app=app)`` registers the agent as a workflow named after it (a
 prompt in, the typed output out), startable by name from the CLI (``tether start NAME
@@ -270,9 +272,10 @@ class _LivePublisher:
 
 def _teed(user: EventStreamHandler[Any] | None, publisher: _LivePublisher | None,
           delivery: _Delivery | None) -> EventStreamHandler[Any]:
-    """An event stream handler that sees each model event first (counts what it
-    delivered, publishes its text), then hands it to ``user``; it drains what ``user``
-    leaves, so every event is counted."""
+    """An event stream handler that says the answer began (``MeteredModel.began``: the
+    stream opened, so a slow one is not taken for an endpoint that says nothing), sees
+    each model event first (counts what it delivered, publishes its text), then hands it
+    to ``user``; it drains what ``user`` leaves, so every event is counted."""
 
     async def handler(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
         async def tee() -> AsyncIterator[AgentStreamEvent]:
@@ -283,6 +286,8 @@ def _teed(user: EventStreamHandler[Any] | None, publisher: _LivePublisher | None
                     await publisher.text(event)
                 yield event
 
+        # (the stream opened: the endpoint answers, however slowly it goes on)
+        MeteredModel.began()
         seen = tee()
         if user is not None:
             await user(ctx, seen)
@@ -1007,9 +1012,19 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         with the step's ``Idempotency-Key``, its provider errors classified, as a
         request's (``_provider_attempt``). Not metered: a count and a cancellation are
         free and limited apart from requests (Anthropic), so neither the breaker nor the
-        ledger counts them."""
-        provider, _, _ = self._model_for(operation_id)
-        attempt = partial(_provider_attempt, provider, body, **self._sent_with(operation_id))
+        ledger counts them. Each attempt is listed among the model calls in flight
+        (``MeteredModel.watched``) as a request's is: in a test environment, one whose
+        endpoint reaches nothing or never answers ends the wait on its run
+        (``RunStuck``) instead of waiting out its client's timeout. Replay returns the
+        journaled result without sending it."""
+        provider, base_url, _ = self._model_for(operation_id)
+        meter = self._meter(provider, base_url)
+        sent = self._sent_with(operation_id)
+
+        async def attempt() -> object:
+            with meter.watched():
+                return await _provider_attempt(provider, body, **sent)
+
         return await ext.step(name, attempt, retry=config.retry)
 
     def _sent_with(self, operation_id: _ModelOperationId) -> dict[str, bool]:
