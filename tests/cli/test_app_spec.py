@@ -8,6 +8,7 @@ traceback, and only an empty module name exited 2."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ from tether import App
 MODULES = {
     "spec_ok.py": "from tether import App\napp = App()\nnot_an_app = 3\n",
     "spec_two.py": "from tether import App\nfirst = App()\nsecond = App()\n",
+    "spec_none.py": "from tether import App\n\ndef make() -> App:\n    return App()\n",
+    "spec_alias.py": "from tether import App\napp = App()\napplication = app\n",
     "spec_raises.py": "from tether import App\napp = App()\n\n"
                       "raise RuntimeError('boom while importing')\n",
     "spec_syntax.py": "from tether import App\napp = App(\n",
@@ -31,7 +34,12 @@ CASES = [
     ("spec_missing:app", "cannot import 'spec_missing': No module named 'spec_missing'"),
     ("spec_ok:nope", "'spec_ok' has no attribute 'nope' (its App objects: app)"),
     ("spec_ok:not_an_app", "'spec_ok:not_an_app' is of type int, not a tether.App"),
-    ("spec_two", "'spec_two' has 2 App objects: name one (MODULE:APP)"),
+    # MODULE alone takes the one App a module holds: none said "has 0 App objects: name
+    # one (MODULE:APP)", and several were not named.
+    ("spec_two", "'spec_two' has 2 App objects (first, second): name one (MODULE:APP), as "
+                 "spec_two:first"),
+    ("spec_none", "'spec_none' has no App object at module level: MODULE alone takes the "
+                  "one tether.App a module holds; give one as MODULE:APP"),
     ("spec_raises:app", "cannot import 'spec_raises': its import raised RuntimeError: "
                         "boom while importing ("),
     ("spec_syntax:app", "cannot import 'spec_syntax': its import raised SyntaxError: "),
@@ -142,3 +150,35 @@ async def test_start_with_app_and_no_check_args_starts_what_the_code_refuses(
     assert done.returncode == 0 and done.stdout.strip() == "c-1", done.stderr
     async with App(url) as app:
         assert (await app.get_run("c-1")).input == [3, "deep"]
+
+
+async def test_a_worker_given_a_module_alone_serves_its_one_app(tmp_path: Path) -> None:
+    """``tether worker MODULE`` without ``:APP`` serves the one App the module holds, as
+    its ``--help`` says now; an App bound under two names is one (it was counted twice:
+    "has 2 App objects: name one")."""
+    (tmp_path / "spec_alone.py").write_text(
+        "from tether import App\napp = App()\napplication = app\n\n"
+        "@app.workflow\nasync def double(n: int) -> int:\n    return 2 * n\n")
+    url = f"sqlite:///{tmp_path}/tether.db"
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    helped = forked.run([sys.executable, "-m", "tether", "worker", "--help"], cwd=tmp_path,
+                        env=env, capture_output=True, text=True, timeout=60)
+    assert "MODULE alone takes the one App the module holds" in " ".join(
+        helped.stdout.split())
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        proc = forked.Popen([sys.executable, "-m", "tether", "worker", "spec_alone", "--db",
+                             url], cwd=tmp_path, env=env, stdout=out, stderr=out)
+    try:
+        started = forked.run([sys.executable, "-m", "tether", "start", "double", "--input",
+                              "[21]", "--id", "d-1", "--db", url], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        async with App(url) as app:
+            assert await app.handle("d-1").result(timeout=60) == 42, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -106,6 +106,12 @@ def code_reader(code: App, db: str | None) -> App:
                **store_options(url, read_only=True))
 
 
+#: What ``--help`` says of a ``MODULE:APP`` argument (``worker``, ``mcp``).
+APP_SPEC_HELP = ("the module (imported from the current folder or PYTHONPATH) and the name "
+                 "of its tether.App; MODULE alone takes the one App the module holds (none "
+                 "or several: an error naming them, exit 2)")
+
+
 #: The exit code of bad input: a malformed argument, JSON that is not, a ``MODULE:APP``
 #: that does not name an importable module and its App (argparse's own code for usage).
 EXIT_USAGE = 2
@@ -184,11 +190,7 @@ def load_app(spec: str) -> App:
         raise CliError(f"cannot import {module_name!r}: its import raised "
                        f"{type(exc).__name__}: {exc}{_where(exc)}", EXIT_USAGE) from None
     if not attr:
-        found = [v for v in vars(module).values() if isinstance(v, App)]
-        if len(found) != 1:
-            raise CliError(f"{module_name!r} has {len(found)} App objects: name one "
-                           "(MODULE:APP)", EXIT_USAGE)
-        return found[0]
+        return _only_app(module_name, vars(module))
     app = getattr(module, attr, None)
     if not isinstance(app, App):
         # Say which it is (a typo, or the wrong object) and what the module does have.
@@ -197,6 +199,29 @@ def load_app(spec: str) -> App:
                 else f"{spec!r} is of type {type(app).__name__}, not a tether.App")
         raise CliError(f"{what} (its App objects: {apps or 'none'})", EXIT_USAGE)
     return app
+
+
+def _only_app(module_name: str, names: dict[str, Any]) -> App:
+    """The one App a module named without ``:APP`` holds at module level (one App under
+    two names is one). None, or several: a usage error that says which names there are
+    and the spec to give (it said "has 0 App objects: name one (MODULE:APP)" of a
+    module with none, and named none of several)."""
+    found: dict[int, list[str]] = {}
+    for key, value in names.items():
+        if isinstance(value, App) and not key.startswith("__"):
+            found.setdefault(id(value), []).append(key)
+    if len(found) == 1:
+        (key, *_), = found.values()
+        app: App = names[key]
+        return app
+    if not found:
+        raise CliError(f"{module_name!r} has no App object at module level: MODULE alone "
+                       "takes the one tether.App a module holds; give one as MODULE:APP",
+                       EXIT_USAGE)
+    listed = ", ".join(sorted(min(keys) for keys in found.values()))
+    first = min(min(keys) for keys in found.values())
+    raise CliError(f"{module_name!r} has {len(found)} App objects ({listed}): name one "
+                   f"(MODULE:APP), as {module_name}:{first}", EXIT_USAGE)
 
 
 def no_workflow(spec: str, app: App, name: str) -> CliError:

@@ -14,6 +14,7 @@ from typing import Any
 
 from tether._mcp_common import SYNC_TIMEOUT, tool_names
 from tether.cli._common import (
+    APP_SPEC_HELP,
     CliError,
     load_app,
     non_negative_float,
@@ -41,7 +42,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "steps run again elsewhere) and it exits 1. A workflow whose name is no MCP tool "
         "name (1 to 128 of A-Z, a-z, 0-9, '_', '-', '.') is served under its name with "
         "each other character as '_', which its start line says.")
-    p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
+    p.add_argument("app", metavar="MODULE:APP", help=APP_SPEC_HELP)
     p.add_argument("--no-worker", dest="worker", action="store_false",
                    help="do not execute runs in this process")
     p.add_argument("--poll-interval", type=positive_int, default=1000, metavar="MS",

@@ -13,6 +13,7 @@ from typing import Any
 from tether._operations import busy_step_threads
 from tether._show import counted
 from tether.cli._common import (
+    APP_SPEC_HELP,
     CliError,
     load_app,
     non_negative_float,
@@ -27,7 +28,8 @@ log = logging.getLogger("tether.cli")
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("worker", parents=[common], help="run a worker process",
-                       description="Claim and execute runs of MODULE:APP's workflows. "
+                       description="Claim and execute runs of MODULE:APP's workflows (MODULE "
+                       "alone: the one tether.App the module holds). "
                        "A store it cannot reach at start is tried again, 0.5 s doubling to "
                        "10 s, one error line per attempt, until it answers. "
                        "SIGTERM/SIGINT drain it: it stops claiming, lets the steps in flight "
@@ -35,7 +37,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        "back to the queue and exits 0; a second signal (or the end of the "
                        "grace period) abandons what is left (those steps run again "
                        "elsewhere) and it exits 1.")
-    p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
+    p.add_argument("app", metavar="MODULE:APP", help=APP_SPEC_HELP)
     p.add_argument("--queue", "-q", action="append", dest="queues", metavar="Q",
                    help="queue to serve (repeatable; default: the queues of the app's workflows)")
     p.add_argument("--concurrency", "-c", type=positive_int, default=50, metavar="N",
