@@ -47,11 +47,13 @@ def parse_duration(value: Any, what: str = "duration") -> float:
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
+        m = re.fullmatch(r"\s*(-?)\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
+        if m is not None and m.group(1):  # ('-1d' said "use a number of seconds or ...")
+            raise ConfigError(f"{what} must not be negative, got {value!r}")
         if m is None:
             raise ConfigError(f"{what} {value!r}: use a number of seconds or 90s, 15m, "
                               "12h, 30d, 2w")
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+        seconds = float(m.group(2)) * _UNITS[m.group(3) or "s"]
     else:
         raise ConfigError(f"{what} must be seconds, a timedelta or text like '30d', "
                           f"not {type(value).__name__}")
@@ -60,7 +62,7 @@ def parse_duration(value: Any, what: str = "duration") -> float:
         # ttlMs, an opaque internal error; NaN purged nothing, silently)
         raise ConfigError(f"{what} must be a finite number of seconds, not {value!r}")
     if seconds < 0:
-        raise ConfigError(f"{what} must not be negative")
+        raise ConfigError(f"{what} must not be negative, got {value!r}")
     return seconds
 
 

@@ -289,9 +289,47 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         raise
 
 
+#: A value that begins with a minus sign and a digit: a negative number or duration.
+_NEGATIVE = re.compile(r"-\.?\d")
+
+
+def _negatives_joined(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with each long option that takes a value and is followed by a negative
+    one (``--older-than -1d``) joined to it (``--older-than=-1d``), so that the option's
+    own check refuses the value ("--older-than must not be negative, got '-1d'").
+    argparse takes a plain negative number (``-5``) as a value, but any other text that
+    begins with a minus as an option, and said "expected one argument"."""
+    commands: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            commands.update(action.choices)
+    taking = _value_options(parser)
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            return joined + argv[i:]
+        if word in commands:  # (the command: its options from here on)
+            taking, commands = _value_options(commands[word]), {}
+        elif word in taking and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            joined.append(f"{word}={argv[i + 1]}")
+            i += 2
+            continue
+        joined.append(word)
+        i += 1
+    return joined
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The long options of ``parser`` that take one value."""
+    return {name for action in parser._actions if action.nargs is None
+            for name in action.option_strings if name.startswith("--")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _negatives_joined(parser, list(sys.argv[1:] if argv is None else argv))
     try:
         args = _parse(parser, argv)
     except CliError as exc:  # an argument's type refused it (``run_id_arg``): one line
