@@ -61,6 +61,9 @@ LIMITS_NOT_RECORDED = "its calls were recorded before their limits were"
 #: version): they are journaled with it. Also what ``tether show`` and the run page say
 #: of a run of known limits that has called no model (``"no_call_yet"``).
 NO_CALL_YET = "no model call yet"
+#: What ``tether show`` and the run page say of a run of known limits that ended having
+#: called no model (``"no_call"``): it never will ("yet" was said of it).
+NO_CALL = "no model call"
 
 #: The run's metrics that hold the limits its workflow entered
 #: (``tether.ai._budget.LIMITS_ENTERED``, ``LIMIT_USD``, ``LIMIT_TOKENS``).
@@ -139,7 +142,8 @@ def _entry_limits(e: Mapping[str, Any]) -> tuple[float | None, int | None] | Non
 def run_budget(journal: list[dict[str, Any]], metrics: Mapping[str, float],
                status_info: Any, *, input: Any = None, calling: bool = False,
                entered: Mapping[str, Any] | None = None,
-               kept: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+               kept: Mapping[str, Any] | None = None,
+               ended: bool = False) -> dict[str, Any] | None:
     """The run's budget: ``{"usd", "tokens"}`` (its limits, ``None``: no limit of that
     kind) and ``{"spent_usd", "spent_tokens"}`` (what it spent so far); ``None`` for a
     run whose workflow entered no budget, whose journal holds no call under a budget,
@@ -151,7 +155,8 @@ def run_budget(journal: list[dict[str, Any]], metrics: Mapping[str, float],
     journal holds (by position: a run whose workflow entered them under an earlier
     version), or, before its first call, its share of its parent's budget (which its
     decoded ``input`` hands down). Known limits and nothing spent nor journaled by a
-    call yet add ``"no_call_yet": True``; a raise sent and not taken yet
+    call yet add ``"no_call_yet": True``, or ``"no_call": True`` for a run that ``ended``
+    so (completed, failed, cancelled: it calls none later); a raise sent and not taken yet
     (``kept``: ``kept_raise``'s) is ``"kept_raise"``. With none, ``limits_unknown`` says
     why its limits, if it has any, are not known (``usd`` and ``tokens`` are then both
     ``None``): ``LIMITS_NOT_RECORDED`` for a run whose calls were recorded before their
@@ -199,7 +204,7 @@ def run_budget(journal: list[dict[str, Any]], metrics: Mapping[str, float],
     if unknown is not None:
         budget["limits_unknown"] = unknown
     elif not calls and not waiting and not spent_tokens and not spent_usd:
-        budget["no_call_yet"] = True
+        budget["no_call" if ended else "no_call_yet"] = True
     if isinstance(kept, Mapping) and found is not None:
         budget["kept_raise"] = dict(kept)
     return budget

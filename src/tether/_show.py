@@ -467,7 +467,8 @@ def _budget(doc: dict[str, Any], info: RunInfo) -> dict[str, Any] | None:
     live status, input and operations in flight, and what ``info`` read of its limits."""
     return run_budget(doc["journal"], doc["metrics"], doc["status_info"],
                       input=doc["input"], calling=calling_a_model(doc["in_flight"]),
-                      entered=info.budget_limits, kept=info.kept_budget_raise)
+                      entered=info.budget_limits, kept=info.kept_budget_raise,
+                      ended=info.status.is_ended)
 
 
 def in_flight(doc: dict[str, Any]) -> list[dict[str, Any]]:

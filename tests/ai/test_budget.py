@@ -1289,6 +1289,39 @@ async def test_a_budget_is_shown_from_when_the_workflow_enters_it(
     await llm.aclose()
 
 
+async def test_a_run_that_ended_without_a_model_call_says_no_model_call(
+        store_url: str) -> None:
+    """A run that entered a budget and ended having called no model (its tools answered
+    alone, or it failed first): ``tether show``, its ``--json`` (the API's document) and
+    the run page said "no model call yet" (``"no_call_yet": true``) of a run that never
+    will. They say "no model call" now (``"no_call": true``, ``no_call_yet`` absent)."""
+    from tether.serve._ui import run_view
+
+    app = App(store_url)
+
+    @app.workflow
+    async def thrifty(fail: bool) -> str:
+        set_budget(Budget(usd=0.5, tokens=5000))
+        if fail:
+            raise ValueError("no model needed to fail")
+        return "answered without a model"
+
+    async with app, app.worker(poll_interval=0.05):
+        assert await (await app.start(thrifty, False, run_id="t-1")).result(
+            timeout=20) == "answered without a model"
+        with pytest.raises(RunFailed):
+            await (await app.start(thrifty, True, run_id="t-2")).result(timeout=20)
+        for run_id in ("t-1", "t-2"):
+            doc = await _show_json(app, store_url, run_id)
+            assert doc["budget"] == {"usd": 0.5, "tokens": 5000, "spent_usd": 0.0,
+                                     "spent_tokens": 0, "no_call": True}, doc["budget"]
+            plain = await asyncio.to_thread(tether_cli, "show", run_id, db=store_url)
+            assert ("budget: 0 of 5,000 tokens · $0 of $0.50 · no model call"
+                    in plain.stdout.splitlines()), plain.stdout
+            card = (await run_view(app, run_id))["budget_card"]
+            assert card["note"] == "no model call", card
+
+
 async def test_an_agents_budget_is_shown_while_its_first_call_is_in_flight(
         store_url: str, server: ScriptedLLMServer) -> None:
     """An agent's ``budget=`` is the run's budget from the agent's start: while its first

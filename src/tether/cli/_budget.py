@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from tether._budgets import (
+    NO_CALL,
     NO_CALL_YET,
     calling_a_model,
     kept_raise_text,
@@ -91,7 +92,8 @@ def budget_line(info: RunInfo) -> str | None:
     """``tether show``'s budget line of a run whose workflow entered a budget, or whose
     journal holds a call under one (``tether._budgets.run_budget``), waiting on it or
     not: what it spent of each limit, ``budget: 1,840 of 5,000 tokens · $0.0031 of
-    $0.50``, ``· no model call yet`` before its first, ``· raise to $10.00 sent, not
+    $0.50``, ``· no model call yet`` before its first (``· no model call`` of a run that
+    ended so), ``· raise to $10.00 sent, not
     taken yet`` for a ``tether budget`` it keeps for when it reaches its budget; of a
     run whose limits are not known, why (``budget: limits unknown (its calls were
     recorded before their limits were) · 1,840 tokens · $0.0031 spent``, ``budget: no
@@ -102,7 +104,7 @@ def budget_line(info: RunInfo) -> str | None:
                                          "generation": info.generation}))
     budget = run_budget(info.journal, info.metrics, info.status_info, input=info.input,
                         calling=calling, entered=info.budget_limits,
-                        kept=info.kept_budget_raise)
+                        kept=info.kept_budget_raise, ended=info.status.is_ended)
     if budget is None:
         return None
     from tether.ai._rows import fmt_tokens, fmt_usd  # (tether.ai: for a budget only)
@@ -123,6 +125,8 @@ def budget_line(info: RunInfo) -> str | None:
         said.append(f"{fmt_usd(budget['spent_usd'])} of {fmt_usd(budget['usd'])}")
     if budget.get("no_call_yet"):
         said.append(NO_CALL_YET)
+    elif budget.get("no_call"):  # (ended so: it calls none later)
+        said.append(NO_CALL)
     kept = budget.get("kept_raise")
     if kept:
         said.append(kept_raise_text(kept))

@@ -288,7 +288,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                                 "waits on them, and what it spent (spent_usd, "
                                 "spent_tokens: its metrics' tree total, or its "
                                 "status's figures while it waits); no_call_yet: true "
-                                "while it has called no model; kept_raise: a raise "
+                                "while it has called no model (a run that ended so has "
+                                "no_call: true instead); kept_raise: a raise "
                                 "sent and not taken yet; null for a run with no "
                                 "budget"),
                                 "properties": {
@@ -297,6 +298,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                                     "spent_usd": {"type": "number"},
                                     "spent_tokens": {"type": "integer"},
                                     "no_call_yet": {"type": "boolean"},
+                                    "no_call": {"type": "boolean"},
                                     "kept_raise": {"type": "object", "properties": {
                                         "usd": {"type": "number", "nullable": True},
                                         "tokens": {"type": "integer", "nullable": True},

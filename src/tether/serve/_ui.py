@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._budgets import NO_CALL_YET, kept_raise_text
+from tether._budgets import NO_CALL, NO_CALL_YET, kept_raise_text
 from tether._clock import age, beyond_dates, utc_datetime
 from tether._lifecycle import OVERDUE_AFTER, live_versions, newest_last
 from tether._show import (
@@ -884,7 +884,8 @@ def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[
     says it (``limits``: ``1,840 of 5,000 tokens``, ``$0.0008 of $0.50``), and
     ``level``: ``over`` (red) when a limit is spent or the run waits on its budget,
     ``near`` (amber) from ``BUDGET_NEAR`` of one, else ``""``; ``note`` says which in
-    words (``no model call yet`` of a run that made none, with a raise sent and not
+    words (``no model call yet`` of a run that made none, ``no model call`` of one that
+    ended so, with a raise sent and not
     taken yet after it: ``raise to $10.00 sent, not taken yet``). Of a run whose limits
     are not known (``limits_unknown``: its calls recorded before their limits were, or
     no call yet), ``used`` is ``None`` and ``note`` says why, ``limits`` what it spent
@@ -911,7 +912,8 @@ def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[
     level = ("over" if used >= 1 or waits else "near" if used >= BUDGET_NEAR else "")
     note = ("waits for a raise" if waits else "limit reached" if level == "over"
             else "near its limit" if level == "near"
-            else NO_CALL_YET if budget.get("no_call_yet") else "")
+            else NO_CALL_YET if budget.get("no_call_yet")
+            else NO_CALL if budget.get("no_call") else "")
     if budget.get("kept_raise"):  # (tether budget before it reached its budget)
         note = f"{note} · {kept_raise_text(budget['kept_raise'])}" if note else \
             kept_raise_text(budget["kept_raise"])
