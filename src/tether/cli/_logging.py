@@ -54,6 +54,14 @@ class RunContextFilter(logging.Filter):
         return True
 
 
+def not_the_selector_line(record: logging.LogRecord) -> bool:
+    """Drops asyncio's ``Using selector: EpollSelector``, which it logs at debug level as
+    each event loop starts (``asyncio.run`` of every command): with ``--log-level
+    debug`` it was the first line of every command, a fact of Python's, not of the
+    command. asyncio's other lines, and Tether's debug lines, stay."""
+    return not (record.name == "asyncio" and record.msg == "Using selector: %s")
+
+
 class TextFormatter(logging.Formatter):
     """Lines for the operator's terminal. A message carries what runs put in names and
     errors (a step's exception message, a run id), so it is printed through ``safe``;
@@ -199,6 +207,7 @@ def configure(args: argparse.Namespace) -> None:
     json_format = getattr(args, "log_format", None) == "json"
     handler = (JsonStreamHandler if json_format else logging.StreamHandler)(sys.stderr)
     handler.addFilter(RunContextFilter())
+    handler.addFilter(not_the_selector_line)
     text = (TextFormatter() if getattr(args, "command", None) in LONG_RUNNING
             else CommandFormatter())
     handler.setFormatter(JsonFormatter() if json_format else text)
