@@ -56,4 +56,5 @@ async def test_a_command_at_debug_level_prints_no_selector_line(tmp_path: Path) 
         tether_cli, "--log-level", "debug", "runs", db=url)
     assert done.returncode == 0, done.stderr
     assert "Using selector" not in done.stderr, done.stderr
+    assert f" DEBUG tether.cli: store {url} (from --db)" in done.stderr, done.stderr
     assert done.stdout.strip() == "no runs"

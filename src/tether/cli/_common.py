@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import importlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -57,7 +58,17 @@ def db_url_arg(text: str) -> str:
 def store_url(args: argparse.Namespace, *, must_exist: bool = True) -> str:
     """The store URL; for commands that only read, a SQLite file must already exist
     (so a typo does not create an empty store)."""
-    url = resolve_url(getattr(args, "db", None))
+    given = getattr(args, "db", None)
+    url = resolve_url(given)
+    if logging.getLogger("tether.cli").isEnabledFor(logging.DEBUG):
+        from tether.cli._serve import _without_password  # (lazy: it imports this module)
+
+        # (which store a command reads, and why: a default relative to the current folder
+        # is the usual surprise)
+        source = ("--db" if given else "TETHER_DATABASE_URL"
+                  if os.environ.get("TETHER_DATABASE_URL") else "the default")
+        logging.getLogger("tether.cli").debug("store %s (from %s)",
+                                              _without_password(url), source)
     if must_exist and url.startswith("sqlite:"):
         parsed = urlparse(url)
         path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
