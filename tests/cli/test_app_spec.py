@@ -38,8 +38,8 @@ CASES = [
     # one (MODULE:APP)", and several were not named.
     ("spec_two", "'spec_two' has 2 App objects (first, second): name one (MODULE:APP), as "
                  "spec_two:first"),
-    ("spec_none", "'spec_none' has no App object at module level: MODULE alone takes the "
-                  "one tether.App a module holds; give one as MODULE:APP"),
+    ("spec_none", "'spec_none' has no App object at module level (MODULE alone takes the "
+                  "one tether.App a module holds, MODULE:APP names one there)"),
     ("spec_raises:app", "cannot import 'spec_raises': its import raised RuntimeError: "
                         "boom while importing ("),
     ("spec_syntax:app", "cannot import 'spec_syntax': its import raised SyntaxError: "),

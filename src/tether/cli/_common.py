@@ -65,8 +65,9 @@ def store_url(args: argparse.Namespace, *, must_exist: bool = True) -> str:
 
         # (which store a command reads, and why: a default relative to the current folder
         # is the usual surprise)
-        source = ("--db" if given else "TETHER_DATABASE_URL"
-                  if os.environ.get("TETHER_DATABASE_URL") else "the default")
+        source = (getattr(args, "db_from", None) or "--db" if given
+                  else "TETHER_DATABASE_URL" if os.environ.get("TETHER_DATABASE_URL")
+                  else "the default")
         logging.getLogger("tether.cli").debug("store %s (from %s)",
                                               _without_password(url), source)
     if must_exist and url.startswith("sqlite:"):
@@ -112,7 +113,8 @@ def reader(args: argparse.Namespace) -> App:
 def code_reader(code: App, db: str | None) -> App:
     """An App that reads ``code``'s store (or the one ``db`` names) and decodes its
     payloads with ``code``'s payload hook, changing no store."""
-    url = store_url(argparse.Namespace(db=db or code.url))
+    url = store_url(argparse.Namespace(db=db or code.url,
+                                       db_from=None if db else "the app's URL"))
     return App(url, payload_hook=code.codec.hook, max_payload=code.codec.max_payload,
                **store_options(url, read_only=True))
 
@@ -226,9 +228,9 @@ def _only_app(module_name: str, names: dict[str, Any]) -> App:
         app: App = names[key]
         return app
     if not found:
-        raise CliError(f"{module_name!r} has no App object at module level: MODULE alone "
-                       "takes the one tether.App a module holds; give one as MODULE:APP",
-                       EXIT_USAGE)
+        raise CliError(f"{module_name!r} has no App object at module level (MODULE alone "
+                       "takes the one tether.App a module holds, MODULE:APP names one "
+                       "there)", EXIT_USAGE)
     listed = ", ".join(sorted(min(keys) for keys in found.values()))
     first = min(min(keys) for keys in found.values())
     raise CliError(f"{module_name!r} has {len(found)} App objects ({listed}): name one "

@@ -165,7 +165,8 @@ def _app_for(args: argparse.Namespace) -> App:
     --app``); without ``--app``, a client of ``--db`` or the default store."""
     if getattr(args, "app", None):
         app = load_app(args.app)
-        app.use_store(store_url(argparse.Namespace(db=args.db or app.url)))
+        app.use_store(store_url(argparse.Namespace(
+            db=args.db or app.url, db_from=None if args.db else "the app's URL")))
         return app
     return client(args)
 
