@@ -325,6 +325,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
     if cut_off is None:  # (a run taken over: read once per execution)
         with ctx.busy():
             cut_off = await ctx.read_cut_off()
+        if isinstance(ctx.stop, Lost):  # (lost meanwhile: see _take_rate)
+            raise _Stop()
     state = _Attempts.resume(ctx, name, entry, cut_off.get(pos))
     writer = ctx.attempt_writer
     fresh = entry is None  # (no entry yet, and no attempt of this execution ended)
@@ -350,6 +352,9 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
                            else attempt)
         except _Stop:
             raise
+        except _NotStarted:  # (its body never ran: the next execution runs it)
+            writer.note(attempt_id, (*head, "superseded", started, ctx.clock.now(), None))
+            raise _Stop() from None
         except asyncio.CancelledError:
             _cancelled_by_workflow(ctx, sdef, pos, state, args_text, task)
             raise
@@ -516,12 +521,21 @@ async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Atte
 
 
 async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
-    """Take from the step's rate limit, or postpone the step until it can."""
+    """Take from the step's rate limit, or postpone the step until it can.
+
+    The step does not start if the run's lease was lost while its limit was read (the
+    heartbeat's finding, or a write of another of the run's tasks refused by fencing):
+    another worker holds the run, and may run that very step. Read in memory, as
+    ``_in_thread`` does, and for the same reasons (only ``Lost``: a block or a release
+    leaves the lease valid; the loss's cancel does not reach a branch that ``gather(...,
+    return_exceptions=True)`` leaves running)."""
     rl = sdef.rate_limit
     assert rl is not None
     with ctx.busy():
         wait = await ctx.store.rate_acquire(key=rl.key, limit=rl.limit, period=rl.per,
                                              amount=rl.cost, now=ctx.clock.now())
+    if isinstance(ctx.stop, Lost):
+        raise _NotStarted()
     if wait > 0:
         raise Postpone(wait, f"rate limit {rl.key!r}")
 
@@ -532,10 +546,11 @@ _threads_busy_lock = threading.Lock()
 
 
 class _NotStarted(Exception):
-    """A plain-def step's attempt that its executor thread did not start: the run's
-    lease was lost (found by a write of another of its tasks or by the heartbeat)
-    while the step waited for a free thread (internal; ``_invoke`` makes it the run's
-    stop)."""
+    """A step's attempt that did not start: the run's lease was lost (found by a write
+    of another of its tasks or by the heartbeat) while the step waited for a free
+    thread (a plain-def step: ``_in_thread``) or for its rate limit (``_take_rate``).
+    Internal: ``_invoke`` and ``run_step`` note the attempt ``superseded`` and make it
+    the run's stop."""
 
 
 def _in_thread(ctx: RunContext, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -1,6 +1,8 @@
 """What a step attempt's history says when its execution ends without recording it: a
 sync step whose thread outlives the run's execution here (the heartbeat found the lease
-lost and cancelled the run), and a step whose result a crashed executor never wrote."""
+lost and cancelled the run), a step whose result a crashed executor never wrote, and
+steps that do not start once the run is lost while they wait (for a thread, for their
+rate limit, for the history of a run taken over)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from typing import Any
 
 import pytest
 
+import tether
 from tests.engine.helpers import status_is, wait_for
-from tether import App, _faults
+from tether import App, RateLimit, _faults
+from tether._replay import current_run
 from tether.worker import _worker
 
 
@@ -190,4 +194,124 @@ async def test_a_sync_step_queued_for_a_thread_does_not_start_once_the_run_is_lo
     assert not effects.exists()
     assert await _statuses(app, "f", "charge") == ["superseded"]
     assert set(await _statuses(app, "f", "hold")) == {"superseded"}
+    await app.close()
+
+
+async def test_a_step_waiting_for_its_rate_limit_does_not_start_once_the_run_is_lost(
+        store_url: str, tmp_path: Any) -> None:
+    """An async step with a rate limit waits for the store's answer (held here) while
+    another worker takes the run over, and a write of another branch of the run is
+    refused by fencing (the run is lost here). When the limit's answer comes, ``charge``
+    does not start: the new owner may run it. Its attempt is noted ``superseded``. (It
+    started and charged: nothing looked at the lease after the await; the branches of
+    ``gather(..., return_exceptions=True)`` are not cancelled when one of them stops.)"""
+    app = App(store_url)
+    effects = tmp_path / "charged.txt"
+    acquiring, taken, lost = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @app.step(rate_limit=RateLimit("cards", 100, per=1.0))
+    async def charge() -> str:
+        with effects.open("a") as f:
+            f.write("charged\n")
+        return "charged"
+
+    @app.step
+    async def late() -> str:
+        await taken.wait()
+        return "late"
+
+    @app.workflow
+    async def pay() -> list[str]:
+        async def lose_first() -> str:
+            try:
+                return await late()
+            finally:
+                lost.set()  # (the branch stopped: its write was refused)
+
+        results = await asyncio.gather(lose_first(), charge(), return_exceptions=True)
+        return [type(r).__name__ for r in results]
+
+    await app._open()
+    store = app.store
+    acquire = store.rate_acquire
+
+    async def held(**kwargs: Any) -> float:
+        acquiring.set()
+        await lost.wait()  # (the limit's answer comes once the run is lost here)
+        return await acquire(**kwargs)
+
+    store.rate_acquire = held  # type: ignore[method-assign]
+    # (a long lease: the heartbeat, which would cancel the run's tasks, comes too late)
+    async with app.worker(lease_seconds=60.0, concurrency=1) as worker:
+        await app.start(pay, run_id="r")
+        await asyncio.wait_for(acquiring.wait(), 30)
+        await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
+        claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                        now=app.clock.now(), lease_seconds=600)
+        assert [c.run.run_id for c in claimed] == ["r"]
+        taken.set()
+        await wait_for(lambda: _dropped(worker, "r"), timeout=30, what="the run dropped")
+        await wait_for(lambda: _has(app, "r", "superseded"), timeout=30,
+                       what="charge's attempt noted superseded")
+    assert not effects.exists()
+    assert await _statuses(app, "r", "charge") == ["superseded"]
+    await app.close()
+
+
+async def test_a_step_of_a_run_taken_over_does_not_start_once_the_run_is_lost_meanwhile(
+        store_url: str, tmp_path: Any) -> None:
+    """A run taken over from a dead worker reads its cut-off attempts once, at its first
+    step run for real (held here). Meanwhile another worker takes the run over, and a
+    timer of another branch of the run is refused by fencing (the run is lost here).
+    When the read comes back, ``charge`` does not start: the new owner may run it.
+    (It started and charged: nothing looked at the lease after the read.)"""
+    app = App(store_url)
+    effects = tmp_path / "charged.txt"
+    reading, taken, lost = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @app.step
+    async def charge() -> str:
+        with effects.open("a") as f:
+            f.write("charged\n")
+        return "charged"
+
+    @app.workflow
+    async def pay() -> list[str]:
+        async def lose_first() -> None:
+            try:
+                await taken.wait()
+                await tether.sleep(0.01)
+            finally:
+                lost.set()  # (the branch stopped: its timer's write was refused)
+
+        results = await asyncio.gather(lose_first(), charge(), return_exceptions=True)
+        return [type(r).__name__ for r in results]
+
+    await app._open()
+    store = app.store
+    attempt_list = store.attempt_list
+
+    async def held(run_id: str) -> Any:
+        if current_run.get() is not None and not lost.is_set():  # (the run's own read)
+            reading.set()
+            await lost.wait()  # (the history's answer comes once the run is lost here)
+        return await attempt_list(run_id)
+
+    store.attempt_list = held  # type: ignore[method-assign]
+    await app.start(pay, run_id="c")
+    died = await store.run_claim(worker_id="dead", queues=["default"], limit=1,
+                                 now=app.clock.now(), lease_seconds=600)
+    assert [c.run.run_id for c in died] == ["c"]
+    await store.lease_expire_owner(worker_id="dead", now=app.clock.now())
+    # (a long lease: the heartbeat, which would cancel the run's tasks, comes too late)
+    async with app.worker(lease_seconds=60.0, concurrency=1) as worker:
+        await asyncio.wait_for(reading.wait(), 30)
+        await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
+        claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                        now=app.clock.now(), lease_seconds=600)
+        assert [c.run.run_id for c in claimed] == ["c"]
+        taken.set()
+        await wait_for(lambda: _dropped(worker, "c"), timeout=30, what="the run dropped")
+    assert not effects.exists()
+    assert await _statuses(app, "c", "charge") == []
     await app.close()
