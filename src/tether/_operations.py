@@ -356,7 +356,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             writer.note(attempt_id, (*head, "superseded", started, ctx.clock.now(), None))
             raise _Stop() from None
         except asyncio.CancelledError:
-            _cancelled_by_workflow(ctx, sdef, pos, state, args_text, task)
+            if _cancelled_by_workflow(ctx, sdef, pos, state, args_text, task):
+                writer.note(attempt_id, (*head, "cancelled", started, ctx.clock.now(), None))
             raise
         except _Interrupted:
             fresh = False
@@ -702,8 +703,12 @@ def _outlived(ctx: RunContext, thread: concurrent.futures.Future[Any],
     its thread: when the function ends, its attempt is noted ``superseded`` (it returned,
     but its result is never recorded: the run's next execution runs the step again) or
     ``error`` (it raised). Until then its row stays ``running``, which it is (``show``
-    calls it interrupted). Not when the worker is stopping by then (its history is
-    written as it stops; the attempt stays as noted), nor when the event loop is gone."""
+    calls it interrupted). A function no thread had taken yet is cancelled with the run's
+    tasks and never runs: its attempt is noted at once, ``superseded`` if the run was
+    lost (as ``_in_thread`` notes one it holds back), else ``cancelled`` (it stayed
+    ``running``, shown interrupted, though nothing ran it). Not when the worker is
+    stopping by then (its history is written as it stops; the attempt stays as noted),
+    nor when the event loop is gone."""
     loop = ctx._loop
 
     def ended(_: concurrent.futures.Future[Any]) -> None:
@@ -711,10 +716,14 @@ def _outlived(ctx: RunContext, thread: concurrent.futures.Future[Any],
             loop.call_soon_threadsafe(note)
 
     def note() -> None:
-        if thread.cancelled() or ctx.shutting_down():
+        if ctx.shutting_down():
+            return
+        now = ctx.clock.now()
+        if thread.cancelled():  # (no thread took it: its body never ran)
+            status = "superseded" if isinstance(ctx.stop, Lost) else "cancelled"
+            ctx.attempt_writer.note(head[0], (*head, status, started, now, None))
             return
         exc = thread.exception()
-        now = ctx.clock.now()
         if exc is None or isinstance(exc, _NotStarted):  # (not started: see _in_thread)
             row: AttemptRow = (*head, "superseded", started, now, None)
         else:
@@ -725,7 +734,7 @@ def _outlived(ctx: RunContext, thread: concurrent.futures.Future[Any],
 
 
 def _cancelled_by_workflow(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,
-                           args_text: str, task: asyncio.Task[Any] | None) -> None:
+                           args_text: str, task: asyncio.Task[Any] | None) -> bool:
     """A step's task was cancelled while the step ran or waited for its next attempt.
     When the workflow's own code did it (``task.cancel()`` of a branch, the loser of
     ``asyncio.wait(..., FIRST_COMPLETED)``, ``asyncio.wait_for``'s timeout, a
@@ -737,10 +746,13 @@ def _cancelled_by_workflow(ctx: RunContext, sdef: StepDef, pos: int, state: _Att
     from the worker's stop): the step then runs again at the next replay. The entry is
     written with the run's next write (``RunContext.note_cancelled``), and only if the
     worker is not stopping by then (nor when the event loop closes, which cancels every
-    task at once)."""
+    task at once). Returns whether it is the step's outcome (its attempt then ends
+    ``cancelled``: it stayed ``running``, which ``show`` called interrupted, though
+    the journal says the step ended; a plain-def step's function already running in its
+    thread runs on, and its result is dropped)."""
     if (ctx.stop is not None or ctx.abandoned or task is None or task is ctx.main_task
             or ctx.shutting_down()):
-        return
+        return False
     now = ctx.clock.now()
     err = ctx.codec.encode_error({
         "type": _CANCELLED_TYPE, "attempts": state.attempts,
@@ -749,6 +761,7 @@ def _cancelled_by_workflow(ctx: RunContext, sdef: StepDef, pos: int, state: _Att
                                     attempts=state.attempts,
                                     started_at=state.first_at or now, finished_at=now,
                                     args=args_text))
+    return True
 
 
 def _was_cancelled(ctx: RunContext, entry: JournalEntry) -> bool:

@@ -315,3 +315,156 @@ async def test_a_step_of_a_run_taken_over_does_not_start_once_the_run_is_lost_me
     assert not effects.exists()
     assert await _statuses(app, "c", "charge") == []
     await app.close()
+
+
+async def test_a_sync_step_queued_for_a_thread_when_the_heartbeat_finds_its_run_lost(
+        store_url: str, tmp_path: Any) -> None:
+    """Every executor thread is busy with a step of the run, and ``charge`` waits for a
+    free thread behind them, when the heartbeat finds the run taken over and cancels
+    its tasks: ``charge``, which no thread had taken, never runs, and its attempt is
+    noted ``superseded`` at once (the new owner runs it). It stayed ``running`` for
+    good (``show`` said interrupted, as for a step cut off in its body)."""
+    app = App(store_url)
+    effects = tmp_path / "charged.txt"
+    entered: list[int] = []
+    release = threading.Event()
+
+    @app.step
+    def hold(i: int) -> int:
+        entered.append(i)
+        release.wait(60)
+        return i
+
+    @app.step
+    def charge() -> str:
+        with effects.open("a") as f:
+            f.write("charged\n")
+        return "charged"
+
+    @app.workflow
+    async def fan(threads: int) -> list[str]:
+        results = await asyncio.gather(*[hold(i) for i in range(threads)], charge(),
+                                       return_exceptions=True)
+        return [type(r).__name__ for r in results]
+
+    await app._open()
+    store = app.store
+    try:
+        async with app.worker(lease_seconds=2.0, concurrency=1) as worker:
+            assert worker._executor is not None
+            threads = worker._executor._max_workers
+            await app.start(fan, threads, run_id="q")
+            await wait_for(lambda: len(entered) == threads, timeout=30,
+                           what="every thread busy with a hold step")
+            await wait_for(lambda: _has(app, "q", "running"), timeout=30,
+                           what="charge's attempt begun (queued for a thread)")
+            await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
+            claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                            now=app.clock.now(), lease_seconds=600)
+            assert [c.run.run_id for c in claimed] == ["q"]
+            await wait_for(lambda: _dropped(worker, "q"), timeout=30, what="the run dropped")
+            release.set()
+            await wait_for(lambda: _all(app, "q", "hold", "superseded"), timeout=30,
+                           what="the hold steps' attempts noted superseded")
+    finally:
+        release.set()
+    assert not effects.exists()
+    assert await _statuses(app, "q", "charge") == ["superseded"]
+    await app.close()
+
+
+async def test_a_sync_step_the_workflow_cancels_while_it_waits_for_a_thread(
+        store_url: str, tmp_path: Any) -> None:
+    """Every executor thread is busy with a step of the run, and the workflow's own code
+    cancels ``charge`` while it waits for a free thread behind them. It never runs; the
+    journal records it cancelled by the workflow's code, and its attempt ends
+    ``cancelled``. (It stayed ``running``, which ``show`` called interrupted, in a run
+    that completed.)"""
+    app = App(store_url)
+    effects = tmp_path / "charged.txt"
+    entered: list[int] = []
+    release = threading.Event()
+    queued, cancelled = asyncio.Event(), asyncio.Event()
+
+    @app.step
+    def hold(i: int) -> int:
+        entered.append(i)
+        release.wait(60)
+        return i
+
+    @app.step
+    def charge() -> str:
+        with effects.open("a") as f:
+            f.write("charged\n")
+        return "charged"
+
+    @app.workflow
+    async def fan(threads: int) -> list[str]:
+        holds = [asyncio.ensure_future(hold(i)) for i in range(threads)]
+        charging = asyncio.ensure_future(charge())  # (queued behind the holds)
+
+        async def cancel_it() -> None:
+            await queued.wait()
+            charging.cancel()
+            await asyncio.wait([charging])
+            cancelled.set()
+
+        results = await asyncio.gather(*holds, charging, cancel_it(),
+                                       return_exceptions=True)
+        return [type(r).__name__ for r in results]
+
+    await app._open()
+    try:
+        async with app.worker(lease_seconds=60.0, concurrency=1) as worker:
+            assert worker._executor is not None
+            threads = worker._executor._max_workers
+            await app.start(fan, threads, run_id="w")
+            await wait_for(lambda: len(entered) == threads, timeout=30,
+                           what="every thread busy with a hold step")
+            await wait_for(lambda: _has(app, "w", "running"), timeout=30,
+                           what="charge's attempt begun (queued for a thread)")
+            queued.set()
+            await asyncio.wait_for(cancelled.wait(), 30)
+            release.set()
+            await wait_for(lambda: status_is(app, "w", "completed"), timeout=30)
+    finally:
+        release.set()
+    assert not effects.exists()
+    assert await _statuses(app, "w", "charge") == ["cancelled"]
+    info = await app.get_run("w")
+    assert [a["status"] for a in info.attempts if a["name"] == "charge"] == ["cancelled"]
+    await app.close()
+
+
+async def _all(app: App, run_id: str, step: str, status: str) -> bool:
+    statuses = await _statuses(app, run_id, step)
+    return bool(statuses) and set(statuses) == {status}
+
+
+async def test_an_async_step_the_workflow_cancels_ends_its_attempt_cancelled(
+        store_url: str) -> None:
+    """The workflow's own code cancels an async step in its body: the journal records it
+    cancelled by the workflow's code, and its attempt ends ``cancelled`` (it stayed
+    ``running``, shown interrupted, in a run that completed)."""
+    app = App(store_url)
+    begun = asyncio.Event()
+
+    @app.step
+    async def charge() -> str:
+        begun.set()
+        await asyncio.Event().wait()  # (until cancelled)
+        return "charged"
+
+    @app.workflow
+    async def pay() -> str:
+        charging = asyncio.ensure_future(charge())
+        await begun.wait()
+        charging.cancel()
+        await asyncio.wait([charging])
+        return "cancelled" if charging.cancelled() else "not cancelled"
+
+    async with app.worker():
+        await app.start(pay, run_id="a")
+        await wait_for(lambda: status_is(app, "a", "completed"), timeout=30)
+    assert await _statuses(app, "a", "charge") == ["cancelled"]
+    await app.close()
