@@ -335,6 +335,11 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             await ctx.wait_until(state.next_at, state.waiting_for or f"retry {name}")
             await ctx.enter(pos)
         started = ctx.clock.now()
+        while started >= ctx.lease_until:  # (ran out by this clock: not renewed in time)
+            await ctx.lease_renewed()
+            if ctx.enters(pos):  # (stopped, draining, or a cancel to deliver meanwhile)
+                await ctx.enter(pos)
+            started = ctx.clock.now()
         state.begin(started)
         # Every attempt's history, with the worker running it (written off the hot path).
         attempt_id = writer.next_id()
@@ -529,7 +534,9 @@ async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
     another worker holds the run, and may run that very step. Read in memory, as
     ``_in_thread`` does, and for the same reasons (only ``Lost``: a block or a release
     leaves the lease valid; the loss's cancel does not reach a branch that ``gather(...,
-    return_exceptions=True)`` leaves running)."""
+    return_exceptions=True)`` leaves running). Nor does it start while the lease has
+    run out by this worker's clock (the read outlasted it): it waits for the heartbeat
+    to renew it, as at the attempt's start (``RunContext.lease_renewed``)."""
     rl = sdef.rate_limit
     assert rl is not None
     with ctx.busy():
@@ -537,6 +544,12 @@ async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
                                              amount=rl.cost, now=ctx.clock.now())
     if isinstance(ctx.stop, Lost):
         raise _NotStarted()
+    while ctx.clock.now() >= ctx.lease_until:  # (see RunContext.lease_renewed)
+        await ctx.lease_renewed()
+        if isinstance(ctx.stop, Lost):
+            raise _NotStarted()
+        if ctx.stop is not None:
+            raise _Stop()
     if wait > 0:
         raise Postpone(wait, f"rate limit {rl.key!r}")
 

@@ -26,6 +26,7 @@ import inspect
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -966,6 +967,15 @@ class RunContext:
         #: Attempts of this execution that succeeded but whose result's journal write
         #: did not end well (``unconfirmed``), with their rows and entries; None: none.
         self._unconfirmed: dict[str, tuple[AttemptRow, JournalEntry]] | None = None
+        #: When the run's lease runs out by this worker's clock, as the store holds it
+        #: (the claim's or the last heartbeat's time plus a lease: ``renew``); no step
+        #: starts from then until it is renewed (``lease_renewed``). Infinite outside
+        #: a worker.
+        self.lease_until = math.inf
+        #: Set (and cleared) to wake the steps waiting for the lease's renewal.
+        self._lease_wake: asyncio.Event | None = None
+        #: Asks the worker's heartbeat to renew the lease now (set by the worker).
+        self.ask_renewal: Callable[[], None] | None = None
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -997,6 +1007,7 @@ class RunContext:
                 self.stop = Release(merge_waits((cur.wait, reason.wait)))
         if self._parking is not None:
             self._parking.stop_all()
+        self._wake_lease_waits()
         return _Stop()
 
     def check_running(self) -> None:
@@ -1576,6 +1587,7 @@ class RunContext:
         execution delivers the cancel."""
         self.cancel_requested = True
         self.wake.set()
+        self._wake_lease_waits()
         if (self._parking is not None and self._parking.parked and self.stop is None
                 and not self.cancel_delivered):
             self.halt(Release(Wait(self.clock.now(), "cancel requested")))
@@ -1595,6 +1607,7 @@ class RunContext:
         see ``release``)."""
         self.draining = True
         self.wake.set()
+        self._wake_lease_waits()
         if self._parking is not None:
             self._parking.poke()  # (its in-memory timers no longer hold the run)
 
@@ -1603,6 +1616,39 @@ class RunContext:
             now = self.clock.now()
             await self.release(Wait(now if at is None else max(at, now),
                                     "handed back by a draining worker"))
+
+    # -- the lease as this worker's clock tells it ----------------------------------------
+
+    def renew(self, until: float) -> None:
+        """The store holds the run's lease until ``until`` (the heartbeat renewed it):
+        the steps waiting for it start."""
+        self.lease_until = until
+        self._wake_lease_waits()
+
+    def _wake_lease_waits(self) -> None:
+        wake = self._lease_wake
+        if wake is not None:
+            wake.set()
+            wake.clear()  # (its waiters are woken all the same)
+
+    async def lease_renewed(self) -> None:
+        """Wait until the heartbeat renews the lease, which ran out by this worker's
+        clock (``lease_until``), or the run stops, drains or is asked to cancel (the
+        caller looks again: ``enter``). Another worker may take over a run whose lease
+        ran out, and run the step about to start: a worker cut off from the store
+        (its writes and heartbeats retried meanwhile) started the steps of a run's other
+        branches all the same. Steps already running go on. The heartbeat is asked
+        to go at once (``ask_renewal``): a clock that jumped ahead (a test's virtual
+        clock moved on) waits one heartbeat's round trip, not its interval. Woken by the
+        events, no polling; counted as the run's store call in flight (``busy``), so
+        that a sibling parked at a wait does not release the run meanwhile."""
+        wake = self._lease_wake
+        if wake is None:
+            wake = self._lease_wake = asyncio.Event()
+        if self.ask_renewal is not None:
+            self.ask_renewal()
+        with self.busy():
+            await wake.wait()
 
     # -- attempts (history, written off the hot path) --------------------------------------
 

@@ -466,7 +466,7 @@ async def test_an_idle_worker_polls_at_jittered_intervals(
     real = _worker.wait_event
 
     async def recorded(event: asyncio.Event, timeout: float | None) -> bool:
-        if timeout is not None:
+        if timeout is not None and event is worker._wake:  # (the polls, not heartbeats)
             waits.append(timeout)
         return await real(event, timeout)
 
@@ -477,7 +477,8 @@ async def test_an_idle_worker_polls_at_jittered_intervals(
     async def wf(x: int) -> int:
         return x
 
-    async with app.worker(poll_interval=0.02):
+    worker = app.worker(poll_interval=0.02)
+    async with worker:
         while len(waits) < 20:
             await asyncio.sleep(0.02)
     await app.close()

@@ -15,6 +15,7 @@ import contextvars
 import dataclasses
 import functools
 import logging
+import math
 import os
 import random
 import socket
@@ -388,6 +389,8 @@ class _Active:
     lease: Lease
     queue: str
     finishing: bool = False
+    #: When the run's lease runs out by the worker's clock (``RunContext.lease_until``).
+    lease_until: float = math.inf
 
 
 class Worker:
@@ -476,6 +479,9 @@ class Worker:
         self._lost_reads = _RunReads(lambda: self.app.store)
         self._seq = 0
         self._wake = asyncio.Event()
+        #: Set by a run's step that waits for its lease's renewal (``RunContext.
+        #: lease_renewed``): the heartbeat goes at once, not at its next interval.
+        self._beat_now = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
@@ -902,8 +908,9 @@ class Worker:
                         self.counts.waited(c.run.queue, called - c.due_at)
                     self._seq += 1
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
-                    self._active[c.run.run_id] = _Active(task, None, self._seq, c.lease,
-                                                         c.run.queue)
+                    self._active[c.run.run_id] = _Active(
+                        task, None, self._seq, c.lease, c.run.queue,
+                        lease_until=called + self.lease_seconds)
                     task.add_done_callback(self._make_done(c.run.run_id))
                 if claimed:
                     # (Expired, the next claim, this worker's own, would take the runs
@@ -1135,8 +1142,23 @@ class Worker:
         now = self.app.clock.now()
         if now - called < self.lease_seconds / 2:
             return None
-        return await self.app.store.lease_heartbeat(
+        hb = await self.app.store.lease_heartbeat(
             worker_id=self.worker_id, now=now, lease_seconds=self.lease_seconds)
+        self._renewed(hb, now)
+        return hb
+
+    def _renewed(self, hb: HeartbeatResult, called: float) -> None:
+        """A heartbeat called at ``called`` renewed the leases of the runs ``hb`` says
+        this worker holds, until ``called`` plus a lease (as the store wrote them): the
+        steps of those runs that waited for it start (``RunContext.lease_renewed``)."""
+        until = called + self.lease_seconds
+        active = self._active
+        for run_id in hb.owned:
+            a = active.get(run_id)
+            if a is not None:
+                a.lease_until = until
+                if a.ctx is not None:
+                    a.ctx.renew(until)
 
     def _check_stall(self, late: float) -> None:
         """The heartbeat woke ``late`` seconds after it should have: the event loop was
@@ -1159,7 +1181,8 @@ class Worker:
         last_beat = loop.time()
         while not self._stopping:
             slept = loop.time()
-            await asyncio.sleep(self.heartbeat_interval)
+            if await wait_event(self._beat_now, self.heartbeat_interval):
+                self._beat_now.clear()
             self._check_stall(loop.time() - slept - self.heartbeat_interval)
             if not self._active and loop.time() - last_beat < IDLE_HEARTBEAT_INTERVAL:
                 # No lease to renew: only check, without a query, that the workers of
@@ -1181,6 +1204,7 @@ class Worker:
                 called = self.app.clock.now()
                 hb = await store.lease_heartbeat(worker_id=self.worker_id, now=called,
                                                  lease_seconds=self.lease_seconds)
+                self._renewed(hb, called)
                 hb = await self._renew_if_late(called) or hb
                 self._renewed_at = called
             except StoreUnavailable as exc:
@@ -1413,6 +1437,8 @@ class Worker:
         active = self._active.get(run.run_id)
         if active is not None:
             active.ctx = ctx
+            ctx.lease_until = active.lease_until
+            ctx.ask_renewal = self._beat_now.set
         token = current_run.set(ctx)
         value: Any = None
         error: BaseException | None = None
