@@ -1635,9 +1635,9 @@ class RunContext:
         """Wait until the heartbeat renews the lease, which ran out by this worker's
         clock (``lease_until``), or the run stops, drains or is asked to cancel (the
         caller looks again: ``enter``). Another worker may take over a run whose lease
-        ran out, and run the step about to start: a worker cut off from the store
-        (its writes and heartbeats retried meanwhile) started the steps of a run's other
-        branches all the same. Steps already running go on. The heartbeat is asked
+        ran out, and run the step about to start; a worker cut off from the store (its
+        writes and heartbeats retried meanwhile) reaches the steps of a run's other
+        branches with no store call on the way. Steps already running go on. The heartbeat is asked
         to go at once (``ask_renewal``): a clock that jumped ahead (a test's virtual
         clock moved on) waits one heartbeat's round trip, not its interval. Woken by the
         events, no polling; counted as the run's store call in flight (``busy``), so
