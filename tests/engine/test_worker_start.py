@@ -132,6 +132,10 @@ async def test_start_retry_bounds_the_wait(caplog: pytest.LogCaptureFixture) -> 
     for bad in (-1, True, "5", float("nan")):
         with pytest.raises(ConfigError, match="start_retry must be"):
             app.worker(start_retry=bad)  # type: ignore[arg-type]
+    for beat in (5.0, 7.5, -1.0, float("nan")):  # (lease_seconds 5: no renewal in time)
+        with pytest.raises(ConfigError, match="heartbeat_interval must be > 0 and below "
+                                              r"lease_seconds \(5\)"):
+            app.worker(lease_seconds=5.0, heartbeat_interval=beat)
     await app.close()
 
 

@@ -404,6 +404,11 @@ class Worker:
     the store answers, as ``tether worker`` does; ``0``: not at all, the first failure
     raises.
 
+    ``lease_seconds``: how long a claimed run stays this worker's without a renewal
+    (default 5); ``heartbeat_interval``: how often the heartbeat renews its leases
+    (default a quarter of ``lease_seconds``; it must be below it). A step does not start
+    once a run's lease has run out by the worker's clock until a renewal comes.
+
     While it runs, the garbage collector's young threshold is raised from Python's
     default 700 to 10,000 objects (a quarter of the event loop's CPU went to collections
     with 1,000 runs in flight); an application that set its own thresholds keeps them,
@@ -441,6 +446,11 @@ class Worker:
         self.max_crashes = max_crashes
         if lease_seconds <= 0:
             raise ConfigError("lease_seconds must be > 0")
+        if heartbeat_interval is not None and not 0 < heartbeat_interval < lease_seconds:
+            # (a lease would run out between two renewals: other workers could take its
+            # runs over, and its own steps wait for a renewal before they start)
+            raise ConfigError(f"heartbeat_interval must be > 0 and below lease_seconds "
+                              f"({lease_seconds:g}), not {heartbeat_interval!r}")
         self.app = app
         self._host = worker_host(app)
         #: What this worker did, for its ``/metrics`` (process-local, from zero).
