@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,13 @@ TETHER = [sys.executable, "-m", "tether"]
 ADMIN = "admin-token-0123456789"
 READ = "read-token-0123456789"
 WEBAPP = "tests.web.webapp:app"
+
+
+def words(page: str) -> str:
+    """``page`` (HTML) with the spans that keep its ids whole on a line taken off
+    (``tether.serve._ui.with_ids``: ``<span class="id">run-1.</span>``): its words as
+    a person reads them, to find a sentence in."""
+    return re.sub(r'<span class="id">(.*?)</span>', r"\1", page)
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.web.helpers import ADMIN, ui_client
+from tests.web.helpers import ADMIN, ui_client, words
 from tests.web.test_ui_and_cli import login
 from tether import InvalidName, RunNotFound
 from tether._types import check_name
@@ -113,7 +113,9 @@ async def test_every_face_words_a_missing_run_alike(ui: httpx.AsyncClient) -> No
     r = await ui.post("/api/v1/runs/nope/cancel", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.json()["error"] == {"code": "run_not_found", "message": said}
     page = await ui.get("/runs/nope", headers={"Accept": "text/html"})
-    assert page.status_code == 404 and said in html.unescape(page.text)
+    assert page.status_code == 404 and said in html.unescape(words(page.text))
+    # (the id kept whole on a line: app.css's .id)
+    assert '<span class="id">&#39;nope&#39;</span>' in page.text
 
 
 def test_an_over_long_name_is_echoed_as_an_id_is() -> None:

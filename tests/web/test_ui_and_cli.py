@@ -16,7 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.web.helpers import ADMIN, READ, ROOT, TETHER, env, start_worker, ui_client
+from tests.web.helpers import (
+    ADMIN,
+    READ,
+    ROOT,
+    TETHER,
+    env,
+    start_worker,
+    ui_client,
+    words,
+)
 
 
 @pytest.fixture
@@ -204,8 +213,9 @@ async def test_a_form_says_what_it_did_once_and_a_refused_one_links_back(
     assert r.status_code == 303 and r.headers["location"] == "/runs/fb%2F1"
     assert (await ui.get("/ui/runs/fb/1?part=head")).text.count('class="flash') == 0
     page = await ui.get("/runs/fb/1")
-    assert '<p class="flash ok" role="status">Sent signal &#39;go&#39; to run fb/1.</p>' \
-        in page.text
+    # (the run id, with its full stop, is kept whole on a line: app.css's .id)
+    assert ('<p class="flash ok" role="status">Sent signal &#39;go&#39; to run '
+            '<span class="id">fb/1.</span></p>') in page.text
     again = (await ui.get("/runs/fb/1")).text
     assert 'class="flash' not in again
     # (Cancel asks first: static/app.js confirms a form with a data-confirm.)
@@ -214,7 +224,7 @@ async def test_a_form_says_what_it_did_once_and_a_refused_one_links_back(
     await ui.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "fb2"},
                   headers={"Authorization": f"Bearer {ADMIN}"})
     await ui.post("/ui/runs/fb2/cancel", data={"csrf": csrf})
-    assert "Run fb2 is cancelled." in (await ui.get("/runs/fb2")).text
+    assert "Run fb2 is cancelled." in words((await ui.get("/runs/fb2")).text)
 
 
 async def test_approval_buttons_name_the_call_and_an_erased_run_says_so(
@@ -240,8 +250,8 @@ async def test_approval_buttons_name_the_call_and_an_erased_run_says_so(
         r = await ui.post("/ui/runs/buy-a/approval", data={
             "csrf": csrf, "decision": "reject", "note": "too dear", "next": "/approvals"})
         assert r.status_code == 303 and r.headers["location"] == "/approvals"
-        assert "Rejected buy for run buy-a: the model reads your note." in (
-            await ui.get("/approvals")).text
+        assert "Rejected buy for run buy-a: the model reads your note." in words(
+            (await ui.get("/approvals")).text)
         assert (await app.handle("buy-a").result(timeout=30))["approved"] is False
     r = await ui.post("/api/v1/runs/buy-a/erase", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 200, r.text
@@ -326,7 +336,7 @@ async def test_an_answer_on_a_later_page_of_the_inbox_leads_back_to_that_page(
         assert r.status_code == 303 and r.headers["location"] == more, r.headers
         await app.handle("page-buy-1").result(timeout=30)
         after = (await ui.get(r.headers["location"])).text
-        assert "Approved buy for run page-buy-1" in after
+        assert "Approved buy for run page-buy-1" in words(after)
         assert re.findall(r'<li class="card approval" data-run="([^"]+)"', after) == [
             "page-buy-2"]
         # That page answered to its end: it says nothing more waits past the earlier

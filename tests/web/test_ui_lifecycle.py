@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.web import webapp
-from tests.web.helpers import ADMIN, READ, TETHER, env, ui_client
+from tests.web.helpers import ADMIN, READ, TETHER, env, ui_client, words
 from tests.web.test_api import Api
 from tests.web.test_api_lifecycle import _schedule
 from tests.web.test_ui_and_cli import login
@@ -389,8 +389,9 @@ async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
     # named NAME@manual-..., its head naming no schedule).
     run_id = unquote(r.headers["location"].removeprefix("/runs/"))
     page = (await ui.get(r.headers["location"])).text
-    assert (f'<p class="flash ok" role="status">Started run {run_id} now, for schedule '
-            "nightly; the schedule&#39;s next tick is kept.</p>") in page, page
+    assert (f'<p class="flash ok" role="status">Started run <span class="id">{run_id}'
+            '</span> now, for schedule <span class="id">nightly;</span> the '
+            "schedule&#39;s next tick is kept.</p>") in page, page
     assert 'class="flash' not in (await ui.get(r.headers["location"])).text
     r = await ui.post("/ui/schedules/nightly/explode", data={"csrf": csrf})
     assert r.status_code == 404
@@ -637,9 +638,9 @@ async def test_the_fork_note_says_when_the_fork_left_the_runs_version_behind(
     page = (await ui.get("/runs/pf.1")).text
     note = re.search(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', page, re.S)
     assert note is not None, page
-    assert "Forked pf at position 0 as pf.1." in note[1], note[1]
+    assert "Forked pf at position 0 as pf.1." in words(note[1]), note[1]
     assert ("run &#39;pf&#39; ran under code version &#39;v1&#39;; its fork &#39;pf.1&#39;, "
-            "made by an app of no version, has none") in note[1], note[1]
+            "made by an app of no version, has none") in words(note[1]), note[1]
 
 
 async def test_the_run_page_says_when_no_live_worker_has_a_queued_runs_version(
@@ -725,7 +726,7 @@ async def test_the_signal_forms_note_says_a_send_that_answers_nothing(
             assert note is not None, page
             # (a note that warns is drawn as a warning, not in the green of all's well)
             assert (note.group(1) == "warn") == (" Note: " in note.group(2)), note.group(0)
-            return html.unescape(note.group(2))
+            return html.unescape(words(note.group(2)))
 
         note = await send("sig-appr", "approval", '{"ok": 1}')
         assert note == (
@@ -783,7 +784,7 @@ async def test_an_approval_whose_watch_timed_out_stays_in_the_inbox_until_answer
     r = await ui.post("/ui/runs/wt-1/approval",
                       data={**fields, "csrf": csrf, "decision": "approve"})
     assert r.status_code == 303, r.text
-    assert "Approved buy for run wt-1" in (await ui.get("/approvals")).text
+    assert "Approved buy for run wt-1" in words((await ui.get("/approvals")).text)
     listed = (await ui.get("/api/v1/approvals", headers=bearer)).json()["approvals"]
     assert [(a["awaiting_worker"], a["answered"]) for a in listed] == [(True, True)]
     assert "data-run=" not in (await ui.get("/ui/approvals")).text
@@ -826,7 +827,7 @@ async def test_the_inbox_drops_an_approval_once_answered_before_a_worker_takes_i
     assert r.status_code == 303 and r.headers["location"] == "/approvals"
     assert (await app.store.run_get("ans-1")).status == "waiting"  # (no worker yet)
     page = (await ui.get("/approvals")).text
-    assert "Approved buy for run ans-1" in page
+    assert "Approved buy for run ans-1" in words(page)
     assert shown(page) == ["ans-2"], shown(page)
     assert shown((await ui.get("/ui/approvals")).text) == ["ans-2"]
     runs = (await ui.get("/runs")).text

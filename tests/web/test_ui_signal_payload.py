@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.web.helpers import ADMIN, serving
+from tests.web.helpers import ADMIN, serving, words
 from tests.web.small_payload_app import MAX_PAYLOAD, build
 
 APP = "tests.web.small_payload_app:app"
@@ -43,7 +43,7 @@ def _page_message(page: httpx.Response) -> str:
     assert int(found.group(3)) == page.status_code
     assert found.group(1) == {400: "Bad request", 413: "Too large to send"}[
         page.status_code], page.text
-    return html.unescape(found.group(2))
+    return html.unescape(words(found.group(2)))
 
 
 def _both(url: str, ui: httpx.Client, csrf: str, run_id: str, data: object

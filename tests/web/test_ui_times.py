@@ -36,7 +36,9 @@ def test_a_timer_wait_in_the_head_is_a_time() -> None:
     assert _render("{{ w|wait_text }}", ts, w="timer until 2026-12-06T17:36:08+00:00") == (
         'timer until <time datetime="2026-12-06T17:36:08Z" title="2026-12-06 17:36:08 UTC">'
         "2026-12-06 17:36:08 UTC</time>")
-    assert _render("{{ w|wait_text }}", ts, w="signal <go>") == "signal &lt;go&gt;"
+    # (a signal's name, a child run's id, kept whole on a line: app.css's .id)
+    assert _render("{{ w|wait_text }}", ts, w="signal <go>") == (
+        'signal <span class="id">&lt;go&gt;</span>')
 
 
 def test_a_notes_time_of_day_has_its_date() -> None:
@@ -52,3 +54,20 @@ def test_a_notes_time_of_day_has_its_date() -> None:
     assert before == after == expected
     assert _render("{{ f|flash }}", 0.0, f="Run <b> is cancelled.") == (
         "Run &lt;b&gt; is cancelled.")
+
+
+def test_a_notes_ids_are_drawn_whole() -> None:
+    """The ids a form's note names (marked by its writer, ``mark_id``) are each in a
+    ``<span class="id">`` wherever they occur in it, quoted in a warning too, with the
+    punctuation stuck to them (a line broke between the id and its full stop); an id
+    inside a longer word, and the other words, are not."""
+    from tether.serve._ui import mark_id
+
+    note = (f"Forked {mark_id('pf')} at position 0 as {mark_id('pf-2')}. Note: run 'pf' "
+            "ran under code version 'v1'; its fork 'pf-2', made by pfx, has none.")
+    assert _render("{{ f|flash }}", 0.0, f=note) == (
+        'Forked <span class="id">pf</span> at position 0 as <span class="id">pf-2.</span>'
+        ' Note: run <span class="id">&#39;pf&#39;</span> ran under code version &#39;v1&#39;;'
+        ' its fork <span class="id">&#39;pf-2&#39;,</span> made by pfx, has none.')
+    # (an id cut by the cookie's 500 characters, its end marker lost, is plain text)
+    assert _render("{{ f|flash }}", 0.0, f=f"Run {mark_id('a-b')[:-1]}") == "Run a-b"

@@ -226,7 +226,8 @@ async def test_a_waiting_or_queued_run_is_not_running_for(ui: httpx.AsyncClient)
              r"(µs|ms|s)</span> so far\)</span>$")
     head = _head((await ui.get("/runs/wg-1")).text)
     assert "running for" not in head
-    assert re.search(r"waiting for <b>signal go</b> " + since, head), head
+    assert re.search(r"waiting for <b>signal <span class=\"id\">go</span></b> " + since,
+                     head), head
     head = _head((await ui.get("/runs/nap-2")).text)
     assert "running for" not in head
     assert re.search(r"waiting for <b>timer until <time [^>]+>[^<]+ UTC</time></b> " + since,
@@ -322,7 +323,7 @@ async def test_the_cancel_flash_says_what_is_true_when_the_page_renders(
                 break
             await asyncio.sleep(0.05)
     page = (await ui.get("/runs/cx-1")).text
-    assert 'role="status">Run cx-1 is cancelled.</p>' in page
+    assert 'role="status">Run <span class="id">cx-1</span> is cancelled.</p>' in page
     assert "Asked run" not in page
     # Still waiting when the page renders: the flash says it was asked.
     await app.start("wait_go", run_id="cx-2")
@@ -331,7 +332,8 @@ async def test_the_cancel_flash_says_what_is_true_when_the_page_renders(
     page = (await ui.get("/runs/cx-2")).text
     # (what was asked and when: true still once the run has moved on, app.js adding
     # where it is now: tests/web/test_browser.py)
-    assert re.search(r'role="status">Asked run cx-2 to cancel at <time datetime="[^"]+Z" '
+    assert re.search(r'role="status">Asked run <span class="id">cx-2</span> to cancel at '
+                     r'<time datetime="[^"]+Z" '
                      r'title="[^"]+ UTC" data-clock>\d\d:\d\d:\d\d UTC</time>: it stops at its '
                      r'next operation\.</p>', page), page
 

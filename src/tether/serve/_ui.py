@@ -15,7 +15,7 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
@@ -145,12 +145,50 @@ def time_title(ts: float | None, say: str = "") -> Markup:
 _CLOCK_UTC = re.compile(r"\b([01]\d|2[0-3]):([0-5]\d):([0-5]\d) UTC\b")
 
 
+#: Around an id in a form's note (``mark_id``): the first-strong isolate and its pop,
+#: characters no id or name may hold (``tether._types.check_name``), so the note's
+#: cookie says which words are ids without markup.
+_ID_OPEN, _ID_CLOSE = "\u2068", "\u2069"
+_MARKED_ID = re.compile(f"{_ID_OPEN}([^{_ID_OPEN}{_ID_CLOSE}]+){_ID_CLOSE}")
+
+
+def mark_id(value: str) -> str:
+    """``value`` (a run id, a schedule's name) marked as an id in a form's note: the
+    page draws each of its occurrences in the note whole (``with_ids``)."""
+    return f"{_ID_OPEN}{value}{_ID_CLOSE}"
+
+
+def with_ids(text: str, ids: Iterable[str]) -> Markup:
+    """``text`` escaped, each word that is one of ``ids`` (with the quotes, brackets
+    and punctuation stuck to it: "'pf.1',") in a ``<span class="id">``, which app.css
+    keeps on one line unless it is wider than its line. A line broke a run id in a
+    sentence at its hyphens ("Sent signal 'go' to run signal-2026-12-07-" / "77aa."),
+    read as two words, and a wrong id to copy."""
+    known = sorted({i for i in ids if i and i.strip()}, key=len, reverse=True)
+    if not known:
+        return escape(text)
+    word = re.compile(r"(?<!\S)(['\"(]?(?:" + "|".join(map(re.escape, known))
+                      + r")[.,:;!?)'\"]*)(?!\S)")
+    out: list[str] = []
+    end = 0
+    for m in word.finditer(text):
+        out.append(escape(text[end:m.start()]))
+        out.append(Markup('<span class="id">{}</span>').format(m.group(1)))
+        end = m.end()
+    out.append(escape(text[end:]))
+    return Markup("").join(out)
+
+
 @pass_context
 def flash_times(context: Context, text: str) -> Markup:
     """A form's note with its time of day in a ``<time>``, as ``time_tag`` (app.js
-    shows it in the browser's zone, as a time of day). The note says the time, not the
+    shows it in the browser's zone, as a time of day), and the ids its writer marked
+    (``mark_id``) drawn whole wherever they occur in it (``with_ids``: a warning
+    quotes them too). The note says the time, not the
     date: it was written by this clock a moment ago (its cookie lives 60 s), so it is of
     the page's day, or of the day before when that time is still ahead."""
+    ids = _MARKED_ID.findall(text)
+    text = text.replace(_ID_OPEN, "").replace(_ID_CLOSE, "")
     now = utc_datetime(context["now"])
     out: list[str] = []
     end = 0
@@ -160,14 +198,14 @@ def flash_times(context: Context, text: str) -> Markup:
         if at > now + dt.timedelta(minutes=5):
             at -= dt.timedelta(days=1)
         iso = iso_utc(at.timestamp())
-        out.append(escape(text[end:m.start()]))
+        out.append(with_ids(text[end:m.start()], ids))
         if iso is None:
             out.append(escape(m.group(0)))
         else:
             out.append(Markup('<time datetime="{}" title="{}" data-clock>{}</time>').format(
                 iso, fmt_time(at.timestamp()), m.group(0)))
         end = m.end()
-    out.append(escape(text[end:]))
+    out.append(with_ids(text[end:], ids))
     return Markup("").join(out)
 
 
@@ -210,10 +248,14 @@ def _timer_until(text: str | None) -> float | None:
 def wait_text(waiting_for: str | None) -> Markup:
     """A run's ``waiting_for`` as its page's head says it: a timer's time as the page's
     other times (``time_tag``: "timer until 2026-12-06 17:36:08 UTC", in the viewer's
-    zone with app.js), not as the ISO text stored; the rest as stored."""
+    zone with app.js), not as the ISO text stored; the rest as stored, the child run's
+    id or the signal's name of each of its waits drawn whole (``with_ids``)."""
     until = _timer_until(waiting_for)
     if until is None:
-        return escape(waiting_for or "")
+        text = waiting_for or ""
+        names = [name for kind, _, name in (part.partition(" ") for part in text.split(" or "))
+                 if kind in ("child", "signal")]
+        return with_ids(text, names)
     return Markup("timer until ") + time_tag(until)
 
 
@@ -374,6 +416,7 @@ def sealed_text(value: dict[str, Any]) -> str:
 
 
 _ENV.filters.update(time=fmt_time, when=time_tag, at=time_title, flash=flash_times,
+                    ids=with_ids,
                     wait_text=wait_text, run_wait_text=run_wait_text, wait_title=wait_title,
                     ago=fmt_ago, ahead=fmt_in,
                     waits=fmt_waits, duration=fmt_duration, tokens=fmt_tokens, usd=fmt_usd,
@@ -1127,7 +1170,7 @@ def _asked_at(app: App) -> str:
 
 
 def _cancel_asked_prefix(run_id: str) -> str:
-    return f"Asked run {run_id} to cancel at "
+    return f"Asked run {mark_id(run_id)} to cancel at "
 
 
 def _asked_to_cancel(run_id: str, at: str) -> str:
@@ -1142,9 +1185,9 @@ def _flash_now(flash: str | None, run: Any) -> str | None:
             _cancel_asked_prefix(run["run_id"])):
         return flash
     if run["status"] == "cancelled":
-        return f"Run {run['run_id']} is cancelled."
+        return f"Run {mark_id(run['run_id'])} is cancelled."
     if run["status"] in ENDED_VALUES:
-        return f"Run {run['run_id']} ended {run['status']} before it could cancel."
+        return f"Run {mark_id(run['run_id'])} ended {run['status']} before it could cancel."
     return flash
 
 
@@ -1191,8 +1234,10 @@ def error_page(request: Request, status: int, message: str, *,
     """The error page; ``refresh``: seconds after which the browser loads it again. A
     refused form's page links back to the run (or the schedules) it was sent from. Its
     title: ``title``, else ``error_title(status, code)``; the status code under it."""
+    # (the ids its path names, a run's or a schedule's: the message draws them whole)
+    ids = [v for v in request.path_params.values() if isinstance(v, str)]
     return render(request, "error.html", status=status, status_code=status, message=message,
-                  title=title or error_title(status, code),
+                  ids=ids, title=title or error_title(status, code),
                   refresh=refresh, back=_form_origin(request, status))
 
 
@@ -1478,9 +1523,9 @@ async def approval_action(request: Request) -> Response:
         raise ApiError(409, exc.code, await _not_sent(
             app, run_id, decision == "approve", note, shown_id, exc.message)) from None
     tool = done["approval"].get("tool") or "the call"
-    said = (f"Approved {tool} for run {run_id}: the run goes on." if decision == "approve"
-            else f"Rejected {tool} for run {run_id}" + (": the model reads your note."
-                                                         if note else "."))
+    said = (f"Approved {tool} for run {mark_id(run_id)}: the run goes on."
+            if decision == "approve" else f"Rejected {tool} for run {mark_id(run_id)}"
+            + (": the model reads your note." if note else "."))
     return _back(request, values, f"/runs/{path_segment(run_id)}", said)
 
 
@@ -1567,8 +1612,9 @@ async def cancel_action(request: Request) -> Response:
         raise run_not_found(run_id) from None
     except ConfigError as exc:  # (a reason too long, or of control characters)
         raise ApiError(400, "bad_request", str(exc)) from None
-    said = (f"Run {run_id} is cancelled." if status == "cancelled" else
-            f"Run {run_id} had ended already ({status})." if status in ENDED_VALUES else
+    said = (f"Run {mark_id(run_id)} is cancelled." if status == "cancelled" else
+            f"Run {mark_id(run_id)} had ended already ({status})." if status in ENDED_VALUES
+            else
             _asked_to_cancel(run_id, _asked_at(app)))
     return _back(request, values, f"/runs/{path_segment(run_id)}", said)
 
@@ -1596,7 +1642,7 @@ async def signal_action(request: Request) -> Response:
     except PayloadError as exc:  # (as the API answers it: 413 too large, else 400)
         raise payload_error(exc) from None
     return _back(request, values, f"/runs/{path_segment(run_id)}",
-                 f"Sent signal {name!r} to run {run_id}." + "".join(
+                 f"Sent signal {name!r} to run {mark_id(run_id)}." + "".join(
                      f" Note: {n}." for n in notes))
 
 
@@ -1642,8 +1688,8 @@ async def retry_action(request: Request) -> Response:
     # warnings, as the API gives them: no worker has its workflow, its version dropped.)
     warnings = "".join(f" Note: {w}." for w in doc.get("warnings", []))
     return _back(request, values, f"/runs/{path_segment(run_id)}",
-                 f"Asked at {_asked_at(app)} to run {run_id} again: it was queued, its "
-                 f"recorded steps kept.{warnings}")
+                 f"Asked at {_asked_at(app)} to run {mark_id(run_id)} again: it was "
+                 f"queued, its recorded steps kept.{warnings}")
 
 
 async def fork_action(request: Request) -> Response:
@@ -1677,7 +1723,8 @@ async def fork_action(request: Request) -> Response:
         # its source's version left behind; on to the new run's page, which says them)
         notes = "".join(f" Note: {w}." for w in doc["warnings"])
         return _back(request, {}, f"/runs/{path_segment(doc['run_id'])}",
-                     f"Forked {run_id} at position {at} as {doc['run_id']}.{notes}")
+                     f"Forked {mark_id(run_id)} at position {at} as "
+                     f"{mark_id(doc['run_id'])}.{notes}")
     return _redirect(request, f"/runs/{path_segment(doc['run_id'])}")
 
 
@@ -1691,9 +1738,10 @@ async def schedule_ui_action(request: Request) -> Response:
     if action == "trigger":
         # (the new run's page says where it came from: its head names no schedule)
         return _back(request, {}, f"/runs/{path_segment(answer_['run_id'])}",
-                     f"Started run {answer_['run_id']} now, for schedule {name}; the "
+                     f"Started run {mark_id(answer_['run_id'])} now, for schedule "
+                     f"{mark_id(name)}; the "
                      "schedule's next tick is kept.")
-    return _back(request, values, "/schedules", f"Schedule {name} is "
+    return _back(request, values, "/schedules", f"Schedule {mark_id(name)} is "
                  f"{'paused' if action == 'pause' else 'active again'}.")
 
 
