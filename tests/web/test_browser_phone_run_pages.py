@@ -1,10 +1,10 @@
-"""A blocked, a running and a waiting run's pages on a touch screen (390 x 844, light and
-dark) in a real headless Chromium: no page scrolls sideways; what a thumb presses (a
-timeline row's fork link, a "details", a button) is 40 px tall; the fork link is shown
-where nothing hovers, and reached with Tab, with a ring, where something does; a
-command and a timeline too wide for their box have a shade on the edge they scroll
-towards; a run id in a form's note is read on one line. Screenshots go to the test's
-temporary folder."""
+"""A blocked, a running and waiting runs' pages and the inbox on a touch screen (390 x
+844, light and dark) in a real headless Chromium: no page scrolls sideways; what a
+thumb presses (a timeline row's fork link, a "details", a button, a link on its own
+line) is 40 px tall; the fork link is shown where nothing hovers, and reached with Tab,
+with a ring, where something does; a command and a timeline too wide for their box have
+a shade on the edge they scroll towards; a run id in a form's note is read on one line.
+Screenshots go to the test's temporary folder."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ APPROVAL = "purchase-2026-12-07-ef56"
 RUNNING = "running-2026-12-07-aa11"
 BLOCKED = "nightly-digest-2026-12-07-blocked-9f3a"
 DONE = "research-3"
+PARENT = "digest-2026-12-07-ef56"
+
+#: What a thumb presses on these pages, links that stand on their own line included.
+TARGETS = ("main button, main input:not([type=hidden]), main summary, a.forkhere,"
+           " .approval-head a, h2 a, .tree li > a, .fan-out li > a, .inbox p.small > a")
 
 #: Whether the page scrolls sideways (wider than its window).
 SIDEWAYS = "() => document.documentElement.scrollWidth > window.innerWidth"
@@ -95,13 +100,13 @@ def test_run_pages_on_a_touch_screen(browser: object, tmp_path: Path) -> None:
         for workflow, run_id, args in (
                 ("wait_go", WAITING, []), ("over_budget", BUDGET, ["What is it?"]),
                 ("purchase", APPROVAL, ["atlas"]), ("gated_later", RUNNING, ["ana", "gate"]),
-                ("steps", DONE, [3])):
+                ("steps", DONE, [3]), ("waiting_parent", PARENT, [])):
             r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
                 "workflow": workflow, "input": args, "run_id": run_id})
             assert r.status_code == 201, r.text
         for run_id, status in ((WAITING, "waiting"), (BUDGET, "waiting"),
                                (APPROVAL, "waiting"), (RUNNING, "running"),
-                               (DONE, "completed")):
+                               (DONE, "completed"), (PARENT, "waiting")):
             wait_for(served.url, run_id, status)
         for scheme in ("light", "dark"):
             context = browser.new_context(viewport={"width": 390, "height": 844},
@@ -113,7 +118,7 @@ def test_run_pages_on_a_touch_screen(browser: object, tmp_path: Path) -> None:
             page.press("input[name=token]", "Enter")
             expect(page).to_have_url(served.url + "/runs")
             assert page.evaluate("matchMedia('(hover: none)').matches")
-            for run_id in (BLOCKED, RUNNING, BUDGET, APPROVAL, WAITING, DONE):
+            for run_id in (BLOCKED, RUNNING, BUDGET, APPROVAL, WAITING, DONE, PARENT):
                 page.goto(served.url + "/runs/" + run_id)
                 expect(page.locator("#run-status")).to_be_visible()
                 page.screenshot(path=str(tmp_path / f"{run_id}-390-{scheme}.png"),
@@ -124,15 +129,19 @@ def test_run_pages_on_a_touch_screen(browser: object, tmp_path: Path) -> None:
                     expect(forks.first).to_be_visible()
                 shown = forks.evaluate_all("els => els.map(e => getComputedStyle(e).opacity)")
                 assert set(shown) <= {"1"}, f"{run_id}: the fork link is not shown: {shown}"
-                found = page.locator(
-                    "main button, main input:not([type=hidden]), main summary, a.forkhere"
-                ).evaluate_all(HEIGHTS)
+                found = page.locator(TARGETS).evaluate_all(HEIGHTS)
                 short = [(name, height) for name, height in found if height < 40]
                 assert not short, f"{run_id}: under 40 px tall on a phone: {short}"
                 assert page.locator(".timeline").evaluate(
                     "e => e.parentElement.scrollWidth > e.parentElement.clientWidth")
                 assert page.locator(".scroll-x").first.evaluate(SHADED), \
                     f"{run_id}: the timeline has no shade where it scrolls"
+            names = {str(name) for name, _ in found}
+            assert {f"{PARENT}.0", "list them"} <= names, names  # (the last page's)
+            page.goto(served.url + "/approvals")
+            link = page.locator(".inbox p.small > a", has_text=APPROVAL)
+            assert link.evaluate("e => e.getBoundingClientRect().height") >= 40
+            assert not page.evaluate(SIDEWAYS), "the inbox scrolls sideways"
             page.goto(served.url + "/runs/" + BLOCKED)
             command = page.locator(".failure code", has_text="tether resume")
             expect(command).to_have_text(f"tether resume {BLOCKED}")
