@@ -1612,10 +1612,9 @@ async def cancel_action(request: Request) -> Response:
         raise run_not_found(run_id) from None
     except ConfigError as exc:  # (a reason too long, or of control characters)
         raise ApiError(400, "bad_request", str(exc)) from None
-    said = (f"Run {mark_id(run_id)} is cancelled." if status == "cancelled" else
-            f"Run {mark_id(run_id)} had ended already ({status})." if status in ENDED_VALUES
-            else
-            _asked_to_cancel(run_id, _asked_at(app)))
+    said = (f"Run {mark_id(run_id)} is cancelled." if status == "cancelled"
+            else f"Run {mark_id(run_id)} had ended already ({status})."
+            if status in ENDED_VALUES else _asked_to_cancel(run_id, _asked_at(app)))
     return _back(request, values, f"/runs/{path_segment(run_id)}", said)
 
 
@@ -1739,8 +1738,7 @@ async def schedule_ui_action(request: Request) -> Response:
         # (the new run's page says where it came from: its head names no schedule)
         return _back(request, {}, f"/runs/{path_segment(answer_['run_id'])}",
                      f"Started run {mark_id(answer_['run_id'])} now, for schedule "
-                     f"{mark_id(name)}; the "
-                     "schedule's next tick is kept.")
+                     f"{mark_id(name)}; the schedule's next tick is kept.")
     return _back(request, values, "/schedules", f"Schedule {mark_id(name)} is "
                  f"{'paused' if action == 'pause' else 'active again'}.")
 
