@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from tests.faults.cutproxy import CuttingProxy
@@ -24,7 +23,7 @@ from tether.errors import StoreUnavailable
 from tether.store.postgres import PostgresStore
 
 from .conftest import T0, run_record, start_and_claim
-from .test_pg_pipeline_outage import SyncHoldingProxy, _wait
+from .test_pg_pipeline_outage import SyncHoldingProxy, _wait, terminate_after_commit
 
 pytestmark = pytest.mark.postgres
 
@@ -56,9 +55,7 @@ async def _backend_pid(store: PostgresStore) -> int:
 
 
 def _terminate(pg_url: str, pid: int) -> None:
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s, 10000)",
-                             (pid,)).fetchone() == (True,)
+    terminate_after_commit(pg_url, pid)
 
 
 async def test_starts_whose_commit_went_unanswered_are_read_back_as_started(
