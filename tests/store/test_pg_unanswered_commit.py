@@ -19,7 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.cutproxy import CuttingProxy
+from tether._types import RunStatus
 from tether.errors import StoreUnavailable
+from tether.store import Wait
 from tether.store.postgres import PostgresStore
 
 from .conftest import T0, run_record, start_and_claim
@@ -204,5 +206,71 @@ async def test_starts_sharing_a_commit_that_went_unanswered_each_name_their_run(
             assert isinstance(caught, StoreUnavailable), caught
             assert caught.outcome_unknown
             assert f"the start of run {run_id!r} may have committed" in str(caught), caught
+    finally:
+        await store.close()
+
+
+async def test_a_release_whose_commit_went_unanswered_is_read_back_as_released(
+        pg_url: str, holding: SyncHoldingProxy) -> None:
+    """A worker's release of a run (parked on a wait): read back (waiting for what it
+    said, under the lease's token) it succeeds; it failed, and the worker's retry was
+    refused as a lost lease (the run waited), logged as a takeover that never
+    happened."""
+    store = PostgresStore(holding.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        claimed = await start_and_claim(store, "r")
+        pid = await _backend_pid(store)
+        holding.arm()
+        op = asyncio.ensure_future(store.run_release(
+            lease=claimed.lease, wait=Wait(None, "signal go", signal="go"), now=T0 + 5))
+        await _wait(holding.held, "the pipeline's Sync")
+        _terminate(pg_url, pid)
+        await op
+        stored = await store.run_get("r")
+        assert stored is not None and (stored.status, stored.waiting_for) == (
+            RunStatus.WAITING, "signal go")
+    finally:
+        await store.close()
+
+
+async def test_a_blocked_end_whose_commit_went_unanswered_is_read_back_as_ended(
+        pg_url: str, holding: SyncHoldingProxy) -> None:
+    """An end as blocked (a transaction of its own): read back it answers the status it
+    stored; it failed, and the worker's retry was refused as a lost lease."""
+    store = PostgresStore(holding.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        claimed = await start_and_claim(store, "r")
+        pid = await _backend_pid(store)
+        holding.arm()
+        op = asyncio.ensure_future(store.run_finish(
+            lease=claimed.lease, status="blocked", result=None, error="stuck", now=T0 + 5))
+        await _wait(holding.held, "the pipeline's Sync")
+        _terminate(pg_url, pid)
+        assert await op == "blocked"
+        stored = await store.run_get("r")
+        assert stored is not None and (stored.status, stored.error, stored.finished_at) == (
+            RunStatus.BLOCKED, "stuck", T0 + 5)
+    finally:
+        await store.close()
+
+
+async def test_a_cancel_whose_commit_went_unanswered_answers_as_cancelled(
+        pg_url: str, holding: SyncHoldingProxy) -> None:
+    """A cancel (``tether cancel``, the API) whose commit went unanswered is asked again
+    (a cancel changes nothing the second time) and answers with the run cancelled: it
+    said the database was unavailable."""
+    store = PostgresStore(holding.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r"))
+        pid = await _backend_pid(store)
+        holding.arm()
+        op = asyncio.ensure_future(store.run_cancel(run_id="r", now=T0 + 5, reason="no"))
+        await _wait(holding.held, "the pipeline's Sync")
+        _terminate(pg_url, pid)
+        cancelled = await op
+        assert (cancelled.run_id, cancelled.status) == ("r", RunStatus.CANCELLED)
     finally:
         await store.close()

@@ -1620,18 +1620,44 @@ class PostgresStore(PostgresServeQueries):
         cancelled = {**params, "status": RunStatus.CANCELLED.value}
         children = {"parent_run_id": lease.run_id, "now": now, "channel": self._channel,
                     "if_cancelled": True}
-        rows = await self._txn([
-            ("run_finish_blocked", params),
-            ("run_wake_waiters", blocked), ("run_wake_listed", blocked),
-            ("run_wake_waiters", cancelled), ("run_wake_listed", cancelled),
-            ("run_children_end", children), ("run_children_wake_waiters", children),
-            ("run_children_cancel", children)])
+        try:
+            rows = await self._txn([
+                ("run_finish_blocked", params),
+                ("run_wake_waiters", blocked), ("run_wake_listed", blocked),
+                ("run_wake_waiters", cancelled), ("run_wake_listed", cancelled),
+                ("run_children_end", children), ("run_children_wake_waiters", children),
+                ("run_children_cancel", children)])
+        except StoreUnavailable as exc:
+            status = await self._blocked_read_back(lease, now, exc)
+            if status is None:
+                raise
+            if status == RunStatus.CANCELLED.value:  # (its children's children next)
+                await self.run_children_cancel(parent_run_id=lease.run_id, now=now)
+            return status
         finished, ended = rows[0], rows[5]
         if not finished[0][0]:
             raise LeaseLost(lease.run_id, lease.fencing_token)
         for child_id in ended[0][0] or []:
             await self.run_children_cancel(parent_run_id=child_id, now=now)
         return str(finished[0][1])
+
+    async def _blocked_read_back(self, lease: Lease, now: float,
+                                 exc: StoreUnavailable) -> str | None:
+        """The status a blocked end whose commit went unanswered (``exc``) stored, read
+        back on a new connection (blocked, or cancelled if its cancel was pending: with
+        the lease's fencing token and ``now`` as its end); None when it is not stored
+        as such or cannot be read (see ``_finishes_read_back``). The worker's retry of
+        the end was refused as a lost lease: the run had ended."""
+        if not exc.outcome_unknown or isinstance(exc.__cause__, NoAnswer):
+            return None
+        try:
+            run = await self.run_get(lease.run_id)
+        except StoreError:
+            return None
+        if run is None or (run.fencing_token, run.finished_at) != (lease.fencing_token, now):
+            return None
+        status = run.status.value
+        return status if status in (_BLOCKED, RunStatus.CANCELLED.value) else None
 
     async def _finish_one(self, f: Finish) -> None:
         params = {**lease_params(f.lease), "status": f.status, "result": f.result,
@@ -1746,8 +1772,34 @@ class PostgresStore(PostgresServeQueries):
                 ("run_release_wake", params)])
             return cursors[2].rowcount
 
-        if await self._run_op(go) != 1:
+        try:
+            released = await self._run_op(go)
+        except StoreUnavailable as exc:
+            if exc.outcome_unknown and await self._releases_read_back([r], exc):
+                return
+            raise
+        if released != 1:
             raise LeaseLost(r.lease.run_id, r.lease.fencing_token)
+
+    async def _releases_read_back(self, batch: Sequence[Release],
+                                  exc: StoreUnavailable) -> set[str]:
+        """The runs of ``batch`` whose releases, in a transaction whose commit went
+        unanswered (``exc``), are stored (waiting for what the release said, under the
+        lease's fencing token: no other writer leaves a run waiting with it), read back
+        on a new connection; none when they cannot be read (see
+        ``_finishes_read_back``). Their worker would release the run again, which the
+        store refuses once it waits: a lost lease, logged as a takeover that never
+        happened."""
+        if isinstance(exc.__cause__, NoAnswer):
+            return set()
+        try:
+            runs = await self.run_get_many([r.lease.run_id for r in batch])
+        except StoreError:
+            return set()
+        asked = {r.lease.run_id: r for r in batch}
+        return {run.run_id for run in runs if (r := asked.get(run.run_id)) is not None
+                and (run.status, run.fencing_token, run.waiting_for) == (
+                    RunStatus.WAITING, r.lease.fencing_token, r.wait.description)}
 
     async def _flush_releases(self, batch: list[Release]) -> None:
         """Release many runs in one transaction (one round trip); resolve every caller."""
@@ -1771,7 +1823,8 @@ class PostgresStore(PostgresServeQueries):
             if not batch:
                 return
         await self._write_together(batch, self._release_one, columns, (
-            "run_lock_many", "child_lock_many", "run_release_many"), returns=2)
+            "run_lock_many", "child_lock_many", "run_release_many"), returns=2,
+            read_back=self._releases_read_back)
 
     async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
         params = {"run_id": run_id, "now": now, "channel": self._channel}
@@ -1912,12 +1965,25 @@ class PostgresStore(PostgresServeQueries):
         # A cancelled blocked run has ended: wake a parent waiting for it, like a finish,
         # and cancel its children, as a worker ending it would (run_children_*: only
         # if it ended here, cancelled); the children of those that end at once next.
-        _, _, _, _, _, ended, _, _, stored = await self._txn([
+        steps = [
             ("run_cancel_blocked", params), ("run_wake_waiters", params),
             ("run_wake_listed", params),
             ("run_cancel", params), ("run_cancel_notify", params),
             ("run_children_end", children), ("run_children_wake_waiters", children),
-            ("run_children_cancel", children), ("run_get", params)])
+            ("run_children_cancel", children), ("run_get", params)]
+        try:
+            _, _, _, _, _, ended, _, _, stored = await self._txn(steps)
+        except StoreUnavailable as exc:
+            # A cancel whose commit went unanswered may have committed: asked again (it
+            # changes nothing the second time) it answers as the first would have (it
+            # raised, and ``tether cancel`` said the database was unavailable). Not
+            # after a deadline: a hung server would cost another.
+            if not exc.outcome_unknown or isinstance(exc.__cause__, NoAnswer):
+                raise
+            _, _, _, _, _, ended, _, _, stored = await self._txn(steps)
+            if stored and run_from_row(stored[0]).status == RunStatus.CANCELLED:
+                # (children that the first commit ended are not in ``ended`` now)
+                await self.run_children_cancel(parent_run_id=run_id, now=now)
         if not stored:
             raise RunNotFound(run_id)
         for child_id in ended[0][0] or []:
