@@ -208,6 +208,10 @@ class App:
         self._opened = False
         self._closed = False
         self._open_lock: asyncio.Lock | None = None
+        #: The long-lived process this App is (``serve``, ``mcp``: set by those
+        #: commands), which its PostgreSQL store makes known to ``tether db copy`` and
+        #: ``restore`` while open (``postgres._presence``). None: a script, a worker.
+        self._process_kind: str | None = None
         self.clock: Clock = clock or SyncedClock()
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) \
                 or max_payload < 1:
@@ -555,6 +559,8 @@ class App:
                 self._open_lock = asyncio.Lock()
             async with self._open_lock:
                 if not self._opened:
+                    if self._process_kind is not None and hasattr(store, "process_kind"):
+                        store.process_kind = self._process_kind
                     await store.open()
                     self._opened = True
                     await self._sync_clock()

@@ -80,3 +80,8 @@ async def ticked() -> str:
 
 
 app.schedule(ticked, cron="0 0 1 1 *", name="yearly")
+
+
+@app.workflow(mcp=True)  # (an MCP tool, for `tether mcp` on a store being copied)
+async def greets(name: str) -> str:
+    return f"hello {name}"

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -627,3 +628,143 @@ async def test_a_copy_from_postgres_into_postgres_as_a_role_that_does_not_own_th
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+def _long_lived(kind: str, db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``tether serve`` (``kind`` ``serve``, on a free port, returned) or ``tether mcp
+    --no-worker`` (``mcp``; its stdin kept open, as its client would): neither registers
+    as a worker."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = (["serve", "--db", db, "--port", str(port)] if kind == "serve"
+            else ["mcp", APP, "--db", db, "--no-worker"])
+    # (not forked from the tests' zygote: a SQLite store's refusal tells the command
+    # from the process's command line, which a fork of the zygote does not have)
+    with open(tmp / f"{kind}.log", "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "tether", *args], cwd=ROOT,
+                                env=_env(tmp), stdin=subprocess.PIPE, stdout=out,
+                                stderr=subprocess.STDOUT), port
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    stop_process(proc, 60)
+    if proc.stdin is not None:
+        proc.stdin.close()
+
+
+async def _opened(kind: str, proc: subprocess.Popen[bytes], port: int, db: str) -> None:
+    """Until ``tether serve`` answers /healthz, or ``tether mcp`` has the store open
+    (PostgreSQL: its presence session; SQLite: the file's ``-shm`` lock)."""
+    if kind == "serve":
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                            timeout=5) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        async def ready() -> bool:
+            return await asyncio.to_thread(healthy)
+    elif db.startswith("sqlite:"):
+        from tether.store.sqlite._restore import shm_holders
+
+        async def ready() -> bool:
+            return proc.pid in shm_holders(db[len("sqlite:///"):])
+    else:
+        async def ready() -> bool:
+            with psycopg.connect(db.split("?")[0], autocommit=True) as conn:
+                return bool(conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
+                    (f"tether-mcp {proc.pid}@{socket.gethostname()}",)).fetchall())
+    await _until(f"tether {kind} has the store open", ready, proc)
+
+
+@pytest.mark.parametrize("kind", ["serve", "mcp"])
+async def test_postgres_a_tether_serve_or_mcp_on_the_source_is_named(
+        tmp_path: Path, pg_url: str, kind: str) -> None:
+    """``tether serve`` and ``tether mcp --no-worker`` register no worker, and in a
+    database with another Tether schema their idle sessions (last statement a COMMIT)
+    named no schema: the copy went ahead under them. Their presence session names them
+    (kind, pid, host); once they stop the copy is made."""
+    source, target = f"{pg_url}?schema=a", f"{pg_url}?schema=b"
+    assert _tether(tmp_path, "db", "migrate", "--db", f"{pg_url}?schema=c").returncode == 0
+    app = App(source)
+    try:
+        await app.start("waits", run_id="w")
+    finally:
+        await app.close()
+    proc, port = _long_lived(kind, source, tmp_path)
+    try:
+        await _opened(kind, proc, port, source)
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith(
+            "tether: error: the source: the store (schema a at "), out.stderr
+        assert (f" is in use by tether {kind} (pid {proc.pid} on {socket.gethostname()}, "
+                "PostgreSQL session ") in out.stderr, out.stderr
+        assert f"stop it (kill -TERM {proc.pid}), then run the copy again" in out.stderr
+        assert await _runs(target) == {}
+    finally:
+        _stop(proc)
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["runs"] == 1
+
+
+async def test_postgres_a_tether_serve_killed_with_sigkill_does_not_hold_the_copy(
+        tmp_path: Path, pg_url: str) -> None:
+    """A serve killed with -9 leaves no registration behind: its presence session ends
+    with its socket, and the copy is made (no wait for a heartbeat to go stale)."""
+    source, target = f"{pg_url}?schema=a", f"{pg_url}?schema=b"
+    assert _tether(tmp_path, "db", "migrate", "--db", f"{pg_url}?schema=c").returncode == 0
+    assert _tether(tmp_path, "db", "migrate", "--db", source).returncode == 0
+    proc, port = _long_lived("serve", source, tmp_path)
+    try:
+        await _opened("serve", proc, port, source)
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+        assert out.returncode == 2 and " is in use by tether serve " in out.stderr, out.stderr
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+    finally:
+        _stop(proc)
+
+    async def gone() -> bool:  # (the server ends the session as it reads the socket's end)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return not conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE %s",
+                (f"tether-serve {proc.pid}@%",)).fetchall()
+
+    await _until("the killed serve's session ends", gone)
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("kind", ["serve", "mcp"])
+async def test_sqlite_a_tether_serve_or_mcp_on_the_source_is_named(
+        tmp_path: Path, kind: str) -> None:
+    """A SQLite store ``tether serve`` or ``tether mcp --no-worker`` has open: the
+    refusal names the command (kind), its pid and host, as a worker's does; once it
+    stops the copy is made."""
+    source, target = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    app = App(source)
+    try:
+        await app.start("waits", run_id="w")
+    finally:
+        await app.close()
+    proc, port = _long_lived(kind, source, tmp_path)
+    try:
+        await _opened(kind, proc, port, source)
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith(
+            f"tether: error: the source: {tmp_path / 'source.db'} is in use by tether "
+            f"{kind} (pid {proc.pid} on {socket.gethostname()}): stop it (kill -TERM "
+            f"{proc.pid}), then run the copy again"), out.stderr
+    finally:
+        _stop(proc)
+    assert not (tmp_path / "b.db").exists() or await _runs(target) == {}
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["runs"] == 1

@@ -76,6 +76,7 @@ async def run(args: argparse.Namespace) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.db:
         app.use_store(args.db)
+    app._process_kind = "mcp"  # (seen by `tether db copy` and `restore`)
     if not app.mcp_exposed:
         raise CliError(f"{args.app} exposes no workflow: mark one @app.workflow(mcp=True) "
                        "or app.add_agent(agent, mcp=True)")

@@ -147,6 +147,7 @@ async def serve(args: argparse.Namespace) -> int:
         from tether import App
 
         app = App(store_url(args, must_exist=False))
+    app._process_kind = "serve"  # (seen by `tether db copy` and `restore`)
     timeout = args.request_timeout
     client_timeout = (DEFAULT_CLIENT_TIMEOUT if args.client_timeout is None
                       else args.client_timeout or None)

@@ -111,6 +111,36 @@ def command_line(pid: int) -> str:
     return ""
 
 
+#: The long-lived Tether commands a store's user may be, named by ``command_kind``.
+_KINDS = ("serve", "mcp", "worker")
+
+
+def command_kind(pid: int) -> str | None:
+    """``serve``, ``mcp`` or ``worker`` if the process runs that ``tether`` command
+    (``tether serve ...``, ``python -m tether serve ...``), else None: how a refusal
+    names a process that has a SQLite store open (its lock tells its pid, not what it
+    is)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = [w.decode(errors="replace") for w in f.read().split(b"\0") if w]
+    except OSError:
+        return None
+    for i, word in enumerate(words):
+        if word == "tether" or word.endswith("/tether"):
+            return _command(words[i + 1:])
+    return None
+
+
+def _command(args: list[str]) -> str | None:
+    """The command of ``tether``'s arguments if in ``_KINDS``, past global options and
+    their values (``tether --log-level debug serve``)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        valued = "=" not in args[i] and i + 1 < len(args) and args[i + 1] not in _KINDS
+        i += 2 if valued else 1
+    return args[i] if i < len(args) and args[i] in _KINDS else None
+
+
 def fresh(worker: WorkerInfo, now: float) -> bool:
     """Whether the worker heartbeated within ``WORKER_STALE`` of ``now``."""
     return now - worker.heartbeat_at <= WORKER_STALE

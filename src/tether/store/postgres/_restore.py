@@ -57,6 +57,12 @@ from tether.store._restore import (
 from tether.store._sql import load_migrations
 from tether.store.postgres._config import translate_errors
 from tether.store.postgres._migrate import lock_key
+from tether.store.postgres._presence import (
+    HOLDERS_SQL,
+    PRESENCE_CLASS,
+    parse_name,
+    presence_key,
+)
 
 if TYPE_CHECKING:
     from tether.store.postgres._store import PostgresStore
@@ -215,7 +221,9 @@ async def _target(store: PostgresStore, force: bool, locker: int | None = None,
                 "AND pid IS DISTINCT FROM %s AND application_name LIKE 'tether%%'",
                 (locker,))
             sessions = [r for r in await cur.fetchall()
-                        if _names(str(r[4]), schema, others)]
+                        if _names(str(r[4]), schema, others) and not parse_name(str(r[1]))]
+            await cur.execute(HOLDERS_SQL, (PRESENCE_CLASS, presence_key(schema)))
+            present = [r for r in await cur.fetchall() if r[0] != locker]
     where = f"schema {schema} at {store.cfg.where}"
     host = socket.gethostname()
     live = [w for w in workers if fresh(w, now) and not (
@@ -224,6 +232,9 @@ async def _target(store: PostgresStore, force: bool, locker: int | None = None,
     if live:
         raise RestoreRefused(
             f"the store ({where}) is in use by {in_use_by(live, now, host, again)}")
+    if present:
+        raise RestoreRefused(f"the store ({where}) is in use by "
+                             f"{_present_by(present, host, again)}")
     if sessions:
         pid, app, client, since, _ = sessions[0]
         more = f" and {len(sessions) - 1} more" if len(sessions) > 1 else ""
@@ -239,6 +250,25 @@ async def _target(store: PostgresStore, force: bool, locker: int | None = None,
             "restore into a new database or schema, or give --force to replace it "
             "(Tether's tables only)")
     return _Target(has_store, runs, schedules)
+
+
+def _present_by(sessions: list[Any], host: str, again: str) -> str:
+    """The processes holding the schema's presence lock (``_presence``: ``tether
+    serve``, ``tether mcp``), named by kind, pid and host, with how to stop them."""
+    named, kills = [], []
+    for backend, app, client, since in sessions:
+        session = (f"PostgreSQL session {backend} from {client}, connected since "
+                   f"{str(since)[:19]}")
+        said = parse_name(str(app))
+        if said is None:  # (not named as Tether names it: the session is what is known)
+            named.append(f"a Tether process ({session})")
+            kills.append(f"pg_terminate_backend({backend})")
+            continue
+        kind, pid, on = said
+        named.append(f"tether {kind} (pid {pid} on {on}, {session})")
+        kills.append(f"kill -TERM {pid}" + ("" if on == host else f" on {on}"))
+    return (f"{', '.join(named)}: stop {'it' if len(named) == 1 else 'them'} "
+            f"({'; '.join(kills)}), then run {again} again")
 
 
 async def _exists(cur: Any, schema: str, table: str) -> bool:

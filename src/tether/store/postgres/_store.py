@@ -130,6 +130,7 @@ from tether.store.postgres._outage import (
     quiet_pool_log,
     tracked_connection,
 )
+from tether.store.postgres._presence import Presence
 from tether.store.postgres._raw import Held, Prepared, answer_reader, wait_answer
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
@@ -400,6 +401,11 @@ class PostgresStore(PostgresServeQueries):
                                      check_interval=min(30.0, self.query_timeout),
                                      query_timeout=self.query_timeout)
         self._closed = False
+        #: The kind of long-lived process this store serves (``serve``, ``mcp``; set
+        #: before ``open``): it holds the schema's presence lock while open, for
+        #: ``tether db copy`` and ``restore`` to see it (``_presence``). None: no lock.
+        self.process_kind: str | None = None
+        self._presence: Presence | None = None
         self._lifecycle = Lifecycle(self.schema, self._channel)
         self._guard: asyncio.Task[None] | None = None
         #: Connections on their way back to the pool in tasks of their own (_put_back).
@@ -471,6 +477,11 @@ class PostgresStore(PostgresServeQueries):
                                           name="tether-pg-pool-guard",
                                           context=every_caller_context())
         self._writer.start()
+        if self.process_kind is not None:
+            self._presence = Presence(self.cfg, self.schema, self.process_kind,
+                                      check_interval=min(30.0, self.query_timeout),
+                                      query_timeout=self.query_timeout)
+            self._presence.start()
 
     async def close(self) -> None:
         """Write pending journal appends, stop listening and close the pool.
@@ -491,6 +502,9 @@ class PostgresStore(PostgresServeQueries):
             self._linger.cancel()
             self._linger = None
         await self._release_held()
+        presence, self._presence = self._presence, None
+        if presence is not None:
+            await presence.close()
         await self._listener.close()
         await self._events.close()
         await self._outage.close()

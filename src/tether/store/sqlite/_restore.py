@@ -43,6 +43,7 @@ from tether.store._port import WorkerInfo
 from tether.store._restore import (
     RestoreRefused,
     RestoreResult,
+    command_kind,
     command_line,
     describe,
     file_kind,
@@ -189,8 +190,13 @@ def _refuse_live(path: str, workers: list[WorkerInfo], again: str = "the restore
         raise RestoreRefused(f"{path} is in use by {in_use_by(holders, now, host, again)}")
     if pids:
         pid = pids[0]
-        cmd = command_line(pid)
         more = f" and {len(pids) - 1} more" if len(pids) > 1 else ""
+        kind = command_kind(pid)
+        if kind is not None:  # (tether serve, tether mcp --no-worker: no worker row)
+            raise RestoreRefused(
+                f"{path} is in use by tether {kind} (pid {pid} on {host}){more}: stop it "
+                f"(kill -TERM {pid}), then run {again} again")
+        cmd = command_line(pid)
         raise RestoreRefused(
             f"{path} is in use by process {pid}{f' ({cmd})' if cmd else ''}{more}, a "
             "tether serve or another program with the store open: stop it (kill -TERM "
