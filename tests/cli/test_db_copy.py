@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -29,7 +28,16 @@ import psycopg
 import pytest
 
 from tests import forked
-from tests.cli.test_restore import ROOT, _env, _runs, _until, _workers
+from tests.cli.test_restore import (
+    ROOT,
+    _env,
+    _long_lived,
+    _opened,
+    _runs,
+    _stop,
+    _until,
+    _workers,
+)
 from tests.conftest import DB_PREFIX, _create_database, _database_url, _drop_database
 from tests.forked import stop_process
 from tether import App
@@ -628,57 +636,6 @@ async def test_a_copy_from_postgres_into_postgres_as_a_role_that_does_not_own_th
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
-
-
-def _long_lived(kind: str, db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """``tether serve`` (``kind`` ``serve``, on a free port, returned) or ``tether mcp
-    --no-worker`` (``mcp``; its stdin kept open, as its client would): neither registers
-    as a worker."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = (["serve", "--db", db, "--port", str(port)] if kind == "serve"
-            else ["mcp", APP, "--db", db, "--no-worker"])
-    # (not forked from the tests' zygote: a SQLite store's refusal tells the command
-    # from the process's command line, which a fork of the zygote does not have)
-    with open(tmp / f"{kind}.log", "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "tether", *args], cwd=ROOT,
-                                env=_env(tmp), stdin=subprocess.PIPE, stdout=out,
-                                stderr=subprocess.STDOUT), port
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    stop_process(proc, 60)
-    if proc.stdin is not None:
-        proc.stdin.close()
-
-
-async def _opened(kind: str, proc: subprocess.Popen[bytes], port: int, db: str) -> None:
-    """Until ``tether serve`` answers /healthz, or ``tether mcp`` has the store open
-    (PostgreSQL: its presence session; SQLite: the file's ``-shm`` lock)."""
-    if kind == "serve":
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
-                                            timeout=5) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        async def ready() -> bool:
-            return await asyncio.to_thread(healthy)
-    elif db.startswith("sqlite:"):
-        from tether.store.sqlite._restore import shm_holders
-
-        async def ready() -> bool:
-            return proc.pid in shm_holders(db[len("sqlite:///"):])
-    else:
-        async def ready() -> bool:
-            with psycopg.connect(db.split("?")[0], autocommit=True) as conn:
-                return bool(conn.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
-                    (f"tether-mcp {proc.pid}@{socket.gethostname()}",)).fetchall())
-    await _until(f"tether {kind} has the store open", ready, proc)
 
 
 @pytest.mark.parametrize("kind", ["serve", "mcp"])

@@ -34,9 +34,12 @@ from tests.forked import stop_process
 from tether import App, _faults
 from tether.store import WorkerInfo, open_store
 from tether.store._restore import RestoreRefused
+from tether.store.sqlite._restore import shm_holders
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.cli.backup_app:app"
+#: An app with an MCP tool, for `tether mcp` on a store being restored into.
+MCP_APP = "tests.cli.copy_app:app"
 
 needs_pg_tools = pytest.mark.skipif(
     any(shutil.which(p) is None for p in ("pg_dump", "pg_restore", "psql")),
@@ -122,6 +125,56 @@ async def _workers(url: str) -> list[WorkerInfo]:
         return await store.worker_list()
     finally:
         await store.close()
+
+
+def _long_lived(kind: str, db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``tether serve`` (``kind`` ``serve``, on a free port, returned) or ``tether mcp
+    --no-worker`` (``mcp``; its stdin kept open, as its client would): neither registers
+    as a worker."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = (["serve", "--db", db, "--port", str(port)] if kind == "serve"
+            else ["mcp", MCP_APP, "--db", db, "--no-worker"])
+    # (not forked from the tests' zygote: a SQLite store's refusal tells the command
+    # from the process's command line, which a fork of the zygote does not have)
+    with open(tmp / f"{kind}.log", "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "tether", *args], cwd=ROOT,
+                                env=_env(tmp), stdin=subprocess.PIPE, stdout=out,
+                                stderr=subprocess.STDOUT), port
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    stop_process(proc, 60)
+    if proc.stdin is not None:
+        proc.stdin.close()
+
+
+async def _opened(kind: str, proc: subprocess.Popen[bytes], port: int, db: str) -> None:
+    """Until ``tether serve`` answers /healthz, or ``tether mcp`` has the store open
+    (PostgreSQL: its presence session; SQLite: the file's ``-shm`` lock)."""
+    if kind == "serve":
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                            timeout=5) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        async def ready() -> bool:
+            return await asyncio.to_thread(healthy)
+    elif db.startswith("sqlite:"):
+        async def ready() -> bool:
+            return proc.pid in shm_holders(db[len("sqlite:///"):])
+    else:
+        async def ready() -> bool:
+            with psycopg.connect(db.split("?")[0], autocommit=True) as conn:
+                return bool(conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
+                    (f"tether-mcp {proc.pid}@{socket.gethostname()}",)).fetchall())
+    await _until(f"tether {kind} has the store open", ready, proc)
+
 
 
 async def _source_in_use(tmp: Path, source: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -681,8 +734,9 @@ async def test_postgres_a_store_tether_serve_uses_is_never_restored_into(
         await _until("tether serve answers /healthz", healthy, server)
         out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database)
         assert out.returncode == 2
-        assert "is in use: PostgreSQL session " in out.stderr, out.stderr
-        assert "a tether serve or worker: stop the Tether processes using it" in out.stderr
+        assert (f"is in use by tether serve (pid {server.pid} on {socket.gethostname()}, "
+                "PostgreSQL session ") in out.stderr, out.stderr
+        assert f"stop it (kill -TERM {server.pid}), then run the restore again" in out.stderr
     finally:
         stop_process(server, 60)
     assert await _runs(pg_database) == {}
@@ -917,3 +971,53 @@ async def test_postgres_a_worker_starting_during_the_copy_waits_for_it(
 
     await _waits_for_the_restore(tmp_path, pg_database, backup,
                                  lambda: _worker(pg_database, tmp_path, "late"), blocked)
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+@pytest.mark.parametrize("kind", ["serve", "mcp"])
+async def test_postgres_a_store_tether_serve_or_mcp_uses_is_named_where_other_schemas_are(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str, kind: str) -> None:
+    """A database with another Tether schema: the idle sessions of ``tether serve`` or
+    ``tether mcp --no-worker`` on the target named no schema (``tether mcp`` went
+    unseen). Their presence session names them; once they stop the restore is made."""
+    backup = await _pg_backup(tmp_path, pg_migrated_url, "from-backup")
+    for url in (f"{pg_database}?schema=other", pg_database):
+        assert _tether(tmp_path, "db", "migrate", "--db", url).returncode == 0
+    proc, port = _long_lived(kind, pg_database, tmp_path)
+    try:
+        await _opened(kind, proc, port, pg_database)
+        out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database)
+        assert out.returncode == 2, out.stderr
+        assert (f"is in use by tether {kind} (pid {proc.pid} on {socket.gethostname()}, "
+                "PostgreSQL session ") in out.stderr, out.stderr
+        assert f"stop it (kill -TERM {proc.pid}), then run the restore again" in out.stderr
+    finally:
+        _stop(proc)
+    assert await _runs(pg_database) == {}
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database)
+    assert out.returncode == 0, out.stderr
+    assert sorted(await _runs(pg_database)) == ["from-backup"]
+
+
+@pytest.mark.parametrize("kind", ["serve", "mcp"])
+async def test_sqlite_a_refusal_names_the_tether_serve_or_mcp_that_has_the_store_open(
+        tmp_path: Path, kind: str) -> None:
+    backup = await _backup_of(tmp_path, "from-backup")
+    path = tmp_path / "target.db"
+    target = f"sqlite:///{path}"
+    assert _tether(tmp_path, "db", "migrate", "--db", target).returncode == 0
+    proc, port = _long_lived(kind, target, tmp_path)
+    try:
+        await _opened(kind, proc, port, target)
+        out = _tether(tmp_path, "db", "restore", str(backup), "--db", target)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr == (
+            f"tether: error: {path} is in use by tether {kind} (pid {proc.pid} on "
+            f"{socket.gethostname()}): stop it (kill -TERM {proc.pid}), then run the "
+            "restore again\n")
+    finally:
+        _stop(proc)
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", target)
+    assert out.returncode == 0, out.stderr
+    assert sorted(await _runs(target)) == ["from-backup"]
