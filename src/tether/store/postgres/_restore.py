@@ -13,7 +13,8 @@ another schema that depends on Tether's tables makes the restore fail, rolled ba
 
 A store in use is one with a worker whose heartbeat is fresh (its row in
 ``workers``; one of this host only while its process lives and Tether sessions are
-connected to this database), or with Tether's sessions (``application_name``
+connected to this database), a ``tether serve`` or ``tether mcp`` holding the schema's
+presence lock (``_presence``), or with Tether's sessions (``application_name``
 ``tether*`` in ``pg_stat_activity``: workers, ``tether serve``) whose last query names
 the schema, or names none in a database with no other Tether schema.
 
