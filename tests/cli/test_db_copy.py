@@ -725,3 +725,38 @@ async def test_sqlite_a_tether_serve_or_mcp_on_the_source_is_named(
     out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["runs"] == 1
+
+
+async def test_postgres_a_tether_serve_takes_its_presence_again_after_losing_it(
+        tmp_path: Path, pg_url: str) -> None:
+    """The presence session of a serve ended under it (an outage, an operator's
+    pg_terminate_backend) is made again at its next check (every query_timeout, here
+    2 s): the serve is seen by the copy again, not only until its first outage."""
+    source, target = f"{pg_url}?schema=a", f"{pg_url}?schema=b"
+    assert _tether(tmp_path, "db", "migrate", "--db", f"{pg_url}?schema=c").returncode == 0
+    assert _tether(tmp_path, "db", "migrate", "--db", source).returncode == 0
+    proc, port = _long_lived("serve", f"{source}&query_timeout=2", tmp_path)
+    name = f"tether-serve {proc.pid}@{socket.gethostname()}"
+
+    def sessions() -> list[int]:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,))]
+
+    try:
+        await _opened("serve", proc, port, source)
+        await _until("the presence session", lambda: asyncio.to_thread(sessions), proc)
+        first = sessions()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (first[0],))
+
+        async def again() -> bool:
+            now = await asyncio.to_thread(sessions)
+            return bool(now) and now != first
+
+        await _until("the presence session is made again", again, proc)
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+        assert out.returncode == 2, out.stderr
+        assert f" is in use by tether serve (pid {proc.pid} on " in out.stderr, out.stderr
+    finally:
+        _stop(proc)

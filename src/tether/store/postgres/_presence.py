@@ -123,10 +123,10 @@ class Presence:
             except asyncio.CancelledError:
                 raise
             except psycopg.Error as exc:
-                log.log(logging.WARNING if backoff == 0.5 else logging.DEBUG,
-                        "presence connection to PostgreSQL at %s:%s lost (%s); "
-                        "reconnecting in %.1f s", self.cfg.host, self.cfg.port,
-                        connect_reason(exc), backoff)
+                # (a debug line: the pool's and the listener's lines tell an outage)
+                log.debug("presence connection to PostgreSQL at %s:%s lost (%s); "
+                          "reconnecting in %.1f s", self.cfg.host, self.cfg.port,
+                          connect_reason(exc), backoff)
             await self._disconnect()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 8.0)
