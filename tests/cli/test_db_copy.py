@@ -760,3 +760,22 @@ async def test_postgres_a_tether_serve_takes_its_presence_again_after_losing_it(
         assert f" is in use by tether serve (pid {proc.pid} on " in out.stderr, out.stderr
     finally:
         _stop(proc)
+
+
+async def test_sqlite_a_tether_serve_killed_with_sigkill_does_not_hold_the_copy(
+        tmp_path: Path) -> None:
+    """A SQLite serve killed with -9: its lock on the ``-shm`` file goes with it, and
+    the copy is made at once."""
+    source, target = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    assert _tether(tmp_path, "db", "migrate", "--db", source).returncode == 0
+    proc, port = _long_lived("serve", source, tmp_path)
+    try:
+        await _opened("serve", proc, port, source)
+        out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+        assert out.returncode == 2 and " is in use by tether serve " in out.stderr, out.stderr
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+    finally:
+        _stop(proc)
+    out = _tether(tmp_path, "db", "copy", "--db", source, "--to", target)
+    assert out.returncode == 0, out.stderr
