@@ -1,0 +1,178 @@
+"""A run page's timeline on a touch screen (390 x 844, light and dark) in a real
+headless Chromium: each entry reads as a block at the card's width, no row a blank
+block; the fork link in view; a row a run event adds gets the same layout; a run link
+in a sentence keeps its punctuation on its line. Screenshots go to the test's
+temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web.helpers import ADMIN, WEBAPP, start_serve, start_worker
+from tests.web.test_browser import browser as browser  # the fixture
+from tests.web.test_browser import wait_for
+from tests.web.test_browser_phone_run_pages import SIDEWAYS
+
+pytestmark = pytest.mark.slow
+
+FAN = "fan-2026-12-07-0001"
+FAILED = "order-2026-12-07-bb22"
+RETRIED = "retry-2026-12-07-cc33"
+LONG = "long-2026-12-07-ee55"
+PARENT = "digest-2026-12-07-ef56"
+
+#: Each timeline row: its text, its height, and the height of what the reader sees of
+#: it: its content (text, badges, links, "details") inside the box the timeline scrolls
+#: in, from the first line's top to the last one's bottom. A row taller than that by
+#: more than its padding is a blank block: as a wide table on a phone, the details column
+#: (off screen, a word wide) made rows hundreds of pixels tall under "#, Kind, Name".
+ROWS = """rows => rows.map(row => {
+  const view = row.closest('.scroll-x').getBoundingClientRect();
+  let top = Infinity, bottom = -Infinity;
+  for (const cell of row.cells) {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    for (const r of range.getClientRects()) {
+      if (!r.width || !r.height || r.right <= view.left || r.left >= view.right) continue;
+      top = Math.min(top, r.top);
+      bottom = Math.max(bottom, r.bottom);
+    }
+  }
+  return [row.textContent.trim().slice(0, 60), row.getBoundingClientRect().height,
+          bottom - top];
+})"""
+
+#: The most a row is taller than what it shows: its padding and a cell's (8 + 8 px).
+PADDING = 24
+
+#: Whether an element is inside the box the timeline scrolls in, as the page opens (not
+#: scrolled sideways to).
+IN_VIEW = """e => { const r = e.getBoundingClientRect(),
+  view = e.closest('.scroll-x').getBoundingClientRect();
+  return r.width > 0 && r.left >= view.left && r.right <= view.right; }"""
+
+#: Whether the character after a link is on the link's line (compared by their
+#: bottoms: a line apart when it went to the next).
+PUNCTUATION_WITH_IT = """a => {
+  const next = a.nextSibling;
+  const range = document.createRange();
+  range.setStart(next, 0);
+  range.setEnd(next, 1);
+  const mark = range.getBoundingClientRect(), link = a.getBoundingClientRect();
+  return [next.textContent[0], Math.abs(mark.bottom - link.bottom)
+          < parseFloat(getComputedStyle(a).lineHeight) / 2];
+}"""
+
+
+def _rows_read_whole(page: object, where: str) -> None:
+    """No timeline row on ``page`` is taller than what it shows plus its padding; the
+    timeline fits its card (nothing to scroll to) and the page keeps its width."""
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    rows = page.locator(".timeline tr.op").evaluate_all(ROWS)
+    blank = [(text, height, shown) for text, height, shown in rows
+             if height > shown + PADDING]
+    assert not blank, f"{where}: rows with a blank block: {blank}"
+    assert page.locator(".scroll-x").first.evaluate(
+        "e => e.scrollWidth <= e.clientWidth"), f"{where}: the timeline scrolls sideways"
+    assert not page.evaluate(SIDEWAYS), f"{where}: the page scrolls sideways"
+
+
+def test_the_timeline_on_a_phone(browser: object, tmp_path: Path) -> None:
+    """At 390 px the timeline was a table 760 px wide in a box that scrolled: its
+    details squeezed to a column off screen, a fan-out's row 500 px of stripes under
+    "child_result 3 child runs". Each entry now reads at the card's width: position,
+    kind, name and status, then start, duration and attempts, then its details."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/timeline.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        for workflow, run_id, args in (
+                ("fan_out_parent", FAN, []), ("fixable", FAILED, ["order-7"]),
+                ("retrying", RETRIED, ["t1"]), ("steps", LONG, [55]),
+                ("waiting_parent", PARENT, [])):
+            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+                "workflow": workflow, "input": args, "run_id": run_id})
+            assert r.status_code == 201, r.text
+        for run_id, status in ((FAN, "waiting"), (FAILED, "failed"), (RETRIED, "completed"),
+                               (LONG, "completed"), (PARENT, "waiting")):
+            wait_for(served.url, run_id, status)
+        r = httpx.post(f"{served.url}/api/v1/runs/{PARENT}/cancel", headers=api, json={})
+        assert r.status_code == 202, r.text
+        wait_for(served.url, f"{PARENT}.0", "cancelled")
+        for scheme in ("light", "dark"):
+            context = browser.new_context(viewport={"width": 390, "height": 844},
+                                          color_scheme=scheme, has_touch=True,
+                                          is_mobile=True)
+            page = context.new_page()
+            page.goto(served.url + "/login")
+            page.fill("input[name=token]", ADMIN)
+            page.press("input[name=token]", "Enter")
+            expect(page).to_have_url(served.url + "/runs")
+            for run_id in (FAN, FAILED, RETRIED, LONG):
+                page.goto(served.url + "/runs/" + run_id)
+                expect(page.locator("#run-status")).to_be_visible()
+                page.screenshot(path=str(tmp_path / f"{run_id}-390-{scheme}.png"),
+                                full_page=True)
+                _rows_read_whole(page, run_id)
+                if run_id != FAN:  # (a waiting run's journal is forked from its end)
+                    fork = page.locator("a.forkhere").first
+                    expect(fork).to_be_visible()
+                    assert fork.evaluate(IN_VIEW), f"{run_id}: the fork link is off screen"
+                    assert fork.evaluate("e => e.getBoundingClientRect().height") >= 40
+            page.goto(served.url + "/runs/" + FAILED)
+            failed = page.locator("tr.op.st-error")
+            expect(failed).to_contain_text("bug in fragile('order-7')")
+            failed.locator("summary").click()
+            expect(failed.locator("pre.tb")).to_be_visible()
+            page.goto(served.url + "/runs/" + RETRIED)
+            attempts = page.locator("tr.op.k-step td").nth(4)
+            expect(attempts).to_have_text("2")
+            assert attempts.evaluate(
+                "e => getComputedStyle(e, '::before').content") == '"attempts "'
+            expect(attempts).to_be_visible()
+            context.close()
+
+        # A row a run event adds (the child .2 ends: its result is journaled) is drawn
+        # as the others, and the page keeps its width.
+        context = browser.new_context(viewport={"width": 390, "height": 844},
+                                      has_touch=True, is_mobile=True)
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        page.goto(served.url + "/runs/" + FAN)
+        rows = page.locator(".timeline tr.op")
+        expect(rows).to_have_count(5)  # (3 starts, the first child's result, the wait)
+        r = httpx.post(f"{served.url}/api/v1/runs/{FAN}.2/signals/go", headers=api,
+                       json={"data": 1})
+        assert r.status_code in (200, 202), r.text
+        expect(rows).to_have_count(6)
+        names = page.locator(".timeline tr.op.k-child_result td:nth-child(3)")
+        expect(names).to_contain_text([f"{FAN}.0", f"{FAN}.2", "3 child runs"])
+        page.screenshot(path=str(tmp_path / "fan-live-390.png"), full_page=True)
+        _rows_read_whole(page, "the fan-out after a child ended")
+
+        # The cancelled child's "with its parent run <link>, whose cancel ...": the comma
+        # on the link's line at every width (a line broke between the two where the link
+        # ended a line: at 267 and 767 px, say).
+        page.goto(served.url + f"/runs/{PARENT}.0")
+        link = page.locator(".cancel-said a")
+        expect(link).to_have_text(PARENT)
+        for width in range(250, 800):  # (at 1 px steps: it broke in a few px at each)
+            page.set_viewport_size({"width": width, "height": 844})
+            mark, with_it = link.evaluate(PUNCTUATION_WITH_IT)
+            assert mark == "," and with_it, f"at {width} px the comma left its link"
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
