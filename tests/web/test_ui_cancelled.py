@@ -81,8 +81,9 @@ async def test_a_child_cancelled_by_its_parent_names_the_parent(
         await _until(app, kid.run_id, "cancelled")
     parent = await app.store.run_get("px-1")
     card = _card((await ui.get(f"/runs/{kid.run_id}")).text)
-    assert ('with its parent run <a class="mono" href="/runs/px-1" title="px-1">'
-            "px-1</a>, whose cancel was requested at ") in card, card
+    # (the link and its comma in a span that does not wrap: a line broke between them)
+    assert ('with its parent run <span class="nowrap"><a class="mono" href="/runs/px-1"'
+            ' title="px-1">px-1</a>,</span> whose cancel was requested at ') in card, card
     assert f'datetime="{_iso(parent.cancel_requested_at)}"' in card, card
     assert "on a cancel requested" not in card and "tether.errors.Cancelled" not in card
     # (the parent's own card: its own request)

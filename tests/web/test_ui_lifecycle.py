@@ -484,7 +484,8 @@ async def test_schedules_page_says_its_decorator_without_parentheses_around_it(
     head = re.search(r'<div class="page-head"><h1>Schedules</h1>(.*?)</div>', page, re.S)
     assert head is not None, page
     assert "(<code>" not in head[1] and "</code>)" not in head[1], head[1]
-    assert "declared in code with <code>@app.schedule</code>;" in head[1], head[1]
+    assert ("declared in code with <span class=\"nowrap\"><code>@app.schedule</code>;"
+            "</span>") in head[1], head[1]
 
 
 #: ``code`` directly inside parentheses in a template, Jinja tags between them allowed:
