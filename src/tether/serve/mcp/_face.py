@@ -1286,7 +1286,10 @@ class _TaskOnlyListed:
     -32601 (``missing_capability``). This server declares no ``tasks`` capability on
     those protocols (its tasks are the 2026-07-28 extension's), so such a client cannot
     call the tool at all, and can tell so before calling it: it was listed as any other
-    tool. The 2026-07-28 tool has no ``execution``: listed as before."""
+    tool. A protocol before 2025-11-25 has no ``execution`` to say it with, so there the
+    tool is not listed (a model would call it and get the error every time); called by
+    name, it answers -32601 all the same. The 2026-07-28 tool has no ``execution``:
+    listed as before."""
 
     def __init__(self, task_only: Iterable[str]) -> None:
         self.task_only = frozenset(task_only)
@@ -1301,10 +1304,19 @@ class _TaskOnlyListed:
         tools = listed.get("tools") if isinstance(listed, dict) else None
         if not isinstance(listed, dict) or not isinstance(tools, list):
             return result
+        if (ctx.protocol_version or "") < _TASK_SUPPORT_SINCE:  # (no way to say it)
+            return {**listed, "tools": [
+                tool for tool in tools
+                if not (isinstance(tool, dict) and tool.get("name") in self.task_only)]}
         return {**listed, "tools": [
             {**tool, "execution": {"taskSupport": "required"}}
             if isinstance(tool, dict) and tool.get("name") in self.task_only else tool
             for tool in tools]}
+
+
+#: The first protocol whose ``Tool`` has ``execution.taskSupport`` (versions are dates,
+#: so they compare as text).
+_TASK_SUPPORT_SINCE = "2025-11-25"
 
 
 #: -32602's message to a request on a connection that was not opened: the SDK's says
