@@ -361,7 +361,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             writer.note(attempt_id, (*head, "superseded", started, ctx.clock.now(), None))
             raise _Stop() from None
         except asyncio.CancelledError:
-            if _cancelled_by_workflow(ctx, sdef, pos, state, args_text, task):
+            if (_cancelled_by_workflow(ctx, sdef, pos, state, args_text, task)
+                    or _cancelled_unjournaled(ctx, task)):
                 writer.note(attempt_id, (*head, "cancelled", started, ctx.clock.now(), None))
             raise
         except _Interrupted:
@@ -775,6 +776,19 @@ def _cancelled_by_workflow(ctx: RunContext, sdef: StepDef, pos: int, state: _Att
                                     started_at=state.first_at or now, finished_at=now,
                                     args=args_text))
     return True
+
+
+def _cancelled_unjournaled(ctx: RunContext, task: asyncio.Task[Any] | None) -> bool:
+    """A step cancelled neither by the run's unwinding (``ctx.stop``) nor by the worker's
+    stop, whose cancellation is not journaled (``_cancelled_by_workflow``): a branch the
+    workflow left running when its code ended (the worker cancels it: ``abandoned``), or
+    a step awaited by the main task itself when the workflow's code cancels that task
+    (an ``asyncio.timeout`` around it). Its attempt ends ``cancelled``: nothing else
+    notes it, and it stayed ``running``, which ``show`` called interrupted. The step's
+    journal is unchanged (an abandoned branch's step is never recorded; the main task's
+    runs again at the next replay)."""
+    return (ctx.stop is None and task is not None
+            and (ctx.abandoned or task is ctx.main_task) and not ctx.shutting_down())
 
 
 def _was_cancelled(ctx: RunContext, entry: JournalEntry) -> bool:

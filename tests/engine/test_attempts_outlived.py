@@ -468,3 +468,75 @@ async def test_an_async_step_the_workflow_cancels_ends_its_attempt_cancelled(
         await wait_for(lambda: status_is(app, "a", "completed"), timeout=30)
     assert await _statuses(app, "a", "charge") == ["cancelled"]
     await app.close()
+
+
+async def test_a_branch_left_running_when_the_workflow_returns_ends_its_attempt_cancelled(
+        store_url: str) -> None:
+    """A branch the workflow never awaits is cancelled by the worker when the workflow's
+    code returns: its step's attempt ends ``cancelled`` (it stayed ``running``, shown
+    interrupted, in a run that completed)."""
+    app = App(store_url)
+    begun = asyncio.Event()
+
+    @app.step
+    async def charge() -> str:
+        begun.set()
+        await asyncio.Event().wait()  # (until cancelled)
+        return "charged"
+
+    branches: list[asyncio.Future[Any]] = []
+
+    @app.workflow
+    async def pay() -> str:
+        branches.append(asyncio.ensure_future(charge()))  # (never awaited)
+        await begun.wait()
+        return "done"
+
+    async with app.worker():
+        await app.start(pay, run_id="b")
+        await wait_for(lambda: status_is(app, "b", "completed"), timeout=30)
+        await wait_for(lambda: _all(app, "b", "charge", "cancelled"), timeout=30,
+                       what="the abandoned branch's attempt noted cancelled")
+    assert await _statuses(app, "b", "charge") == ["cancelled"]
+    await app.close()
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_step_of_the_main_task_the_workflow_times_out_ends_its_attempt_cancelled(
+        store_url: str, kind: str) -> None:
+    """The workflow's main task awaits a step under ``asyncio.timeout``: the timeout
+    cancels the main task, and the step's attempt ends ``cancelled`` (it stayed
+    ``running``, shown interrupted, in a run that went on and completed)."""
+    app = App(store_url)
+    release = threading.Event()
+
+    async def waits() -> str:
+        await asyncio.Event().wait()  # (until cancelled)
+        return "charged"
+
+    def blocks() -> str:
+        release.wait(60)
+        return "charged"
+
+    charge = app.step(name="charge")(waits if kind == "async" else blocks)
+
+    @app.workflow
+    async def pay() -> str:
+        try:
+            async with asyncio.timeout(0.2):
+                await charge()
+        except TimeoutError:
+            return "timed out"
+        return "charged"
+
+    try:
+        async with app.worker():
+            await app.start(pay, run_id="m")
+            await wait_for(lambda: status_is(app, "m", "completed"), timeout=30)
+            await wait_for(lambda: _all(app, "m", "charge", "cancelled"), timeout=30,
+                           what="the timed-out step's attempt noted cancelled")
+    finally:
+        release.set()
+    assert await _statuses(app, "m", "charge") == ["cancelled"]
+    assert (await app.get_run("m")).result == "timed out"
+    await app.close()
