@@ -274,3 +274,30 @@ async def test_a_cancel_whose_commit_went_unanswered_answers_as_cancelled(
         assert (cancelled.run_id, cancelled.status) == ("r", RunStatus.CANCELLED)
     finally:
         await store.close()
+
+
+async def test_releases_sharing_a_commit_that_went_unanswered_are_read_back_as_released(
+        pg_url: str, holding: SyncHoldingProxy) -> None:
+    """Two workers' releases written in one transaction (group commit) whose commit went
+    unanswered: the batch is read back, every caller succeeds, and each run waits for
+    what its release said, under its lease's token."""
+    store = PostgresStore(holding.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        claims = [await start_and_claim(store, run_id) for run_id in ("r1", "r2")]
+        pid = await _backend_pid(store)
+        holding.arm()
+        releases = asyncio.gather(*(
+            store.run_release(lease=c.lease, now=T0 + 5, wait=Wait(
+                None, f"signal go-{c.run.run_id}", signal=f"go-{c.run.run_id}"))
+            for c in claims), return_exceptions=True)
+        await _wait(holding.held, "the pipeline's Sync")
+        _terminate(pg_url, pid)
+        assert await releases == [None, None]
+        stored = await store.run_get_many(["r1", "r2"])
+        assert sorted((r.run_id, r.status, r.waiting_for, r.fencing_token)
+                      for r in stored) == [
+            (c.run.run_id, RunStatus.WAITING, f"signal go-{c.run.run_id}",
+             c.lease.fencing_token) for c in claims]
+    finally:
+        await store.close()
