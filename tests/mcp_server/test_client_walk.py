@@ -127,7 +127,9 @@ async def test_a_client_walks_the_face(transport: str, tmp_path: Path) -> None:
         created = await client.session.call_tool("slow_sum", {"numbers": [4, 5]},
                                                  allow_claimed=True)
         assert isinstance(created, CreateTaskResult)
-        assert (created.result_type, created.status) == ("task", "working")
+        # (its status as the store has it when the task is made: a worker that is
+        # quick has completed it already)
+        assert created.result_type == "task" and created.status in ("working", "completed")
         done = await poll(client, created.task_id, {"completed", "failed", "cancelled"})
         assert done.status == "completed" and done.error is None
         wire = WireCallToolResult.model_validate(done.result)
