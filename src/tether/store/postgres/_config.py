@@ -295,6 +295,15 @@ class Unanswered(psycopg.OperationalError):
         self.reason = reason
 
 
+def may_read_back(exc: StoreError) -> bool:
+    """Whether the outcome of a write whose commit went unanswered (``exc``, a
+    StoreError at the store's boundary) may be read back on a new connection: its
+    outcome is unknown (``outcome_unknown``), and the commit's deadline did not pass
+    (a server that did not answer is not asked again: that would cost another deadline,
+    and it may not have ended that session yet)."""
+    return exc.outcome_unknown and not isinstance(exc.__cause__, NoAnswer)
+
+
 def unanswered(exc: BaseException) -> bool:
     """Whether ``exc`` (or the error it was raised for: a deadline's NoAnswer) is an
     ``Unanswered``."""

@@ -103,6 +103,7 @@ from tether.store.postgres._config import (
     busy,
     connect_reason,
     full,
+    may_read_back,
     parse_url,
     pick,
     refused,
@@ -1230,7 +1231,7 @@ class PostgresStore(PostgresServeQueries):
         that session yet)."""
         ids = [r.run_id for r in runs]
         stored: dict[str, RunRecord] | None = None
-        if not isinstance(exc.__cause__, NoAnswer):
+        if may_read_back(exc):
             with contextlib.suppress(StoreError):
                 stored = {r.run_id: r for r in await self.run_get_many(ids)}
         if stored is None:
@@ -1662,7 +1663,7 @@ class PostgresStore(PostgresServeQueries):
         the lease's fencing token and ``now`` as its end); None when it is not stored
         as such or cannot be read (see ``_finishes_read_back``). The worker's retry of
         the end was refused as a lost lease: the run had ended."""
-        if not exc.outcome_unknown or isinstance(exc.__cause__, NoAnswer):
+        if not may_read_back(exc):
             return None
         try:
             run = await self.run_get(lease.run_id)
@@ -1711,7 +1712,7 @@ class PostgresStore(PostgresServeQueries):
         deadline passed: see ``_starts_read_back``). Their worker would make the end
         again, which the store refuses once the run has ended: a lost lease, logged as
         such, for a run that ended as its worker said."""
-        if isinstance(exc.__cause__, NoAnswer):
+        if not may_read_back(exc):
             return set()
         try:
             runs = await self.run_get_many([f.lease.run_id for f in batch])
@@ -1804,7 +1805,7 @@ class PostgresStore(PostgresServeQueries):
         ``_finishes_read_back``). Their worker would release the run again, which the
         store refuses once it waits: a lost lease, logged as a takeover that never
         happened."""
-        if isinstance(exc.__cause__, NoAnswer):
+        if not may_read_back(exc):
             return set()
         try:
             runs = await self.run_get_many([r.lease.run_id for r in batch])
@@ -1894,7 +1895,7 @@ class PostgresStore(PostgresServeQueries):
         commit's deadline passed: see ``_starts_read_back``)."""
         found: SignalSent | None = None
         read = False
-        if key is not None and not isinstance(exc.__cause__, NoAnswer):
+        if key is not None and may_read_back(exc):
             with contextlib.suppress(StoreError):
                 found = await self.signal_find(run_id=run_id, idempotency_key=key)
                 read = True
@@ -1992,7 +1993,7 @@ class PostgresStore(PostgresServeQueries):
             # changes nothing the second time) it answers as the first would have (it
             # raised, and ``tether cancel`` said the database was unavailable). Not
             # after a deadline: a hung server would cost another.
-            if not exc.outcome_unknown or isinstance(exc.__cause__, NoAnswer):
+            if not may_read_back(exc):
                 raise
             _, _, _, _, _, ended, _, _, stored = await self._txn(steps)
             if stored and run_from_row(stored[0]).status == RunStatus.CANCELLED:
