@@ -7,14 +7,21 @@ proxy on that loop could not pass the answer on meanwhile.
 
 Armed with a marker (bytes the client will send: a step's result, which is in its
 journal append and nowhere before it), the proxy cuts when a client message holding the
-marker comes (the connections reset, not closed politely), in one of two ways:
+marker comes (the connections reset, not closed politely), in one of three ways:
 
 - ``"before"``: the message is dropped: the server never sees the write;
 - ``"after"``: the message goes to the server, whose answer (up to its ReadyForQuery:
   the implicit transaction committed) is read and dropped: the write committed and the
-  client cannot know it.
+  client cannot know it;
+- ``"hold"``: a network cut the server does not see: the message is kept back and the
+  client's side reset, while the server's side stays connected, its session alive
+  (as after a partition, with the write still in flight or unread in the server's
+  socket): the message and what follows it up to the next Sync (a pipeline's COMMIT).
+  ``release()`` then sends the message on, as a late packet would be, and
+  ``settled`` is set once the server answered it or that connection ended.
 
-Then it accepts and resets every new connection (the server is gone) until ``back()``.
+Then (``"before"``, ``"after"``) it accepts and resets every new connection (the server
+is gone) until ``back()``; after a ``"hold"`` new connections pass.
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 #: The server's ReadyForQuery message (its status byte follows): the end of an answer.
 _READY = b"Z\x00\x00\x00\x05"
+#: The client's Sync message: the end of a statement's or a pipeline's messages.
+_SYNC = b"S\x00\x00\x00\x04"
 
-Mode = Literal["before", "after"]
+Mode = Literal["before", "after", "hold"]
 
 
 class CuttingProxy:
@@ -44,6 +53,9 @@ class CuttingProxy:
         #: Whether the server answered the write before the cut (mode "after").
         self.answered = False
         self.refused = 0  # connections refused while down
+        #: Set once a held message was answered, or its connection ended (``"hold"``).
+        self.settled = threading.Event()
+        self._release: asyncio.Event | None = None
         self._marker: bytes | None = None
         self._mode: Mode = "before"
         self._loop = asyncio.new_event_loop()
@@ -67,6 +79,14 @@ class CuttingProxy:
         def set_() -> None:
             self._marker, self._mode = marker, mode
         self._loop.call_soon_threadsafe(set_)
+
+    def release(self) -> None:
+        """Send the message held (``"hold"``) on to the server, if its session is still
+        there (``settled`` tells when that is over)."""
+        def go() -> None:
+            if self._release is not None:
+                self._release.set()
+        self._loop.call_soon_threadsafe(go)
 
     def go_down(self) -> None:
         """Cut every connection now and refuse new ones (the server is gone)."""
@@ -114,7 +134,7 @@ class CuttingProxy:
             return
         s_transport = s_writer.transport
         self._transports |= {c_transport, s_transport}  # type: ignore[arg-type]
-        muted = False
+        muted = held = False
         answer = bytearray()
         answered = asyncio.Event()
 
@@ -128,6 +148,9 @@ class CuttingProxy:
                 marker = self._marker
                 if marker is not None and marker in tail + data:
                     self._marker = None
+                    if self._mode == "hold":
+                        await hold(data)
+                        return
                     if self._mode == "before":
                         self._cut_all()
                         self.cut.set()
@@ -142,6 +165,27 @@ class CuttingProxy:
                     return
                 tail = data[-256:]
                 s_writer.write(data)
+
+        async def hold(data: bytes) -> None:
+            nonlocal muted, held
+            muted = held = True
+            kept = bytearray(data)
+            while _SYNC not in kept:  # (a pipeline's COMMIT, its Sync: what follows it)
+                more = await c_reader.read(65536)
+                if not more:
+                    break
+                kept += more
+            c_transport.abort()  # type: ignore[attr-defined]
+            self._release = asyncio.Event()
+            self.cut.set()
+            await self._release.wait()
+            answer.clear()
+            s_writer.write(bytes(kept))
+            with contextlib.suppress(Exception):
+                await s_writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), 10.0)
+            self.answered = answered.is_set()
 
         async def server_to_client() -> None:
             while True:
@@ -165,3 +209,5 @@ class CuttingProxy:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._transports -= {c_transport, s_transport}  # type: ignore[arg-type]
+        if held:
+            self.settled.set()

@@ -14,7 +14,8 @@ statement's by a proxy that passes it, drops its answer and cuts (``cutproxy``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -28,6 +29,8 @@ from .conftest import T0, run_record, start_and_claim
 from .test_pg_pipeline_outage import SyncHoldingProxy, _wait, terminate_after_commit
 
 pytestmark = pytest.mark.postgres
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -299,5 +302,89 @@ async def test_releases_sharing_a_commit_that_went_unanswered_are_read_back_as_r
                       for r in stored) == [
             (c.run.run_id, RunStatus.WAITING, f"signal go-{c.run.run_id}",
              c.lease.fencing_token) for c in claims]
+    finally:
+        await store.close()
+
+
+async def _cut_while_the_session_lives(cutting: CuttingProxy, op: Awaitable[T]
+                                       ) -> tuple[T | BaseException, bool]:
+    """``op``'s outcome when the write holding the armed marker is kept back by a network
+    cut its server session does not see (``"hold"``), and whether the write, sent on to
+    that session once ``op`` answered (a late packet), then committed after all."""
+    try:
+        outcome: T | BaseException = await op
+    except StoreUnavailable as exc:
+        outcome = exc
+    assert cutting.cut.is_set()
+    cutting.release()
+    assert await asyncio.to_thread(cutting.settled.wait, 30), "the held write never settled"
+    return outcome, cutting.answered
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["lone", "batch"])
+async def test_a_start_not_found_after_a_network_cut_stays_not_started(
+        pg_url: str, cutting: CuttingProxy, many: bool) -> None:
+    """A network cut the server does not see leaves the session of the start alive, the
+    write perhaps still to come to it. Not found by the read-back, the start was said
+    not to have committed (``outcome_unknown`` False) while that session could still
+    commit it: the run then existed, and a caller told "not started" started it again
+    under a new id. The session is ended (and waited for) before the read."""
+    store = PostgresStore(cutting.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("warm"))
+        cutting.arm(b"held-start-1", "hold")
+        if many:
+            op: Awaitable[object] = store.run_insert_many(
+                runs=[run_record("held-start-1"), run_record("held-start-2")])
+        else:
+            op = store.run_insert(run=run_record("held-start-1"))
+        outcome, committed_later = await _cut_while_the_session_lives(cutting, op)
+        assert isinstance(outcome, StoreUnavailable), outcome
+        assert not outcome.outcome_unknown, outcome  # (read back: not there)
+        assert not committed_later
+        assert await store.run_get_many(["held-start-1", "held-start-2"]) == []
+    finally:
+        await store.close()
+
+
+async def test_a_keyed_signal_not_found_after_a_network_cut_stays_not_sent(
+        pg_url: str, cutting: CuttingProxy) -> None:
+    """As a start: the send's session, left alive by the cut, is ended before its
+    idempotency key is read back; not found, the send did not commit, and never will."""
+    store = PostgresStore(cutting.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r"))
+        cutting.arm(b"held-payload-1", "hold")
+        outcome, committed_later = await _cut_while_the_session_lives(
+            cutting, store.signal_send(run_id="r", name="go", payload='"held-payload-1"',
+                                       idempotency_key="k", now=1.0))
+        assert isinstance(outcome, StoreUnavailable), outcome
+        assert not outcome.outcome_unknown, outcome
+        assert not committed_later
+        assert await store.signal_find(run_id="r", idempotency_key="k") is None
+    finally:
+        await store.close()
+
+
+async def test_a_runs_end_not_found_after_a_network_cut_is_made_again(
+        pg_url: str, cutting: CuttingProxy) -> None:
+    """A worker's end of a run whose session a network cut left alive: not found by the
+    read-back (after that session was ended), the end fails and the worker makes it
+    again, which succeeds. The session, left alive, committed the first end meanwhile,
+    and the retry was refused as a lost lease: a takeover that never happened."""
+    store = PostgresStore(cutting.url(), pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        claimed = await start_and_claim(store, "r")
+        cutting.arm(b"held-result-1", "hold")
+        outcome, _ = await _cut_while_the_session_lives(cutting, store.run_finish(
+            lease=claimed.lease, status="completed", result='"held-result-1"', error=None,
+            now=T0 + 5))
+        assert isinstance(outcome, StoreUnavailable), outcome
+        assert await store.run_finish(lease=claimed.lease, status="completed",
+                                      result='"held-result-1"', error=None,
+                                      now=T0 + 5) == "completed"
     finally:
         await store.close()

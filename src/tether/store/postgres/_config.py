@@ -288,11 +288,16 @@ class Unanswered(psycopg.OperationalError):
     """The connection was lost once a transaction's COMMIT (or a statement that commits
     on its own) may have gone out, before its answer came: it may have committed.
     Raised for the error met (``reason``, whose text it has); a StoreUnavailable with
-    ``outcome_unknown`` at the store's boundary."""
+    ``outcome_unknown`` at the store's boundary. ``backend``: the server process of
+    the session that sent the COMMIT (its pid, read before the write: libpq forgets it
+    once the connection is lost; 0 if unknown). A network cut leaves that session
+    alive on the server, the COMMIT perhaps still on its way to it or unread in its
+    socket: until it has ended, a write not found may still commit."""
 
-    def __init__(self, reason: BaseException) -> None:
+    def __init__(self, reason: BaseException, backend: int = 0) -> None:
         super().__init__(str(reason))
         self.reason = reason
+        self.backend = backend
 
 
 def may_read_back(exc: StoreError) -> bool:
@@ -302,6 +307,13 @@ def may_read_back(exc: StoreError) -> bool:
     (a server that did not answer is not asked again: that would cost another deadline,
     and it may not have ended that session yet)."""
     return exc.outcome_unknown and not isinstance(exc.__cause__, NoAnswer)
+
+
+def unanswered_backend(exc: BaseException) -> int:
+    """The pid of the server process that was sent the unanswered COMMIT of ``exc`` (a
+    StoreError whose cause is an ``Unanswered``); 0 if unknown."""
+    cause = exc.__cause__
+    return cause.backend if isinstance(cause, Unanswered) else 0
 
 
 def unanswered(exc: BaseException) -> bool:

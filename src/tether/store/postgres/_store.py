@@ -109,6 +109,7 @@ from tether.store.postgres._config import (
     refused,
     role_of,
     translate_errors,
+    unanswered_backend,
     unavailable,
 )
 from tether.store.postgres._deadline import LONG_FACTOR, Watch, sever, within
@@ -996,11 +997,12 @@ class PostgresStore(PostgresServeQueries):
         writes (its own transaction): a connection lost once it went out raises
         ``Unanswered`` (it may have committed)."""
         async def go(conn: Conn) -> tuple[list[Any], int]:
+            backend = conn.pgconn.backend_pid if commits else 0
             try:
                 cur = await conn.execute(self._q[name], params, prepare=prepare)
             except psycopg.Error as exc:
                 if commits and _connection_lost(conn, exc):
-                    raise Unanswered(exc) from exc
+                    raise Unanswered(exc, backend) from exc
                 raise
             rows = await cur.fetchall() if cur.description is not None else []
             return rows, cur.rowcount
@@ -1021,6 +1023,7 @@ class PostgresStore(PostgresServeQueries):
         transaction may have committed (``StoreError.outcome_unknown``)."""
         cursors: list[psycopg.AsyncCursor[Any]] = []
         committing = False
+        backend = conn.pgconn.backend_pid  # (0 once the connection is lost: read now)
 
         async def send() -> None:
             nonlocal committing
@@ -1051,7 +1054,7 @@ class PostgresStore(PostgresServeQueries):
                 log.debug("PostgreSQL at %s: a pipeline's exit failed too (%s) after %s",
                           self.cfg.where, exc, first)
             if lost:
-                raise Unanswered(first) from first
+                raise Unanswered(first, backend) from first
             if first is not exc:
                 raise first from None
             raise
@@ -1223,15 +1226,16 @@ class PostgresStore(PostgresServeQueries):
         twice. A run stored as given (its input and creation time) was created by it;
         one stored otherwise existed before (not created, as an answered start says).
 
-        Raises: ``exc`` when a run is not there (the transaction did not commit: the
-        server ended that session), or a StoreUnavailable with ``outcome_unknown``
-        naming the runs and how to check when they cannot be read back: the read
-        failed too, or the commit's deadline passed (a server that did not answer is
-        not asked again: that would cost another deadline, and it may not have ended
-        that session yet)."""
+        Raises: ``exc`` when a run is not there (the transaction did not commit, and
+        will not: the session it was sent on has ended, ended here if a network cut
+        left it alive: ``_session_ended``), or a StoreUnavailable with
+        ``outcome_unknown`` naming the runs and how to check when they cannot be read
+        back: the read failed too, that session did not end, or the commit's deadline
+        passed (a server that did not answer is not asked again: that would cost
+        another deadline, and it may not have ended that session yet)."""
         ids = [r.run_id for r in runs]
         stored: dict[str, RunRecord] | None = None
-        if may_read_back(exc):
+        if may_read_back(exc) and await self._session_ended(exc):
             with contextlib.suppress(StoreError):
                 stored = {r.run_id: r for r in await self.run_get_many(ids)}
         if stored is None:
@@ -1244,6 +1248,35 @@ class PostgresStore(PostgresServeQueries):
         log.debug("PostgreSQL at %s: a start whose commit went unanswered committed "
                   "(read back: run %s)", self.cfg.where, ids[0])
         return [(stored[r.run_id], _same_start(stored[r.run_id], r)) for r in runs]
+
+    async def _session_ended(self, exc: StoreUnavailable) -> bool:
+        """Whether the session that was sent the commit that went unanswered (``exc``)
+        has ended, so that a read-back that does not find the write may say it did not
+        commit. A network cut (not the server ending the session) leaves that session
+        alive on the server, the COMMIT perhaps still on its way or unread in its
+        socket, to commit later: it is ended (``pg_terminate_backend``, allowed on the
+        store's own role's sessions) and waited for, up to an operation's deadline.
+        False when that cannot be established (its pid unknown, still there then, or
+        the server not answering): the outcome stays unknown."""
+        backend = unanswered_backend(exc)
+        if not backend:
+            return False
+        give_up = time.monotonic() + self._deadline()
+        pause = 0.005
+        try:
+            while True:
+                rows, _ = await self._one("session_end", {"pid": backend}, prepare=False)
+                if not rows:
+                    return True
+                if time.monotonic() + pause > give_up:
+                    break
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
+        except StoreError:
+            return False
+        log.debug("PostgreSQL at %s: the session of a commit that went unanswered (server "
+                  "process %d) did not end", self.cfg.where, backend)
+        return False
 
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         if status is None:
@@ -1663,7 +1696,7 @@ class PostgresStore(PostgresServeQueries):
         the lease's fencing token and ``now`` as its end); None when it is not stored
         as such or cannot be read (see ``_finishes_read_back``). The worker's retry of
         the end was refused as a lost lease: the run had ended."""
-        if not may_read_back(exc):
+        if not may_read_back(exc) or not await self._session_ended(exc):
             return None
         try:
             run = await self.run_get(lease.run_id)
@@ -1708,11 +1741,12 @@ class PostgresStore(PostgresServeQueries):
                                   exc: StoreUnavailable) -> set[str]:
         """The runs of ``batch`` whose ends, in a transaction whose commit went
         unanswered (``exc``), are stored as asked (status, fencing token, time), read
-        back on a new connection; none when they cannot be read (or the commit's
-        deadline passed: see ``_starts_read_back``). Their worker would make the end
+        back on a new connection once the session the commit was sent on has ended
+        (``_session_ended``); none when they cannot be read (that session did not end,
+        or the commit's deadline passed: see ``_starts_read_back``). Their worker would make the end
         again, which the store refuses once the run has ended: a lost lease, logged as
         such, for a run that ended as its worker said."""
-        if not may_read_back(exc):
+        if not may_read_back(exc) or not await self._session_ended(exc):
             return set()
         try:
             runs = await self.run_get_many([f.lease.run_id for f in batch])
@@ -1805,7 +1839,7 @@ class PostgresStore(PostgresServeQueries):
         ``_finishes_read_back``). Their worker would release the run again, which the
         store refuses once it waits: a lost lease, logged as a takeover that never
         happened."""
-        if not may_read_back(exc):
+        if not may_read_back(exc) or not await self._session_ended(exc):
             return set()
         try:
             runs = await self.run_get_many([r.lease.run_id for r in batch])
@@ -1890,12 +1924,13 @@ class PostgresStore(PostgresServeQueries):
         the same name: ``exc`` is raised with a message saying that it may have been
         delivered and how to check (a retry would deliver it twice).
 
-        Raises: ``exc`` when the key's signal is not there (the send did not commit), or
-        a StoreUnavailable with ``outcome_unknown`` (no key, the read failed too, or the
-        commit's deadline passed: see ``_starts_read_back``)."""
+        Raises: ``exc`` when the key's signal is not there (the send did not commit, and
+        will not: its session has ended), or a StoreUnavailable with
+        ``outcome_unknown`` (no key, the read failed too, that session did not end, or
+        the commit's deadline passed: see ``_starts_read_back``)."""
         found: SignalSent | None = None
         read = False
-        if key is not None and may_read_back(exc):
+        if key is not None and may_read_back(exc) and await self._session_ended(exc):
             with contextlib.suppress(StoreError):
                 found = await self.signal_find(run_id=run_id, idempotency_key=key)
                 read = True

@@ -1039,3 +1039,13 @@ SELECT {schema}.publish(%(channel)s, %(parts)s::text[]);
 -- The server's clock (epoch seconds): the one clock every worker of the store reads
 -- leases and timers off (tether._clock.SyncedClock).
 SELECT extract(epoch FROM clock_timestamp())::float8;
+
+-- session_end --
+-- End the session of server process %(pid)s, if it is still there (this store's role and
+-- database, a client's): the session a commit that went unanswered was sent on, which a
+-- network cut leaves alive on the server, perhaps with the COMMIT still to read. A row
+-- while it is there (pg_terminate_backend: signalled), none once it has ended (it then
+-- commits nothing more: a commit under way when the signal comes ends first).
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE pid = %(pid)s AND datname = current_database() AND usename = current_user
+  AND backend_type = 'client backend';
