@@ -302,7 +302,9 @@ class StoreError(TetherError):
     Attributes:
         sqlstate: the PostgreSQL server's code for the error it answered (SQLSTATE,
             e.g. ``"42501"``: the role lacks a privilege), to test rather than the
-            message's text; None when the server gave none (SQLite, a connection lost).
+            message's text (also of a StoreUnavailable for the server's FATAL that ended
+            the session, e.g. ``"57P01"``: a terminated backend); None when the server
+            gave none (SQLite, a connection lost without the server's word).
         outcome_unknown: the connection was lost after the operation's commit may have
             reached the server and before its answer came (a restart, a network cut at
             that moment): what it wrote may be stored all the same. Where the store

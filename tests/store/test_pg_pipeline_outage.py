@@ -232,3 +232,42 @@ async def test_a_pipeline_on_a_connection_the_server_ended_logs_no_psycopg_warni
         assert await store.run_get("a") is None  # the next operation has a new connection
     finally:
         await store.close()
+
+
+async def test_a_pipeline_whose_session_ends_before_its_commit_runs_says_so(
+        pg_url: str) -> None:
+    """The server ends the session while a statement of the pipeline waits on a lock
+    (its COMMIT sent, not run): the error is the server's ("terminating connection due
+    to administrator command", SQLSTATE 57P01), and the outcome is known: nothing was
+    committed. psycopg drops that FATAL when the connection's end follows it (it raises
+    "server closed the connection unexpectedly"), and the write was reported as one
+    whose commit may have gone through (``outcome_unknown``)."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r"))
+        assert store._pool is not None
+        conn = await store._pool.getconn()
+        pid = conn.info.backend_pid
+        await store._pool.putconn(conn)
+        with psycopg.connect(pg_url) as locker:  # (a transaction holding the run's row)
+            locker.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r' FOR UPDATE")
+            op = asyncio.ensure_future(store.run_resume(run_id="r", now=T0 + 1))
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                for _ in range(3000):
+                    row = admin.execute("SELECT wait_event_type FROM pg_stat_activity"
+                                        " WHERE pid = %s", (pid,)).fetchone()
+                    if row == ("Lock",) or op.done():
+                        break
+                    await asyncio.sleep(0.01)
+                assert not op.done() and row == ("Lock",), row
+                assert admin.execute("SELECT pg_terminate_backend(%s, 10000)",
+                                     (pid,)).fetchone() == (True,)
+            with pytest.raises(StoreUnavailable) as caught:
+                await op
+        message = str(caught.value)
+        assert "terminating connection due to administrator command" in message, message
+        assert caught.value.sqlstate == "57P01"
+        assert not caught.value.outcome_unknown
+    finally:
+        await store.close()

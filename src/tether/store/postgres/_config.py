@@ -382,8 +382,11 @@ def translate_errors(cfg: PgConfig) -> Iterator[None]:
     except psycopg.errors.TransactionRollback:
         raise  # serialization failure / deadlock: the caller retries the transaction
     except CONNECTION_ERRORS as exc:
-        error = unavailable(cfg, exc.reason if isinstance(exc, Unanswered) else exc)
+        reason = exc.reason if isinstance(exc, Unanswered) else exc
+        error = unavailable(cfg, reason)
         error.outcome_unknown = unanswered(exc)
+        # (the server's FATAL that ended the session: 57P01 a terminated backend, ...)
+        error.sqlstate = getattr(reason, "sqlstate", None) or None
         raise error from exc
     except psycopg.errors.InsufficientPrivilege as exc:
         raise StoreError(lacks_privilege(cfg, exc), sqlstate=exc.sqlstate) from exc

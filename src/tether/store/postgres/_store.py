@@ -279,6 +279,49 @@ def _first_error(exc: BaseException) -> BaseException:
     return first
 
 
+class _ServerSaid:
+    """The first error the server sent in a pipeline, and what it answered.
+
+    psycopg (3.3.9) drops it when the session then ends: a FATAL ("terminating
+    connection due to administrator command", SQLSTATE 57P01) that answers a statement
+    in the middle of a pipeline is taken from the connection with the end of its stream
+    behind it; psycopg's exit of the pipeline keeps it to raise, goes on to fetch the
+    results of the statements after it (the COMMIT's), meets the end of the stream, and
+    raises that instead ("consuming input failed: server closed the connection
+    unexpectedly"): the server's message, its SQLSTATE, and that it answered a
+    statement before the COMMIT were lost (``conn.pgconn.error_message`` has only the
+    closed connection's text, the error's ``diag`` nothing). So the pipeline's
+    processing of each result is watched (``BasePipeline._process_results``, psycopg's
+    own; without it, as before: nothing kept)."""
+
+    __slots__ = ("answered", "error")
+
+    def __init__(self) -> None:
+        self.error: psycopg.Error | None = None
+        #: The cursor whose statement the error answered (None: the pipeline's Sync).
+        self.answered: object = None
+
+    def watch(self, pipeline: Any) -> None:
+        process = getattr(pipeline, "_process_results", None)
+        if process is None:
+            return
+
+        def keeping(queued: Any, results: Any) -> None:
+            try:
+                process(queued, results)
+            except psycopg.Error as exc:
+                if self.error is None and exc.sqlstate:  # (the server's, not libpq's)
+                    self.error, self.answered = exc, queued[0] if queued else None
+                raise
+
+        pipeline._process_results = keeping
+
+    def before(self, commit: object) -> bool:
+        """Whether the server's error answered a statement sent before ``commit`` (the
+        COMMIT's cursor): the server ended the transaction there, and never ran it."""
+        return self.error is not None and self.answered not in (None, commit)
+
+
 def _connection_lost(conn: Conn, exc: BaseException) -> bool:
     """Whether ``exc``, met on ``conn``, lost the connection rather than being the
     server's answer to a statement (which rolls its transaction back): the connection
@@ -1017,13 +1060,18 @@ class PostgresStore(PostgresServeQueries):
         ``unprepared`` statements are never prepared, the others as ``prepare`` says.
 
         A pipeline the server cut (its session ended: a shutdown, a terminated
-        backend) raises the server's reason (``_first_error``), and its connection,
-        left in pipeline mode, is closed: nothing may run on it again. Cut once its
-        COMMIT may have gone out, it raises ``Unanswered`` for that reason: the
-        transaction may have committed (``StoreError.outcome_unknown``)."""
+        backend) raises the server's reason (``_first_error``, or the error the server
+        sent that psycopg dropped: ``_ServerSaid``), and its connection, left in
+        pipeline mode, is closed: nothing may run on it again. Cut once its COMMIT may
+        have gone out, it raises ``Unanswered`` for that reason: the transaction may
+        have committed (``StoreError.outcome_unknown``). Not when the server's error
+        answered BEGIN or a statement before the COMMIT (a session ended while a
+        statement waited on a lock): the server never ran the COMMIT."""
         cursors: list[psycopg.AsyncCursor[Any]] = []
         committing = False
         backend = conn.pgconn.backend_pid  # (0 once the connection is lost: read now)
+        said = _ServerSaid()
+        commit = conn.cursor()
 
         async def send() -> None:
             nonlocal committing
@@ -1034,12 +1082,19 @@ class PostgresStore(PostgresServeQueries):
                                   prepare=False if i < unprepared else prepare)
                 cursors.append(cur)
             committing = True
-            await conn.execute("COMMIT")
+            await commit.execute("COMMIT")
 
         try:
-            await self._in_pipeline(conn, send)
+            await self._in_pipeline(conn, send, said)
         except BaseException as exc:
-            lost = committing and _connection_lost(conn, _first_error(exc))
+            first = _first_error(exc)
+            if said.error is not None and first is not said.error and not getattr(
+                    first, "sqlstate", None):
+                log.debug("PostgreSQL at %s: a pipeline failed with %r after the server "
+                          "said %r", self.cfg.where, str(first), str(said.error))
+                first = said.error  # (not psycopg's "server closed the connection")
+            lost = (committing and not said.before(commit)
+                    and _connection_lost(conn, first))
             if not conn.closed and conn.pgconn.pipeline_status != PipelineStatus.OFF:
                 # (a ROLLBACK would be queued in the pipeline and wait out the deadline)
                 log.debug("PostgreSQL at %s: a connection left in pipeline mode is "
@@ -1049,7 +1104,6 @@ class PostgresStore(PostgresServeQueries):
                     TransactionStatus.INTRANS, TransactionStatus.INERROR):
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
-            first = _first_error(exc)
             if first is not exc:
                 log.debug("PostgreSQL at %s: a pipeline's exit failed too (%s) after %s",
                           self.cfg.where, exc, first)
@@ -1060,7 +1114,8 @@ class PostgresStore(PostgresServeQueries):
             raise
         return cursors
 
-    async def _in_pipeline(self, conn: Conn, send: Callable[[], Awaitable[None]]) -> None:
+    async def _in_pipeline(self, conn: Conn, send: Callable[[], Awaitable[None]],
+                           said: _ServerSaid | None = None) -> None:
         """``send()`` in a pipeline on ``conn``; raises the first error met.
 
         psycopg (3.3) exits a pipeline whose block raised by syncing it all the same,
@@ -1070,10 +1125,13 @@ class PostgresStore(PostgresServeQueries):
         the Sync fails too ("the connection is lost"), and every such outage wrote
         that line in the worker's log beside its own. So the block's error is held
         while the pipeline exits, the exit's error then raised by psycopg rather than
-        logged, and dropped here (it only follows from the first), the first raised."""
+        logged, and dropped here (it only follows from the first), the first raised.
+        ``said``: keeps the first error the server sent (``_ServerSaid``)."""
         failed: BaseException | None = None
         try:
-            async with conn.pipeline():
+            async with conn.pipeline() as pipeline:
+                if said is not None:
+                    said.watch(pipeline)
                 try:
                     await send()
                 except BaseException as exc:
