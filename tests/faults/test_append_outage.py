@@ -14,12 +14,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.faults.cutproxy import CuttingProxy, Mode
+from tests.faults.cutproxy import CuttingProxy, Mode, cutting_proxy, direct_app, run_ended
 from tether import App, RunStatus
 
 pytestmark = [pytest.mark.postgres]
@@ -47,40 +46,16 @@ def _agent_app(url: str, calls: list[str], answer: str) -> App:
 
 
 @pytest.fixture
-async def proxy(pg_migrated_url: str) -> AsyncIterator[CuttingProxy]:
-    p = CuttingProxy(pg_migrated_url).start()
-    try:
+def proxy(pg_migrated_url: str) -> Iterator[CuttingProxy]:
+    with cutting_proxy(pg_migrated_url) as p:
         yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture
 async def client(pg_migrated_url: str) -> AsyncIterator[App]:
     """The test's own App, on the server directly (never cut)."""
-    app = App(pg_migrated_url)
-    await app._open()
-    try:
+    async with direct_app(pg_migrated_url) as app:
         yield app
-    finally:
-        await app.close()
-
-
-async def _cut(proxy: CuttingProxy, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not proxy.cut.is_set():
-        assert time.monotonic() < deadline, "the step's append never went out"
-        await asyncio.sleep(0.01)
-
-
-async def _ended(client: App, run_id: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = await client.store.run_get(run_id)
-        if run is not None and run.status.is_ended:
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} still {run and run.status}"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("mode", ["before", "after"])
@@ -99,11 +74,11 @@ async def test_a_steps_append_cut_off_is_written_when_the_store_is_back(
         async with app.worker(lease_seconds=2.0):
             proxy.arm(answer.encode(), mode)
             handle = await app.start("agent", "hello", run_id="r1")
-            await _cut(proxy)
+            await proxy.wait_cut()
             assert proxy.answered is (mode == "after")
             await asyncio.sleep(outage)
             proxy.back()
-            run = await _ended(client, handle.run_id)
+            run = await run_ended(client, handle.run_id)
     finally:
         await app.close()
     assert calls == ["hello"], calls
@@ -135,9 +110,9 @@ async def test_a_result_held_through_an_outage_is_dropped_if_another_worker_took
         async with cut_off.worker(lease_seconds=1.0) as first:
             proxy.arm(answer.encode(), mode)
             await cut_off.start("agent", "hello", run_id="r1")
-            await _cut(proxy)
+            await proxy.wait_cut()
             async with other.worker(lease_seconds=1.0):
-                run = await _ended(client, "r1")
+                run = await run_ended(client, "r1")
             proxy.back()
             deadline = time.monotonic() + 20
             while not any(r.getMessage().startswith("run r1: lease lost at position 0 ")
@@ -198,11 +173,11 @@ async def test_a_run_cancelled_while_its_result_waits_for_the_store(
         async with app.worker(lease_seconds=2.0):
             proxy.arm(answer.encode(), "before")
             await app.start("agent", "hello", run_id="r1")
-            await _cut(proxy)
+            await proxy.wait_cut()
             await client.cancel("r1")
             await asyncio.sleep(1.0)
             proxy.back()
-            run = await _ended(client, "r1")
+            run = await run_ended(client, "r1")
     finally:
         await app.close()
     assert calls == ["hello"]
@@ -227,7 +202,7 @@ async def test_a_draining_worker_writes_a_held_result_within_its_grace_period(
         async with app.worker(lease_seconds=2.0) as worker:
             proxy.arm(answer.encode(), "before")
             await app.start("agent", "hello", run_id="r1")
-            await _cut(proxy)
+            await proxy.wait_cut()
             draining = asyncio.ensure_future(worker.drain(grace=20.0))
             await asyncio.sleep(1.5)
             assert not draining.done()
@@ -238,7 +213,7 @@ async def test_a_draining_worker_writes_a_held_result_within_its_grace_period(
         assert handed_back.waiting_for == "handed back by a draining worker"
         assert [e.name for e in await client.store.journal_read("r1")] == ["paid_call"]
         async with other.worker():
-            run = await _ended(client, "r1")
+            run = await run_ended(client, "r1")
     finally:
         await app.close()
         await other.close()
@@ -277,10 +252,10 @@ async def test_many_runs_cut_off_at_once_each_write_their_result_once(
                 assert time.monotonic() < deadline, calls
                 await asyncio.sleep(0.02)
             gate.set()
-            await _cut(proxy)
+            await proxy.wait_cut()
             await asyncio.sleep(3.0)
             proxy.back()
-            runs = [await _ended(client, f"r{i:02}") for i in range(20)]
+            runs = [await run_ended(client, f"r{i:02}") for i in range(20)]
     finally:
         await app.close()
     assert sorted(calls) == sorted(f"p{i}" for i in range(20)), calls
@@ -323,7 +298,7 @@ async def test_a_step_running_through_an_outage_past_its_lease_is_not_run_again(
             proxy.back()
             await asyncio.sleep(3.0)  # the worker's claims and heartbeats go through
             gate.set()
-            run = await _ended(client, "r1")
+            run = await run_ended(client, "r1")
     finally:
         await app.close()
     assert calls == ["hello"], calls

@@ -15,124 +15,20 @@ proxy between the store and the server keeps the client's Sync back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import select
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
+from tests.faults.cutproxy import SyncHoldingProxy, terminate_after_commit, wait_for
 from tether.errors import StoreUnavailable
 from tether.store.postgres import PostgresStore
 
 from .conftest import T0, run_record
 
 pytestmark = pytest.mark.postgres
-
-#: The client's Sync message: the end of a pipeline.
-_SYNC = b"S\x00\x00\x00\x04"
-
-
-class SyncHoldingProxy:
-    """A TCP proxy to PostgreSQL, in a thread with its own event loop. Once ``arm()``ed,
-    the next client message stream holding a Sync is passed on up to it, and it and
-    what follows kept back (``held`` is set then); the server's bytes and the end of
-    its stream pass as they come."""
-
-    def __init__(self, target_url: str) -> None:
-        parts = urlsplit(target_url)
-        self.target_url = target_url
-        self.host = parts.hostname or "127.0.0.1"
-        self.target_port = parts.port or 5432
-        self.port = 0
-        self.held = threading.Event()
-        self._armed = False
-        self._writers: list[asyncio.StreamWriter] = []
-        self._sockets: list[socket.socket] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="sync-holding-proxy")
-        self._server: asyncio.Server | None = None
-
-    def start(self) -> SyncHoldingProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
-        return self
-
-    def url(self) -> str:
-        parts = urlsplit(self.target_url)
-        user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
-
-    def arm(self) -> None:
-        def set_() -> None:
-            self._armed = True
-        self._loop.call_soon_threadsafe(set_)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            for w in self._writers:
-                w.transport.abort()
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        for sock in self._sockets:
-            sock.close()
-        self._loop.close()
-
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, c_reader: asyncio.StreamReader,
-                     c_writer: asyncio.StreamWriter) -> None:
-        # The server's side is a bare socket: a session the server ends may end with a
-        # reset right after its FATAL message, and a StreamReader that meets the reset
-        # raises it at once, dropping the bytes it had read before it (the FATAL); a
-        # socket's recv gives them first, as the client's own would. The client's side
-        # is closed however the server's ends (it waited out its deadline on a reset).
-        loop = asyncio.get_running_loop()
-        server = socket.socket()
-        server.setblocking(False)
-        await loop.sock_connect(server, (self.host, self.target_port))
-        self._writers.append(c_writer)
-        self._sockets.append(server)
-        holding = False
-
-        async def to_server() -> None:
-            nonlocal holding
-            while data := await c_reader.read(65536):
-                if holding:
-                    continue
-                if self._armed and _SYNC in data:
-                    self._armed, holding = False, True
-                    await loop.sock_sendall(server, data[:data.index(_SYNC)])
-                    self.held.set()
-                    continue
-                await loop.sock_sendall(server, data)
-            server.shutdown(socket.SHUT_WR)
-
-        async def to_client() -> None:
-            try:
-                while data := await loop.sock_recv(server, 65536):
-                    c_writer.write(data)
-            finally:
-                c_writer.close()
-
-        await asyncio.gather(to_server(), to_client(), return_exceptions=True)
-        server.close()
-
 
 @pytest.fixture
 def proxy(pg_url: str) -> Iterator[SyncHoldingProxy]:
@@ -141,31 +37,6 @@ def proxy(pg_url: str) -> Iterator[SyncHoldingProxy]:
         yield p
     finally:
         p.close()
-
-
-async def _wait(event: threading.Event, what: str) -> None:
-    if not await asyncio.to_thread(event.wait, 30):
-        raise AssertionError(f"never: {what}")
-
-
-def terminate_after_commit(pg_url: str, pid: int) -> None:
-    """End backend ``pid``'s session once it has run the pipeline's COMMIT and waits for
-    the client (the held Sync). The Sync kept back only says that the COMMIT went out:
-    a backend still planning an earlier statement was ended before it, its FATAL the
-    answer to that statement, and the statements after it failed with "server closed
-    the connection unexpectedly", which psycopg raised instead (a third of the runs on
-    a loaded machine)."""
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        for _ in range(3000):
-            row = admin.execute("SELECT query, wait_event FROM pg_stat_activity"
-                                " WHERE pid = %s", (pid,)).fetchone()
-            if row == ("COMMIT", "ClientRead"):
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError(f"backend {pid} never ran the pipeline's COMMIT: {row}")
-        assert admin.execute("SELECT pg_terminate_backend(%s, 10000)",
-                             (pid,)).fetchone() == (True,)
 
 
 async def test_a_pipeline_cut_by_the_servers_shutdown_says_so_and_drops_its_connection(
@@ -181,7 +52,7 @@ async def test_a_pipeline_cut_by_the_servers_shutdown_says_so_and_drops_its_conn
         proxy.arm()
         op = asyncio.ensure_future(store.run_claim(worker_id="w", queues=["q"], limit=1,
                                                    now=T0, lease_seconds=30))
-        await _wait(proxy.held, "the pipeline's Sync")
+        await wait_for(proxy.held, "the pipeline's Sync")
         await asyncio.to_thread(terminate_after_commit, pg_url, pid)
         with pytest.raises(StoreUnavailable) as caught:
             await op
