@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import tether
 from tether import App, RetryPolicy
@@ -173,7 +174,7 @@ async def steps_beside_a_signal() -> list[object]:
 async def slow_side_effect(delay: float) -> int:
     """A side effect that takes ``delay`` seconds: ``begin`` and ``end`` in the side file."""
     side("begin")
-    await asyncio.sleep(delay)
+    time.sleep(delay)  # (blocks the loop: a frozen worker's body ends before its heartbeat)
     side("end")
     return os.getpid()
 

@@ -123,7 +123,12 @@ async def test_a_stalled_workers_refused_step_reads_superseded_and_its_loss_one_
     step body ends (its side effect happened: twice in all) and its result is refused by
     fencing. The history shows that attempt ``superseded`` (it read ``ok``, as if the
     step had run once), and the frozen worker says the loss in one WARNING: where the run
-    stood, who holds it now, both fencing tokens, the step refused (it said three)."""
+    stood, who holds it now, both fencing tokens, the step refused (it said three).
+
+    The step's body holds the event loop (``time.sleep``): continued, its body ends
+    before the heartbeat runs. Awaiting ``asyncio.sleep``, which of the two the loop
+    takes first after SIGCONT depends on their timers, and a heartbeat first cancels the
+    run's task in the body: a correct outcome, but not the one tested here."""
     from tests.faults.apps import one_slow_step
 
     app, workers = env
