@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,78 @@ from tests.engine.helpers import status_is, wait_for
 from tether import App, RateLimit, _faults
 from tether._replay import current_run
 from tether.worker import _worker
+
+
+def _charge(app: App, effects: Path, *, is_async: bool = False,
+            **options: Any) -> Callable[[], Any]:
+    """``charge``: a step whose side effect is a line appended to ``effects`` (a plain
+    ``def``, or ``is_async``; ``options``: ``app.step``'s)."""
+    def charge() -> str:
+        with effects.open("a") as f:
+            f.write("charged\n")
+        return "charged"
+
+    async def charge_async() -> str:
+        return charge()
+
+    step: Callable[[], Any] = app.step(name="charge", **options)(
+        charge_async if is_async else charge)
+    return step
+
+
+class _Holds:
+    """``hold(i)``: a plain-def step that keeps its executor thread until ``release`` is
+    set (``entered``: the ``i`` of those a thread took), so that a step queued behind
+    every thread waits for one."""
+
+    def __init__(self, app: App) -> None:
+        self.entered: list[int] = []
+        self.release = threading.Event()
+        entered, release = self.entered, self.release
+
+        @app.step
+        def hold(i: int) -> int:
+            entered.append(i)
+            release.wait(60)
+            return i
+
+        self.step = hold
+
+    async def queued(self, app: App, threads: int, run_id: str) -> None:
+        """Until every thread holds a ``hold`` step, and ``charge``'s attempt began
+        (queued behind them)."""
+        await wait_for(lambda: len(self.entered) == threads, timeout=30,
+                       what="every thread busy with a hold step")
+        await wait_for(lambda: _has(app, run_id, "running"), timeout=30,
+                       what="charge's attempt begun (queued for a thread)")
+
+
+class _Blocking:
+    """``charge``: a step that blocks until ``release`` is set (a plain ``def``, in its
+    thread) or, ``is_async``, until cancelled, then returns or, ``raises``, raises
+    ``ValueError("card declined")``; ``begun`` is set as its body starts."""
+
+    def __init__(self, app: App, *, is_async: bool = False, raises: bool = False) -> None:
+        self.begun, self.release = threading.Event(), threading.Event()
+        begun, release = self.begun, self.release
+
+        def blocks() -> str:
+            begun.set()
+            release.wait(60)
+            if raises:
+                raise ValueError("card declined")
+            return "charged"
+
+        async def waits() -> str:
+            begun.set()
+            await asyncio.Event().wait()  # (until cancelled)
+            return "charged"
+
+        self.step: Callable[[], Any] = app.step(name="charge")(waits if is_async else blocks)
+
+    async def started(self) -> None:
+        """Until its body has begun."""
+        assert await asyncio.to_thread(self.begun.wait, 30)
 
 
 async def _statuses(app: App, run_id: str, step: str) -> list[str]:
@@ -33,25 +107,18 @@ async def test_a_thread_that_outlives_its_lost_run_notes_how_its_attempt_ended(
     owner runs the step again); when it raises, ``error``. It stayed ``running`` for
     good (``show`` said ``interrupted``), though the function had run to its end."""
     app = App(store_url)
-    entered, release = threading.Event(), threading.Event()
-
-    @app.step
-    def charge() -> str:
-        entered.set()
-        release.wait(60)
-        if outcome == "raises":
-            raise ValueError("card declined")
-        return "charged"
+    charge = _Blocking(app, raises=outcome == "raises")
+    release = charge.release
 
     @app.workflow
     async def pay() -> str:
-        return await charge()
+        return await charge.step()
 
     await app._open()
     store = app.store
     await app.start(pay, run_id="p")
     async with app.worker(lease_seconds=2.0, concurrency=1) as worker:
-        assert await asyncio.to_thread(entered.wait, 30)
+        await charge.started()
         await wait_for(lambda: _has(app, "p", "running"), timeout=30,
                        what="the attempt's running row written")
         await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
@@ -138,21 +205,8 @@ async def test_a_sync_step_queued_for_a_thread_does_not_start_once_the_run_is_lo
     of them stops, and nothing looked at the lease before the thread took the step.)"""
     app = App(store_url)
     effects = tmp_path / "charged.txt"
-    entered: list[int] = []
-    release = threading.Event()
+    holds, charge = _Holds(app), _charge(app, effects)
     taken = asyncio.Event()
-
-    @app.step
-    def hold(i: int) -> int:
-        entered.append(i)
-        release.wait(60)
-        return i
-
-    @app.step
-    def charge() -> str:
-        with effects.open("a") as f:
-            f.write("charged\n")
-        return "charged"
 
     @app.step
     async def late() -> str:
@@ -165,10 +219,11 @@ async def test_a_sync_step_queued_for_a_thread_does_not_start_once_the_run_is_lo
             try:
                 return await late()
             finally:
-                release.set()  # (the branch stopped: its write was refused)
+                holds.release.set()  # (the branch stopped: its write was refused)
 
-        results = await asyncio.gather(lose_first(), *[hold(i) for i in range(threads)],
-                                       charge(), return_exceptions=True)
+        results = await asyncio.gather(
+            lose_first(), *[holds.step(i) for i in range(threads)], charge(),
+            return_exceptions=True)
         return [type(r).__name__ for r in results]
 
     await app._open()
@@ -178,11 +233,8 @@ async def test_a_sync_step_queued_for_a_thread_does_not_start_once_the_run_is_lo
         assert worker._executor is not None
         threads = worker._executor._max_workers
         await app.start(fan, threads, run_id="f")
-        await wait_for(lambda: len(entered) == threads, timeout=30,
-                       what="every thread busy with a hold step")
-        await wait_for(lambda: _has(app, "f", "running"), timeout=30,
-                       what="charge's attempt begun (queued for a thread)")
-        assert not release.is_set()
+        await holds.queued(app, threads, "f")
+        assert not holds.release.is_set()
         await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
         claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
                                         now=app.clock.now(), lease_seconds=600)
@@ -209,11 +261,7 @@ async def test_a_step_waiting_for_its_rate_limit_does_not_start_once_the_run_is_
     effects = tmp_path / "charged.txt"
     acquiring, taken, lost = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    @app.step(rate_limit=RateLimit("cards", 100, per=1.0))
-    async def charge() -> str:
-        with effects.open("a") as f:
-            f.write("charged\n")
-        return "charged"
+    charge = _charge(app, effects, is_async=True, rate_limit=RateLimit("cards", 100, per=1.0))
 
     @app.step
     async def late() -> str:
@@ -268,12 +316,7 @@ async def test_a_step_of_a_run_taken_over_does_not_start_once_the_run_is_lost_me
     app = App(store_url)
     effects = tmp_path / "charged.txt"
     reading, taken, lost = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    @app.step
-    async def charge() -> str:
-        with effects.open("a") as f:
-            f.write("charged\n")
-        return "charged"
+    charge = _charge(app, effects, is_async=True)
 
     @app.workflow
     async def pay() -> list[str]:
@@ -326,24 +369,12 @@ async def test_a_sync_step_queued_for_a_thread_when_the_heartbeat_finds_its_run_
     good (``show`` said interrupted, as for a step cut off in its body)."""
     app = App(store_url)
     effects = tmp_path / "charged.txt"
-    entered: list[int] = []
-    release = threading.Event()
-
-    @app.step
-    def hold(i: int) -> int:
-        entered.append(i)
-        release.wait(60)
-        return i
-
-    @app.step
-    def charge() -> str:
-        with effects.open("a") as f:
-            f.write("charged\n")
-        return "charged"
+    holds, charge = _Holds(app), _charge(app, effects)
+    release = holds.release
 
     @app.workflow
     async def fan(threads: int) -> list[str]:
-        results = await asyncio.gather(*[hold(i) for i in range(threads)], charge(),
+        results = await asyncio.gather(*[holds.step(i) for i in range(threads)], charge(),
                                        return_exceptions=True)
         return [type(r).__name__ for r in results]
 
@@ -354,10 +385,7 @@ async def test_a_sync_step_queued_for_a_thread_when_the_heartbeat_finds_its_run_
             assert worker._executor is not None
             threads = worker._executor._max_workers
             await app.start(fan, threads, run_id="q")
-            await wait_for(lambda: len(entered) == threads, timeout=30,
-                           what="every thread busy with a hold step")
-            await wait_for(lambda: _has(app, "q", "running"), timeout=30,
-                           what="charge's attempt begun (queued for a thread)")
+            await holds.queued(app, threads, "q")
             await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
             claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
                                             now=app.clock.now(), lease_seconds=600)
@@ -382,25 +410,13 @@ async def test_a_sync_step_the_workflow_cancels_while_it_waits_for_a_thread(
     that completed.)"""
     app = App(store_url)
     effects = tmp_path / "charged.txt"
-    entered: list[int] = []
-    release = threading.Event()
+    holding, charge = _Holds(app), _charge(app, effects)
+    release = holding.release
     queued, cancelled = asyncio.Event(), asyncio.Event()
-
-    @app.step
-    def hold(i: int) -> int:
-        entered.append(i)
-        release.wait(60)
-        return i
-
-    @app.step
-    def charge() -> str:
-        with effects.open("a") as f:
-            f.write("charged\n")
-        return "charged"
 
     @app.workflow
     async def fan(threads: int) -> list[str]:
-        holds = [asyncio.ensure_future(hold(i)) for i in range(threads)]
+        holds = [asyncio.ensure_future(holding.step(i)) for i in range(threads)]
         charging = asyncio.ensure_future(charge())  # (queued behind the holds)
 
         async def cancel_it() -> None:
@@ -419,10 +435,7 @@ async def test_a_sync_step_the_workflow_cancels_while_it_waits_for_a_thread(
             assert worker._executor is not None
             threads = worker._executor._max_workers
             await app.start(fan, threads, run_id="w")
-            await wait_for(lambda: len(entered) == threads, timeout=30,
-                           what="every thread busy with a hold step")
-            await wait_for(lambda: _has(app, "w", "running"), timeout=30,
-                           what="charge's attempt begun (queued for a thread)")
+            await holding.queued(app, threads, "w")
             queued.set()
             await asyncio.wait_for(cancelled.wait(), 30)
             release.set()
@@ -447,18 +460,12 @@ async def test_an_async_step_the_workflow_cancels_ends_its_attempt_cancelled(
     cancelled by the workflow's code, and its attempt ends ``cancelled`` (it stayed
     ``running``, shown interrupted, in a run that completed)."""
     app = App(store_url)
-    begun = asyncio.Event()
-
-    @app.step
-    async def charge() -> str:
-        begun.set()
-        await asyncio.Event().wait()  # (until cancelled)
-        return "charged"
+    charge = _Blocking(app, is_async=True)
 
     @app.workflow
     async def pay() -> str:
-        charging = asyncio.ensure_future(charge())
-        await begun.wait()
+        charging = asyncio.ensure_future(charge.step())
+        await charge.started()
         charging.cancel()
         await asyncio.wait([charging])
         return "cancelled" if charging.cancelled() else "not cancelled"
@@ -476,20 +483,13 @@ async def test_a_branch_left_running_when_the_workflow_returns_ends_its_attempt_
     code returns: its step's attempt ends ``cancelled`` (it stayed ``running``, shown
     interrupted, in a run that completed)."""
     app = App(store_url)
-    begun = asyncio.Event()
-
-    @app.step
-    async def charge() -> str:
-        begun.set()
-        await asyncio.Event().wait()  # (until cancelled)
-        return "charged"
-
+    charge = _Blocking(app, is_async=True)
     branches: list[asyncio.Future[Any]] = []
 
     @app.workflow
     async def pay() -> str:
-        branches.append(asyncio.ensure_future(charge()))  # (never awaited)
-        await begun.wait()
+        branches.append(asyncio.ensure_future(charge.step()))  # (never awaited)
+        await charge.started()
         return "done"
 
     async with app.worker():
@@ -508,23 +508,14 @@ async def test_a_step_of_the_main_task_the_workflow_times_out_ends_its_attempt_c
     cancels the main task, and the step's attempt ends ``cancelled`` (it stayed
     ``running``, shown interrupted, in a run that went on and completed)."""
     app = App(store_url)
-    release = threading.Event()
-
-    async def waits() -> str:
-        await asyncio.Event().wait()  # (until cancelled)
-        return "charged"
-
-    def blocks() -> str:
-        release.wait(60)
-        return "charged"
-
-    charge = app.step(name="charge")(waits if kind == "async" else blocks)
+    charge = _Blocking(app, is_async=kind == "async")
+    release = charge.release
 
     @app.workflow
     async def pay() -> str:
         try:
             async with asyncio.timeout(0.2):
-                await charge()
+                await charge.step()
         except TimeoutError:
             return "timed out"
         return "charged"
@@ -540,3 +531,4 @@ async def test_a_step_of_the_main_task_the_workflow_times_out_ends_its_attempt_c
     assert await _statuses(app, "m", "charge") == ["cancelled"]
     assert (await app.get_run("m")).result == "timed out"
     await app.close()
+
