@@ -968,9 +968,10 @@ class RunContext:
         #: did not end well (``unconfirmed``), with their rows and entries; None: none.
         self._unconfirmed: dict[str, tuple[AttemptRow, JournalEntry]] | None = None
         #: When the run's lease runs out by this worker's clock, as the store holds it
-        #: (the claim's or the last heartbeat's time plus a lease: ``renew``); no step
-        #: starts from then until it is renewed (``lease_renewed``). Infinite outside
-        #: a worker.
+        #: (the claim's or the last heartbeat's time plus a lease: ``renew``), less the
+        #: worker's ``lease_margin`` (room for another worker's clock running ahead); no
+        #: step starts from then until it is renewed (``lease_renewed``). Infinite
+        #: outside a worker.
         self.lease_until = math.inf
         #: Set (and cleared) to wake the steps waiting for the lease's renewal.
         self._lease_wake: asyncio.Event | None = None
@@ -1620,8 +1621,9 @@ class RunContext:
     # -- the lease as this worker's clock tells it ----------------------------------------
 
     def renew(self, until: float) -> None:
-        """The store holds the run's lease until ``until`` (the heartbeat renewed it):
-        the steps waiting for it start."""
+        """The heartbeat renewed the run's lease: steps may start until ``until`` (the
+        lease's end as the store holds it, less the worker's margin); the steps waiting
+        for it start."""
         self.lease_until = until
         self._wake_lease_waits()
 

@@ -532,3 +532,92 @@ async def test_a_step_of_the_main_task_the_workflow_times_out_ends_its_attempt_c
     assert (await app.get_run("m")).result == "timed out"
     await app.close()
 
+
+class _HeldHeartbeats:
+    """The store's ``lease_heartbeat``, held on demand: while held, a heartbeat waits
+    for ``go`` (the worker's heartbeat loop stalls in it, as in front of a store that
+    answers every other call but not it); ``waiting`` is set once one does."""
+
+    def __init__(self, app: App) -> None:
+        self._beat = app.store.lease_heartbeat
+        self.go, self.waiting = asyncio.Event(), asyncio.Event()
+        self.go.set()
+        app.store.lease_heartbeat = self  # type: ignore[method-assign]
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        if not self.go.is_set():
+            self.waiting.set()
+            await self.go.wait()
+        return await self._beat(**kwargs)
+
+    async def hold(self, app: App, run_id: str) -> float:
+        """Hold the heartbeats from now; once one waits (no renewal comes any more),
+        the end of ``run_id``'s lease as the store holds it."""
+        self.go.clear()
+        await asyncio.wait_for(self.waiting.wait(), 30)
+        run = await app.store.run_get(run_id)
+        assert run is not None and run.available_at is not None
+        return run.available_at
+
+
+def _asked_renewal(worker: Any) -> bool:
+    """A step asked the (held) heartbeat for a renewal: it waits for one to start
+    (``RunContext.lease_renewed``)."""
+    return bool(worker._beat_now.is_set())
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_no_step_starts_within_the_lease_margin_of_the_leases_end(
+        store_url: str, tmp_path: Path, kind: str) -> None:
+    """The worker's heartbeats are held while one branch of the run is in a step; by the
+    worker's clock the lease has not run out, but less than its ``lease_margin`` is
+    left, when another worker whose clock runs ahead of it takes the run over, and the
+    other branch reaches ``charge``. It does not start: it waits for the renewal, and
+    the heartbeat, once it goes through, finds the run lost (the worker drops it).
+    (Without the margin it started, under the lease another worker held.)"""
+    app = App(store_url)
+    effects = tmp_path / "charged.txt"
+    charge = _charge(app, effects, is_async=kind == "async")
+    begun, go, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @app.step
+    async def slow() -> str:
+        begun.set()
+        await release.wait()
+        return "slow"
+
+    @app.workflow
+    async def pay() -> list[str]:
+        async def later() -> str:
+            await go.wait()
+            return str(await charge())
+
+        return list(await asyncio.gather(slow(), later()))
+
+    await app._open()
+    store = app.store
+    beats = _HeldHeartbeats(app)
+    margin = 1.5
+    try:
+        async with app.worker(lease_seconds=3.0, lease_margin=margin) as worker:
+            await app.start(pay, run_id="m")
+            await asyncio.wait_for(begun.wait(), 30)
+            end = await beats.hold(app, "m")
+            await wait_for(lambda: app.clock.now() >= end - margin + 0.05, timeout=30,
+                           what="within the margin of the lease's end")
+            # (the other worker's clock is ahead by the margin: the lease is out by it)
+            claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                            now=end + 0.01, lease_seconds=600)
+            assert [c.run.run_id for c in claimed] == ["m"]
+            go.set()
+            await wait_for(lambda: effects.exists() or _asked_renewal(worker), timeout=30,
+                           what="charge run, or waiting for the lease's renewal")
+            assert not effects.exists()
+            beats.go.set()
+            await wait_for(lambda: _dropped(worker, "m"), timeout=30, what="the run dropped")
+    finally:
+        release.set()
+        beats.go.set()
+    assert not effects.exists()
+    assert await _statuses(app, "m", "charge") == []
+    await app.close()

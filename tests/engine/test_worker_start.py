@@ -139,6 +139,27 @@ async def test_start_retry_bounds_the_wait(caplog: pytest.LogCaptureFixture) -> 
     await app.close()
 
 
+async def test_lease_margin_defaults_to_a_tenth_of_the_lease_and_is_checked(
+        tmp_path: Path) -> None:
+    """``lease_margin``: by default a tenth of ``lease_seconds``, at most half of what a
+    lease has left as each renewal comes (``lease_seconds - heartbeat_interval``); one
+    given is kept, and must be a number of seconds >= 0 below that (at or past it, every
+    step would wait for a renewal between two heartbeats)."""
+    app = _app(f"sqlite:///{tmp_path}/t.db")
+    assert app.worker().lease_margin == 0.5
+    assert app.worker(lease_seconds=60.0).lease_margin == 6.0
+    assert app.worker(lease_seconds=2.0, heartbeat_interval=1.9).lease_margin \
+        == pytest.approx(0.05)
+    assert app.worker(lease_margin=0).lease_margin == 0.0
+    assert app.worker(lease_margin=3.7).lease_margin == 3.7
+    for bad in (-0.1, 3.75, 5.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ConfigError, match=r"lease_margin must be a number of seconds "
+                                              r">= 0 and below lease_seconds - "
+                                              r"heartbeat_interval \(5 - 1\.25 = 3\.75\)"):
+            app.worker(lease_margin=bad)  # type: ignore[arg-type]
+    await app.close()
+
+
 async def test_a_configuration_mistake_is_not_waited_for(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A SQLite file in a folder that does not exist: a ConfigError at once, with the

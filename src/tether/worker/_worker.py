@@ -381,6 +381,23 @@ def _contain_exits(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_task_factory(factory)
 
 
+def _lease_margin(margin: float | None, lease_seconds: float,
+                  heartbeat_interval: float) -> float:
+    """``Worker``'s ``lease_margin``, checked; None: its default, a tenth of the lease,
+    at most half of what is left of a lease at each renewal. Raises: ConfigError."""
+    room = lease_seconds - heartbeat_interval  # (left of a lease as the next renewal comes)
+    if margin is None:
+        return min(lease_seconds / 10, room / 2)
+    if (isinstance(margin, bool) or not isinstance(margin, (int, float))
+            or not 0 <= margin < room):
+        # (at or past it, every step would wait for a renewal between two heartbeats)
+        raise ConfigError(
+            f"lease_margin must be a number of seconds >= 0 and below lease_seconds - "
+            f"heartbeat_interval ({lease_seconds:g} - {heartbeat_interval:g} = {room:g}), "
+            f"not {margin!r}: no step starts within it of a lease's end")
+    return float(margin)
+
+
 @dataclass(slots=True)
 class _Active:
     task: asyncio.Task[None]
@@ -389,7 +406,8 @@ class _Active:
     lease: Lease
     queue: str
     finishing: bool = False
-    #: When the run's lease runs out by the worker's clock (``RunContext.lease_until``).
+    #: When steps of the run stop starting by the worker's clock: its lease's end less
+    #: ``Worker.lease_margin`` (``RunContext.lease_until``).
     lease_until: float = math.inf
 
 
@@ -407,7 +425,18 @@ class Worker:
     ``lease_seconds``: how long a claimed run stays this worker's without a renewal
     (default 5); ``heartbeat_interval``: how often the heartbeat renews its leases
     (default a quarter of ``lease_seconds``; it must be below it). A step does not start
-    once a run's lease has run out by the worker's clock until a renewal comes.
+    once a run's lease has run out by the worker's clock until a renewal comes, nor
+    within ``lease_margin`` seconds of its end: room for another worker's clock running
+    a little ahead of this one's, which takes the run over by its own clock. Default:
+    a tenth of ``lease_seconds`` (0.5 s for the default 5 s lease; at most half of
+    ``lease_seconds - heartbeat_interval``): two workers' synced clocks (PostgreSQL:
+    each within half a sync's round trip of the server's, 0.125 s at most, plus drift
+    between its 30 s resyncs) stay well within it, and while heartbeats go through a
+    lease never gets that close to its end (each renewal comes ``heartbeat_interval``
+    after the last, with ``lease_seconds - heartbeat_interval`` of the lease left), so
+    the margin delays no step then. ``0`` turns it off. It must be below
+    ``lease_seconds - heartbeat_interval`` (else every step would wait for a renewal
+    between two heartbeats).
 
     While it runs, the garbage collector's young threshold is raised from Python's
     default 700 to 10,000 objects (a quarter of the event loop's CPU went to collections
@@ -425,6 +454,7 @@ class Worker:
 
     def __init__(self, app: App, *, queues: list[str] | None = None, concurrency: int = 50,
                  lease_seconds: float = 5.0, heartbeat_interval: float | None = None,
+                 lease_margin: float | None = None,
                  poll_interval: float | None = None, sticky_wait: float = 2.0,
                  worker_id: str | None = None, tune_gc: bool = True,
                  max_crashes: int = MAX_CRASHES, start_retry: float | None = None,
@@ -451,6 +481,13 @@ class Worker:
             # runs over, and its own steps wait for a renewal before they start)
             raise ConfigError(f"heartbeat_interval must be > 0 and below lease_seconds "
                               f"({lease_seconds:g}), not {heartbeat_interval!r}")
+        heartbeat_interval = heartbeat_interval or lease_seconds / 4
+        #: Seconds before a lease's end by this worker's clock from which no step starts
+        #: (see the class's docstring).
+        self.lease_margin = _lease_margin(lease_margin, lease_seconds, heartbeat_interval)
+        #: How long after a claim or heartbeat steps of its runs may start: a lease less
+        #: the margin (``RunContext.lease_until``, precomputed: one comparison a step).
+        self._start_span = lease_seconds - self.lease_margin
         self.app = app
         self._host = worker_host(app)
         #: What this worker did, for its ``/metrics`` (process-local, from zero).
@@ -465,7 +502,7 @@ class Worker:
             check_name("queue", queue)  # (an empty name served a queue no run is on)
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
-        self.heartbeat_interval = heartbeat_interval or lease_seconds / 4
+        self.heartbeat_interval = heartbeat_interval
         #: Seconds between looks for work when nothing woke the worker: 1 s by default,
         #: NOTIFIED_POLL_INTERVAL on a multi-host store that notifies.
         self.poll_interval = poll_interval if poll_interval is not None else 1.0
@@ -920,7 +957,7 @@ class Worker:
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
                     self._active[c.run.run_id] = _Active(
                         task, None, self._seq, c.lease, c.run.queue,
-                        lease_until=called + self.lease_seconds)
+                        lease_until=called + self._start_span)
                     task.add_done_callback(self._make_done(c.run.run_id))
                 if claimed:
                     # (Expired, the next claim, this worker's own, would take the runs
@@ -1160,8 +1197,9 @@ class Worker:
     def _renewed(self, hb: HeartbeatResult, called: float) -> None:
         """A heartbeat called at ``called`` renewed the leases of the runs ``hb`` says
         this worker holds, until ``called`` plus a lease (as the store wrote them): the
-        steps of those runs that waited for it start (``RunContext.lease_renewed``)."""
-        until = called + self.lease_seconds
+        steps of those runs that waited for it start (``RunContext.lease_renewed``),
+        until ``lease_margin`` before that end."""
+        until = called + self._start_span
         active = self._active
         for run_id in hb.owned:
             a = active.get(run_id)
