@@ -568,6 +568,14 @@ class _NotStarted(Exception):
     the run's stop."""
 
 
+class _LeaseRanOut(Exception):
+    """A plain-def step's function that its thread did not start: the run's lease ran
+    out by the worker's clock (``RunContext.lease_until``) while the step waited for a
+    free thread. Internal: ``_invoke`` waits for the renewal in the event loop (not in
+    the thread, which other steps need) and submits the function again
+    (``_lease_back``)."""
+
+
 def _in_thread(ctx: RunContext, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """A plain-def step's function in its executor thread, counted while it runs.
 
@@ -579,9 +587,17 @@ def _in_thread(ctx: RunContext, fn: Callable[..., Any], *args: Any, **kwargs: An
     reaches a queued step only if its task is cancelled before a thread takes it, and
     not at all a branch that ``gather(..., return_exceptions=True)`` leaves running.
     (Any other stop, a block or a release, leaves the lease valid: a step that starts
-    then has its result journaled, as one that had started before.)"""
+    then has its result journaled, as one that had started before.)
+
+    Nor does it start once the run's lease ran out by this worker's clock meanwhile
+    (``RunContext.lease_until``, the worker's margin included: the attempt's start
+    compared it before the step queued): the thread hands the step back to the event
+    loop (``_LeaseRanOut``), where it waits for the renewal as an async step does,
+    leaving the thread to other steps."""
     if isinstance(ctx.stop, Lost):
         raise _NotStarted()
+    if ctx.clock.now() >= ctx.lease_until:
+        raise _LeaseRanOut()
     global _threads_busy
     with _threads_busy_lock:
         _threads_busy += 1
@@ -598,6 +614,59 @@ def busy_step_threads() -> int:
     that has returned its step is idle, not busy: counting live threads took one that
     had just returned, not yet woken by the executor's shutdown, for a stuck step.)"""
     return _threads_busy
+
+
+def _submit(ctx: RunContext, loop: asyncio.AbstractEventLoop, call: Callable[[], Any],
+            ) -> tuple[concurrent.futures.Future[Any] | None, asyncio.Future[Any]]:
+    """A plain-def step's ``call`` submitted to the run's executor (None: the loop's
+    default one, whose future is not kept): the thread's future and the loop's."""
+    thread: concurrent.futures.Future[Any] | None = None
+    if ctx.executor is not None:  # (as run_in_executor does, the thread's kept)
+        thread = ctx.executor.submit(call)
+        inner = asyncio.wrap_future(thread, loop=loop)
+    else:
+        inner = loop.run_in_executor(None, call)
+    ctx._step_tasks.add(inner)
+    return thread, inner
+
+
+async def _lease_back(ctx: RunContext, head: tuple[str, str, int, int, str, int, str] | None,
+                      started: float) -> None:
+    """A plain-def step handed back by its thread (``_LeaseRanOut``): wait in the event
+    loop until the heartbeat renews the run's lease (``RunContext.lease_renewed``), then
+    let ``_invoke`` submit it again, under the same attempt (its row stays ``running``
+    meanwhile, as a step's that waits for a thread does). It never starts if the run
+    stops meanwhile: lost to another worker, its attempt is noted ``superseded``
+    (``_NotStarted``); released or blocked, ``cancelled`` (as one the run's cancel takes
+    out of the executor's queue: ``_outlived``); a cancel request ends it as an
+    interrupted attempt (``_Interrupted``: ``run_step`` delivers the cancel); the task's
+    own cancel (the workflow's code, the worker's stop) goes to ``run_step``."""
+    try:
+        while ctx.clock.now() >= ctx.lease_until:
+            if (ctx.stop is not None
+                    or (ctx.cancel_requested and not ctx.cancel_delivered)):
+                break
+            await ctx.lease_renewed()
+    except asyncio.CancelledError:
+        if ctx.stop is not None:  # (the run's unwinding: nothing else notes it)
+            _not_started(ctx, head, started)
+        raise
+    if isinstance(ctx.stop, Lost):
+        raise _NotStarted()  # (noted by _invoke)
+    if ctx.stop is not None:
+        _not_started(ctx, head, started)
+        raise _Stop()
+    if ctx.cancel_requested and not ctx.cancel_delivered:
+        raise _Interrupted()
+
+
+def _not_started(ctx: RunContext, head: tuple[str, str, int, int, str, int, str] | None,
+                 started: float) -> None:
+    """Note the attempt of a plain-def step that no thread started, as its run stopped:
+    ``superseded`` if the run was lost (the next owner runs it), else ``cancelled``."""
+    if head is not None and not ctx.shutting_down():
+        status = "superseded" if isinstance(ctx.stop, Lost) else "cancelled"
+        ctx.attempt_writer.note(head[0], (*head, status, started, ctx.clock.now(), None))
 
 
 async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
@@ -625,19 +694,21 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
             context = contextvars.copy_context()
             loop = asyncio.get_running_loop()
             call = functools.partial(context.run, _in_thread, ctx, sdef.fn, *args, **kwargs)
-            thread: concurrent.futures.Future[Any] | None = None
-            if ctx.executor is not None:  # (as run_in_executor does, the thread's kept)
-                thread = ctx.executor.submit(call)
-                inner = asyncio.wrap_future(thread, loop=loop)
-            else:
-                inner = loop.run_in_executor(None, call)
-            ctx._step_tasks.add(inner)
+            thread, inner = _submit(ctx, loop, call)
             try:
-                if sdef.timeout is None:
-                    value = await inner
-                else:
-                    async with asyncio.timeout(sdef.timeout):
-                        value = await inner
+                while True:
+                    try:
+                        if sdef.timeout is None:
+                            value = await inner
+                        else:
+                            async with asyncio.timeout(sdef.timeout):
+                                value = await inner
+                        break
+                    except _LeaseRanOut:  # (its thread did not start it: see _in_thread)
+                        ctx._step_tasks.discard(inner)
+                        thread = None  # (none holds it while it waits)
+                        await _lease_back(ctx, head, started)
+                        thread, inner = _submit(ctx, loop, call)
                 if inspect.isawaitable(value):
                     _not_awaited(value)
                     raise NonRetryable(

@@ -621,3 +621,68 @@ async def test_no_step_starts_within_the_lease_margin_of_the_leases_end(
     assert not effects.exists()
     assert await _statuses(app, "m", "charge") == []
     await app.close()
+
+
+@pytest.mark.parametrize("outcome", ["renewed", "lost"])
+async def test_a_sync_step_a_thread_takes_once_the_lease_ran_out_waits_in_the_loop(
+        store_url: str, tmp_path: Path, outcome: str) -> None:
+    """Every executor thread is busy with a step of the run, and ``charge`` waits for a
+    free thread behind them, while the worker's heartbeats are held: its lease runs out
+    by its clock. When a thread takes ``charge``, it does not start it, nor wait in the
+    thread: it hands it back to the event loop, which waits for the renewal (asked at
+    once). Renewed, ``charge`` runs under the same attempt and the run completes; lost
+    to another worker meanwhile, it never runs, and its attempt is noted
+    ``superseded``. (It started: its thread looked only whether the run was lost.)"""
+    app = App(store_url)
+    effects = tmp_path / "charged.txt"
+    holds, charge = _Holds(app), _charge(app, effects)
+
+    @app.workflow
+    async def fan(threads: int) -> list[str]:
+        results = await asyncio.gather(*[holds.step(i) for i in range(threads)], charge(),
+                                       return_exceptions=True)
+        return [type(r).__name__ for r in results]
+
+    await app._open()
+    store = app.store
+    beats = _HeldHeartbeats(app)
+    try:
+        async with app.worker(lease_seconds=2.0, concurrency=1) as worker:
+            assert worker._executor is not None
+            threads = worker._executor._max_workers
+            await app.start(fan, threads, run_id="q")
+            await holds.queued(app, threads, "q")
+            end = await beats.hold(app, "q")
+            await wait_for(lambda: app.clock.now() > end, timeout=30,
+                           what="the lease ran out by the worker's clock")
+            holds.release.set()  # (a thread takes charge)
+            await wait_for(lambda: effects.exists() or _asked_renewal(worker), timeout=30,
+                           what="charge run, or waiting for the lease's renewal")
+            assert not effects.exists()
+            if outcome == "lost":
+                claimed = await store.run_claim(
+                    worker_id="thief", queues=["default"], limit=1, now=app.clock.now(),
+                    lease_seconds=600)
+                assert [c.run.run_id for c in claimed] == ["q"]
+            beats.go.set()
+            if outcome == "lost":
+                await wait_for(lambda: _dropped(worker, "q"), timeout=30,
+                               what="the run dropped")
+                await wait_for(lambda: _has(app, "q", "superseded"), timeout=30,
+                               what="charge's attempt noted superseded")
+            else:
+                await wait_for(lambda: status_is(app, "q", "completed"), timeout=30)
+    finally:
+        holds.release.set()
+        beats.go.set()
+    info = await app.get_run("q")
+    charges = [a["status"] for a in info.attempts if a["name"] == "charge"]
+    if outcome == "lost":
+        assert not effects.exists()
+        assert charges == ["superseded"]
+    else:
+        assert effects.read_text() == "charged\n"
+        assert charges == ["ok"]
+        assert info.result == ["int"] * threads + ["str"]
+    await app.close()
+
