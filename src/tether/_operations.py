@@ -730,11 +730,18 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
                 current = asyncio.current_task()
                 if current is not None and not current.cancelling():
                     if inner.cancelled() and ctx.cancel_requested:
+                        if thread is not None and head is not None:
+                            _ran_on(ctx, thread, head, started)  # (noted cancelled)
                         raise _Interrupted() from None
                     if not inner.cancelled():  # the step's function raised it
                         raise _OwnCancel() from exc
-                if thread is not None and head is not None and ctx.stop is not None:
-                    _outlived(ctx, thread, head, started)
+                if thread is not None and head is not None:
+                    if ctx.stop is not None:
+                        _outlived(ctx, thread, head, started)
+                    elif task is not None and not ctx.shutting_down():
+                        # (run_step notes it cancelled: _cancelled_by_workflow, or
+                        # _cancelled_unjournaled, whichever applies)
+                        _ran_on(ctx, thread, head, started)
                 raise
             finally:
                 ctx._step_tasks.discard(inner)
@@ -814,6 +821,48 @@ def _outlived(ctx: RunContext, thread: concurrent.futures.Future[Any],
         else:
             row = (*head, "error", started, now, ctx.codec.encode_error(error_to_dict(exc)))
         ctx.attempt_writer.note(head[0], row)
+
+    thread.add_done_callback(ended)
+
+
+def _ran_on(ctx: RunContext, thread: concurrent.futures.Future[Any],
+            head: tuple[str, str, int, int, str, int, str], started: float) -> None:
+    """A plain-def step's attempt noted ``cancelled`` (a cancel request, the workflow's
+    own code, an ``asyncio.timeout`` around the main task) while its function may run
+    on in its thread (a thread cannot be stopped): when the function ends, its attempt
+    says so, still ``cancelled``, its journal and its run as they are. Its end time
+    becomes the function's end (the attempt's duration: how long it ran), and its error
+    (``asyncio.CancelledError``) tells how long it ran past the cancel (``ran_on``,
+    seconds) and how it ended: returned (its result dropped) or raised (``raised``: that
+    error). Nothing for a function no thread started (it never ran), nor when the
+    worker is stopping by then (as ``_outlived``)."""
+    loop = ctx._loop
+    cancelled_at = ctx.clock.now()
+
+    def ended(_: concurrent.futures.Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # (the event loop is closed)
+            loop.call_soon_threadsafe(note)
+
+    def note() -> None:
+        if ctx.shutting_down() or thread.cancelled():
+            return
+        exc = thread.exception()
+        if isinstance(exc, (_NotStarted, _LeaseRanOut)):  # (not started: _in_thread)
+            return
+        now = ctx.clock.now()
+        ran_on = max(now - cancelled_at, 0.0)
+        if exc is None:
+            how = "returned (its result dropped)"
+        else:
+            how = f"raised {type(exc).__name__}: {exc}"
+        err: dict[str, Any] = {
+            "type": _CANCELLED_TYPE,
+            "message": f"ran on {ran_on:.1f} s after its cancel, then {how}",
+            "ran_on": round(ran_on, 3)}
+        if exc is not None:
+            err["raised"] = error_to_dict(exc)
+        ctx.attempt_writer.amend(head[0], (*head, "cancelled", started, now,
+                                           ctx.codec.encode_error(err)))
 
     thread.add_done_callback(ended)
 

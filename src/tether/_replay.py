@@ -514,6 +514,12 @@ class AttemptWriter:
                 self._timer = loop.call_later(ATTEMPT_WRITE_DELAY, self._write,
                                               context=_BARE_CONTEXT)
 
+    def amend(self, attempt_id: str, row: AttemptRow) -> None:
+        """Note more of an attempt that ended (``row``, in the state already noted):
+        not counted again in ``noted``."""
+        self.noted[row[7]] -= 1
+        self.note(attempt_id, row)
+
     def settled(self, attempt_id: str) -> None:
         """The attempt, a step's first, succeeded and its journal entry is committed:
         on a store that reads such an attempt from the entry (``attempts_from_journal``),

@@ -506,7 +506,8 @@ async def test_a_step_of_the_main_task_the_workflow_times_out_ends_its_attempt_c
         store_url: str, kind: str) -> None:
     """The workflow's main task awaits a step under ``asyncio.timeout``: the timeout
     cancels the main task, and the step's attempt ends ``cancelled`` (it stayed
-    ``running``, shown interrupted, in a run that went on and completed)."""
+    ``running``, shown interrupted, in a run that went on and completed). A plain-def
+    step's function runs on in its thread: when it returns, its attempt says so."""
     app = App(store_url)
     charge = _Blocking(app, is_async=kind == "async")
     release = charge.release
@@ -514,9 +515,15 @@ async def test_a_step_of_the_main_task_the_workflow_times_out_ends_its_attempt_c
     @app.workflow
     async def pay() -> str:
         try:
-            async with asyncio.timeout(0.2):
+            async with asyncio.timeout(None) as scope:
+                async def expire() -> None:  # (once the step's body has begun)
+                    await charge.started()
+                    scope.reschedule(asyncio.get_running_loop().time())
+
+                expiring = asyncio.ensure_future(expire())
                 await charge.step()
         except TimeoutError:
+            await expiring
             return "timed out"
         return "charged"
 
@@ -526,10 +533,84 @@ async def test_a_step_of_the_main_task_the_workflow_times_out_ends_its_attempt_c
             await wait_for(lambda: status_is(app, "m", "completed"), timeout=30)
             await wait_for(lambda: _all(app, "m", "charge", "cancelled"), timeout=30,
                            what="the timed-out step's attempt noted cancelled")
+            if kind == "sync":
+                release.set()
+                await wait_for(lambda: _ran_on_noted(app, "m"), timeout=30,
+                               what="the function's end noted on its attempt")
     finally:
         release.set()
     assert await _statuses(app, "m", "charge") == ["cancelled"]
     assert (await app.get_run("m")).result == "timed out"
+    await app.close()
+
+
+async def _ran_on_noted(app: App, run_id: str) -> dict[str, Any] | None:
+    """The error of ``charge``'s one attempt once it says how its function ended."""
+    info = await app.get_run(run_id)
+    errors = [a["error"] for a in info.attempts if a["name"] == "charge"]
+    return errors[0] if len(errors) == 1 and errors[0] is not None else None
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+@pytest.mark.parametrize("how", ["by its workflow", "with its run"])
+async def test_a_cancelled_sync_steps_function_that_runs_on_notes_its_end_on_its_attempt(
+        store_url: str, how: str, outcome: str) -> None:
+    """A plain-def step is cancelled while its function runs in its thread: by the
+    workflow's own code (``task.cancel()`` of its branch), or with its run (``cancel``).
+    Its attempt ends ``cancelled`` at once; the function runs on (a thread cannot be
+    stopped). When it returns or raises, its attempt says so, still ``cancelled``: its
+    end time is the function's, and its error tells how long the function ran past its
+    cancel and how it ended (what it raised). The journal and the run are as they were.
+    (Its end left no trace: the attempt said ``cancelled`` at the cancel's time.)"""
+    app = App(store_url)
+    charge = _Blocking(app, raises=outcome == "raises")
+
+    @app.workflow
+    async def pay() -> str:
+        if how == "with its run":
+            return str(await charge.step())
+        charging = asyncio.ensure_future(charge.step())
+        await charge.started()
+        charging.cancel()
+        await asyncio.wait([charging])
+        return "cancelled"
+
+    ended = "completed" if how == "by its workflow" else "cancelled"
+    try:
+        async with app.worker() as worker:
+            await app.start(pay, run_id="c")
+            await charge.started()
+            if how == "with its run":
+                await app.cancel("c")
+            await wait_for(lambda: status_is(app, "c", ended), timeout=30)
+            await wait_for(lambda: _all(app, "c", "charge", "cancelled"), timeout=30,
+                           what="the step's attempt noted cancelled")
+            before = await app.get_run("c")
+            [cancelled] = [a for a in before.attempts if a["name"] == "charge"]
+            assert cancelled["error"] is None
+            charge.release.set()
+            err = await wait_for(lambda: _ran_on_noted(app, "c"), timeout=30,
+                                 what="the function's end noted on its attempt")
+            assert worker.attempts_noted()["cancelled"] == 1  # (its end: not one more)
+    finally:
+        charge.release.set()
+    after = await app.get_run("c")
+    [attempt] = [a for a in after.attempts if a["name"] == "charge"]
+    assert attempt["status"] == "cancelled"
+    assert attempt["finished_at"] >= cancelled["finished_at"]
+    assert err["type"] == "asyncio.CancelledError"
+    assert err["ran_on"] >= 0
+    assert err["message"].startswith(f"ran on {err['ran_on']:.1f} s after its cancel, then ")
+    if outcome == "returns":
+        assert err["message"].endswith("returned (its result dropped)")
+        assert "raised" not in err
+    else:
+        assert err["message"].endswith("raised ValueError: card declined")
+        assert err["raised"]["type"] == "ValueError"
+        assert err["raised"]["message"] == "card declined"
+    assert after.status.value == ended
+    assert after.journal == before.journal
+    assert after.result == before.result and after.error == before.error
     await app.close()
 
 
@@ -564,63 +645,6 @@ def _asked_renewal(worker: Any) -> bool:
     """A step asked the (held) heartbeat for a renewal: it waits for one to start
     (``RunContext.lease_renewed``)."""
     return bool(worker._beat_now.is_set())
-
-
-@pytest.mark.parametrize("kind", ["async", "sync"])
-async def test_no_step_starts_within_the_lease_margin_of_the_leases_end(
-        store_url: str, tmp_path: Path, kind: str) -> None:
-    """The worker's heartbeats are held while one branch of the run is in a step; by the
-    worker's clock the lease has not run out, but less than its ``lease_margin`` is
-    left, when another worker whose clock runs ahead of it takes the run over, and the
-    other branch reaches ``charge``. It does not start: it waits for the renewal, and
-    the heartbeat, once it goes through, finds the run lost (the worker drops it).
-    (Without the margin it started, under the lease another worker held.)"""
-    app = App(store_url)
-    effects = tmp_path / "charged.txt"
-    charge = _charge(app, effects, is_async=kind == "async")
-    begun, go, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    @app.step
-    async def slow() -> str:
-        begun.set()
-        await release.wait()
-        return "slow"
-
-    @app.workflow
-    async def pay() -> list[str]:
-        async def later() -> str:
-            await go.wait()
-            return str(await charge())
-
-        return list(await asyncio.gather(slow(), later()))
-
-    await app._open()
-    store = app.store
-    beats = _HeldHeartbeats(app)
-    margin = 1.5
-    try:
-        async with app.worker(lease_seconds=3.0, lease_margin=margin) as worker:
-            await app.start(pay, run_id="m")
-            await asyncio.wait_for(begun.wait(), 30)
-            end = await beats.hold(app, "m")
-            await wait_for(lambda: app.clock.now() >= end - margin + 0.05, timeout=30,
-                           what="within the margin of the lease's end")
-            # (the other worker's clock is ahead by the margin: the lease is out by it)
-            claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
-                                            now=end + 0.01, lease_seconds=600)
-            assert [c.run.run_id for c in claimed] == ["m"]
-            go.set()
-            await wait_for(lambda: effects.exists() or _asked_renewal(worker), timeout=30,
-                           what="charge run, or waiting for the lease's renewal")
-            assert not effects.exists()
-            beats.go.set()
-            await wait_for(lambda: _dropped(worker, "m"), timeout=30, what="the run dropped")
-    finally:
-        release.set()
-        beats.go.set()
-    assert not effects.exists()
-    assert await _statuses(app, "m", "charge") == []
-    await app.close()
 
 
 @pytest.mark.parametrize("outcome", ["renewed", "lost"])
@@ -686,3 +710,59 @@ async def test_a_sync_step_a_thread_takes_once_the_lease_ran_out_waits_in_the_lo
         assert info.result == ["int"] * threads + ["str"]
     await app.close()
 
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_no_step_starts_within_the_lease_margin_of_the_leases_end(
+        store_url: str, tmp_path: Path, kind: str) -> None:
+    """The worker's heartbeats are held while one branch of the run is in a step; by the
+    worker's clock the lease has not run out, but less than its ``lease_margin`` is
+    left, when another worker whose clock runs ahead of it takes the run over, and the
+    other branch reaches ``charge``. It does not start: it waits for the renewal, and
+    the heartbeat, once it goes through, finds the run lost (the worker drops it).
+    (Without the margin it started, under the lease another worker held.)"""
+    app = App(store_url)
+    effects = tmp_path / "charged.txt"
+    charge = _charge(app, effects, is_async=kind == "async")
+    begun, go, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @app.step
+    async def slow() -> str:
+        begun.set()
+        await release.wait()
+        return "slow"
+
+    @app.workflow
+    async def pay() -> list[str]:
+        async def later() -> str:
+            await go.wait()
+            return str(await charge())
+
+        return list(await asyncio.gather(slow(), later()))
+
+    await app._open()
+    store = app.store
+    beats = _HeldHeartbeats(app)
+    margin = 1.5
+    try:
+        async with app.worker(lease_seconds=3.0, lease_margin=margin) as worker:
+            await app.start(pay, run_id="m")
+            await asyncio.wait_for(begun.wait(), 30)
+            end = await beats.hold(app, "m")
+            await wait_for(lambda: app.clock.now() >= end - margin + 0.05, timeout=30,
+                           what="within the margin of the lease's end")
+            # (the other worker's clock is ahead by the margin: the lease is out by it)
+            claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                            now=end + 0.01, lease_seconds=600)
+            assert [c.run.run_id for c in claimed] == ["m"]
+            go.set()
+            await wait_for(lambda: effects.exists() or _asked_renewal(worker), timeout=30,
+                           what="charge run, or waiting for the lease's renewal")
+            assert not effects.exists()
+            beats.go.set()
+            await wait_for(lambda: _dropped(worker, "m"), timeout=30, what="the run dropped")
+    finally:
+        release.set()
+        beats.go.set()
+    assert not effects.exists()
+    assert await _statuses(app, "m", "charge") == []
+    await app.close()
