@@ -647,7 +647,7 @@ def _asked_renewal(worker: Any) -> bool:
     return bool(worker._beat_now.is_set())
 
 
-@pytest.mark.parametrize("outcome", ["renewed", "lost"])
+@pytest.mark.parametrize("outcome", ["renewed", "lost", "cancelled"])
 async def test_a_sync_step_a_thread_takes_once_the_lease_ran_out_waits_in_the_loop(
         store_url: str, tmp_path: Path, outcome: str) -> None:
     """Every executor thread is busy with a step of the run, and ``charge`` waits for a
@@ -656,7 +656,9 @@ async def test_a_sync_step_a_thread_takes_once_the_lease_ran_out_waits_in_the_lo
     thread: it hands it back to the event loop, which waits for the renewal (asked at
     once). Renewed, ``charge`` runs under the same attempt and the run completes; lost
     to another worker meanwhile, it never runs, and its attempt is noted
-    ``superseded``. (It started: its thread looked only whether the run was lost.)"""
+    ``superseded``; the run's cancel requested meanwhile, it never runs, its attempt
+    is noted ``cancelled`` and the cancel is delivered there (the run ends
+    cancelled). (It started: its thread looked only whether the run was lost.)"""
     app = App(store_url)
     effects = tmp_path / "charged.txt"
     holds, charge = _Holds(app), _charge(app, effects)
@@ -688,13 +690,16 @@ async def test_a_sync_step_a_thread_takes_once_the_lease_ran_out_waits_in_the_lo
                     worker_id="thief", queues=["default"], limit=1, now=app.clock.now(),
                     lease_seconds=600)
                 assert [c.run.run_id for c in claimed] == ["q"]
+            elif outcome == "cancelled":
+                await app.cancel("q")
+                await wait_for(lambda: status_is(app, "q", "cancelled"), timeout=30)
             beats.go.set()
             if outcome == "lost":
                 await wait_for(lambda: _dropped(worker, "q"), timeout=30,
                                what="the run dropped")
                 await wait_for(lambda: _has(app, "q", "superseded"), timeout=30,
                                what="charge's attempt noted superseded")
-            else:
+            elif outcome == "renewed":
                 await wait_for(lambda: status_is(app, "q", "completed"), timeout=30)
     finally:
         holds.release.set()
@@ -704,6 +709,10 @@ async def test_a_sync_step_a_thread_takes_once_the_lease_ran_out_waits_in_the_lo
     if outcome == "lost":
         assert not effects.exists()
         assert charges == ["superseded"]
+    elif outcome == "cancelled":
+        assert not effects.exists()
+        assert charges == ["cancelled"]
+        assert info.status.value == "cancelled"
     else:
         assert effects.read_text() == "charged\n"
         assert charges == ["ok"]
