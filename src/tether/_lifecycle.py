@@ -41,14 +41,16 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 def parse_duration(value: Any, what: str = "duration") -> float:
     """Seconds from a number, a ``timedelta`` or text such as ``90s``, ``15m``, ``12h``,
-    ``30d``, ``2w``. Raises ConfigError for anything else (or a negative value)."""
+    ``30d``, ``2w``. Raises ConfigError for anything else (or a negative value). Zero
+    with a minus sign (``-0s``, ``-0``, ``-0.0``) is zero, not negative: ``0.0``."""
     if isinstance(value, dt.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str):
         m = re.fullmatch(r"\s*(-?)\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
-        if m is not None and m.group(1):  # ('-1d' said "use a number of seconds or ...")
+        # ('-1d' said "use a number of seconds or ..."; '-0s' is 0, as -0.0 is)
+        if m is not None and m.group(1) and float(m.group(2)) != 0:
             raise ConfigError(f"{what} must not be negative, got {value!r}")
         if m is None:
             raise ConfigError(f"{what} {value!r}: use a number of seconds or 90s, 15m, "
@@ -63,7 +65,7 @@ def parse_duration(value: Any, what: str = "duration") -> float:
         raise ConfigError(f"{what} must be a finite number of seconds, not {value!r}")
     if seconds < 0:
         raise ConfigError(f"{what} must not be negative, got {value!r}")
-    return seconds
+    return seconds + 0.0  # (-0.0 is 0.0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from tether.cli import (
     _workers,
 )
 from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id, db_url_arg, safe
+from tether.cli._parser import Options
 from tether.errors import InvalidName, RunNotFound, TetherError
 
 EXIT_ERROR = 1
@@ -66,8 +67,8 @@ GLOBAL_OPTIONS = (
     "refused (exit 2)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def build_parser() -> Options:
+    common = Options(add_help=False)
     common.add_argument("--db", metavar="URL", type=db_url_arg, help=DB_HELP)
     _logging.add_arguments(common)
     parser = _Parser(
@@ -101,25 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mcp.register(sub, common)
     _lifecycle.register(sub, common)
     _schedules.register(sub, common)
-    _describe(parser)
     return parser
-
-
-def _describe(parser: argparse.ArgumentParser) -> None:
-    """Give each (sub)command's ``--help`` that has no description of its own its line
-    of ``tether --help`` as one, a sentence: ``tether show --help`` began at its usage
-    and said nowhere what the command does (nor did ``runs``, ``result``, ``approve``,
-    ``queues`` and a dozen others)."""
-    for action in parser._actions:
-        if not isinstance(action, argparse._SubParsersAction):
-            continue
-        for listed in action._choices_actions:
-            command = action.choices[listed.dest]
-            if command.description is None and listed.help:
-                text = listed.help
-                command.description = text[0].upper() + text[1:] + (
-                    "" if text.endswith(".") else ".")
-            _describe(command)
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -145,7 +128,7 @@ class _Formatter(argparse.HelpFormatter):
         return "\n".join(lines) + "\n\n"
 
 
-class _Fitted(argparse.ArgumentParser):
+class _Fitted(Options):
     """A parser whose usage error (``tether runs: error: argument --status: invalid
     choice: ...``) is wrapped between words on a terminal as the command's own ``tether:
     error:`` lines are (``fit_message``); into a pipe or a file it is one line, as
@@ -175,9 +158,9 @@ class _Fitted(argparse.ArgumentParser):
 class _CommandParser(_Fitted):
     """A command's parser (and its actions'): argparse's, its help ``_Formatter``'s."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
+        super().__init__(**kwargs)
 
 
 class _Parser(_Fitted):
@@ -187,9 +170,9 @@ class _Parser(_Fitted):
     ``--help`` could come first: ``tether --log-level debug runs`` was refused with
     "invalid choice: 'debug'".) Its help is ``_Formatter``'s."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
+        super().__init__(**kwargs)
 
     def parse_known_args(  # type: ignore[override]
             self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
@@ -223,20 +206,16 @@ class _Parser(_Fitted):
         return ns
 
 
-def _command_parser(parser: argparse.ArgumentParser, ns: argparse.Namespace
-                    ) -> argparse.ArgumentParser:
+def _command_parser(parser: Options, ns: argparse.Namespace) -> Options:
     """The parser of the (sub)command ``ns`` names (``tether db backup``'s), else
     ``parser``."""
-    while True:
-        found = None
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                name = getattr(ns, action.dest, None) if action.dest else None
-                found = action.choices.get(name) if isinstance(name, str) else None
-                break
+    while parser.commands is not None and parser.commands.dest is not None:
+        name = getattr(ns, parser.commands.dest, None)
+        found = parser.commands.parsers.get(name) if isinstance(name, str) else None
         if found is None:
-            return parser
+            break
         parser = found
+    return parser
 
 
 class _Version(argparse.Action):
@@ -293,38 +272,36 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 _NEGATIVE = re.compile(r"-\.?\d")
 
 
-def _negatives_joined(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+def _negatives_joined(parser: Options, argv: list[str]) -> list[str]:
     """``argv`` with each long option that takes a value and is followed by a negative
     one (``--older-than -1d``) joined to it (``--older-than=-1d``), so that the option's
     own check refuses the value ("--older-than must not be negative, got '-1d'").
     argparse takes a plain negative number (``-5``) as a value, but any other text that
-    begins with a minus as an option, and said "expected one argument"."""
-    commands: dict[str, argparse.ArgumentParser] = {}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            commands.update(action.choices)
-    taking = _value_options(parser)
+    begins with a minus as an option, and said "expected one argument".
+
+    Which options take a value is the parsers' own record (``Options``): those of
+    ``tether`` before COMMAND, then of the command, then of its sub-command (``tether
+    db copy --to``), at any depth; an abbreviation argparse takes (``--older``) counts.
+    The value after such an option is its own even when it reads as a command name
+    (``--db runs``), as argparse takes it; nothing after ``--`` is touched."""
+    current = parser
     joined: list[str] = []
     i = 0
     while i < len(argv):
         word = argv[i]
         if word == "--":
             return joined + argv[i:]
-        if word in commands:  # (the command: its options from here on)
-            taking, commands = _value_options(commands[word]), {}
-        elif word in taking and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
-            joined.append(f"{word}={argv[i + 1]}")
+        commands = current.commands
+        if commands is not None and word in commands.parsers:
+            current = commands.parsers[word]  # (the sub-command: its options from here)
+        elif current.option_taking_value(word) and i + 1 < len(argv):
+            value = argv[i + 1]
+            joined += [f"{word}={value}"] if _NEGATIVE.match(value) else [word, value]
             i += 2
             continue
         joined.append(word)
         i += 1
     return joined
-
-
-def _value_options(parser: argparse.ArgumentParser) -> set[str]:
-    """The long options of ``parser`` that take one value."""
-    return {name for action in parser._actions if action.nargs is None
-            for name in action.option_strings if name.startswith("--")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

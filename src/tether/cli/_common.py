@@ -272,7 +272,7 @@ def _bounded(convert: Callable[[str], float], kind: str, low: float,
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         if value == float("inf"):  # (--lease inf: a dead worker's runs never resumed)
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        return value
+        return abs(value) if value == 0 else value  # (-0 is 0: `result --wait -0` said -0 s)
 
     return parse
 

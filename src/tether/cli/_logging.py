@@ -13,12 +13,13 @@ from typing import Any
 
 from tether._fit import fit_message, message_width
 from tether.cli._common import safe, safe_json
+from tether.cli._parser import Container
 
 LEVELS = ("debug", "info", "warning", "error")
 _RUN_FIELDS = ("run_id", "position", "attempt", "worker_id")
 
 
-def add_arguments(parser: argparse._ActionsContainer, *, dest_prefix: str = "") -> None:
+def add_arguments(parser: Container, *, dest_prefix: str = "") -> None:
     """Add ``--log-level`` and ``--log-format`` to ``parser`` (or an argument group).
     Neither has a default value here (None): ``tether`` takes them before COMMAND as
     well, and gives ``--log-format`` its default, ``text``, once it knows that neither

@@ -19,6 +19,7 @@ from tether.cli._common import (
     safe,
 )
 from tether.cli._logging import LEVELS
+from tether.cli._parser import Options
 from tether.errors import shown
 
 #: ``--wide`` of ``tether schedules`` (and its ``list``).
@@ -36,7 +37,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "created in the store by the app's workers. Each tick starts one run, NAME@TICK.")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     # --db may come before or after the action; a default here would hide the first.
-    inner = argparse.ArgumentParser(add_help=False)
+    inner = Options(add_help=False)
     inner.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, type=db_url_arg,
                        help=DB_HELP)
     inner.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS,
