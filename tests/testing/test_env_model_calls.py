@@ -399,3 +399,84 @@ async def test_a_pydantic_ai_token_count_that_goes_nowhere_ends_the_wait(where: 
     finally:
         if silent is not None:
             silent.close()
+
+
+def _sdk_agent(name: str, base_url: str, api: str = "chat") -> Any:
+    """An OpenAI Agents SDK agent ``name`` whose model's client was built before any
+    environment, at ``base_url``: on Chat Completions, or the Responses API."""
+    pytest.importorskip("agents")
+    from agents import Agent as SDKAgent
+    from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+    client = AsyncOpenAI(base_url=base_url, api_key="sk-built-before")
+    _CLIENTS.append(client)
+    model = (OpenAIChatCompletionsModel("gpt-4.1-mini", openai_client=client) if api == "chat"
+             else OpenAIResponsesModel("gpt-4.1-mini", openai_client=client))
+    return SDKAgent(name=name, instructions="Help.", model=model)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_slow_unstreamed_answer_of_a_scripted_server_is_not_stuck(api: str) -> None:
+    """An OpenAI Agents SDK agent run unstreamed (``Runner.run``) whose model is answered
+    by a scripted LLM server of the test's own, its reply held longer than the
+    environment lets a call go unanswered and than ``stuck_after``: a plain request's
+    answer begins only when it arrives whole, so the wait ended with ``RunStuck`` ("has
+    had no answer ... for 1.3 s") while the server was answering. The server says it is
+    answering (``ScriptedLLMServer.answering``): the run completes."""
+    from tether.integrations.openai_agents import TetherAgent
+    from tether.testing.responses_api import ScriptedResponsesServer
+
+    held = _UNANSWERED_AFTER + 1.5
+    kind = ScriptedLLMServer if api == "chat" else ScriptedResponsesServer
+    async with kind([Reply("slow but sure", delay=held)]) as own:
+        app = App()
+        TetherAgent(_sdk_agent("helper", own.base_url, api), app=app)
+        async with TestEnv(app, llm=[Reply("never")], stuck_after=1.0) as env:
+            handle = await env.start("helper", "hi")
+            assert await env.result(handle, timeout=60) == "slow but sure"
+            assert env.llm.requests == []
+        assert [(r.outcome, r.stream) for r in own.requests] == [("reply", False)]
+        assert own.answering == 0
+
+
+async def test_a_dead_endpoint_is_stuck_while_a_scripted_server_answers() -> None:
+    """A scripted server answering (another run's model, held) excuses the calls to it
+    only: a run whose model's endpoint accepts the request and never answers (not the
+    environment's server, nor a scripted one) still ends its wait with ``RunStuck``
+    meanwhile, and so does a run whose request a scripted server holds with a
+    ``Fault.hang()`` (scripted never to answer), once the other's answer is sent."""
+    from tether.integrations.openai_agents import TetherAgent
+
+    silent = _Silent()
+    try:
+        async with ScriptedLLMServer([Reply("slow", delay=60)]) as busy, \
+                ScriptedLLMServer([Fault.hang()]) as hung:
+            app = App()
+            TetherAgent(_sdk_agent("slow", busy.base_url), app=app)
+            TetherAgent(_sdk_agent("dead", silent.url), app=app)
+            TetherAgent(_sdk_agent("hung", hung.base_url), app=app)
+            async with TestEnv(app, llm=[Reply("never")], stuck_after=1.0) as env:
+                slow = await env.start("slow", "hi")
+                async with asyncio.timeout(30):
+                    while not busy.answering:
+                        await asyncio.sleep(0.01)
+                dead = await env.start("dead", "hi")
+                with pytest.raises(RunStuck, match=(
+                        rf"run '{dead.run_id}' \(dead\) cannot reach its model: its LLM "
+                        r"call \(step 'openai_agents:model:gpt-4.1-mini'\) has had no "
+                        rf"answer from {re.escape(silent.url)} for [\d.]+ s")):
+                    await env.result(dead, timeout=30)
+                assert busy.answering == 1  # (the slow answer was under way throughout)
+                assert silent.accepted
+                hanging = await env.start("hung", "hi")
+                with pytest.raises(RunStuck, match=(
+                        rf"run '{hanging.run_id}' \(hung\) cannot reach its model: .*has "
+                        rf"had no answer from {re.escape(hung.base_url)} for [\d.]+ s")):
+                    await env.result(hanging, timeout=30)
+                assert (hung.hanging, hung.answering) == (1, 0)
+                await busy.stop()  # (the slow run's answer is never sent: not waited for)
+                await env.app.cancel(slow.run_id)
+    finally:
+        silent.close()

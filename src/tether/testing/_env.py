@@ -85,6 +85,7 @@ from tether._types import JournalEntry, RunRecord, RunStatus
 from tether.errors import ConfigError, RunFailed, StoreError, TetherError
 from tether.testing._mocks import step_double, step_of
 from tether.testing.llm_server import ScriptedLLMServer, Step
+from tether.testing.llm_server._server import answering_at
 from tether.testing.responses_api import ScriptedResponsesServer
 
 if TYPE_CHECKING:
@@ -1182,7 +1183,14 @@ class TestEnv:
         task of the test only waited: the endpoint accepted the connection and says
         nothing, and the call would wait its model's own timeout (600 s by default) in
         real time. A model whose timeout is that short or shorter is left to it, and a
-        call that answers, however slowly, is not concerned once its answer began."""
+        call that answers, however slowly, is not concerned once its answer began.
+
+        Nor is a call to a scripted LLM server of this process (``ScriptedLLMServer``,
+        one of the test's own beside ``env.llm``) while that server is answering a
+        request (``answering``: a reply's ``delay``, a slow stream): a plain request's
+        answer begins only when it arrives whole, and the server holds it on purpose.
+        Its two seconds count from when the server answers nothing (a ``Fault.hang()``
+        holds its request and never answers: that call is still ended)."""
         if wait.stuck is not None or self.stuck_after is None:
             return
         ours = {self.llm.base_url.rstrip("/"), self.llm.anthropic_base_url.rstrip("/")}
@@ -1193,6 +1201,9 @@ class TestEnv:
             if (call.run_id not in family or call.answered
                     or call.base_url.rstrip("/") in ours
                     or (call.timeout is not None and call.timeout <= _UNANSWERED_AFTER)):
+                continue
+            if answering_at(call.base_url):  # (its server answers: the grace starts anew)
+                self._unanswered.pop(id(call), None)
                 continue
             seen = current[id(call)] = self._unanswered.get(id(call), now)
             if now - seen >= grace and now - call.since >= grace \

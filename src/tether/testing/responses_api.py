@@ -339,7 +339,8 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             if rec.stream:  # (the job's events, resumable by sequence_number)
                 step = await self._scripted(conn, rec)
                 if step is not None:
-                    await self._background_stream(conn, rec, step)
+                    with self._answering():
+                        await self._background_stream(conn, rec, step)
                 return
             # Queued at once, as the real API answers; a retrieve takes the script step.
             queued = {**self._response(rec, Reply(""), items=[], status="queued"),
@@ -379,17 +380,18 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         return step
 
     async def _responses_reply(self, conn: _Conn, rec: RecordedRequest, reply: Reply) -> None:
-        if reply.delay > 0:
-            await asyncio.sleep(reply.delay)
-        rec.outcome = "reply"
-        rec.status = 200
-        if not rec.stream:
-            body = self._response(rec, reply)
-            if await self._cut_plain(conn, rec, reply, body):
+        with self._answering():
+            if reply.delay > 0:
+                await asyncio.sleep(reply.delay)
+            rec.outcome = "reply"
+            rec.status = 200
+            if not rec.stream:
+                body = self._response(rec, reply)
+                if await self._cut_plain(conn, rec, reply, body):
+                    return
+                await conn.respond(200, body, headers={"x-request-id": self._next_id("req_")})
                 return
-            await conn.respond(200, body, headers={"x-request-id": self._next_id("req_")})
-            return
-        await self._send_events(conn, rec, reply, list(self._response_events(rec, reply)))
+            await self._send_events(conn, rec, reply, list(self._response_events(rec, reply)))
 
     async def _send_events(self, conn: _Conn, rec: RecordedRequest, reply: Reply,
                            events: list[tuple[str, str]]) -> None:
@@ -508,8 +510,9 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                 pending[0] = False
                 paced = Reply("", chunk_delay=reply.chunk_delay, reset_after_chunks=len(
                     [n for n in content if after < n < content[cut]]))
-        await self._send_events(conn, rec, paced, [(kind, text) for kind, text, number
-                                                   in events if number > after])
+        with self._answering():
+            await self._send_events(conn, rec, paced, [(kind, text) for kind, text, number
+                                                       in events if number > after])
         return True
 
     # -- Anthropic extended thinking --------------------------------------------------

@@ -9,7 +9,8 @@ import inspect
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -49,6 +50,26 @@ _DEFAULT_MESSAGES = {
 
 class _Exhausted(Exception):
     pass
+
+
+#: The scripted servers of this process that listen (from ``start`` to ``stop``), which
+#: ``answering_at`` asks.
+_LISTENING: weakref.WeakSet[ScriptedLLMServer] = weakref.WeakSet()
+
+
+def answering_at(base_url: str) -> bool:
+    """Whether a scripted server of this process that listens at ``base_url`` (its
+    ``base_url`` or ``anthropic_base_url``, or a path under its root) is answering a
+    request now (``ScriptedLLMServer.answering``): a test environment does not take a
+    model call to it for one to an endpoint that says nothing."""
+    url = base_url.rstrip("/")
+    for server in list(_LISTENING):
+        if server._server is None or not server.answering:
+            continue
+        root = server.url
+        if url == root or url.startswith(root + "/"):
+            return True
+    return False
 
 
 class ScriptedLLMServer:
@@ -97,6 +118,11 @@ class ScriptedLLMServer:
         #: Requests held unanswered by a ``hang`` fault right now (each ends when its
         #: client gives up and closes the connection).
         self.hanging = 0
+        #: Requests being answered right now: a step of the script taken and its answer
+        #: under way, bound to end by itself (a reply's or a fault's ``delay``, a slow
+        #: stream); not one a ``hang`` holds (``hanging``), nor one waiting for a
+        #: ``responder`` to give its step.
+        self.answering = 0
 
     def _now(self) -> float:
         return time.monotonic() if self.clock is None else self.clock()
@@ -158,6 +184,7 @@ class ScriptedLLMServer:
                                                   limit=1 << 20)
         self.port = self._server.sockets[0].getsockname()[1]
         self._started_at = self._now()
+        _LISTENING.add(self)
         return self
 
     async def stop(self) -> None:
@@ -165,6 +192,7 @@ class ScriptedLLMServer:
         server, self._server = self._server, None
         if server is None:
             return
+        _LISTENING.discard(self)
         server.close()
         for task in list(self._conns):
             task.cancel()
@@ -362,7 +390,25 @@ class ScriptedLLMServer:
         await conn.respond(status, provider.error_body(status, message, error_type),
                            headers=headers)
 
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Count a request among those being answered (``answering``) meanwhile."""
+        self.answering += 1
+        try:
+            yield
+        finally:
+            self.answering -= 1
+
     async def _fault(self, conn: Conn, rec: RecordedRequest, fault: Fault) -> None:
+        """Answer ``rec`` with ``fault``; being answered meanwhile (``answering``)
+        unless it is a ``hang``, which never answers."""
+        if fault.kind == "hang":
+            await self._faulted(conn, rec, fault)
+            return
+        with self._answering():
+            await self._faulted(conn, rec, fault)
+
+    async def _faulted(self, conn: Conn, rec: RecordedRequest, fault: Fault) -> None:
         if fault.delay > 0:
             await asyncio.sleep(fault.delay)
         if fault.kind == "status":
@@ -418,6 +464,11 @@ class ScriptedLLMServer:
             raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     async def _reply(self, conn: Conn, rec: RecordedRequest, reply: Reply) -> None:
+        """Answer ``rec`` with ``reply``, being answered meanwhile (``answering``)."""
+        with self._answering():
+            await self._replied(conn, rec, reply)
+
+    async def _replied(self, conn: Conn, rec: RecordedRequest, reply: Reply) -> None:
         if reply.delay > 0:
             await asyncio.sleep(reply.delay)
         rec.outcome = "reply"
