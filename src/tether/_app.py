@@ -964,6 +964,12 @@ class App:
             ConfigError: ``reason`` is not a string, is empty, too long, or holds
                 control characters (nothing was asked).
         """
+        return RunStatus((await self._cancel(run_id, reason=reason)).status)
+
+    async def _cancel(self, run_id: str, *, reason: str | None = None) -> RunRecord:
+        """``cancel``, answering the run's record after the request as the store's
+        ``run_cancel`` gives it (with the reason and the parent the cancel keeps, for
+        ``tether cancel``: a repeat keeps the first request's)."""
         _lookup_id(run_id)
         reason = check_cancel_reason(reason)
         store = await self._open()
@@ -971,7 +977,7 @@ class App:
         for w in self._workers:
             w.request_cancel(run_id)
             w.notify()
-        return RunStatus(run.status)
+        return run
 
     async def signal(self, run_id: str, name: str, payload: Any = None, *,
                      idempotency_key: str | None = None) -> bool:

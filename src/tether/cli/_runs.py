@@ -752,8 +752,10 @@ async def cancel(args: argparse.Namespace) -> int:
         if before.is_ended:
             raise CliError(f"run {args.run_id!r} has already ended ({before.value}); "
                            "nothing to cancel")
-        status = await app.cancel(args.run_id, reason=args.reason)
-        kept = await app.get_run(args.run_id)
+        # (the record the cancel answers holds the reason it keeps: no read of the run,
+        # its journal and payloads, again)
+        kept = await app._cancel(args.run_id, reason=args.reason)
+        status = kept.status
     if args.json:
         print(dumps({"run_id": args.run_id, "status": status.value,
                      "cancel_reason": kept.cancel_reason}))
@@ -778,7 +780,7 @@ def reason_arg(text: str) -> str:
     return reason
 
 
-def _reason_not_kept(reason: str | None, info: RunInfo) -> None:
+def _reason_not_kept(reason: str | None, info: RunInfo | RunRecord) -> None:
     """A word on stderr when ``--reason`` was not kept: the run's cancel had been
     requested before (a repeat keeps the first request's time and reason, as its
     parent's cascade does), so a person does not believe the new one recorded."""

@@ -738,7 +738,9 @@ class Store(ServeQueries, Protocol):
         cancelled as ``run_children_cancel`` does. ``reason`` (why; None: none given) is
         kept with the request's time: a repeat keeps the first request's (and its
         ``cancelled_with``, the parent of a cascade that asked first), and its children
-        get it with their parent's id. Raises: RunNotFound."""
+        get it with their parent's id. Returns the run's record after the request, as
+        ``run_get`` reads it (its ``cancel_reason`` and ``cancelled_with`` the ones kept).
+        Raises: RunNotFound."""
 
     async def lease_heartbeat(self, *, worker_id: str, now: float,
                               lease_seconds: float) -> HeartbeatResult:
