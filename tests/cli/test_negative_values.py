@@ -70,7 +70,7 @@ def test_a_negative_value_of_a_sub_commands_option_is_joined_at_any_depth() -> N
 
     root = _Parser(prog="t")
     level1 = root.add_subparsers(dest="a", parser_class=_CommandParser).add_parser("one")
-    level2 = level1.add_subparsers(dest="b").add_parser("two")
+    level2 = level1.add_subparsers(dest="b", title="actions").add_parser("two")
     level3 = level2.add_subparsers(dest="c").add_parser("three", aliases=["3"])
     level3.add_argument("--delay")
     level3.add_argument("--quiet", action="store_true")
@@ -95,8 +95,11 @@ def test_a_value_option_takes_its_value_and_an_abbreviation_counts() -> None:
     assert _negatives_joined(parser, ["--db", "runs", "purge", "--older-than", "-1d"]) == [
         "--db", "runs", "purge", "--older-than=-1d"]
     assert _negatives_joined(parser, ["purge", "--older", "-1d"]) == ["purge", "--older=-1d"]
-    # (an abbreviation of two options is argparse's to refuse; a flag's is left alone)
+    # (a flag's abbreviation is left alone: ``--js`` is ``--json``'s)
     assert _negatives_joined(parser, ["purge", "--js", "-1d"]) == ["purge", "--js", "-1d"]
+    # (``--`` is never an option's value: what follows it is left alone)
+    assert _negatives_joined(parser, ["purge", "--older-than", "--", "--older-than", "-1d"]
+                             ) == ["purge", "--older-than", "--", "--older-than", "-1d"]
 
 
 def test_the_command_refuses_a_parser_it_keeps_no_record_of() -> None:

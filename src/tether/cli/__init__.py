@@ -294,7 +294,7 @@ def _negatives_joined(parser: Options, argv: list[str]) -> list[str]:
         commands = current.commands
         if commands is not None and word in commands.parsers:
             current = commands.parsers[word]  # (the sub-command: its options from here)
-        elif current.option_taking_value(word) and i + 1 < len(argv):
+        elif current.option_taking_value(word) and argv[i + 1:i + 2] not in ([], ["--"]):
             value = argv[i + 1]
             joined += [f"{word}={value}"] if _NEGATIVE.match(value) else [word, value]
             i += 2

@@ -45,6 +45,11 @@ class Group:
         _record(self._options, action)
         return action
 
+    def __getattr__(self, name: str) -> Any:
+        # (the rest is the group's: argparse keeps one it made for its own use, such as
+        # add_subparsers(title=...)'s, and goes on using it)
+        return getattr(self._group, name)
+
 
 class Commands:
     """The sub-commands of an ``Options`` (``add_subparsers``): argparse's sub-parsers,
@@ -59,7 +64,7 @@ class Commands:
         #: Each sub-command's parser, by its name and by each alias.
         self.parsers: dict[str, Options] = {}
 
-    def add_parser(self, name: str, **kwargs: Any) -> Any:
+    def add_parser(self, name: str, **kwargs: Any) -> Options:
         text = kwargs.get("help")
         if kwargs.get("description") is None and isinstance(text, str) \
                 and text and text != argparse.SUPPRESS:
