@@ -62,15 +62,30 @@ def test_expose_list_and_unknown_names(tmp_path: Path) -> None:
         create_mcp_http(app, expose=["nope"])
 
 
-def test_parameter_named_like_a_start_keyword(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keyword", ["workflow", "run_id", "queue", "check_args"])
+def test_parameter_named_like_a_start_keyword(tmp_path: Path, keyword: str) -> None:
+    """Every keyword of App.start is refused, check_args too: a call's check_args went to
+    App.start (the run's input lost it, the workflow took its default) instead of
+    being refused as the other keywords are."""
     app = App(f"sqlite:///{tmp_path / 't.db'}")
+    ns: dict[str, Any] = {}
+    exec(f"async def route(*, {keyword}: bool = False) -> bool:\n    return {keyword}\n",
+         ns)
+    app.workflow(mcp=True)(ns["route"])
 
-    @app.workflow(mcp=True)
-    async def route(queue: str) -> str:
-        return queue
-
-    with pytest.raises(ConfigError, match=r"its parameter .queue. is a keyword of App\.start"):
+    with pytest.raises(ConfigError,
+                       match=rf"its parameter .{keyword}. is a keyword of App\.start"):
         TetherTasks(app)
+
+
+def test_the_reserved_names_are_app_starts_keywords() -> None:
+    """The face's list of refused parameter names is App.start's keywords, whole."""
+    import inspect
+
+    from tether.serve.mcp._face import _RESERVED
+    params = inspect.signature(App.start).parameters.values()
+    keywords = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert _RESERVED == keywords | {"workflow"}
 
 
 async def test_a_workflow_whose_name_is_no_tool_name_is_served_under_a_derived_one(

@@ -876,8 +876,9 @@ class TetherTasks:
 
 
 #: Keyword arguments of ``App.start``: a workflow parameter of that name cannot be
-#: passed through it.
-_RESERVED = frozenset({"workflow", "run_id", "queue"})
+#: passed through it (``check_args`` too: a call's value went to ``App.start``, and the
+#: workflow took its default).
+_RESERVED = frozenset({"workflow", "run_id", "queue", "check_args"})
 
 #: Parameter kinds a tool (called with keyword arguments from a JSON object) cannot
 #: have, and why.
