@@ -126,6 +126,65 @@ async def test_a_workflow_whose_name_is_no_tool_name_is_served_under_a_derived_o
     assert run.workflow == "billing/charge v2"
 
 
+async def test_a_parameter_aliased_in_its_annotation_takes_the_schemas_name(
+        tmp_path: Path) -> None:
+    """A parameter ``src: Annotated[str, Field(alias="from")]`` is "from" in the tool's
+    schema; a call that gave "from" started the workflow with ``from=...`` (the dump's
+    alias), so the run failed to start ("missing a required argument: 'src'") and the
+    tool could never be called. It is passed under the parameter's name, and a retry
+    under the same idempotency key is the same call (other arguments are still refused).
+    A parameter the SDK renames (``json``, a BaseModel method's name) is passed so too."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def copy_file(src: Annotated[str, Field(alias="from")],
+                        json: bool = False) -> str:
+        return f"{src} json={json}"
+
+    async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+        [tool] = (await client.list_tools()).tools
+        assert sorted(tool.input_schema["properties"]) == ["from", "json"]
+        done = await client.call_tool("copy_file", {"from": "a.txt", "json": True})
+        assert isinstance(done.content[0], TextContent)
+        assert (done.content[0].text, done.is_error) == ("a.txt json=True", False)
+        meta = {"idempotency_key": "copy-1"}
+        first = await client.session.call_tool("copy_file", {"from": "b.txt"},
+                                               allow_claimed=True, meta=meta)
+        again = await client.session.call_tool("copy_file", {"from": "b.txt"},
+                                               allow_claimed=True, meta=meta)
+        other = await client.session.call_tool("copy_file", {"from": "c.txt"},
+                                               allow_claimed=True, meta=meta)
+        assert isinstance(first, CreateTaskResult) and isinstance(again, CreateTaskResult)
+        assert again.task_id == first.task_id
+        assert not isinstance(other, CreateTaskResult) and other.is_error
+        ended = await poll(client, first.task_id, {"completed", "failed"})
+    assert ended.status == "completed", ended
+    assert ended.result is not None
+    assert ended.result["content"][0]["text"] == "b.txt json=False"
+
+
+@pytest.mark.parametrize(("param", "why"), [
+    ("_scratch", "begins with '_'"),
+    ("model_config", "is the name pydantic keeps for a model's configuration"),
+])
+def test_a_parameter_name_the_sdk_or_pydantic_refuses_is_a_config_error(
+        tmp_path: Path, param: str, why: str) -> None:
+    """A parameter named ``_scratch`` (the SDK raised its InvalidSignature) or
+    ``model_config`` (pydantic a ValueError about a dictionary update) ended ``tether
+    mcp`` and ``tether serve --app`` with a traceback; it is a ConfigError naming the
+    workflow and the parameter, as the face's other refusals are."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+    ns: dict[str, Any] = {}
+    exec(f"async def odd({param}: str = '') -> str:\n    return {param}\n", ns)
+    app.workflow(mcp=True)(ns["odd"])
+
+    with pytest.raises(ConfigError) as err:
+        TetherTasks(app)
+    assert str(err.value).startswith(
+        f"MCP: workflow 'odd' cannot be a tool: its parameter {param!r} {why}")
+    assert str(err.value).endswith(": rename it")
+
+
 def test_two_workflows_are_never_one_tool(tmp_path: Path) -> None:
     """Two workflows whose tool names would be the same are refused, naming both."""
     app = App(f"sqlite:///{tmp_path / 't.db'}")

@@ -118,6 +118,20 @@ class _Exposed:
     tool: SdkTool
     workflow: str  # the workflow's: the tool's name, or the one it was derived from
 
+    def parameters(self, dumped: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments ``dumped`` (the argument model's ``model_dump(by_alias=True)``,
+        or a call's arguments as sent) by the workflow's parameter names: a parameter
+        whose schema name is an alias (``Annotated[str, Field(alias="from")]``; the SDK's
+        ``field_json`` for a parameter ``json``) is passed under its own name."""
+        names = _parameter_names(self.tool)
+        return {names.get(key, key): value for key, value in dumped.items()}
+
+    def schema_names(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """A run's keyword arguments (by parameter name) under the names the tool's
+        schema (its argument model) validates."""
+        back = {param: key for key, param in _parameter_names(self.tool).items()}
+        return {back.get(key, key): value for key, value in kwargs.items()}
+
 
 @dataclass(frozen=True, slots=True)
 class _Delivered:
@@ -268,6 +282,7 @@ class TetherTasks:
             arguments = validated.model_dump(mode="json", by_alias=True, exclude_unset=True)
         except Exception:  # a type pydantic cannot dump: pass what was sent
             pass
+        arguments = exposed.parameters(arguments)
         run_id = _keyed_run_id(exposed.workflow, key) if key is not None else new_run_id()
         # app.start returns once the run's row is committed: only then does the task exist.
         try:
@@ -888,6 +903,14 @@ def _sdk_tool(fn: Callable[..., Any], tool: str, name: str, description: str) ->
     ``typing.TypedDict`` before Python 3.12) is a ``ConfigError`` naming the workflow and
     the parameter, as a signature no call could fill is: pydantic's error escaped as a
     traceback, and `tether mcp` / `tether serve --app` ended with it, serving no tool."""
+    for param in inspect.signature(fn).parameters:
+        # The SDK refuses the first (InvalidSignature), and pydantic takes the second
+        # for the argument model's configuration (a ValueError): each was a traceback.
+        why = (_UNDERSCORE if param.startswith("_")
+               else _PYDANTIC_CONFIG if param == "model_config" else None)
+        if why is not None:
+            raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: its parameter "
+                              f"{param!r} {why}: rename it")
     try:
         sdk = SdkTool.from_function(fn, name=tool, description=description,
                                     structured_output=False)
@@ -904,6 +927,31 @@ def _sdk_tool(fn: Callable[..., Any], tool: str, name: str, description: str) ->
     # workflow taking **kwargs, which would take others, is no tool (``_UNTOOLABLE``).
     sdk.parameters = {**sdk.parameters, "additionalProperties": False}
     return sdk
+
+
+_UNDERSCORE = ("begins with '_', which the MCP SDK's tools refuse (a tool's argument "
+               "names are public)")
+_PYDANTIC_CONFIG = ("is the name pydantic keeps for a model's configuration (the tool's "
+                    "arguments are a pydantic model)")
+
+
+def _parameter_names(tool: SdkTool) -> dict[str, str]:
+    """The tool's argument names as its argument model dumps them (by alias), each to the
+    workflow parameter it fills, for those that differ: a parameter aliased in its
+    annotation (``Field(alias="from")``), and one the SDK renamed (``field_json``, alias
+    ``json``, for a parameter named like a ``BaseModel`` method)."""
+    params = inspect.signature(tool.fn).parameters
+    names: dict[str, str] = {}
+    for field_name, field in tool.fn_metadata.arg_model.model_fields.items():
+        dumped = field.serialization_alias or field.alias or field_name
+        param = field_name if field_name in params else field.alias
+        if param is not None and param in params and dumped != param:
+            names[dumped] = param
+        accepted = (field.validation_alias if isinstance(field.validation_alias, str)
+                    else field.alias)
+        if accepted is not None and accepted != dumped and param is not None:
+            names.setdefault(accepted, param)
+    return names
 
 
 def _unschemable_parameter(fn: Callable[..., Any]) -> str:
@@ -986,8 +1034,8 @@ def _canonical_input(exposed: _Exposed, payload: Any) -> str:
         return json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
     kwargs = payload.get("kwargs") or {}
     try:
-        kwargs = exposed.tool.fn_metadata.arg_model.model_validate(kwargs).model_dump(
-            mode="json", by_alias=True)
+        kwargs = exposed.tool.fn_metadata.arg_model.model_validate(
+            exposed.schema_names(kwargs)).model_dump(mode="json", by_alias=True)
     except Exception:  # no longer valid for the tool (its schema changed): as stored
         pass
     return json.dumps({"args": list(payload.get("args") or []), "kwargs": kwargs},
