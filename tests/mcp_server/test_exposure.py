@@ -185,6 +185,30 @@ def test_a_parameter_name_the_sdk_or_pydantic_refuses_is_a_config_error(
     assert str(err.value).endswith(": rename it")
 
 
+async def test_a_framework_agents_tool_is_described_by_the_agents_description(
+        tmp_path: Path) -> None:
+    """``app.add_agent(tagent, mcp=True)`` of a pydantic-ai or Agents SDK agent gave its
+    tool the description "Run the workflow 'NAME'.", whatever the agent said of itself
+    (``tether.ai.Agent``'s tool has its ``description``): a client's model chose among
+    tools named and described alike. The tool says what the agent says: pydantic-ai's
+    ``description``, the Agents SDK's ``handoff_description``."""
+    from agents import Agent as SdkAgent
+    from pydantic_ai import Agent as PaiAgent
+
+    from tether.integrations import openai_agents, pydantic_ai
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+    app.add_agent(pydantic_ai.TetherAgent(PaiAgent(
+        "test", name="geography", description="Answers questions on geography.")), mcp=True)
+    app.add_agent(openai_agents.TetherAgent(SdkAgent(
+        name="weather", handoff_description="Tells the weather of a city.")), mcp=True)
+    app.add_agent(pydantic_ai.TetherAgent(PaiAgent("test", name="quiet")), mcp=True)
+    async with serve_http(app) as url, tasks_client(url) as client:
+        tools = {t.name: t.description for t in (await client.list_tools()).tools}
+    assert tools == {"geography": "Answers questions on geography.",
+                     "weather": "Tells the weather of a city.",
+                     "quiet": "Run the workflow 'quiet'."}
+
+
 def test_two_workflows_are_never_one_tool(tmp_path: Path) -> None:
     """Two workflows whose tool names would be the same are refused, naming both."""
     app = App(f"sqlite:///{tmp_path / 't.db'}")

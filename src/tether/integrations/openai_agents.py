@@ -1033,6 +1033,12 @@ class TetherAgent(Generic[OutputT]):
     def __repr__(self) -> str:
         return f"TetherAgent({self.name!r}, queue={self.queue!r})"
 
+    @property
+    def description(self) -> str:
+        """The agent's ``handoff_description`` (what it does, for a model choosing it):
+        the description of its MCP tool (``app.add_agent(tagent, mcp=True)``)."""
+        return str(self.agent.handoff_description or "")
+
     def register(self, app: App) -> TetherAgent[OutputT]:
         """Register the workflow on ``app`` (``app.add_agent(tagent)`` calls this).
 

@@ -1270,6 +1270,12 @@ class TetherAgent(Generic[AgentDepsT, OutputT]):
     def output_type(self) -> Any:
         return self.agent.output_type
 
+    @property
+    def description(self) -> str:
+        """The agent's ``description`` (pydantic-ai's ``Agent(description=...)``): the
+        description of its MCP tool (``app.add_agent(tagent, mcp=True)``)."""
+        return str(getattr(self.agent, "description", None) or "")
+
     def register(self, app: App) -> TetherAgent[AgentDepsT, OutputT]:
         """Register the workflow on ``app`` (``app.add_agent(tagent)`` calls this).
 
