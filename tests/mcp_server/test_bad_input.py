@@ -191,6 +191,29 @@ def test_stdio_an_unknown_tool_is_a_protocol_error(tmp_path: Path, version: str)
     assert by_id[2]["error"]["data"]["tool"] == "q" * 100
 
 
+@pytest.mark.parametrize("version", ["2026-07-28", "2025-11-25", "2025-06-18"])
+def test_stdio_a_list_with_a_cursor_is_invalid_params(tmp_path: Path, version: str) -> None:
+    """The server lists every tool in one page and sends no nextCursor, so a cursor is
+    none of its own: the MCP specification's Pagination page says invalid cursors
+    SHOULD be -32602. A tools/list with one answered the whole list again, which a
+    client took for the page after the cursor. Without a cursor, the list is served."""
+    meta = {"_meta": META} if version == "2026-07-28" else {}
+    opening = [] if version == "2026-07-28" else _handshake(version)
+    by_id = _session(tmp_path, [*opening, *(
+        {"jsonrpc": "2.0", "id": i, "method": method, "params": {**params, **meta}}
+        for i, (method, params) in enumerate([
+            ("tools/list", {"cursor": "eyJwYWdlIjogMn0="}), ("tools/list", {}),
+            ("prompts/list", {"cursor": "x"})]))])
+    assert by_id[0]["error"] == {
+        "code": -32602, "message": "Invalid params: tools/list: unknown cursor "
+        "'eyJwYWdlIjogMn0=': this server lists everything in one page (it sends no "
+        "nextCursor); ask without a cursor", "data": {"cursor": "eyJwYWdlIjogMn0="}}
+    listed = by_id[1]["result"]
+    assert "nextCursor" not in listed
+    assert {"explode", "quote", "slow_sum"} <= {t["name"] for t in listed["tools"]}
+    assert by_id[2]["error"]["code"] == -32602
+
+
 @pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18"])
 def test_stdio_a_handshake_client_is_told_a_tool_is_task_only_as_its_protocol_says(
         tmp_path: Path, version: str) -> None:

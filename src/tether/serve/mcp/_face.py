@@ -1363,6 +1363,31 @@ class _TaskOnlyListed:
             for tool in tools]}
 
 
+class _OnePage:
+    """Server middleware: a list request (``tools/list``, and the SDK's prompts and
+    resources lists) with a ``cursor`` is -32602, as the MCP specification's Pagination
+    page asks of an invalid cursor ("Invalid cursors SHOULD result in an error with code
+    -32602"). This server gives every item in one page and sends no ``nextCursor``, so
+    no cursor is one of its own: the whole list was answered again, and a client that
+    made up or kept a cursor took it for the page after it."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+                       ) -> HandlerResult:
+        if ctx.method in _PAGINATED and isinstance(ctx.params, Mapping):
+            cursor = ctx.params.get("cursor")
+            if cursor is not None:
+                raise MCPError(code=INVALID_PARAMS, message=(
+                    f"Invalid params: {ctx.method}: unknown cursor {shown(str(cursor))}: "
+                    "this server lists everything in one page (it sends no nextCursor); "
+                    "ask without a cursor"), data={"cursor": cursor})
+        return await call_next(ctx)
+
+
+#: The list methods the MCP specification paginates.
+_PAGINATED = frozenset({"tools/list", "prompts/list", "resources/list",
+                        "resources/templates/list"})
+
+
 #: The first protocol whose ``Tool`` has ``execution.taskSupport`` (versions are dates,
 #: so they compare as text).
 _TASK_SUPPORT_SINCE = "2025-11-25"
@@ -1458,7 +1483,7 @@ def create_mcp_server(app: App, **options: Any) -> tuple[MCPServer, TetherTasks]
         "io.modelcontextprotocol/tasks extension a call returns a task to poll."),
         tools=[exposed.tool for exposed in backend.tools.values()],
         extensions=[_GuardedTasks(backend)],
-        middleware=[_StoreRequests(), _TaskOnlyListed(
+        middleware=[_StoreRequests(), _OnePage(), _TaskOnlyListed(
             name for name, exposed in backend.tools.items() if exposed.task_only)])
     install_task_notifications(server, backend)
     return server, backend
