@@ -214,6 +214,40 @@ def test_stdio_a_list_with_a_cursor_is_invalid_params(tmp_path: Path, version: s
     assert by_id[2]["error"]["code"] == -32602
 
 
+@pytest.mark.parametrize("version", ["2026-07-28", "2025-06-18"])
+def test_stdio_a_lone_surrogate_is_answered_and_the_server_goes_on(
+        tmp_path: Path, version: str) -> None:
+    """A lone surrogate ("\\ud800", a valid JSON escape that is no Unicode text) in a
+    request: the SDK's reader refuses the line, so it was answered -32600 "the
+    request's fields are not those of a JSON-RPC 2.0 request"; as a request's id, the
+    answer carried it back, could not be written, and ``tether mcp`` ended with a
+    traceback. A task id holding one is "Task not found" (as over HTTP), another string
+    -32602 naming where it is, an id -32600 with id null; the next request is served."""
+    meta = {"_meta": META} if version == "2026-07-28" else {}
+    tasks_meta = {"_meta": dict(META, **{"io.modelcontextprotocol/clientCapabilities": {
+        "extensions": {"io.modelcontextprotocol/tasks": {}}}})}
+    opening = [] if version == "2026-07-28" else _handshake(version)
+    by_id = _session(tmp_path, [*opening,
+        {"jsonrpc": "2.0", "id": "\ud800", "method": "tools/list", "params": meta},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+         "params": {"name": "quote", "arguments": {"item": "a\udc00b"}, **meta}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": meta},
+        *([{"jsonrpc": "2.0", "id": 3, "method": "tasks/get",
+            "params": {"taskId": "\ud800", **tasks_meta}}] if meta else [])])
+    assert by_id[None]["error"] == {
+        "code": -32600, "message": "Invalid Request", "data": '"id" holds a lone '
+        "surrogate, which is no Unicode text: an id is text or an integer"}
+    assert by_id[1]["error"]["code"] == -32602
+    assert by_id[1]["error"]["message"] == (
+        'Invalid request parameters: tools/call: params.arguments.item: the string '
+        '"a\\udc00b" holds a lone surrogate, which is no Unicode text (nothing can keep '
+        "it): send text")
+    assert "tools" in by_id[2]["result"]
+    if meta:
+        assert by_id[3]["error"] == {"code": -32602, "message":
+                                     "Failed to retrieve task: Task not found ('\\ud800')"}
+
+
 @pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18"])
 def test_stdio_a_handshake_client_is_told_a_tool_is_task_only_as_its_protocol_says(
         tmp_path: Path, version: str) -> None:

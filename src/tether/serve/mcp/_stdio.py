@@ -32,6 +32,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import (
     CONNECTION_CLOSED,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     PARSE_ERROR,
     ErrorData,
@@ -44,6 +45,7 @@ from pydantic import ValidationError
 
 from tether._clock import wait_event
 from tether._codec import json_kind
+from tether.mcp_tasks import unknown_task
 
 log = logging.getLogger("tether.mcp")
 
@@ -387,6 +389,10 @@ def bad_line_error(line: str | bytes, what: str = "line") -> JSONRPCError | None
             code=PARSE_ERROR, message="Parse error", data=f"the {what} is not JSON: {exc}"))
     if valid and not _unreadable_id(value):
         return None
+    if not valid and not _unreadable_id(value):
+        surrogate = _lone_surrogate(value)
+        if surrogate is not None:
+            return _surrogate_error(value, *surrogate)
     # (A request whose "id" is null, or no string or integer, passes the SDK's
     # validation as a notification, which is never answered: JSON-RPC 2.0 says a
     # notification has no "id" member, and MCP that an id is never null.)
@@ -395,6 +401,57 @@ def bad_line_error(line: str | bytes, what: str = "line") -> JSONRPCError | None
         request_id = value.get("id")
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(
         code=INVALID_REQUEST, message="Invalid Request", data=_why_invalid(value, what)))
+
+
+def _lone_surrogate(value: Any) -> tuple[str, str] | None:
+    """``(where, the string)`` of the first string of a JSON-RPC request ``value`` that
+    holds a lone surrogate (``"\\ud800"``: valid JSON, no Unicode text), when the
+    request is one otherwise; None if it holds none or is no request. The SDK's reader
+    parses a line with pydantic's JSON parser, which refuses such a string, so the line
+    reads as no JSON-RPC message at all."""
+    try:
+        jsonrpc_message_adapter.validate_python(value, by_name=False)
+    except ValidationError:
+        return None
+
+    def find(node: Any, where: str) -> tuple[str, str] | None:
+        if isinstance(node, str):
+            if _surrogate_in(node):
+                return where, node
+            return None
+        items = (node.items() if isinstance(node, dict)
+                 else enumerate(node) if isinstance(node, list) else ())
+        for key, item in items:
+            found = (find(key, f"{where} (a key)") if isinstance(key, str) else None) or find(
+                item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+            if found is not None:
+                return found
+        return None
+
+    return find(value.get("params"), "params") if isinstance(value, dict) else None
+
+
+def _surrogate_error(value: dict[str, Any], where: str, text: str) -> JSONRPCError:
+    """The answer to a request one of whose strings holds a lone surrogate: a task id
+    is a task no run can be (-32602 "Task not found", as over HTTP); anything else is
+    -32602 naming where the string is."""
+    method = value.get("method")
+    request_id = value.get("id")
+    shown_text = json.dumps(text[:SHOWN_CHARS])
+    if method in _TASK_METHODS and where == "params.taskId":
+        error = unknown_task(text)
+        return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(
+            code=error.error.code, message=error.error.message))
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(
+        code=INVALID_PARAMS, message=(
+            f"Invalid request parameters: {method}: {where}: the string {shown_text} "
+            "holds a lone surrogate, which is no Unicode text (nothing can keep it): "
+            "send text"), data={"invalid": [{"field": where.removeprefix("params."),
+                                             "problem": "a lone surrogate"}]}))
+
+
+#: The Tasks extension's methods, whose ``taskId`` no run can hold when it is no text.
+_TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
 
 
 def _response_shaped(line: str) -> bool:
@@ -413,7 +470,14 @@ def _unreadable_id(value: Any) -> bool:
     if not isinstance(value, dict) or "id" not in value or "method" not in value:
         return False
     found = value["id"]
-    return not isinstance(found, str | int) or isinstance(found, bool)
+    return (not isinstance(found, str | int) or isinstance(found, bool)
+            or (isinstance(found, str) and _surrogate_in(found)))
+
+
+def _surrogate_in(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (valid as a JSON escape, ``"\\ud800"``,
+    but no Unicode text: it cannot be written back as UTF-8)."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
 def _why_invalid(value: Any, what: str) -> str:
@@ -429,6 +493,9 @@ def _why_invalid(value: Any, what: str) -> str:
         if not isinstance(value["method"], str):
             return '"method" must be a string'
         if _unreadable_id(value):
+            if isinstance(value["id"], str):  # (an answer could not carry it back)
+                return ('"id" holds a lone surrogate, which is no Unicode text: an id is '
+                        'text or an integer')
             return (f'"id" must be a string or an integer, not {json_kind(value["id"])} (a '
                     'notification has no "id")')
         if "params" in value and not isinstance(value["params"], dict):
