@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -11,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,136 @@ def start_worker(db: str, tmp: Path, *, app: str = WEBAPP,
         return subprocess.Popen([*TETHER, "worker", app, "--db", db, *args], cwd=ROOT,
                                 env=env(**(extra_env or {})), stdout=out,
                                 stderr=subprocess.STDOUT)
+
+
+def wait_for(url: str, run_id: str, status: str, timeout: float = 30) -> dict[str, object]:
+    """The document of run ``run_id`` (the API of the server at ``url``, as admin) once
+    its status is ``status``; an ``AssertionError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = httpx.get(f"{url}/api/v1/runs/{run_id}",
+                        headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        if doc.get("status") == status:
+            return dict(doc)
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not become {status}: {doc}")
+
+
+async def blocked_in_a_timed_wait(url: str, run_id: str) -> None:
+    """Run ``run_id`` on the store ``url`` to a signal wait with a timeout (journaled,
+    pending, with its deadline) after a step ``a``, then, its signal sent, replay it
+    under code that asks for a step ``b`` first (non-determinism): it ends blocked, the
+    wait still pending."""
+    import tether
+    from tether import App
+
+    for first in ("a", "b"):
+        app = App(url)
+
+        @app.step
+        async def a() -> int:
+            return 1
+
+        @app.step
+        async def b() -> int:
+            return 2
+
+        @app.workflow
+        async def patient(first: str = first) -> int:
+            await (a() if first == "a" else b())
+            return int(await tether.wait_for_signal("go", timeout=3600))
+
+        async with app, app.worker():
+            if first == "a":
+                await app.start(patient, run_id=run_id)
+                status = "waiting"
+            else:
+                await app.signal(run_id, "go", 1)
+                status = "blocked"
+            async with asyncio.timeout(30):
+                while (await app.store.run_get(run_id)).status != status:
+                    await asyncio.sleep(0.02)
+
+
+#: A run a test starts through the API: its workflow (``tests.web.webapp``), its id,
+#: its arguments, and the status to wait for before the pages are looked at.
+Start = tuple[str, str, list[object], str]
+
+
+@dataclass
+class Site:
+    """A ``tether serve`` (admin token ``ADMIN``) and a worker of the test workflows on
+    one SQLite store, with runs started on it (``phone_site``)."""
+    served: Served
+    worker: subprocess.Popen[bytes]
+    db: str
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    def start(self, workflow: str, run_id: str, args: list[object]) -> None:
+        """Start ``run_id`` through the API (201: a new run)."""
+        r = httpx.post(self.url + "/api/v1/runs", headers={"Authorization": f"Bearer {ADMIN}"},
+                       json={"workflow": workflow, "input": args, "run_id": run_id})
+        assert r.status_code == 201, r.text
+
+
+@contextlib.contextmanager
+def phone_site(tmp: Path, name: str, runs: Sequence[Start] = (), *,
+               blocked: Sequence[str] = (),
+               worker_env: dict[str, str] | None = None) -> Iterator[Site]:
+    """The set-up of the browser tests of the pages on a phone: the store
+    ``tmp/name.db`` with the runs ``blocked`` (``blocked_in_a_timed_wait``), a server
+    and a worker on it, and ``runs`` started, each in its status; stopped on exit."""
+    db = f"sqlite:///{tmp}/{name}.db"
+    for run_id in blocked:
+        # (Playwright's sync API runs an event loop in the test's thread: another one)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, blocked_in_a_timed_wait(db, run_id)).result()
+    served = start_serve(db, tmp, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    try:
+        worker = start_worker(db, tmp, extra_env=worker_env)
+    except BaseException:
+        served.stop()
+        raise
+    site = Site(served, worker, db)
+    try:
+        for workflow, run_id, args, _ in runs:
+            site.start(workflow, run_id, args)
+        for _, run_id, _, status in runs:
+            wait_for(site.url, run_id, status)
+        yield site
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
+
+
+#: A phone's window: 390 x 844 CSS pixels.
+PHONE = {"width": 390, "height": 844}
+
+
+@contextlib.contextmanager
+def logged_in(browser: Any, url: str, *, viewport: dict[str, int] | None = None,
+              scheme: str | None = None, touch: bool = True) -> Iterator[Any]:
+    """A page (Playwright's) of a new browser context logged in to the server at ``url``
+    as admin, on the runs list: at ``viewport`` (``PHONE``), in the colour ``scheme``
+    (``"light"``, ``"dark"``; ``None``: the browser's), a touch screen unless ``touch``
+    is false (then a pointer hovers, as a mouse does). The context is closed on exit."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=viewport or PHONE, color_scheme=scheme,
+                                  has_touch=touch, is_mobile=touch)
+    try:
+        page = context.new_page()
+        page.goto(url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(url + "/runs")
+        yield page
+    finally:
+        context.close()
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from tests.web.helpers import (
     env,
     start_serve,
     start_worker,
+    wait_for,
 )
 from tests.web.test_sse import start_llm
 
@@ -54,17 +55,6 @@ def browser() -> Iterator[object]:
             yield b
         finally:
             b.close()
-
-
-def wait_for(url: str, run_id: str, status: str, timeout: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doc = httpx.get(f"{url}/api/v1/runs/{run_id}",
-                        headers={"Authorization": f"Bearer {ADMIN}"}).json()
-        if doc.get("status") == status:
-            return dict(doc)
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not become {status}: {doc}")
 
 
 def test_approve_in_inbox_and_watch_the_run_finish(browser: object, tmp_path: Path) -> None:

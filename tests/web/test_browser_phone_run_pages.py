@@ -8,19 +8,13 @@ Screenshots go to the test's temporary folder."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from pathlib import Path
 
-import httpx
 import pytest
 
-import tether
-from tests.web.helpers import ADMIN, WEBAPP, start_serve, start_worker
+from tests.web.helpers import logged_in, phone_site
 from tests.web.test_browser import browser as browser  # the fixture
-from tests.web.test_browser import wait_for
 from tests.web.test_browser_walk import HEIGHTS, ONE_LINE
-from tether import App
 
 pytestmark = pytest.mark.slow
 
@@ -46,80 +40,35 @@ SHADED = ("e => { const s = getComputedStyle(e); return e.scrollWidth > e.client
           " && s.backgroundAttachment.startsWith('local, local, scroll, scroll'); }")
 
 
-def _block(db: str, run_id: str) -> None:
-    """``run_id`` blocked: run to a wait after step ``a``, then replayed under code that
-    asks for step ``b`` first (non-determinism)."""
-
-    async def run(first: str) -> None:
-        app = App(db)
-
-        @app.step
-        async def a() -> int:
-            return 1
-
-        @app.step
-        async def b() -> int:
-            return 2
-
-        @app.workflow
-        async def patient(first: str = first) -> int:
-            await (a() if first == "a" else b())
-            return int(await tether.wait_for_signal("go", timeout=3600))
-
-        async with app, app.worker():
-            if first == "a":
-                await app.start(patient, run_id=run_id)
-                status = "waiting"
-            else:
-                await app.signal(run_id, "go", 1)
-                status = "blocked"
-            async with asyncio.timeout(30):
-                while (await app.store.run_get(run_id)).status != status:
-                    await asyncio.sleep(0.02)
-
-    # Playwright's sync API runs an event loop in this thread: use another one.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        for first in ("a", "b"):
-            pool.submit(asyncio.run, run(first)).result()
-
-
 def test_run_pages_on_a_touch_screen(browser: object, tmp_path: Path) -> None:
     """At 390 px on a touch screen: the fork link was invisible (shown on hover only)
     and 13 px tall, a "details" 17 px; a command cut at the box's edge and the
     timeline cut at "Started" read as whole; the signal form's note broke the run id at
     its hyphens ("research-2026-12-07-" / "ab12.")."""
-    from playwright.sync_api import Browser, expect
+    from playwright.sync_api import Browser
 
     assert isinstance(browser, Browser)
-    db = f"sqlite:///{tmp_path}/phone.db"
-    _block(db, BLOCKED)
-    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
-    worker = start_worker(db, tmp_path, extra_env={"TETHER_TEST_GATE_DIR": str(tmp_path)})
-    api = {"Authorization": f"Bearer {ADMIN}"}
-    try:
-        for workflow, run_id, args in (
-                ("wait_go", WAITING, []), ("over_budget", BUDGET, ["What is it?"]),
-                ("purchase", APPROVAL, ["atlas"]), ("gated_later", RUNNING, ["ana", "gate"]),
-                ("steps", DONE, [3]), ("waiting_parent", PARENT, [])):
-            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
-                "workflow": workflow, "input": args, "run_id": run_id})
-            assert r.status_code == 201, r.text
-        for run_id, status in ((WAITING, "waiting"), (BUDGET, "waiting"),
-                               (APPROVAL, "waiting"), (RUNNING, "running"),
-                               (DONE, "completed"), (PARENT, "waiting")):
-            wait_for(served.url, run_id, status)
-        for scheme in ("light", "dark"):
-            context = browser.new_context(viewport={"width": 390, "height": 844},
-                                          color_scheme=scheme, has_touch=True,
-                                          is_mobile=True)
-            page = context.new_page()
-            page.goto(served.url + "/login")
-            page.fill("input[name=token]", ADMIN)
-            page.press("input[name=token]", "Enter")
-            expect(page).to_have_url(served.url + "/runs")
+    runs = [("wait_go", WAITING, [], "waiting"),
+            ("over_budget", BUDGET, ["What is it?"], "waiting"),
+            ("purchase", APPROVAL, ["atlas"], "waiting"),
+            ("gated_later", RUNNING, ["ana", "gate"], "running"),
+            ("steps", DONE, [3], "completed"), ("waiting_parent", PARENT, [], "waiting")]
+    with phone_site(tmp_path, "phone", runs, blocked=[BLOCKED],
+                    worker_env={"TETHER_TEST_GATE_DIR": str(tmp_path)}) as site:
+        try:
+            _run_pages(browser, site.url, tmp_path)
+        finally:
+            (tmp_path / "gate").touch()  # (the running step ends: the worker stops at once)
+
+
+def _run_pages(browser: object, url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    for scheme in ("light", "dark"):
+        with logged_in(browser, url, scheme=scheme) as page:
             assert page.evaluate("matchMedia('(hover: none)').matches")
             for run_id in (BLOCKED, RUNNING, BUDGET, APPROVAL, WAITING, DONE, PARENT):
-                page.goto(served.url + "/runs/" + run_id)
+                page.goto(url + "/runs/" + run_id)
                 expect(page.locator("#run-status")).to_be_visible()
                 page.screenshot(path=str(tmp_path / f"{run_id}-390-{scheme}.png"),
                                 full_page=True)
@@ -138,27 +87,23 @@ def test_run_pages_on_a_touch_screen(browser: object, tmp_path: Path) -> None:
                     "e => e.parentElement.scrollWidth <= e.parentElement.clientWidth")
             names = {str(name) for name, _ in found}
             assert {f"{PARENT}.0", "list them"} <= names, names  # (the last page's)
-            page.goto(served.url + "/runs")
+            page.goto(url + "/runs")
             assert page.locator(".scroll-x").first.evaluate(SHADED), \
                 "the runs table has no shade where it scrolls"
-            page.goto(served.url + "/approvals")
+            page.goto(url + "/approvals")
             link = page.locator(".inbox p.small > a", has_text=APPROVAL)
             assert link.evaluate("e => e.getBoundingClientRect().height") >= 40
             assert not page.evaluate(SIDEWAYS), "the inbox scrolls sideways"
-            page.goto(served.url + "/runs/" + BLOCKED)
+            page.goto(url + "/runs/" + BLOCKED)
             command = page.locator(".failure code", has_text="tether resume")
             expect(command).to_have_text(f"tether resume {BLOCKED}")
             assert command.evaluate(SHADED), "the command has no shade where it scrolls"
-            page.goto(served.url + "/runs/" + WAITING)
+            page.goto(url + "/runs/" + WAITING)
             assert page.locator("#waits code").evaluate(SHADED)
-            context.close()
 
-        # The note of the signal form: the run id on one line, its full stop with it.
-        page = browser.new_page(viewport={"width": 390, "height": 844})
-        page.goto(served.url + "/login")
-        page.fill("input[name=token]", ADMIN)
-        page.press("input[name=token]", "Enter")
-        page.goto(served.url + "/runs/" + WAITING)
+    # The note of the signal form: the run id on one line, its full stop with it.
+    with logged_in(browser, url, touch=False) as page:
+        page.goto(url + "/runs/" + WAITING)
         page.locator("#waits button").click()
         note = page.locator("main > .flash")
         expect(note).to_contain_text(f"Sent signal 'go' to run {WAITING}.")
@@ -167,12 +112,6 @@ def test_run_pages_on_a_touch_screen(browser: object, tmp_path: Path) -> None:
         expect(said).to_have_text(f"{WAITING}.")
         assert said.evaluate(ONE_LINE), "the run id in the note broke over two lines"
         assert not page.evaluate(SIDEWAYS), "the page scrolls sideways"
-        page.close()
-    finally:
-        (tmp_path / "gate").touch()  # (the running step ends: the worker stops at once)
-        worker.terminate()
-        worker.wait(10)
-        served.stop()
 
 
 def test_the_fork_link_with_a_mouse_and_a_keyboard(browser: object, tmp_path: Path) -> None:
@@ -182,20 +121,10 @@ def test_the_fork_link_with_a_mouse_and_a_keyboard(browser: object, tmp_path: Pa
     from playwright.sync_api import Browser
 
     assert isinstance(browser, Browser)
-    db = f"sqlite:///{tmp_path}/mouse.db"
-    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
-    worker = start_worker(db, tmp_path)
-    api = {"Authorization": f"Bearer {ADMIN}"}
-    try:
-        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
-            "workflow": "steps", "input": [2], "run_id": DONE})
-        assert r.status_code == 201, r.text
-        wait_for(served.url, DONE, "completed")
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(served.url + "/login")
-        page.fill("input[name=token]", ADMIN)
-        page.press("input[name=token]", "Enter")
-        page.goto(served.url + "/runs/" + DONE)
+    with phone_site(tmp_path, "mouse", [("steps", DONE, [2], "completed")]) as site, \
+            logged_in(browser, site.url, viewport={"width": 1280, "height": 900},
+                      touch=False) as page:
+        page.goto(site.url + "/runs/" + DONE)
         assert not page.evaluate("matchMedia('(hover: none)').matches")
         fork = page.locator("a.forkhere").first
         opacity = "e => getComputedStyle(e).opacity"
@@ -216,8 +145,3 @@ def test_the_fork_link_with_a_mouse_and_a_keyboard(browser: object, tmp_path: Pa
                                 " parseFloat(getComputedStyle(e).outlineWidth)]")
         assert ring[0] not in ("none", "") and ring[1] >= 2, ring
         page.screenshot(path=str(tmp_path / "fork-focused.png"))
-        page.close()
-    finally:
-        worker.terminate()
-        worker.wait(10)
-        served.stop()

@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.web.helpers import ADMIN, WEBAPP, start_serve, start_worker
+from tests.web.helpers import ADMIN, PHONE, logged_in, phone_site, wait_for
 from tests.web.test_browser import browser as browser  # the fixture
-from tests.web.test_browser import wait_for
 from tests.web.test_browser_phone_run_pages import SIDEWAYS
 
 pytestmark = pytest.mark.slow
@@ -90,89 +89,62 @@ def test_the_timeline_on_a_phone(browser: object, tmp_path: Path) -> None:
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
-    db = f"sqlite:///{tmp_path}/timeline.db"
-    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\n", app=WEBAPP)
-    worker = start_worker(db, tmp_path)
+    runs = [("fan_out_parent", FAN, [], "waiting"), ("fixable", FAILED, ["order-7"], "failed"),
+            ("retrying", RETRIED, ["t1"], "completed"), ("steps", LONG, [55], "completed"),
+            ("waiting_parent", PARENT, [], "waiting")]
     api = {"Authorization": f"Bearer {ADMIN}"}
-    try:
-        for workflow, run_id, args in (
-                ("fan_out_parent", FAN, []), ("fixable", FAILED, ["order-7"]),
-                ("retrying", RETRIED, ["t1"]), ("steps", LONG, [55]),
-                ("waiting_parent", PARENT, [])):
-            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
-                "workflow": workflow, "input": args, "run_id": run_id})
-            assert r.status_code == 201, r.text
-        for run_id, status in ((FAN, "waiting"), (FAILED, "failed"), (RETRIED, "completed"),
-                               (LONG, "completed"), (PARENT, "waiting")):
-            wait_for(served.url, run_id, status)
-        r = httpx.post(f"{served.url}/api/v1/runs/{PARENT}/cancel", headers=api, json={})
+    with phone_site(tmp_path, "timeline", runs) as site:
+        url = site.url
+        r = httpx.post(f"{url}/api/v1/runs/{PARENT}/cancel", headers=api, json={})
         assert r.status_code == 202, r.text
-        wait_for(served.url, f"{PARENT}.0", "cancelled")
+        wait_for(url, f"{PARENT}.0", "cancelled")
         for scheme in ("light", "dark"):
-            context = browser.new_context(viewport={"width": 390, "height": 844},
-                                          color_scheme=scheme, has_touch=True,
-                                          is_mobile=True)
-            page = context.new_page()
-            page.goto(served.url + "/login")
-            page.fill("input[name=token]", ADMIN)
-            page.press("input[name=token]", "Enter")
-            expect(page).to_have_url(served.url + "/runs")
-            for run_id in (FAN, FAILED, RETRIED, LONG):
-                page.goto(served.url + "/runs/" + run_id)
-                expect(page.locator("#run-status")).to_be_visible()
-                page.screenshot(path=str(tmp_path / f"{run_id}-390-{scheme}.png"),
-                                full_page=True)
-                _rows_read_whole(page, run_id)
-                if run_id != FAN:  # (a waiting run's journal is forked from its end)
-                    fork = page.locator("a.forkhere").first
-                    expect(fork).to_be_visible()
-                    assert fork.evaluate(IN_VIEW), f"{run_id}: the fork link is off screen"
-                    assert fork.evaluate("e => e.getBoundingClientRect().height") >= 40
-            page.goto(served.url + "/runs/" + FAILED)
-            failed = page.locator("tr.op.st-error")
-            expect(failed).to_contain_text("bug in fragile('order-7')")
-            failed.locator("summary").click()
-            expect(failed.locator("pre.tb")).to_be_visible()
-            page.goto(served.url + "/runs/" + RETRIED)
-            attempts = page.locator("tr.op.k-step td").nth(4)
-            expect(attempts).to_have_text("2")
-            assert attempts.evaluate(
-                "e => getComputedStyle(e, '::before').content") == '"attempts "'
-            expect(attempts).to_be_visible()
-            context.close()
+            with logged_in(browser, url, scheme=scheme) as page:
+                for run_id in (FAN, FAILED, RETRIED, LONG):
+                    page.goto(url + "/runs/" + run_id)
+                    expect(page.locator("#run-status")).to_be_visible()
+                    page.screenshot(path=str(tmp_path / f"{run_id}-390-{scheme}.png"),
+                                    full_page=True)
+                    _rows_read_whole(page, run_id)
+                    if run_id != FAN:  # (a waiting run's journal is forked from its end)
+                        fork = page.locator("a.forkhere").first
+                        expect(fork).to_be_visible()
+                        assert fork.evaluate(IN_VIEW), f"{run_id}: the fork link is off screen"
+                        assert fork.evaluate("e => e.getBoundingClientRect().height") >= 40
+                page.goto(url + "/runs/" + FAILED)
+                failed = page.locator("tr.op.st-error")
+                expect(failed).to_contain_text("bug in fragile('order-7')")
+                failed.locator("summary").click()
+                expect(failed.locator("pre.tb")).to_be_visible()
+                page.goto(url + "/runs/" + RETRIED)
+                attempts = page.locator("tr.op.k-step td").nth(4)
+                expect(attempts).to_have_text("2")
+                assert attempts.evaluate(
+                    "e => getComputedStyle(e, '::before').content") == '"attempts "'
+                expect(attempts).to_be_visible()
 
         # A row a run event adds (the child .2 ends: its result is journaled) is drawn
         # as the others, and the page keeps its width.
-        context = browser.new_context(viewport={"width": 390, "height": 844},
-                                      has_touch=True, is_mobile=True)
-        page = context.new_page()
-        page.goto(served.url + "/login")
-        page.fill("input[name=token]", ADMIN)
-        page.press("input[name=token]", "Enter")
-        page.goto(served.url + "/runs/" + FAN)
-        rows = page.locator(".timeline tr.op")
-        expect(rows).to_have_count(5)  # (3 starts, the first child's result, the wait)
-        r = httpx.post(f"{served.url}/api/v1/runs/{FAN}.2/signals/go", headers=api,
-                       json={"data": 1})
-        assert r.status_code in (200, 202), r.text
-        expect(rows).to_have_count(6)
-        names = page.locator(".timeline tr.op.k-child_result td:nth-child(3)")
-        expect(names).to_contain_text([f"{FAN}.0", f"{FAN}.2", "3 child runs"])
-        page.screenshot(path=str(tmp_path / "fan-live-390.png"), full_page=True)
-        _rows_read_whole(page, "the fan-out after a child ended")
+        with logged_in(browser, url) as page:
+            page.goto(url + "/runs/" + FAN)
+            rows = page.locator(".timeline tr.op")
+            expect(rows).to_have_count(5)  # (3 starts, the first child's result, the wait)
+            r = httpx.post(f"{url}/api/v1/runs/{FAN}.2/signals/go", headers=api,
+                           json={"data": 1})
+            assert r.status_code in (200, 202), r.text
+            expect(rows).to_have_count(6)
+            names = page.locator(".timeline tr.op.k-child_result td:nth-child(3)")
+            expect(names).to_contain_text([f"{FAN}.0", f"{FAN}.2", "3 child runs"])
+            page.screenshot(path=str(tmp_path / "fan-live-390.png"), full_page=True)
+            _rows_read_whole(page, "the fan-out after a child ended")
 
-        # The cancelled child's "with its parent run <link>, whose cancel ...": the comma
-        # on the link's line at every width (a line broke between the two where the link
-        # ended a line: at 267 and 767 px, say).
-        page.goto(served.url + f"/runs/{PARENT}.0")
-        link = page.locator(".cancel-said a")
-        expect(link).to_have_text(PARENT)
-        for width in range(250, 800):  # (at 1 px steps: it broke in a few px at each)
-            page.set_viewport_size({"width": width, "height": 844})
-            mark, with_it = link.evaluate(PUNCTUATION_WITH_IT)
-            assert mark == "," and with_it, f"at {width} px the comma left its link"
-        context.close()
-    finally:
-        worker.terminate()
-        worker.wait(10)
-        served.stop()
+            # The cancelled child's "with its parent run <link>, whose cancel ...": the
+            # comma on the link's line at every width (a line broke between the two
+            # where the link ended a line: at 267 and 767 px, say).
+            page.goto(url + f"/runs/{PARENT}.0")
+            link = page.locator(".cancel-said a")
+            expect(link).to_have_text(PARENT)
+            for width in range(250, 800):  # (at 1 px steps: it broke in a few px at each)
+                page.set_viewport_size({"width": width, "height": PHONE["height"]})
+                mark, with_it = link.evaluate(PUNCTUATION_WITH_IT)
+                assert mark == "," and with_it, f"at {width} px the comma left its link"

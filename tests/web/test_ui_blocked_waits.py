@@ -8,50 +8,16 @@ document (``--json``, the API) are unchanged: the entry is ``pending``."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 
 import httpx
 
-import tether
-from tests.web.helpers import ADMIN, READ
+from tests.web.helpers import ADMIN, READ, blocked_in_a_timed_wait
 from tether import App
 
 READ_HEADERS = {"Authorization": f"Bearer {READ}"}
 HELD_NOTE = "on hold while the run is blocked"
-
-
-async def _blocked_in_a_timed_wait(url: str, run_id: str) -> None:
-    """Run ``run_id`` to a signal wait with a timeout (journaled, pending, with its
-    deadline), then, its signal sent, replay it under code that asks for another step
-    first: it ends blocked with the wait still pending."""
-    for first in ("a", "b"):
-        app = App(url)
-
-        @app.step
-        async def a() -> int:
-            return 1
-
-        @app.step
-        async def b() -> int:
-            return 2
-
-        @app.workflow
-        async def patient(first: str = first) -> int:
-            await (a() if first == "a" else b())
-            return int(await tether.wait_for_signal("go", timeout=3600))
-
-        async with app, app.worker():
-            if first == "a":
-                await app.start(patient, run_id=run_id)
-                status = "waiting"
-            else:
-                await app.signal(run_id, "go", 1)
-                status = "blocked"
-            async with asyncio.timeout(30):
-                while (await app.store.run_get(run_id)).status != status:
-                    await asyncio.sleep(0.02)
 
 
 async def test_a_blocked_runs_pending_timed_wait_is_on_hold(store_url: str) -> None:
@@ -59,7 +25,7 @@ async def test_a_blocked_runs_pending_timed_wait_is_on_hold(store_url: str) -> N
     from tether.cli._show_fit import print_fitted
     from tether.serve import Tokens, create_app
 
-    await _blocked_in_a_timed_wait(store_url, "held-1")
+    await blocked_in_a_timed_wait(store_url, "held-1")
     app = App(store_url)
     async with app:
         info = await app.get_run("held-1")
