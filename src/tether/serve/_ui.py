@@ -964,6 +964,49 @@ def budget_card(budget: dict[str, Any] | None, waiting_for: str | None) -> dict[
             "limits": said, "level": level, "note": note}
 
 
+#: The words of an error text that may be run ids (``run_ids_in``): what it quotes
+#: (``run 'digest-1.0' ended failed``: ``RunFailed`` says a run's id so) and the words
+#: that break at a hyphen. At most ``_ID_WORDS`` of them are looked up.
+_QUOTED_WORD = re.compile(r"'([^'\n]{1,300})'|\"([^\"\n]{1,300})\"")
+_HYPHENED_WORD = re.compile(r"[^\s'\"(),;:]*\w-\w[^\s'\"(),;:]*")
+_ID_WORDS = 100
+
+
+def _known_run_ids(doc: dict[str, Any]) -> set[str]:
+    """The run ids a run page's document names: its own, its parent's, the run it was
+    forked from, its children (its journal's and its tree's)."""
+    known = {doc["run_id"], doc.get("parent_run_id"), doc.get("forked_from")}
+    known.update(e["name"] for e in doc["journal"] if e["kind"] == "child_result")
+
+    def tree(nodes: list[dict[str, Any]]) -> None:
+        for n in nodes:
+            known.add(n["run_id"])
+            tree(n["children"])
+
+    tree(doc.get("tree") or [])
+    return {i for i in known if isinstance(i, str) and i}
+
+
+async def run_ids_in(app: App, doc: dict[str, Any], texts: Iterable[str]) -> list[str]:
+    """The run ids the error ``texts`` of run page ``doc`` may name, for ``with_ids`` to
+    draw whole: those the page knows (``_known_run_ids``) and the words of the texts
+    that name a run in the store (a grandchild a child's error quotes, say), each
+    found in a text. A ``<pre>``
+    broke any but the run's own at its hyphens: "run 'digest-2026-12-" / "07-ef56.0'
+    ended failed"."""
+    texts = list(texts)
+    known = _known_run_ids(doc)
+    words: set[str] = set()
+    for text in texts:
+        for m in _QUOTED_WORD.finditer(text):
+            words.add(m.group(1) or m.group(2))
+        words.update(w.rstrip(".!?") for w in _HYPHENED_WORD.findall(text))
+    asked = sorted(words - known)[:_ID_WORDS]
+    if asked:
+        known.update(r.run_id for r in await app.store.run_get_many(asked))
+    return sorted(i for i in known if any(i in text for text in texts))
+
+
 async def run_view(app: App, run_id: str, *,
                    timeline: int | None = TIMELINE_SHOWN) -> dict[str, Any]:
     """A run page's data; its timeline (``timeline_rows``) holds the newest
@@ -1057,6 +1100,10 @@ async def run_view(app: App, run_id: str, *,
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
     doc["traceback"] = _traceback(doc.get("error"))
+    # (the run ids its error texts name, drawn whole: the run's, its rows')
+    doc["known_ids"] = await run_ids_in(app, doc, [doc["error_text"]] + [
+        text for e in doc["timeline_rows"]
+        for text in (e.get("error_text"), e.get("previous_error")) if text])
     doc["final"] = doc["status"] in ENDED_VALUES
     doc["retryable"] = doc["status"] in RETRYABLE and not doc.get("erased_at")
     doc["fork_max"] = max((e["position"] for e in doc["journal"]), default=-1) + 1
