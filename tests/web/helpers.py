@@ -205,6 +205,13 @@ class Site:
                        json={"workflow": workflow, "input": args, "run_id": run_id})
         assert r.status_code == 201, r.text
 
+    def fork(self, run_id: str, at: int, new_id: str) -> None:
+        """Fork ``run_id`` at position ``at`` as the new run ``new_id``, through the API."""
+        r = httpx.post(f"{self.url}/api/v1/runs/{run_id}/fork",
+                       headers={"Authorization": f"Bearer {ADMIN}"},
+                       json={"at": at, "run_id": new_id})
+        assert r.status_code == 201, r.text
+
 
 @contextlib.contextmanager
 def phone_site(tmp: Path, name: str, runs: Sequence[Start] = (), *,

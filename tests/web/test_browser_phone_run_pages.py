@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.helpers import logged_in, phone_site
+from tests.web.helpers import logged_in, phone_site, wait_for
 from tests.web.test_browser import browser as browser  # the fixture
 from tests.web.test_browser_walk import HEIGHTS, ONE_LINE
 
@@ -145,3 +145,87 @@ def test_the_fork_link_with_a_mouse_and_a_keyboard(browser: object, tmp_path: Pa
                                 " parseFloat(getComputedStyle(e).outlineWidth)]")
         assert ring[0] not in ("none", "") and ring[1] >= 2, ring
         page.screenshot(path=str(tmp_path / "fork-focused.png"))
+
+
+#: What a finger presses on a page: each link, button, "details" and field shown, and
+#: a box's label (the box is in it). For each, its text, its height, and whether a
+#: finger meets it in its middle and 3 px inside its top or its bottom edge (nothing
+#: clips its box; two links a line apart, a run's id and "fork of ..." under it, share
+#: the space between them, the later one drawn over the other); each is scrolled to the
+#: middle of the window first.
+PRESSED = """() => [...document.querySelectorAll(
+    'header a, header button, main a, main button, main summary, main select,'
+    + ' main input:not([type=hidden]):not([type=checkbox]),'
+    + ' main label:has(> input[type=checkbox])')]
+  .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden')
+  .map(e => {
+    e.scrollIntoView({block: 'center', inline: 'nearest'});
+    const r = e.getClientRects()[0], x = r.left + Math.min(r.width / 2, 20);
+    const hit = y => { const at = document.elementFromPoint(x, y);
+                       return !!at && (at === e || e.contains(at)); };
+    return [(e.textContent || e.name || '').trim().slice(0, 40), Math.round(r.height),
+            hit(r.top + r.height / 2) && (hit(r.top + 3) || hit(r.bottom - 3))];
+  })"""
+
+#: Whether a box that scrolls (a wide table's) scrolls up and down too: a link's box
+#: beyond its cell would make it, unless the box clips it.
+SCROLLS_DOWN = ("() => [...document.querySelectorAll('.scroll-x')].some(e =>"
+                " e.scrollHeight > e.clientHeight && getComputedStyle(e).overflowY !== 'hidden')")
+
+FAMILY = "family-2026-12-07-bb22"
+FORK = "fork-2026-12-07-dd44"
+
+
+def test_what_a_finger_presses_is_40_px_tall_on_a_touch_screen(browser: object,
+                                                                tmp_path: Path) -> None:
+    """On a touch screen at 390 px, a link in a table's cell or in a sentence was 20 px
+    tall (17 in small text): a run id in the runs list, "needs approval", the head's
+    "child of" and "forked from", a timeline row's child run, the approve page's run.
+    Each is 40 px tall now, where a finger meets it, its lines where they were; at
+    1280 px with a mouse, a link is its line's height, as before."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    runs = [("failing_parent", FAMILY, ["x-1"], "failed"),
+            ("purchase", APPROVAL, ["atlas"], "waiting"), ("steps", DONE, [3], "completed")]
+    with phone_site(tmp_path, "fingers", runs) as site:
+        site.fork(DONE, 1, FORK)
+        wait_for(site.url, FORK, "completed")
+        pages = ("/runs", f"/runs/{FAMILY}", f"/runs/{FAMILY}.0", f"/runs/{FORK}",
+                 f"/runs/{APPROVAL}", "/approvals")
+        for scheme in ("light", "dark"):
+            with logged_in(browser, site.url, scheme=scheme) as page:
+                seen: set[str] = set()
+                for path in (*pages, "decide"):
+                    if path == "decide":  # (Enter in an inbox card's note: "choose")
+                        page.goto(site.url + "/approvals")
+                        page.fill("input[name=note]", "why not")
+                        page.press("input[name=note]", "Enter")
+                        expect(page.locator("h1")).to_have_text("Approve or reject?")
+                    else:
+                        page.goto(site.url + path)
+                    found = page.evaluate(PRESSED)
+                    page.evaluate("window.scrollTo(0, 0)")
+                    page.screenshot(path=str(tmp_path / f"fingers{path.replace('/', '-')}"
+                                                        f"-390-{scheme}.png"), full_page=True)
+                    short = [(name, h) for name, h, _ in found if h < 40]
+                    assert not short, f"{path}: under 40 px on a touch screen: {short}"
+                    missed = [name for name, _, met in found if not met]
+                    assert not missed, f"{path}: a finger misses them at their edges: {missed}"
+                    assert not page.evaluate(SCROLLS_DOWN), f"{path}: a box scrolls down"
+                    seen.update(name for name, _, _ in found)
+                # (the links that were 20 px tall were among those measured)
+                assert {FAMILY, f"{FAMILY}.0", DONE, APPROVAL, "needs approval",
+                        "log out"} <= seen, seen
+
+        # With a mouse on a desktop, a link is as tall as its line: nothing changed.
+        with logged_in(browser, site.url, viewport={"width": 1280, "height": 900},
+                       touch=False) as page:
+            for path, link in (("/runs", f"main td a[href$='/runs/{DONE}']"),
+                               (f"/runs/{FORK}", f".meta a[href$='/runs/{DONE}']"),
+                               (f"/runs/{FAMILY}", "tr.k-child_result td a")):
+                page.goto(site.url + path)
+                height, line = page.locator(link).first.evaluate(
+                    "e => [e.getBoundingClientRect().height,"
+                    " parseFloat(getComputedStyle(e).lineHeight)]")
+                assert height <= line + 1, (path, height, line)
