@@ -53,14 +53,17 @@ IN_VIEW = """e => { const r = e.getBoundingClientRect(),
   view = e.closest('.scroll-x').getBoundingClientRect();
   return r.width > 0 && r.left >= view.left && r.right <= view.right; }"""
 
-#: Whether the character after a link is on the link's line (compared by their
-#: bottoms: a line apart when it went to the next).
+#: Whether the character after a link is on the link's line (compared by the bottoms
+#: of the two texts: a line apart when it went to the next; the link's box reaches
+#: beyond its text on a touch screen).
 PUNCTUATION_WITH_IT = """a => {
   const next = a.nextSibling;
   const range = document.createRange();
   range.setStart(next, 0);
   range.setEnd(next, 1);
-  const mark = range.getBoundingClientRect(), link = a.getBoundingClientRect();
+  const text = document.createRange();
+  text.selectNodeContents(a);
+  const mark = range.getBoundingClientRect(), link = text.getBoundingClientRect();
   return [next.textContent[0], Math.abs(mark.bottom - link.bottom)
           < parseFloat(getComputedStyle(a).lineHeight) / 2];
 }"""
