@@ -205,6 +205,12 @@ class Site:
                        json={"workflow": workflow, "input": args, "run_id": run_id})
         assert r.status_code == 201, r.text
 
+    def signal(self, run_id: str, name: str, data: object = None) -> None:
+        """Send ``run_id`` the signal ``name`` through the API."""
+        r = httpx.post(f"{self.url}/api/v1/runs/{run_id}/signals/{name}",
+                       headers={"Authorization": f"Bearer {ADMIN}"}, json={"data": data})
+        assert r.status_code in (200, 202), r.text
+
     def fork(self, run_id: str, at: int, new_id: str) -> None:
         """Fork ``run_id`` at position ``at`` as the new run ``new_id``, through the API."""
         r = httpx.post(f"{self.url}/api/v1/runs/{run_id}/fork",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -176,6 +177,19 @@ def make_app(url: str | None = None) -> tether.App:
     @app.workflow
     async def steps(n: int) -> list[int]:
         return [await work(i) for i in range(1, n + 1)]
+
+    @app.workflow
+    async def long_wait(n: int) -> int:
+        """``n`` steps, a failed one among them halfway (caught: the run goes on), then
+        a wait for the signal ``go``, then one step more: a long journal on a phone."""
+        total = 0
+        for i in range(1, n + 1):
+            total += await work(i)
+            if i == n // 2:
+                with contextlib.suppress(tether.StepError):
+                    await fragile("halfway")
+        await tether.wait_for_signal("go")
+        return total + await work(0)
 
     @app.workflow
     async def parent(name: str) -> str:

@@ -1007,6 +1007,42 @@ async def run_ids_in(app: App, doc: dict[str, Any], texts: Iterable[str]) -> lis
     return sorted(i for i in known if any(i in text for text in texts))
 
 
+#: A phone folds a long timeline (app.css, at 640 px wide or less): it shows the
+#: newest ``FOLD_KEEP`` entries and every entry not ``ok`` (failed, waiting, running,
+#: retrying, on hold, timed out), and folds each run of at least ``FOLD_LEAST`` older
+#: ``ok`` ones behind a line that says how many, which unfolds them all. At about 120 px
+#: an entry, a 60-step run's page was 8,800 px tall on a 390 px phone.
+FOLD_KEEP = 10
+FOLD_LEAST = 3
+
+
+def fold_timeline(rows: list[dict[str, Any]], keep: str = "") -> int:
+    """Mark the timeline ``rows`` a phone folds (``FOLD_KEEP``): ``fold`` on each,
+    and ``fold_gap`` (how many are folded from it on) on the first of each run of
+    folded rows. ``keep``: a position not folded (the fork point the page marks).
+    Returns how many are folded."""
+    quiet = [r["state"] == "ok" and not r.get("in_flight") and r["position"] is not None
+             and str(r["position"]) != keep for r in rows]
+    newest = len(rows) - FOLD_KEEP
+    folded = 0
+    i = 0
+    while i < len(rows):
+        j = i
+        while j < len(rows) and j < newest and quiet[j]:
+            j += 1
+        size = j - i
+        for k in range(i, j):
+            rows[k]["fold"] = size >= FOLD_LEAST
+            rows[k]["fold_gap"] = size if k == i and size >= FOLD_LEAST else 0
+        if size >= FOLD_LEAST:
+            folded += size
+        if j == i:
+            rows[i]["fold"], rows[i]["fold_gap"] = False, 0
+            j += 1
+        i = j
+    return folded
+
+
 async def run_view(app: App, run_id: str, *,
                    timeline: int | None = TIMELINE_SHOWN) -> dict[str, Any]:
     """A run page's data; its timeline (``timeline_rows``) holds the newest
@@ -1076,6 +1112,7 @@ async def run_view(app: App, run_id: str, *,
                                                       str(doc["approval"].get("id", "")))
     doc["wait"] = await _wait_view(app, doc)
     doc["timeline_rows"] = with_child_waits(doc["timeline_rows"], doc, now)
+    doc["timeline_folded"] = fold_timeline(doc["timeline_rows"])
     # A queued run's workflow no worker registered, its queue's limit (paused: 0), as
     # `tether show` says them.
     doc["unregistered"], doc["queue_limit"] = await queued_why(
@@ -1448,6 +1485,8 @@ async def run_page(request: Request) -> Response:
     if not (fork_at.isascii() and fork_at.isdigit()) or len(fork_at) > 18 \
             or int(fork_at) > view["fork_max"]:
         fork_at = ""
+    if fork_at:  # (the fork point's row is not folded on a phone)
+        view["timeline_folded"] = fold_timeline(view["timeline_rows"], keep=fork_at)
     return render(request, "run.html", page="run", run=view, after=after or "",
                   fork_at=fork_at, retryable=RETRYABLE, ended=ENDED_VALUES)
 

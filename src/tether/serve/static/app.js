@@ -157,7 +157,17 @@ function redraw(el, html) {
   el.querySelectorAll("input[type=text]").forEach(input => {
     if (input.value !== input.defaultValue) typed.set(fieldKey(input), input.value);
   });
+  // (a box ticked, the timeline's "show all entries", stays ticked: a run event
+  // redraws the timeline, and folded it again under the reader)
+  const ticked = new Map();
+  el.querySelectorAll("input[type=checkbox][id]").forEach(box => {
+    ticked.set(box.id, box.checked);
+  });
   el.innerHTML = html;
+  ticked.forEach((on, id) => {
+    const box = document.getElementById(id);
+    if (box && el.contains(box)) box.checked = on;
+  });
   showTimes(el);
   if (!typed.size) return;
   el.querySelectorAll("input[type=text]").forEach(input => {
