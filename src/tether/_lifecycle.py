@@ -306,8 +306,9 @@ def _field(text: str, low: int, high: int, what: str) -> frozenset[int]:
             a = _value(part, what)
             b = high if step > 1 else a
         if what == "day-of-week" and b == 7:
+            if (7 - a) % step == 0:
+                values.add(0)  # 7 is Sunday too, when the step lands on it (not 2-7/2)
             b = 6 if a <= 6 else 7
-            values.add(0)  # 7 is Sunday too
         if not (low <= a <= high and low <= b <= high and a <= b):
             raise ValueError(f"{part!r} is outside {low}-{high} in the {what} field")
         values.update(range(a, b + 1, step))

@@ -41,6 +41,27 @@ def test_cron_next_tick(cron: str, after: str, expected: str) -> None:
     assert iso(Cron.parse(cron).next_after(ts(after), UTC)) == expected
 
 
+@pytest.mark.parametrize(("cron", "days"), [
+    ("0 9 * * 2-7/2", ["Tue", "Thu", "Sat"]),  # 2, 4, 6: the step passes over 7
+    ("0 9 * * 4/2", ["Thu", "Sat"]),  # 4-7/2: 4, 6
+    ("0 9 * * 2-7/5", ["Sun", "Tue"]),  # 2, 7
+    ("0 9 * * 1-7/2", ["Sun", "Mon", "Wed", "Fri"]),  # 1, 3, 5, 7
+    ("0 9 * * */2", ["Sun", "Tue", "Thu", "Sat"]),  # 0-7/2: 0, 2, 4, 6
+    ("0 9 * * 5/2", ["Sun", "Fri"]),  # 5, 7
+    ("0 9 * * 6-7", ["Sun", "Sat"]),
+])
+def test_a_weekday_step_ticks_on_sunday_only_when_it_lands_on_7(cron: str,
+                                                                 days: list[str]) -> None:
+    """A weekday range that ends at 7 (Sunday, as 0 is) took Sunday whatever its step:
+    ``2-7/2`` (Tuesday, Thursday, Saturday in Vixie cron) ticked on Sundays too."""
+    c, t, seen = Cron.parse(cron), ts("2027-01-04 00:00:00"), set()  # a Monday
+    for _ in range(14):
+        t = c.next_after(t, UTC)
+        seen.add(dt.datetime.fromtimestamp(t, UTC).strftime("%a"))
+    week = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]  # (the order of ``days``)
+    assert sorted(seen, key=week.index) == days
+
+
 def test_cron_in_a_time_zone() -> None:
     paris = zone_of("Europe/Paris")
     nxt = Cron.parse("0 9 * * *").next_after(ts("2026-12-02 09:30:00"), paris)
