@@ -291,8 +291,8 @@ _MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * 
 def _field(text: str, low: int, high: int, what: str) -> frozenset[int]:
     values: set[int] = set()
     for part in text.split(","):
-        step = 1
-        if "/" in part:
+        step, stepped = 1, "/" in part
+        if stepped:
             part, step_text = part.split("/", 1)
             if not _digits(step_text) or int(step_text) < 1:
                 raise ValueError(f"bad step {step_text!r} in the {what} field")
@@ -304,7 +304,7 @@ def _field(text: str, low: int, high: int, what: str) -> frozenset[int]:
             a, b = _value(a_text, what), _value(b_text, what)
         else:
             a = _value(part, what)
-            b = high if step > 1 else a
+            b = high if stepped else a  # ("5/15" is 5-59/15, and "5/1" 5-59)
         if what == "day-of-week" and b == 7:
             if (7 - a) % step == 0:
                 values.add(0)  # 7 is Sunday too, when the step lands on it (not 2-7/2)
@@ -334,7 +334,8 @@ def _digits(text: str) -> bool:
 class Cron:
     """A cron expression: ``minute hour day-of-month month day-of-week``, or six
     fields with seconds first (``*/10 * * * * *`` is every ten seconds). Fields take
-    ``*``, numbers, ranges ``a-b``, lists ``a,b`` and steps ``*/n`` or ``a-b/n``; month
+    ``*``, numbers, ranges ``a-b``, lists ``a,b`` and steps ``*/n``, ``a-b/n`` or ``a/n``
+    (``a`` to the field's end); month
     and weekday names (``jan``, ``mon``); ``@hourly``, ``@daily``, ``@weekly``,
     ``@monthly``, ``@yearly``. When both day fields are restricted, a day matching
     either runs (as in Vixie cron)."""

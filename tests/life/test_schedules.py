@@ -36,6 +36,8 @@ def iso(t: float, zone: dt.tzinfo = UTC) -> str:
     ("0 12 13 * 5", "2026-12-02 00:00:00", "2026-12-04 12:00:00"),  # day OR weekday
     ("@daily", "2026-12-02 00:00:00", "2026-12-03 00:00:00"),
     ("0 0 29 2 *", "2026-03-01 00:00:00", "2028-02-29 00:00:00"),
+    ("5/1 * * * *", "2026-12-02 10:05:00", "2026-12-02 10:06:00"),  # 5-59/1: every minute
+    ("5/15 * * * *", "2026-12-02 10:05:00", "2026-12-02 10:20:00"),
 ])
 def test_cron_next_tick(cron: str, after: str, expected: str) -> None:
     assert iso(Cron.parse(cron).next_after(ts(after), UTC)) == expected
