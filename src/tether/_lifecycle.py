@@ -832,6 +832,10 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
             if following > now:
                 break
             due.append(following)
+        if len(due) >= 10_000 and cron.next_after(due[-1], zone) <= now:
+            # The search stopped short of now (a minute cron after a week without
+            # workers): the latest ticks, those ``catchup`` keeps, are found back from now.
+            due += [t for t in ticks_up_to(cron, zone, now, s.catchup_max) if t > due[-1]]
         following = cron.next_after(max(due[-1], now), zone)
         missed = due
         if s.catchup == "skip":

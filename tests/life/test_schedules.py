@@ -437,3 +437,39 @@ def test_a_cron_field_takes_ascii_digits_only() -> None:
         with pytest.raises(tether.ConfigError, match=r"is not a number|bad step"):
             app.schedule(job, cron=cron)
     assert app._schedules == {}
+
+
+async def test_catchup_after_over_ten_thousand_missed_ticks_starts_the_latest(
+        store_url: str) -> None:
+    """The search for missed ticks stops at 10,000 of them; past that (a minute cron
+    after a week without workers, a cron of seconds after three hours) ``latest``
+    started the 10,000th tick, hours old, instead of the most recent, ``all`` the
+    ticks before it, and ``skip`` dropped even the tick due now."""
+    from tether._lifecycle import to_record
+
+    app = App(store_url)
+
+    @app.workflow
+    async def job() -> str:
+        return "ok"
+
+    app.schedule(job, cron="* * * * *", name="m-latest", catchup="latest")
+    app.schedule(job, cron="* * * * *", name="m-all", catchup="all", catchup_max=3,
+                 overlap="allow")
+    app.schedule(job, cron="* * * * *", name="m-skip", catchup="skip")
+    async with app:
+        store = app.store
+        for spec in app._schedules.values():
+            await store.schedule_upsert(schedule=to_record(app, spec,
+                                                           ts("2026-12-01 00:00:30")))
+        # eight days later: 11,520 missed ticks
+        now = ts("2026-12-09 00:00:20")
+        nxt = await tick_schedules(app, store, {"job"}, now, lambda: None)
+        assert nxt == ts("2026-12-09 00:01:00")
+        runs = sorted(r.run_id for r in await store.run_list(limit=100))
+        assert runs == ["m-all@2026-12-08T23:58:00Z", "m-all@2026-12-08T23:59:00Z",
+                        "m-all@2026-12-09T00:00:00Z", "m-latest@2026-12-09T00:00:00Z",
+                        "m-skip@2026-12-09T00:00:00Z"]
+        for s in await store.schedule_list():
+            assert (s.next_tick, s.last_tick) == (ts("2026-12-09 00:01:00"),
+                                                  ts("2026-12-09 00:00:00")), s.name
