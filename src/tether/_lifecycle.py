@@ -272,10 +272,12 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
 
 # -- cron ----------------------------------------------------------------------------------
 
-_NAMES = {
-    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8,
-    "sep": 9, "oct": 10, "nov": 11, "dec": 12,
-    "sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6,
+#: The names each field takes (as cron: month names in the month field, weekday names in
+#: the weekday field, none elsewhere: ``0 9 * mon *`` is a mistake, not January).
+_NAMES: dict[str, dict[str, int]] = {
+    "month": {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8,
+              "sep": 9, "oct": 10, "nov": 11, "dec": 12},
+    "day-of-week": {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6},
 }
 #: The most days each month has (February: in a leap year).
 _MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30,
@@ -316,10 +318,17 @@ def _field(text: str, low: int, high: int, what: str) -> frozenset[int]:
 
 
 def _value(text: str, what: str) -> int:
+    names = _NAMES.get(what, {})
     key = text.lower()
-    if key in _NAMES:
-        return _NAMES[key]
+    if key in names:
+        return names[key]
     if not _digits(text):
+        for field, named in _NAMES.items():
+            if key in named and field != what:
+                kind = "weekday" if field == "day-of-week" else field
+                raise ValueError(f"{text!r} is a {kind} name, which the {what} field does "
+                                 "not take (the fields: [second] minute hour day-of-month "
+                                 "month day-of-week)")
         raise ValueError(f"{text!r} is not a number in the {what} field")
     return int(text)
 

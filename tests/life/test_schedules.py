@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -422,6 +423,24 @@ def test_a_malformed_args_form_input_is_refused_as_app_fork_refuses_it() -> None
     app.schedule(job, cron="* * * * *", input={"args": ("a", "b"), "kwargs": {"k": 1}})
     assert app._schedules["job"].args == ("a", "b")
     assert app._schedules["job"].kwargs == {"k": 1}
+
+
+@pytest.mark.parametrize(("cron", "message"), [
+    ("0 9 * mon *", "'mon' is a weekday name, which the month field does not take"),
+    ("0 9 * * jan", "'jan' is a month name, which the day-of-week field does not take"),
+    ("0 9 mon * *", "'mon' is a weekday name, which the day-of-month field does not take"),
+    ("0 jan * * *", "'jan' is a month name, which the hour field does not take"),
+    ("0 9 * * mon-dec", "'dec' is a month name, which the day-of-week field does not take"),
+])
+def test_a_name_in_a_field_that_does_not_take_it_is_refused(cron: str, message: str) -> None:
+    """Names were one list for every field: ``0 9 * mon *`` (Monday written in the month
+    field) ticked every day of January, ``0 9 * * jan`` on Mondays, ``0 jan * * *`` at
+    1 o'clock. As in cron, month names are the month field's, weekday names the weekday
+    field's."""
+    with pytest.raises(tether.ConfigError, match=re.escape(message)):
+        Cron.parse(cron)
+    c = Cron.parse("0 9 * JAN-Mar MON")
+    assert (sorted(c.months), sorted(c.weekdays)) == ([1, 2, 3], [1])
 
 
 def test_a_cron_field_takes_ascii_digits_only() -> None:

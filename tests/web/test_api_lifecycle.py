@@ -4,6 +4,7 @@ and the store unchanged after each rejection (in process, httpx over ASGI, real 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -389,6 +390,23 @@ async def test_schedule_actions_reject_bad_requests(api: Api, action: str) -> No
     if method == "POST":
         await _rejected(api, method, f"/api/v1/schedules/nightly{suffix}", {"at": 1}, 400,
                         "bad_request")
+
+
+async def test_resuming_a_stored_schedule_whose_cron_is_refused_is_a_409(api_any: Api) -> None:
+    """A schedule stored by another version of Tether, with a cron this one refuses (a
+    weekday name in the month field), answered its resume with a 500; it is a 409 that
+    says why, and the schedule is left as it was."""
+    api = api_any
+    spec = make_spec("greet", "default", "0 3 * * *", name="old", args=("cron",))
+    record = dataclasses.replace(to_record(api.app, spec, api.app.clock.now()),
+                                 cron="0 9 * mon *")
+    await api.app.store.schedule_upsert(schedule=record)
+    await _rejected(api, "POST", "/api/v1/schedules/old/resume", None, 409, "conflict")
+    r = await api.http.post("/api/v1/schedules/old/resume")
+    assert r.json()["error"]["message"].startswith(
+        "schedule 'old' cannot resume: cron '0 9 * mon *': 'mon' is a weekday name")
+    (row,) = (await api.http.get("/api/v1/schedules")).json()["schedules"]
+    assert row["cron"] == "0 9 * mon *"
 
 
 # -- cancel -------------------------------------------------------------------------------

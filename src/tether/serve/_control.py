@@ -174,7 +174,14 @@ async def schedule_action(app: App, name: str, action: str) -> tuple[dict[str, A
     if action == "pause":
         found = await store.schedule_pause(name=name, paused=True, next_tick=None, now=now)
     else:
-        nxt = Cron.parse(sched.cron).next_after(now, zone_of(sched.timezone))
+        try:
+            nxt = Cron.parse(sched.cron).next_after(now, zone_of(sched.timezone))
+        except ConfigError as exc:
+            # (a schedule stored by another version of Tether, whose cron or time zone
+            # this one refuses: a 500 before; its workers log the same and skip it)
+            raise ApiError(409, "conflict", f"schedule {shown(name)} cannot resume: {exc}; "
+                           "fix it in the code that declares it (its workers write it "
+                           "again when they start)") from None
         found = await store.schedule_pause(name=name, paused=False, next_tick=nxt, now=now)
     after = await store.schedule_get(name) if found else None
     if after is None:  # deleted meanwhile

@@ -743,16 +743,19 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "summary": summary, "operationId": f"{action}Schedule",
                 "parameters": [_SCHEDULE], "requestBody": _NO_FIELDS,
                 "responses": {code: _ok(what, schema),
-                              "404": _err("no such schedule"), **_CHANGE_ERRORS}}}
-               for action, summary, code, what, schema in (
+                              "404": _err("no such schedule"), **extra, **_CHANGE_ERRORS}}}
+               for action, summary, code, what, schema, extra in (
                    ("pause", "Stop starting runs", "200", "the schedule, paused",
-                    {"$ref": "#/components/schemas/Schedule"}),
+                    {"$ref": "#/components/schemas/Schedule"}, {}),
                    ("resume", "Start runs again from the next tick", "200",
-                    "the schedule, active", {"$ref": "#/components/schemas/Schedule"}),
+                    "the schedule, active", {"$ref": "#/components/schemas/Schedule"},
+                    {"409": _err("a schedule stored by another version of Tether whose "
+                                 "cron or time zone this one refuses")}),
                    ("trigger", "Start a run now (the next tick is kept)", "201",
                     "the run started", {"type": "object", "required": ["run_id"],
                                         "properties": {"schedule": {"type": "string"},
-                                                       "run_id": {"type": "string"}}}))},
+                                                       "run_id": {"type": "string"}}},
+                    {}))},
             "/api/v1/approvals": {"get": {
                 "summary": "Tool calls waiting for a person: all of them by the time "
                            "they began waiting, or with limit/cursor one page, oldest run "
