@@ -648,7 +648,7 @@ class App:
 
     async def start(self, workflow: Callable[..., Any] | str, *args: Any,
                     run_id: str | None = None, queue: str | None = None,
-                    check_args: bool = True, **kwargs: Any) -> RunHandle[Any]:
+                    check_args: bool | None = None, **kwargs: Any) -> RunHandle[Any]:
         """Start a run of ``workflow`` (the function or its name) with these arguments.
 
         Idempotent on ``run_id``: starting an existing id starts nothing and returns a
@@ -658,7 +658,11 @@ class App:
         runs started together get neighbouring ids; nothing may rely on their order).
 
         ``run_id``, ``queue`` and ``check_args`` are this call's own: a workflow
-        parameter of one of those names cannot be passed by keyword here.
+        parameter of one of those names cannot be passed by keyword here. Where the
+        workflow's function is known here, giving one of them while the workflow has
+        a parameter of that name that the positional arguments leave unfilled is a
+        ``WorkflowArgumentError`` naming it (the workflow would silently have got its
+        default): pass that parameter positionally, or rename it.
         ``check_args=False`` starts the run without checking the arguments against the
         workflow's function known here: for a client whose code is not the workers'
         (another deploy, where the workflow's signature changed), whose check would
@@ -671,12 +675,28 @@ class App:
                 required one missing, an unknown keyword, one too many), checked where
                 its function is known here (given, or registered on this app under the
                 name given) unless ``check_args`` is False; nothing was started. Also a
-                ``TypeError``.
+                ``TypeError``. Also (whatever ``check_args``): one of this call's own
+                keywords names a parameter of the workflow left unfilled.
             NotSerializable: an argument is not JSON.
             PayloadTooLarge: the encoded input is over the size limit.
             ConfigError: the run id is used by a run of another workflow; the App is
                 closed.
         """
+        wdef = self._local_workflow(workflow)
+        if wdef is not None:
+            given = {"run_id": run_id, "queue": queue, "check_args": check_args}
+            _refuse_keyword_clash(wdef, len(args),
+                                  [k for k, v in given.items() if v is not None])
+        return await self._start(workflow, args, kwargs, run_id=run_id, queue=queue,
+                                 check_args=check_args is not False)
+
+    async def _start(self, workflow: Callable[..., Any] | str, args: Sequence[Any],
+                     kwargs: dict[str, Any], *, run_id: str | None, queue: str | None,
+                     check_args: bool) -> RunHandle[Any]:
+        """``start`` without its refusal of a start keyword that names a parameter of
+        the workflow: for a caller whose workflow arguments are all positional
+        (``tether start``, ``POST /api/v1/runs``), where ``run_id`` and ``queue`` can
+        only be the start's."""
         if run_id is not None:
             check_name("run id", run_id)
         if queue is not None:
@@ -1412,6 +1432,24 @@ class App:
             # the error's line, which named no file; the message itself is unchanged.
             failed.add_note(f"at {origin}")
         raise failed
+
+
+def _refuse_keyword_clash(wdef: WorkflowDef, positional: int, given: list[str]) -> None:
+    """Raise ``WorkflowArgumentError`` when one of ``App.start``'s own keywords given to
+    it (``given``) names a parameter of the workflow that its ``positional`` arguments
+    leave unfilled: the start took the value, and the workflow would silently have run
+    with its default (or failed for want of it)."""
+    check = wdef.arguments
+    if check is None or not given:
+        return
+    for keyword in given:
+        where = check.by_name.get(keyword)
+        if where is not None and where >= positional:
+            raise WorkflowArgumentError(
+                wdef.name,
+                f"its parameter {keyword!r} has the name of a keyword of App.start, which "
+                f"takes {keyword}= as its own: give the parameter positionally (and "
+                f"{keyword}= for the start), or rename it")
 
 
 def _warn_unknown(workflow: str, queue: str, known: Iterable[str] = (),

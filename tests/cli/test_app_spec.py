@@ -152,6 +152,27 @@ async def test_start_with_app_and_no_check_args_starts_what_the_code_refuses(
         assert (await app.get_run("c-1")).input == [3, "deep"]
 
 
+async def test_start_with_queue_and_id_for_a_workflow_whose_parameters_are_so_named(
+        tmp_path: Path) -> None:
+    """``tether start``'s input is positional, so ``--queue`` and ``--id`` are the
+    start's even when the workflow has parameters named ``queue`` and ``run_id`` (which
+    ``App.start`` refuses to take as its keywords while they are unfilled)."""
+    (tmp_path / "spec_named.py").write_text(
+        "from tether import App\napp = App()\n\n"
+        "@app.workflow\nasync def route(x: int, queue: str = 'q', run_id: str = '') -> str:\n"
+        "    return queue\n")
+    url = f"sqlite:///{tmp_path}/tether.db"
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    done = forked.run([sys.executable, "-m", "tether", "start", "route", "--app",
+                       "spec_named:app", "--db", url, "--input", "[1]", "--id", "n-1",
+                       "--queue", "fast"], cwd=tmp_path, env=env, capture_output=True,
+                      text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "n-1", done.stderr
+    async with App(url) as app:
+        run = await app.get_run("n-1")
+        assert (run.queue, run.input) == ("fast", [1])
+
+
 async def test_a_worker_given_a_module_alone_serves_its_one_app(tmp_path: Path) -> None:
     """``tether worker MODULE`` without ``:APP`` serves the one App the module holds, as
     its ``--help`` says now; an App bound under two names is one (it was counted twice:

@@ -230,3 +230,41 @@ async def test_check_args_false_starts_what_the_workers_code_takes(app: App,
     async with workers, workers.worker():
         assert await handle.result(timeout=30) == "hi ada"
         assert await many[0].result(timeout=30) == "hey bob"
+
+
+async def test_a_start_keyword_naming_an_unfilled_parameter_is_refused(app: App) -> None:
+    """A workflow with a parameter named as one of ``App.start``'s own keywords: the
+    start took ``check_args=True`` (or ``queue=``, ``run_id=``) as its own and the run
+    silently got the parameter's default ("a False"). Now that is refused, naming the
+    parameter, and nothing is written; given positionally, the parameter is filled and
+    the keyword is the start's."""
+
+    @app.workflow
+    async def lint(path: str, check_args: bool = False, queue: str = "q",
+                   run_id: str = "-") -> str:
+        return f"{path} {check_args} {queue} {run_id}"
+
+    for keyword, value in (("check_args", True), ("queue", "fast"), ("run_id", "l-1")):
+        for workflow in (lint, "lint"):
+            with pytest.raises(WorkflowArgumentError, match=f"its parameter '{keyword}' "
+                               "has the name of a keyword of App.start") as caught:
+                await app.start(workflow, "a", **{keyword: value})
+            assert caught.value.workflow == "lint"
+            assert isinstance(caught.value, ConfigError)
+    with pytest.raises(WorkflowArgumentError, match="'check_args'"):  # whatever its value
+        await app.start(lint, "a", check_args=False)
+    assert await app.list_runs() == []
+    handle = await app.start(lint, "a", True, "fast", "in", run_id="l-1", queue="default",
+                             check_args=True)
+    assert handle.run_id == "l-1"
+    async with app.worker():
+        assert await handle.result(timeout=30) == "a True fast in"
+
+
+async def test_start_keywords_of_a_workflow_without_such_parameters_start_as_before(
+        app: App) -> None:
+    greet = make(app)
+    handle = await app.start(greet, "ada", run_id="g-1", queue="default", check_args=True,
+                             greeting="hi")
+    async with app.worker():
+        assert await handle.result(timeout=30) == "hi ada"

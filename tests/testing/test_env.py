@@ -1705,3 +1705,21 @@ async def test_environments_closed_out_of_order_leave_no_variable_behind(
     finally:
         await second.__aexit__(None, None, None)
     assert {var: os.environ.get(var) for var in before} == before
+
+
+async def test_run_refuses_a_start_keyword_that_names_a_parameter_of_the_workflow() -> None:
+    """``env.run(lint, "a", check_args=True)`` returned "a False": ``App.start`` took
+    the keyword as its own. It is refused naming the parameter; positionally it is the
+    workflow's."""
+    app = App("sqlite:///never-opened.db")
+
+    @app.workflow
+    async def lint(path: str, check_args: bool = False) -> str:
+        return f"{path} {check_args}"
+
+    async with TestEnv(app) as env:
+        with pytest.raises(tether.WorkflowArgumentError, match="parameter 'check_args'"):
+            await env.run(lint, "a", check_args=True)
+        with pytest.raises(tether.WorkflowArgumentError, match="parameter 'check_args'"):
+            await env.start("lint", "a", check_args=True)
+        assert await env.run(lint, "a", True) == "a True"

@@ -303,8 +303,10 @@ async def _start(args: argparse.Namespace, app: App,
     """Start the run; its document for ``--json`` (None: its id was printed)."""
     async with app:
         try:
-            handle = await app.start(args.workflow, *values, run_id=args.run_id,
-                                     queue=args.queue, check_args=args.check_args)
+            # (_start: the input is positional, so --id and --queue are the start's,
+            # whatever the workflow's parameters are named)
+            handle = await app._start(args.workflow, values, {}, run_id=args.run_id,
+                                      queue=args.queue, check_args=args.check_args)
         except RunIdTaken as exc:  # a run of another workflow holds --id: bad input, as
             raise CliError(str(exc), 2) from None  # for fork (it exited 1)
         report = await start_report(app, handle, values, args.queue)

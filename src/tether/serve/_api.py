@@ -430,8 +430,10 @@ async def start_run(request: Request) -> Response:
     # workflow_not_found the OpenAPI document listed was never answered.)
     known = await workflow_known(app, workflow)
     try:
-        handle = await app.start(workflow, *values, run_id=run_id, queue=queue,
-                                 check_args=check_args)
+        # (_start: the input is positional, so run_id and queue are the start's,
+        # whatever the workflow's parameters are named)
+        handle = await app._start(workflow, values, {}, run_id=run_id, queue=queue,
+                                  check_args=check_args)
     except (InvalidName, WorkflowArgumentError) as exc:  # (InvalidName: e.g. a
         # bidirectional override the check above lets by; WorkflowArgumentError: as
         # check_input refuses, which comes first)

@@ -1534,10 +1534,14 @@ class TestEnv:
 
     async def start(self, workflow: Callable[..., Awaitable[Any]] | str, *args: Any,
                     **kwargs: Any) -> TestRunHandle[Any]:
-        """``app.start(...)``, with a handle whose ``result()`` skips time.
+        """``app.start(...)``, with a handle whose ``result()`` skips time. Its keyword
+        arguments are the workflow's, except ``run_id``, ``queue`` and ``check_args``,
+        which are ``App.start``'s (as there, a workflow parameter of one of those names
+        left unfilled by the positional arguments is a ``WorkflowArgumentError``).
 
         Raises:
             RuntimeError: the environment is not open.
+            WorkflowArgumentError: as ``App.start`` raises it.
         """
         self._need_open()
         handle: RunHandle[Any] = await self.app.start(workflow, *args, **kwargs)
@@ -1572,8 +1576,9 @@ class TestEnv:
     async def run(self, workflow: Callable[..., Awaitable[Any]] | str, *args: Any,
                   **kwargs: Any) -> Any:
         """Start a run and wait for its result, skipping time (see ``start``), for 60
-        real seconds at most. Keyword arguments are the workflow's (``run_id`` and
-        ``queue`` are ``App.start``'s); for another timeout, ``await
+        real seconds at most. Keyword arguments are the workflow's (``run_id``,
+        ``queue`` and ``check_args`` are ``App.start``'s, see ``start``); for another
+        timeout, ``await
         env.result(await env.start(...), timeout=...)``."""
         handle = await self.start(workflow, *args, **kwargs)
         return await handle.result()
