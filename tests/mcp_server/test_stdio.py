@@ -499,3 +499,25 @@ def test_a_stop_signal_answers_the_calls_it_received(tmp_path: Path) -> None:
     [answer] = [json.loads(line) for line in rest.splitlines()]
     assert answer["id"] == 1 and answer["result"]["isError"] is False, answer
     assert answer["result"]["content"] == [{"type": "text", "text": "through"}]
+
+
+def test_a_tool_it_cannot_build_fails_before_the_start_line(tmp_path: Path) -> None:
+    """A workflow exposed with a parameter the MCP SDK refuses (``_private``): the
+    start line "1 tool (a3) over stdio" was logged, and then the ConfigError. Now the
+    error alone: nothing claims to serve it."""
+    (tmp_path / "unbuildable.py").write_text(
+        "from tether import App\napp = App()\n\n"
+        "@app.workflow(mcp=True)\nasync def a3(_private: str = 'd') -> str:\n"
+        "    return _private\n")
+    out = forked.run([sys.executable, "-m", "tether", "mcp", "unbuildable:app", "--db",
+                      f"sqlite:///{tmp_path / 'tether.db'}"], cwd=tmp_path, text=True,
+                     capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+                     env={"PYTHONPATH": os.pathsep.join([SERVER_PATH, str(tmp_path)]),
+                          "PATH": os.environ.get("PATH", "")})
+    assert out.returncode == 1, out.stderr
+    assert "over stdio" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "tether: error: MCP: workflow 'a3' cannot be a tool: its parameter '_private' "
+        "begins with '_', which the MCP SDK's tools refuse (a tool's argument names are "
+        "public): rename it"), out.stderr
+    assert out.stdout == ""

@@ -81,10 +81,15 @@ async def run(args: argparse.Namespace) -> int:
         raise CliError(f"{args.app} exposes no workflow: mark one @app.workflow(mcp=True) "
                        "or app.add_agent(agent, mcp=True)")
     tools = sorted(tool_names(app.mcp_exposed))  # (a ConfigError: two are one tool)
-    log.info("tether mcp: %d tool%s (%s) over stdio, on %s; %s", len(tools),
-             "" if len(tools) == 1 else "s", ", ".join(tools), _store_shown(app),
-             "a worker runs them in this process" if args.worker else
-             "--no-worker: `tether worker` processes on that store run them")
+
+    def started() -> None:
+        # (Once the face is built: a tool it cannot build is a ConfigError raised
+        # before this line, which claimed to serve it.)
+        log.info("tether mcp: %d tool%s (%s) over stdio, on %s; %s", len(tools),
+                 "" if len(tools) == 1 else "s", ", ".join(tools), _store_shown(app),
+                 "a worker runs them in this process" if args.worker else
+                 "--no-worker: `tether worker` processes on that store run them")
+
     # The client closing stdin, SIGTERM (an MCP client that ends its server after
     # closing stdin, a supervisor) or SIGINT stops serving and drains the worker, as
     # `tether worker` does, then exits 0. Python's defaults ended the process at once
@@ -109,7 +114,7 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     clean = await serve_stdio(
         app, worker=args.worker, stop=stop, grace=args.grace, abandon=abandon,
-        poll_interval_ms=args.poll_interval, sync_timeout=args.sync_timeout)
+        ready=started, poll_interval_ms=args.poll_interval, sync_timeout=args.sync_timeout)
     first = ("the client closing stdin" if closed_first or not signals
              else signal.Signals(signals[0]).name)
     if not clean:  # (as `tether worker`: steps cut off, runs handed back; exit 1)

@@ -1531,7 +1531,7 @@ def create_mcp_http(app: App, **options: Any) -> McpHttp:
 
 async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | None = None,
                       grace: float = 30.0, abandon: asyncio.Event | None = None,
-                      **options: Any) -> bool:
+                      ready: Callable[[], None] | None = None, **options: Any) -> bool:
     """Serve MCP over stdin/stdout until the client closes it; with ``worker``, run the
     app's workflows in this process too.
 
@@ -1565,9 +1565,15 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
     still unanswered ``STOP_ANSWER_SECONDS`` later is answered that the server is
     shutting down. (The SDK's loop ended with stdin and answered each one -32000
     "Connection closed" at once, a tool call whose run had started included.)
+    ``ready``, if given, is called once the face is built, before anything is served
+    (``tether mcp`` logs its start line there: a ``ConfigError`` of a tool that cannot
+    be built is raised before it, and nothing claims to serve).
+
     Returns False if a drain cut steps off (the grace period ran out, or
     ``abandon``), True otherwise."""
     server, backend = create_mcp_server(app, **options)
+    if ready is not None:
+        ready()
     backend.closing = asyncio.Event()
     requests = StdioRequests()
     draining: list[float] = []
