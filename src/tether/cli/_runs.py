@@ -96,7 +96,7 @@ from tether.cli._lifecycle_show import (
     waiting_text,
 )
 from tether.cli._show_fit import cancel_note, cancelled_note, print_fitted
-from tether.errors import ConfigError, RunFailed, TetherError
+from tether.errors import ConfigError, RunFailed, RunNotFound, TetherError
 
 log = logging.getLogger("tether.cli")
 
@@ -743,7 +743,10 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
 
 async def cancel(args: argparse.Namespace) -> int:
     async with client(args) as app:
-        info = await app.get_run(args.run_id)
+        # (the run's record is all it needs: not its journal and payloads, get_run's)
+        info = await app.store.run_get(args.run_id)
+        if info is None:
+            raise RunNotFound(args.run_id)
         before = info.status
         if before is RunStatus.CANCELLED:
             print(dumps({"run_id": args.run_id, "status": before.value,
