@@ -45,6 +45,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--lease", type=positive_float, default=5.0, metavar="SECONDS",
                    help="lease time; a dead worker's runs are taken over once it has passed "
                         "(at once on its own host) (default 5)")
+    p.add_argument("--heartbeat", type=positive_float, metavar="SECONDS",
+                   help="how often the worker renews its leases; below --lease (default "
+                   "a quarter of --lease)")
+    p.add_argument("--lease-margin", type=non_negative_float, metavar="SECONDS",
+                   help="no step starts within this many seconds of its run's lease "
+                   "end, room for another worker's clock running a little ahead; below "
+                   "--lease minus --heartbeat, 0 turns it off (default a tenth of --lease, "
+                   "at most half of --lease minus --heartbeat)")
     p.add_argument("--grace", type=non_negative_float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, how long steps in flight may take to finish "
                    "(default 30)")
@@ -86,10 +94,11 @@ async def run(args: argparse.Namespace) -> int:
     # per attempt) until it answers; a stop signal meanwhile ends the wait.
     try:
         worker = app.worker(queues=args.queues, concurrency=args.concurrency,
-                            lease_seconds=args.lease, max_crashes=args.max_crashes,
+                            lease_seconds=args.lease, heartbeat_interval=args.heartbeat,
+                            lease_margin=args.lease_margin, max_crashes=args.max_crashes,
                             metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                             metrics_token_file=args.metrics_token_file)
-    except ConfigError as exc:  # (the metrics flags: bad input)
+    except ConfigError as exc:  # (the lease and metrics flags: bad input)
         raise CliError(str(exc), code=2) from None
     starting = asyncio.ensure_future(worker.start())
     stopped = asyncio.ensure_future(stop.wait())
