@@ -725,7 +725,10 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
             except TimeoutError:
                 if inner.done() and not inner.cancelled():
                     raise  # the step itself raised TimeoutError
-                raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
+                timed_out = StepTimeout(sdef.name, sdef.timeout or 0.0)
+                if thread is not None and head is not None:  # (its function runs on)
+                    _ran_on(ctx, thread, head, started, timed_out)
+                raise timed_out from None
             except asyncio.CancelledError as exc:
                 current = asyncio.current_task()
                 if current is not None and not current.cancelling():
@@ -826,16 +829,19 @@ def _outlived(ctx: RunContext, thread: concurrent.futures.Future[Any],
 
 
 def _ran_on(ctx: RunContext, thread: concurrent.futures.Future[Any],
-            head: tuple[str, str, int, int, str, int, str], started: float) -> None:
+            head: tuple[str, str, int, int, str, int, str], started: float,
+            timed_out: StepTimeout | None = None) -> None:
     """A plain-def step's attempt noted ``cancelled`` (a cancel request, the workflow's
-    own code, an ``asyncio.timeout`` around the main task) while its function may run
+    own code, an ``asyncio.timeout`` around the main task), or ``error`` by its
+    ``timeout=`` (``timed_out``: the ``StepTimeout`` noted), while its function may run
     on in its thread (a thread cannot be stopped): when the function ends, its attempt
-    says so, still ``cancelled``, its journal and its run as they are. Its end time
-    becomes the function's end (the attempt's duration: how long it ran), and its error
-    (``asyncio.CancelledError``) tells how long it ran past the cancel (``ran_on``,
-    seconds) and how it ended: returned (its result dropped) or raised (``raised``: that
-    error). Nothing for a function no thread started (it never ran), nor when the
-    worker is stopping by then (as ``_outlived``)."""
+    says so, its status, its journal and its run as they are. Its end time becomes the
+    function's end (the attempt's duration: how long it ran), and its error (a cancel's
+    ``asyncio.CancelledError``, or the ``StepTimeout`` with its message continued) tells
+    how long it ran past the cancel or the timeout (``ran_on``, seconds) and how it
+    ended: returned (its result dropped) or raised (``raised``: that error). Nothing for
+    a function no thread started (it never ran), nor when the worker is stopping by then
+    (as ``_outlived``)."""
     loop = ctx._loop
     cancelled_at = ctx.clock.now()
 
@@ -855,13 +861,20 @@ def _ran_on(ctx: RunContext, thread: concurrent.futures.Future[Any],
             how = "returned (its result dropped)"
         else:
             how = f"raised {type(exc).__name__}: {exc}"
-        err: dict[str, Any] = {
-            "type": _CANCELLED_TYPE,
-            "message": f"ran on {ran_on:.1f} s after its cancel, then {how}",
-            "ran_on": round(ran_on, 3)}
+        err: dict[str, Any]
+        if timed_out is None:
+            status = "cancelled"
+            err = {"type": _CANCELLED_TYPE,
+                   "message": f"ran on {ran_on:.1f} s after its cancel, then {how}"}
+        else:  # (the error run_step noted, continued)
+            status = "error"
+            err = error_to_dict(timed_out)
+            err["message"] = (f"{err.get('message')}; it ran on {ran_on:.1f} s after its "
+                              f"timeout, then {how}")
+        err["ran_on"] = round(ran_on, 3)
         if exc is not None:
             err["raised"] = error_to_dict(exc)
-        ctx.attempt_writer.amend(head[0], (*head, "cancelled", started, now,
+        ctx.attempt_writer.amend(head[0], (*head, status, started, now,
                                            ctx.codec.encode_error(err)))
 
     thread.add_done_callback(ended)

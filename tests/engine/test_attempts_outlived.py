@@ -775,3 +775,68 @@ async def test_no_step_starts_within_the_lease_margin_of_the_leases_end(
     assert not effects.exists()
     assert await _statuses(app, "m", "charge") == []
     await app.close()
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+async def test_a_timed_out_sync_steps_function_that_runs_on_notes_its_end_on_its_attempt(
+        store_url: str, outcome: str) -> None:
+    """A plain-def step's ``timeout=`` expires while its function runs in its thread:
+    its attempt ends ``error`` (``StepTimeout``) at once and the function runs on (a
+    thread cannot be stopped). When it returns or raises, its attempt says so, still
+    ``error``: its end time is the function's, and its error, the ``StepTimeout``'s,
+    goes on to tell how long the function ran past the timeout and how it ended, as a
+    cancelled one's does. The journal and the run are as they were. (Its end left no
+    trace.)"""
+    app = App(store_url)
+    begun, release = threading.Event(), threading.Event()
+
+    @app.step(name="charge", timeout=1.0, retry=tether.RetryPolicy(max_attempts=1))
+    def charge() -> str:
+        begun.set()
+        release.wait(60)
+        if outcome == "raises":
+            raise ValueError("card declined")
+        return "charged"
+
+    @app.workflow
+    async def pay() -> str:
+        return await charge()
+
+    try:
+        async with app.worker() as worker:
+            await app.start(pay, run_id="t")
+            assert await asyncio.to_thread(begun.wait, 30)
+            await wait_for(lambda: status_is(app, "t", "failed"), timeout=30)
+            before = await app.get_run("t")
+            [timed_out] = [a for a in before.attempts if a["name"] == "charge"]
+            assert timed_out["status"] == "error"
+            assert "ran_on" not in timed_out["error"]
+            release.set()
+
+            async def noted() -> dict[str, Any] | None:
+                err = (await _ran_on_noted(app, "t")) or {}
+                return err if "ran_on" in err else None
+
+            err = await wait_for(noted, timeout=30,
+                                 what="the function's end noted on its attempt")
+            assert worker.attempts_noted()["error"] == 1  # (its end: not one more)
+    finally:
+        release.set()
+    after = await app.get_run("t")
+    [attempt] = [a for a in after.attempts if a["name"] == "charge"]
+    assert attempt["status"] == "error"
+    assert attempt["finished_at"] >= timed_out["finished_at"]
+    assert err["type"] == timed_out["error"]["type"] == "tether.errors.StepTimeout"
+    assert err["message"].startswith(
+        f"{timed_out['error']['message']}; it ran on {err['ran_on']:.1f} s after its "
+        "timeout, then ")
+    assert err["ran_on"] >= 0
+    if outcome == "returns":
+        assert err["message"].endswith("returned (its result dropped)")
+        assert "raised" not in err
+    else:
+        assert err["message"].endswith("raised ValueError: card declined")
+        assert err["raised"]["type"] == "ValueError"
+    assert after.status is tether.RunStatus.FAILED
+    assert [e["status"] for e in after.journal] == [e["status"] for e in before.journal]
+    await app.close()
