@@ -132,6 +132,11 @@ def wait_for_signal(name: str, timeout: float | dt.timedelta | None = None) -> A
     Signals sent before the wait are kept and delivered in order; several waits on one
     name consume successive signals. The run is released while it waits.
 
+    The signal or the timeout, whichever came first, wins: a signal sent before the
+    deadline is delivered even if no worker got to the wait until after it, and one sent
+    after the deadline is no answer to this wait (it stays for a later one), even if the
+    workers were down at the deadline.
+
     Raises:
         SignalTimeout: ``timeout`` passed first (catchable).
         ConfigError: ``timeout`` is not a finite number of seconds, or is over 1,000

@@ -107,6 +107,74 @@ async def test_timeout_racing_a_signal_has_exactly_one_winner(store_url: str) ->
     await app.close()
 
 
+async def _wait_deadline(app: App, run_id: str) -> float:
+    """The deadline journaled by the run's first wait, once the run waits for it (its
+    worker has released it)."""
+    await wait_for(lambda: status_is(app, run_id, "waiting"))
+    entry = (await app.get_run(run_id)).journal[0]
+    assert entry["kind"] == "signal" and entry["status"] == "pending"
+    return float(entry["next_attempt_at"])
+
+
+async def _still_pending(app: App, run_id: str) -> bool:
+    return (await app.get_run(run_id)).journal[0]["status"] == "pending"
+
+
+async def test_a_signal_sent_after_the_deadline_is_a_timeout_though_no_worker_ran_then(
+        store_url: str) -> None:
+    """The workers are down at the wait's deadline and the signal is sent after it: when
+    a worker comes back, the wait has timed out (its timeout came first), and the signal
+    is kept for the next wait."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> list[object]:
+        try:
+            first: object = await tether.wait_for_signal("x", timeout=1.5)
+        except tether.SignalTimeout:
+            first = "timeout"
+        second = await tether.wait_for_signal("x", timeout=30)
+        return [first, second]
+
+    async with app.worker():
+        h = await app.start(wf, run_id="after")
+        deadline = await _wait_deadline(app, "after")
+    assert await _still_pending(app, "after")  # (no worker recorded the timeout)
+    await wait_for(lambda: app.clock.now() > deadline + 0.05)
+    await app.signal("after", "x", "late")
+    async with app.worker():
+        assert await h.result(timeout=20) == ["timeout", "late"]
+    journal = (await app.get_run("after")).journal
+    assert [(e["kind"], e["status"]) for e in journal] == [("signal", "error"),
+                                                            ("signal", "ok")]
+    await app.close()
+
+
+async def test_a_signal_sent_before_the_deadline_and_taken_after_it_is_delivered(
+        store_url: str) -> None:
+    """The signal came before the deadline but no worker took it until after: it
+    answers the wait (it came first), it is no timeout."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> object:
+        try:
+            return await tether.wait_for_signal("x", timeout=1.5)
+        except tether.SignalTimeout:
+            return "timeout"
+
+    async with app.worker():
+        h = await app.start(wf, run_id="before")
+        deadline = await _wait_deadline(app, "before")
+    assert app.clock.now() < deadline
+    await app.signal("before", "x", "early")
+    assert await _still_pending(app, "before")  # (no worker took it)
+    await wait_for(lambda: app.clock.now() > deadline + 0.05)
+    async with app.worker():
+        assert await h.result(timeout=20) == "early"
+    await app.close()
+
+
 async def _signal_entries(app: App, run_id: str, n: int) -> bool:
     info = await app.get_run(run_id)
     return sum(1 for e in info.journal if e["kind"] == "signal" and e["status"] != "pending") >= n

@@ -674,6 +674,29 @@ async def test_signal_take_consumes_in_order_into_the_journal(store: Store) -> N
         (2, "signal", "go", "ok", "2")]
 
 
+async def test_signal_take_past_the_deadline_takes_only_a_signal_sent_by_it(
+        store: Store) -> None:
+    """Past the deadline, a signal sent at or before it is taken (however late), and
+    one sent after it is not: the entry is the timeout, the signal stays for a later
+    take. Before the deadline, any pending signal is taken."""
+    lease = (await start_and_claim(store, "r1")).lease
+    for at, payload in ((T0 + 3, '"on time"'), (T0 + 4, '"late"')):
+        await store.signal_send(run_id="r1", name="go", payload=payload,
+                                idempotency_key=None, now=at)
+    on_time = await store.signal_take(lease=lease, name="go", position=0, deadline=T0 + 3,
+                                      now=T0 + 10, timeout_error='"t"')
+    assert on_time is not None and (on_time.status, on_time.result) == ("ok", '"on time"')
+    timed_out = await store.signal_take(lease=lease, name="go", position=1,
+                                        deadline=T0 + 3.5, now=T0 + 10, timeout_error='"t"')
+    assert timed_out == JournalEntry(1, "signal", "go", "error", error='"t"', attempts=1,
+                                     finished_at=T0 + 10, next_attempt_at=T0 + 3.5)
+    assert await store.signal_pending(run_id="r1", name="go")
+    early = await store.signal_take(lease=lease, name="go", position=2, deadline=T0 + 20,
+                                    now=T0 + 10, timeout_error='"t"')
+    assert early is not None and (early.status, early.result) == ("ok", '"late"')
+    assert not await store.signal_pending(run_id="r1", name="go")
+
+
 async def test_signal_pending_reads_the_inbox_without_consuming(store: Store) -> None:
     """``signal_pending`` says whether a signal of a name waits untaken, and takes
     nothing: the signal is still there for ``signal_take``, after which it is not."""
@@ -740,7 +763,7 @@ async def test_signal_racing_a_timeout_has_exactly_one_winner(store: Store) -> N
     timeout was recorded stays pending for the next wait of that name."""
     lease = (await start_and_claim(store, "r1")).lease
     await store.signal_send(run_id="r1", name="go", payload='"early"', idempotency_key=None,
-                            now=T0 + 20)
+                            now=T0 + 5)
     won = await store.signal_take(lease=lease, name="go", position=0, deadline=T0 + 10,
                                   now=T0 + 30, timeout_error="{}")
     assert won is not None and won.status == "ok" and won.result == '"early"'

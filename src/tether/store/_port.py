@@ -703,8 +703,12 @@ class Store(ServeQueries, Protocol):
                           timeout_error: str) -> JournalEntry | None:
         """Consume the oldest pending signal ``name`` into the journal at ``position``
         (an ``ok`` signal entry with its payload); else, if ``deadline`` has passed,
-        record ``timeout_error`` there (an ``error`` entry); else return None. One
-        transaction, so a signal racing a timeout has exactly one winner.
+        record ``timeout_error`` there (an ``error`` entry); else return None. Once
+        ``now`` is past ``deadline``, only a signal sent at or before it (its ``now`` at
+        ``signal_send``, on the same clock) is taken: a signal sent after the deadline
+        came after the timeout, whenever a worker gets to the wait, so the entry is the
+        timeout and the signal stays pending for a later wait. One transaction, so a
+        signal racing a timeout has exactly one winner.
         Raises: LeaseLost."""
 
     async def child_start(self, *, lease: Lease, child: RunRecord,

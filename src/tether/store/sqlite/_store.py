@@ -1873,14 +1873,19 @@ def _signal_pending(conn: apsw.Connection, run_id: str, name: str) -> bool:
 def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,
                  deadline: float | None, now: float, timeout_error: str) -> JournalEntry | None:
     _check_lease(conn, lease)
-    rows: list[Any] = conn.execute(Q["signal_oldest"],
-                                   {"run_id": lease.run_id, "name": name}).fetchall()
+    params = {"run_id": lease.run_id, "name": name}
+    late = deadline is not None and now >= deadline
+    # (Past the deadline, only a signal sent by then answers the wait: one sent after
+    # it came after the timeout, and waits for a later wait.)
+    rows: list[Any] = (conn.execute(Q["signal_oldest_sent_by"],
+                                    {**params, "sent_by": deadline}).fetchall()
+                       if late else conn.execute(Q["signal_oldest"], params).fetchall())
     if rows:
         signal_id, payload = int(rows[0][0]), rows[0][1]
         conn.execute(Q["signal_consume"], {"position": position, "signal_id": signal_id})
         entry = JournalEntry(position, OperationKind.SIGNAL, name, EntryStatus.OK,
                              result=payload, attempts=1, finished_at=now)
-    elif deadline is not None and now >= deadline:
+    elif late:
         entry = JournalEntry(position, OperationKind.SIGNAL, name, EntryStatus.ERROR,
                              error=timeout_error,
                              attempts=1, finished_at=now, next_attempt_at=deadline)

@@ -205,6 +205,14 @@ SELECT signal_id, payload FROM tether_signals
 WHERE run_id = +:run_id AND name = +:name AND consumed_position IS NULL
 ORDER BY signal_id LIMIT 1;
 
+-- signal_oldest_sent_by --
+-- The oldest pending signal of a name sent at or before a time (a wait's deadline, once
+-- it has passed: one sent after it stays pending, the wait has timed out).
+SELECT signal_id, payload FROM tether_signals
+WHERE run_id = +:run_id AND name = +:name AND consumed_position IS NULL
+  AND created_at <= :sent_by
+ORDER BY signal_id LIMIT 1;
+
 -- signal_consume --
 -- Mark a signal consumed by the wait at a position.
 UPDATE tether_signals SET consumed_position = :position WHERE signal_id = :signal_id;
