@@ -347,7 +347,9 @@ class Cron:
     (``a`` to the field's end); month
     and weekday names (``jan``, ``mon``); ``@hourly``, ``@daily``, ``@weekly``,
     ``@monthly``, ``@yearly``. When both day fields are restricted, a day matching
-    either runs (as in Vixie cron)."""
+    either runs; a day field that starts with ``*`` (``*``, ``*/2``) is unrestricted,
+    and then a day runs only if it matches both (as in Vixie cron and cronie:
+    ``0 0 */2 * mon`` is an odd day that is a Monday)."""
 
     text: str
     seconds: frozenset[int]
@@ -356,6 +358,8 @@ class Cron:
     days: frozenset[int]
     months: frozenset[int]
     weekdays: frozenset[int]
+    #: The day-of-month (``any_day``) or day-of-week field starts with ``*``: then
+    #: the two day fields are ANDed, else ORed (cronie's DOM_STAR and DOW_STAR).
     any_day: bool
     any_weekday: bool
 
@@ -377,7 +381,7 @@ class Cron:
                 days=_field(parts[3], 1, 31, "day-of-month"),
                 months=_field(parts[4], 1, 12, "month"),
                 weekdays=_field(parts[5], 0, 7, "day-of-week"),
-                any_day=parts[3] == "*", any_weekday=parts[5] == "*",
+                any_day=parts[3].startswith("*"), any_weekday=parts[5].startswith("*"),
             )
         except ValueError as exc:
             raise ConfigError(f"cron {text!r}: {exc}") from None
@@ -396,12 +400,8 @@ class Cron:
             return False
         dom = day.day in self.days
         dow = (day.isoweekday() % 7) in self.weekdays
-        if self.any_day and self.any_weekday:
-            return True
-        if self.any_day:
-            return dow
-        if self.any_weekday:
-            return dom
+        if self.any_day or self.any_weekday:
+            return dom and dow
         return dom or dow
 
     def next_after(self, after: float, zone: dt.tzinfo) -> float:

@@ -39,6 +39,11 @@ def iso(t: float, zone: dt.tzinfo = UTC) -> str:
     ("0 0 29 2 *", "2026-03-01 00:00:00", "2028-02-29 00:00:00"),
     ("5/1 * * * *", "2026-12-02 10:05:00", "2026-12-02 10:06:00"),  # 5-59/1: every minute
     ("5/15 * * * *", "2026-12-02 10:05:00", "2026-12-02 10:20:00"),
+    # A day field starting with '*' is unrestricted: the day fields are ANDed (cronie),
+    # an odd day that is a Monday (Dec 7 is an odd Monday), not an odd day or a Monday
+    ("0 0 */2 * mon", "2026-12-02 00:00:00", "2026-12-07 00:00:00"),
+    ("0 0 */2 * mon", "2026-12-07 00:00:00", "2026-12-21 00:00:00"),
+    ("0 0 13 * */2", "2026-12-02 00:00:00", "2026-12-13 00:00:00"),  # a 13th, Sunday
 ])
 def test_cron_next_tick(cron: str, after: str, expected: str) -> None:
     assert iso(Cron.parse(cron).next_after(ts(after), UTC)) == expected
