@@ -287,6 +287,10 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
     tasks: set[asyncio.Task[Any]] = set()
     t0 = time.monotonic()
     try:
+        # (opened before the loops: the kill loop reads the store directly, and a first
+        # start that took longer to open it than the first pause between kills left it
+        # reading a store not yet open: "store is not open", the soak ended)
+        await retried(app._open)
         for _ in range(profile.workers):
             workers.start()
         deadline = time.monotonic() + profile.duration
