@@ -306,12 +306,17 @@ class _ServerSaid:
         if process is None:
             return
 
-        def keeping(queued: Any, results: Any) -> None:
+        def keeping(*args: Any, **kwargs: Any) -> Any:
+            # (any signature passes through: a psycopg whose method takes other arguments
+            # keeps working, and an answer not recognised is None, as without the watch)
             try:
-                process(queued, results)
+                return process(*args, **kwargs)
             except psycopg.Error as exc:
                 if self.error is None and exc.sqlstate:  # (the server's, not libpq's)
-                    self.error, self.answered = exc, queued[0] if queued else None
+                    queued = args[0] if args else kwargs.get("queued")
+                    self.error = exc
+                    self.answered = (queued[0] if isinstance(queued, tuple) and queued
+                                     else None)
                 raise
 
         pipeline._process_results = keeping
