@@ -684,7 +684,7 @@ class App:
         """
         wdef = self._local_workflow(workflow)
         if wdef is not None:
-            given = {"run_id": run_id, "queue": queue, "check_args": check_args}
+            given = dict(zip(START_KEYWORDS, (run_id, queue, check_args), strict=True))
             _refuse_keyword_clash(wdef, len(args),
                                   [k for k, v in given.items() if v is not None])
         return await self._start(workflow, args, kwargs, run_id=run_id, queue=queue,
@@ -1432,6 +1432,12 @@ class App:
             # the error's line, which named no file; the message itself is unchanged.
             failed.add_note(f"at {origin}")
         raise failed
+
+
+#: ``App.start``'s own keywords: a workflow parameter of one of these names cannot be
+#: passed by keyword through it (``_refuse_keyword_clash``; the MCP face refuses such
+#: a tool).
+START_KEYWORDS = ("run_id", "queue", "check_args")
 
 
 def _refuse_keyword_clash(wdef: WorkflowDef, positional: int, given: list[str]) -> None:

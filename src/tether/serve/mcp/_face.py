@@ -41,6 +41,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import PydanticUserError, TypeAdapter, ValidationError
 
 from tether import App, RunHandle, RunStatus, TetherError
+from tether._app import START_KEYWORDS
 from tether._codec import (
     SLOT_ERROR,
     SLOT_INPUT,
@@ -890,10 +891,9 @@ class TetherTasks:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-#: Keyword arguments of ``App.start``: a workflow parameter of that name cannot be
-#: passed through it (``check_args`` too: a call's value went to ``App.start``, and the
-#: workflow took its default).
-_RESERVED = frozenset({"workflow", "run_id", "queue", "check_args"})
+#: Keyword arguments of ``App.start`` (its first parameter and ``START_KEYWORDS``): a
+#: workflow parameter of that name cannot be passed through it.
+_RESERVED = frozenset({"workflow", *START_KEYWORDS})
 
 #: Parameter kinds a tool (called with keyword arguments from a JSON object) cannot
 #: have, and why.
