@@ -32,6 +32,7 @@ from tests.faults.cutproxy import (
 from tether._types import RunStatus
 from tether.errors import StoreUnavailable
 from tether.store import Wait
+from tether.store.postgres import PostgresStore
 
 from .conftest import T0, run_record, start_and_claim
 
@@ -300,3 +301,31 @@ async def test_a_runs_end_not_found_after_a_network_cut_is_made_again(
         assert await store.run_finish(lease=claimed.lease, status="completed",
                                       result='"held-result-1"', error=None,
                                       now=T0 + 5) == "completed"
+
+
+async def test_a_cancel_asked_again_after_a_network_cut_is_not_committed_later(
+        cutting: CuttingProxy) -> None:
+    """A cancel whose session a network cut left alive is asked again on a new
+    connection once that session has ended (as the read-backs are): the held cancel,
+    sent on to it later (a late packet), commits nothing. Asked again while the session
+    lived, the late cancel committed after the answer, and cancelled again a run the
+    user had retried meanwhile."""
+    async with one_connection(cutting.url()) as store:
+        await store.run_insert(run=run_record("r"))
+        cutting.arm(b"held-reason-1", "hold")
+        outcome, committed_later = await _cut_while_the_session_lives(
+            cutting, _cancel_then_retry(store, "held-reason-1"))
+        assert not isinstance(outcome, BaseException), outcome
+        assert outcome == RunStatus.QUEUED
+        assert not committed_later
+        stored = await store.run_get("r")
+        assert stored is not None and (stored.status, stored.cancel_requested) == (
+            RunStatus.QUEUED, False)
+
+
+async def _cancel_then_retry(store: PostgresStore, reason: str) -> str:
+    """Cancel run ``r`` (the cancel answers it cancelled), then retry it: its status."""
+    cancelled = await store.run_cancel(run_id="r", now=T0 + 5, reason=reason)
+    assert cancelled.status == RunStatus.CANCELLED, cancelled
+    retried = await store.run_retry(run_id="r", version=None, now=T0 + 6)
+    return str(retried.run.status)

@@ -2090,8 +2090,10 @@ class PostgresStore(PostgresServeQueries):
             # A cancel whose commit went unanswered may have committed: asked again (it
             # changes nothing the second time) it answers as the first would have (it
             # raised, and ``tether cancel`` said the database was unavailable). Not
-            # after a deadline: a hung server would cost another.
-            if not may_read_back(exc):
+            # after a deadline: a hung server would cost another; nor before the session
+            # it was sent on has ended (``_session_ended``): left alive by a network
+            # cut, that session could commit it later, after a retry of the run.
+            if not may_read_back(exc) or not await self._session_ended(exc):
                 raise
             _, _, _, _, _, ended, _, _, stored = await self._txn(steps)
             if stored and run_from_row(stored[0]).status == RunStatus.CANCELLED:
