@@ -187,7 +187,10 @@ class PurgeReport:
     For an erase, ``runs`` and ``run_ids`` (sorted) are the run and the members of its
     family erased with it, and the other counts their sums; ``already_erased`` is true
     when every one of them had been erased before (alone or with a family): nothing new
-    was erased, and their ``erased_at`` stays when they were first erased."""
+    was erased, and their ``erased_at`` stays when they were first erased.
+
+    A purge's ``attempts`` are the attempts the runs listed (``attempt_list``), whether
+    a row or a journal entry recorded them; an erase's, the attempt errors it erased."""
 
     runs: int = 0
     journal_entries: int = 0

@@ -292,6 +292,8 @@ _ERASED = json.dumps({"erased": True})
 
 def _delete_run_rows(conn: apsw.Connection, run_id: str, report: PurgeReport) -> None:
     params = {"run_id": run_id}
+    [(implied,)] = conn.execute(L["run_count_journal_attempts"], params)
+    report.attempts += implied
     for query, attr in (("run_delete_journal", "journal_entries"),
                         ("run_delete_archive", "archived_entries"),
                         ("run_delete_attempts", "attempts"), ("run_delete_signals", "signals")):
