@@ -185,7 +185,8 @@ async def test_purge_counts_the_attempts_the_runs_listed(store_url: str) -> None
     deleted, on both stores: a first attempt that succeeded, one that failed and its
     retry, in two generations (the earlier one archived). SQLite, which writes no row
     for a first attempt that succeeded (its journal entry its record), counted only
-    the rows: 2 here against PostgreSQL's 5 for the same history."""
+    the rows: 2 here against PostgreSQL's 7 for the same history. Its ``run_ids`` are
+    sorted on both (SQLite listed them in the order they ended)."""
     app = App(store_url)
     failed: list[int] = []
 
@@ -210,16 +211,20 @@ async def test_purge_counts_the_attempts_the_runs_listed(store_url: str) -> None
 
     async with app, app.worker():
         assert await (await app.start(gens, 0, run_id="att-1")).result(timeout=20) == 1
+        # (ended after att-1, listed before it: a purge's run_ids are sorted on both)
+        assert await (await app.start(gens, 1, run_id="att-0")).result(timeout=20) == 1
         info = await app.get_run("att-1")
+        later = await app.get_run("att-0")
+        assert len(later.attempts) == 2, later.attempts
         assert sorted((a["generation"], a["name"], a["attempt"], a["status"])
                       for a in info.attempts) == [
             (0, "first", 1, "ok"), (0, "flaky", 1, "error"), (0, "flaky", 2, "ok"),
             (1, "first", 1, "ok"), (1, "flaky", 1, "ok")], info.attempts
-        assert info.finished_at is not None
-        report = await app.store.run_purge(finished_before=info.finished_at + 1,
+        assert later.finished_at is not None
+        report = await app.store.run_purge(finished_before=later.finished_at + 1,
                                            statuses=["completed"])
     assert (report.run_ids, report.archived_entries, report.attempts) == (
-        ["att-1"], 2, 5), report
+        ["att-0", "att-1"], 2, 7), report
 
 
 async def check_integrity(url: str, runs: int = 3) -> None:

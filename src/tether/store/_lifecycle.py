@@ -189,8 +189,9 @@ class PurgeReport:
     when every one of them had been erased before (alone or with a family): nothing new
     was erased, and their ``erased_at`` stays when they were first erased.
 
-    A purge's ``attempts`` are the attempts the runs listed (``attempt_list``), whether
-    a row or a journal entry recorded them; an erase's, the attempt errors it erased."""
+    A purge's ``run_ids`` are sorted too; its ``attempts`` are the attempts the runs
+    listed (``attempt_list``), whether a row or a journal entry recorded them; an
+    erase's, the attempt errors it erased."""
 
     runs: int = 0
     journal_entries: int = 0

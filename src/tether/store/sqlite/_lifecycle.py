@@ -347,6 +347,7 @@ def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str]
     _sweep_blobs(conn, keys, report)
     if ids:
         conn.execute(L["run_delete_kv"], {"keys": json.dumps(run_kv_keys(ids))})
+    report.run_ids.sort()  # (as PostgreSQL's: not the order they ended in)
     return report
 
 
