@@ -292,8 +292,6 @@ _ERASED = json.dumps({"erased": True})
 
 def _delete_run_rows(conn: apsw.Connection, run_id: str, report: PurgeReport) -> None:
     params = {"run_id": run_id}
-    [(implied,)] = conn.execute(L["run_count_journal_attempts"], params)
-    report.attempts += implied
     for query, attr in (("run_delete_journal", "journal_entries"),
                         ("run_delete_archive", "archived_entries"),
                         ("run_delete_attempts", "attempts"), ("run_delete_signals", "signals")):
@@ -340,6 +338,8 @@ def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str]
     ids = [r for (r,) in conn.execute(L[query], params)]
     if ids:
         _keep_metric_totals(conn, ids)
+        [(report.attempts,)] = conn.execute(L["purge_journal_attempts"],
+                                            {"run_ids": json.dumps(ids)})
     keys: list[str] = []
     for run_id in ids:
         _delete_run_rows(conn, run_id, report)

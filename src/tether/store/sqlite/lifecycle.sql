@@ -247,19 +247,21 @@ WHERE run_id IN (SELECT value FROM json_each(:run_ids));
 INSERT INTO tether_metric_totals (name, value) VALUES (:name, :value)
 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value;
 
--- run_count_journal_attempts --
--- Purge: a run's first attempts that have no row, their journal entries their record
--- (attempt_list lists them): deleted with the entries, and counted as attempts, as
--- PostgreSQL, which writes a row for each, counts them.
+-- purge_journal_attempts --
+-- Purge: the runs' (a JSON array) first attempts that have no row, their journal
+-- entries their record (attempt_list lists them): deleted with the entries, and counted
+-- as attempts, as PostgreSQL, which writes a row for each, counts them.
 SELECT count(*)
 FROM (SELECT c.run_id, r.generation, c.position, c.started_at, c.fencing_token
-      FROM tether_journal c JOIN tether_runs r ON r.run_id = c.run_id
-      WHERE c.run_id = :run_id AND c.kind = 'step' AND c.status = 'ok' AND c.attempts = 1
+      FROM tether_runs r JOIN tether_journal c ON c.run_id = r.run_id
+      WHERE r.run_id IN (SELECT value FROM json_each(:run_ids))
+        AND c.kind = 'step' AND c.status = 'ok' AND c.attempts = 1
         AND c.started_at IS NOT NULL
       UNION ALL
       SELECT run_id, generation, position, started_at, fencing_token
       FROM tether_journal_archive
-      WHERE run_id = :run_id AND kind = 'step' AND status = 'ok' AND attempts = 1
+      WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+        AND kind = 'step' AND status = 'ok' AND attempts = 1
         AND started_at IS NOT NULL) j
 JOIN tether_leases l ON l.run_id = j.run_id AND l.fencing_token = j.fencing_token
 WHERE NOT EXISTS (SELECT 1 FROM tether_attempts a
