@@ -1137,10 +1137,16 @@ async def run_view(app: App, run_id: str, *,
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
     doc["traceback"] = _traceback(doc.get("error"))
-    # (the run ids its error texts name, drawn whole: the run's, its rows')
+    # (the run ids its error texts name, drawn whole: the run's, its rows', its waiting
+    # box's step or store error, its earlier generations' rows')
+    wait = doc["wait"] or {}
     doc["known_ids"] = await run_ids_in(app, doc, [doc["error_text"]] + [
         text for e in doc["timeline_rows"]
-        for text in (e.get("error_text"), e.get("previous_error")) if text])
+        for text in (e.get("error_text"), e.get("previous_error")) if text] + [
+        text for text in (wait.get("error_text"), wait.get("error"))
+        if isinstance(text, str) and text] + [
+        e["error_text"] for g in doc["generations"] for e in g["rows"]
+        if e.get("error_text")])
     doc["final"] = doc["status"] in ENDED_VALUES
     doc["retryable"] = doc["status"] in RETRYABLE and not doc.get("erased_at")
     doc["fork_max"] = max((e["position"] for e in doc["journal"]), default=-1) + 1
