@@ -67,6 +67,24 @@ def _request(port: int, raw: bytes) -> tuple[int, dict[str, str], str]:
     return int(lines[0].split(" ")[1]), headers, body.decode()
 
 
+def _head(port: int, *headers: str) -> tuple[int, dict[str, str], bytes]:
+    """``HEAD /metrics``: the status and headers of the answer, and what came after them
+    (nothing, for a HEAD)."""
+    raw = "\r\n".join(["HEAD /metrics HTTP/1.1", "Host: 127.0.0.1", *headers])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall((raw + "\r\n\r\n").encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    got = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        got[name.strip().lower()] = value.strip()
+    return int(lines[0].split(" ")[1]), got, rest
+
+
 def _get(port: int, path: str = "/metrics", *headers: str) -> tuple[int, dict[str, str], str]:
     lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
     return _request(port, ("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -258,7 +276,13 @@ def test_the_server_answers_get_metrics_only(tmp_path: Path) -> None:
         assert _get(port, "/metrics/x")[0] == 404
         status, headers, _ = _request(port, b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1"
                                             b"\r\nContent-Length: 0\r\n\r\n")
-        assert (status, headers.get("allow")) == (405, "GET")
+        assert (status, headers.get("allow")) == (405, "GET, HEAD")
+        # HEAD is answered as GET, without the body (a monitor's probe): as `tether
+        # serve`'s /metrics. Until 2026-12-08 it was 405.
+        status, headers, rest = _head(port)
+        assert (status, rest) == (200, b""), (status, headers, rest)
+        assert headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert int(headers["content-length"]) > 0
         assert _request(port, b"nonsense\r\n\r\n")[0] == 400
         assert _request(port, b"GET /metrics HTTP/1.1\r\nX: " + b"y" * 10_000
                         + b"\r\n\r\n")[0] == 431
@@ -286,6 +310,10 @@ def test_tokens_are_needed_once_configured(tmp_path: Path) -> None:
         status, headers, body = _get(port)
         assert status == 401 and "tether_worker" not in body
         assert headers["www-authenticate"].startswith("Bearer")
+        status, headers, rest = _head(port)  # (HEAD needs a token as GET does)
+        assert (status, rest) == (401, b"") and headers["www-authenticate"].startswith("Bearer")
+        status, _, rest = _head(port, "Authorization: Bearer read-token-0123456789")
+        assert (status, rest) == (200, b"")
         assert _get(port, "/metrics", "Authorization: Bearer wrong-token-0123456789")[0] \
             == 401
         for token in ("read-token-0123456789", "admin-token-0123456789"):

@@ -269,10 +269,12 @@ class MetricsServer:
         self._open.add(task)
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
-                status, headers, body = await self._answer(reader)
+                status, headers, body, bodiless = await self._answer(reader)
                 head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}",
                         "Connection: close", *headers]
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+                # (a HEAD is answered as its GET, without the body: a monitor's probe)
+                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+                             + (b"" if bodiless else body))
                 await writer.drain()
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -283,27 +285,33 @@ class MetricsServer:
                 await writer.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader
-                      ) -> tuple[str, list[str], bytes]:
+                      ) -> tuple[str, list[str], bytes, bool]:
+        """The status, headers and body of the answer to the request ``reader`` reads,
+        and whether the body is left out (a ``HEAD``: its headers are its ``GET``'s)."""
         try:
             raw = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
-            return _plain("431 Request Header Fields Too Large", "request too large\n")
+            return *_plain("431 Request Header Fields Too Large", "request too large\n"), False
         lines = raw.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return _plain("400 Bad Request", "malformed request\n")
-        method, target, _ = parts
+            return *_plain("400 Bad Request", "malformed request\n"), False
+        method = parts[0]
+        return *self._answer_to(method, parts[1], lines[1:]), method == "HEAD"
+
+    def _answer_to(self, method: str, target: str, lines: list[str]
+                   ) -> tuple[str, list[str], bytes]:
         headers: dict[str, str] = {}
-        for line in lines[1:]:
+        for line in lines:
             name, sep, value = line.partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
         path = target.split("?", 1)[0]
         if path != "/metrics":
             return _plain("404 Not Found", "not found: only GET /metrics is served here\n")
-        if method != "GET":
-            answer = _plain("405 Method Not Allowed", "only GET /metrics\n")
-            answer[1].append("Allow: GET")
+        if method not in ("GET", "HEAD"):
+            answer = _plain("405 Method Not Allowed", "only GET /metrics (or HEAD)\n")
+            answer[1].append("Allow: GET, HEAD")
             return answer
         refused = self._refused(headers)
         if refused is not None:
