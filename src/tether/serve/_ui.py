@@ -1391,7 +1391,10 @@ def _filters(request: Request) -> dict[str, str]:
             # ``status=``: ``run_statuses`` says which.)
             out[key] = value if key in ("parent", "status") else str(
                 field_name(value, key, required=True))
-    run_statuses(out.get("status"))
+    if "status" in out:
+        # (as the list reads it: its statuses in order, each once, so that the page's
+        # status menu can show it, "waiting, queued" or " failed" as the menu's own)
+        out["status"] = ",".join(run_statuses(out["status"]) or ())
     return out
 
 
