@@ -184,3 +184,37 @@ async def test_an_earlier_generations_rows_draw_the_run_ids_their_errors_name_wh
     [row] = re.findall(r'<tr class="op k-step[^"]*">.*?</tr>', section, re.S)
     [said] = re.findall(r'<div class="err">(.*?)</div>', row, re.S)
     assert _marked(said, OTHER), said
+
+
+async def test_a_cancelled_runs_own_error_line_draws_the_run_ids_it_names_whole(
+        store_url: str) -> None:
+    """A run whose clean-up raised as it was cancelled: the Cancelled card's line "It
+    stopped on an error of its own" draws the run ids the error names whole, as its
+    details do. Until 2026-12-08 the line was plain text."""
+    app = App(store_url)
+
+    @app.workflow
+    async def ready() -> str:
+        return "ready"
+
+    @app.workflow
+    async def cleanup_fails() -> object:
+        try:
+            return await tether.wait_for_signal("go")
+        except tether.Cancelled:
+            raise RuntimeError(f"could not give back the lock of run {OTHER!r}") from None
+
+    async with served_app(app) as (_, http):
+        async with app.worker():
+            await (await app.start(ready, run_id=OTHER)).result(timeout=30)
+            await app.start(cleanup_fails, run_id="lx-1")
+            async with asyncio.timeout(30):
+                while (await app.store.run_get("lx-1")).status != "waiting":
+                    await asyncio.sleep(0.02)
+                await app.cancel("lx-1")
+                while (await app.store.run_get("lx-1")).status != "cancelled":
+                    await asyncio.sleep(0.02)
+        page = (await http.get("/runs/lx-1", headers=READ_HEADERS)).text
+    [line] = re.findall(r'<p class="small own-error">(.*?)</p>', page, re.S)
+    assert "could not give back the lock of run" in line, line
+    assert _marked(line, OTHER), line
