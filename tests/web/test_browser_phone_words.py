@@ -116,3 +116,28 @@ def test_a_phone_reads_commands_and_ids_whole(browser: object, tmp_path: Path) -
         served.stop()
     if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
         shutil.copy(tmp_path / "run-cancelled.png", ROOT / "docs" / "img" / "run-cancelled.png")
+
+
+def test_a_runs_page_of_several_statuses_does_not_scroll_sideways_on_a_phone(
+        browser: object, tmp_path: Path) -> None:
+    """``/runs?status=...`` of several statuses names them in the status menu ("queued or
+    running or ..."): the menu stays within the page at 390 px (it grew as wide as its
+    name, and the filters and the page with it scrolled sideways)."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    served = start_serve(f"sqlite:///{tmp_path}/statuses.db", tmp_path,
+                         tokens=f"admin:{ADMIN}\n", app=WEBAPP)
+    try:
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(served.url + "/runs")
+        page.goto(served.url + "/runs?status=queued,running,waiting,completed,failed")
+        menu = page.locator("select[name=status] option:checked")
+        expect(menu).to_have_text("queued or running or waiting or completed or failed")
+        page.screenshot(path=str(tmp_path / "statuses-390.png"), full_page=True)
+        assert not page.evaluate(SIDEWAYS), "the page scrolls sideways"
+    finally:
+        served.stop()
