@@ -135,7 +135,8 @@ def wait_for_signal(name: str, timeout: float | dt.timedelta | None = None) -> A
     The signal or the timeout, whichever came first, wins: a signal sent before the
     deadline is delivered even if no worker got to the wait until after it, and one sent
     after the deadline is no answer to this wait (it stays for a later one), even if the
-    workers were down at the deadline.
+    workers were down at the deadline. A signal already there when the wait starts
+    answers it, ``timeout=0`` too, whatever the clock of the process that sent it said.
 
     Raises:
         SignalTimeout: ``timeout`` passed first (catchable).
@@ -996,9 +997,11 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
             await ctx.turn(entry.finished_at, pos)
         return _signal_outcome(ctx, entry, name)
     now = ctx.clock.now()
+    first = False  # (see below)
     if refuse is not None and entry is None:
         deadline = None  # (one take; nothing journaled if it finds nothing)
     elif entry is None:
+        first = True
         deadline = now + timeout if timeout is not None else None
         if deadline is not None:
             # The deadline is journaled so that replay does not restart the timeout.
@@ -1011,6 +1014,12 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
     timeout_error = ctx.codec.encode_error(
         {"type": "tether.errors.SignalTimeout", "message": str(SignalTimeout(name, timeout)),
          "timeout": timeout})
+    # ``first``: a signal already there at the wait's first take, in the execution that
+    # set its deadline, was sent before the wait (or raced its start), and answers it
+    # even if its send time, the sender's clock (ahead of this one's), is past the
+    # deadline (``timeout=0``: an agent's "is an interrupt waiting?" check). Later
+    # takes, and those of an execution that found the deadline journaled, take only a
+    # signal sent by the deadline, on the clock (not moved by the stamp's lead).
     while True:
         with ctx.busy():
             await ctx.flush()
@@ -1020,7 +1029,9 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
             take = ctx.store.signal_take(lease=ctx.lease, name=name, position=pos,
                                          deadline=None if deadline is None
                                          else deadline + ctx.lift, now=now,
-                                         timeout_error=timeout_error)
+                                         timeout_error=timeout_error,
+                                         sent_by=math.inf if first else deadline)
+            first = False
             try:
                 taken = await (ctx.in_flight(pos, now, take) if ctx.ordered else take)
             except LeaseLost as exc:

@@ -601,8 +601,9 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM w;
 
 -- signal_take --
 -- Consume the oldest pending signal into the journal at a position, else record the
--- timeout there if the deadline passed (past it, only a signal sent by the deadline, by
--- its created_at: the App's clock, synced to this server's, as the deadline is); one
+-- timeout there if the deadline passed (past it, only a signal sent by sent_by, the
+-- deadline on the App's clock, synced to this server's, by its created_at; infinity at a
+-- wait's first take: every signal there was sent before the wait); one
 -- statement, its own transaction. Returns
 -- whether the lease held, whether there was something to record, and what was recorded.
 -- The run's row is locked (lease_lock's fencing) only when there is something to record:
@@ -628,7 +629,7 @@ sig AS (
     WHERE run_id = %(run_id)s AND name = %(name)s AND consumed_position IS NULL
       -- (past the deadline, only a signal sent by then: one sent after it came after
       -- the timeout, and stays pending for a later wait)
-      AND (created_at <= %(deadline)s::float8
+      AND (created_at <= %(sent_by)s::float8
            OR (%(deadline)s::float8 <= %(now)s::float8) IS NOT TRUE)
       AND EXISTS (SELECT 1 FROM lease)
     ORDER BY signal_id LIMIT 1

@@ -1106,9 +1106,10 @@ class SqliteStore(SqliteServeQueries):
 
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
-                          timeout_error: str) -> JournalEntry | None:
+                          timeout_error: str,
+                          sent_by: float | None = None) -> JournalEntry | None:
         return await self._write(
-            _signal_take, lease, name, position, deadline, now, timeout_error
+            _signal_take, lease, name, position, deadline, now, timeout_error, sent_by
         )
 
     async def child_start(self, *, lease: Lease, child: RunRecord,
@@ -1871,14 +1872,16 @@ def _signal_pending(conn: apsw.Connection, run_id: str, name: str) -> bool:
 
 
 def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,
-                 deadline: float | None, now: float, timeout_error: str) -> JournalEntry | None:
+                 deadline: float | None, now: float, timeout_error: str,
+                 sent_by: float | None = None) -> JournalEntry | None:
     _check_lease(conn, lease)
     params = {"run_id": lease.run_id, "name": name}
     late = deadline is not None and now >= deadline
     # (Past the deadline, only a signal sent by then answers the wait: one sent after
     # it came after the timeout, and waits for a later wait.)
+    by = deadline if sent_by is None else sent_by
     rows: list[Any] = (conn.execute(Q["signal_oldest_sent_by"],
-                                    {**params, "sent_by": deadline}).fetchall()
+                                    {**params, "sent_by": by}).fetchall()
                        if late else conn.execute(Q["signal_oldest"], params).fetchall())
     if rows:
         signal_id, payload = int(rows[0][0]), rows[0][1]
