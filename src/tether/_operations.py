@@ -1024,13 +1024,14 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
         with ctx.busy():
             await ctx.flush()
             now = ctx.stamp()  # (the signal's entry, if one is taken, completes now)
-            # The store compares the deadline (the clock's) with the stamp: moved by
-            # the stamp's lead on the clock, it times out by the clock, not early.
+            # The store compares the deadline (the clock's) with the clock's time, not
+            # with the stamp (past it by ``lift``): the wait times out by the clock,
+            # not early, and a signal sent after the deadline is no answer.
             take = ctx.store.signal_take(lease=ctx.lease, name=name, position=pos,
-                                         deadline=None if deadline is None
-                                         else deadline + ctx.lift, now=now,
+                                         deadline=deadline, now=now,
                                          timeout_error=timeout_error,
-                                         sent_by=math.inf if first else deadline)
+                                         sent_by=math.inf if first else None,
+                                         clock_now=now - ctx.lift)
             first = False
             try:
                 taken = await (ctx.in_flight(pos, now, take) if ctx.ordered else take)

@@ -100,6 +100,7 @@ async def test_a_worker_behind_the_journal_takes_no_signal_sent_after_the_deadli
                 e["kind"] == "signal" and e["name"] == "answer" for e in info.journal))
 
         await wait_for(waits_for_answer, timeout=30)
+        [waits] = [e for e in (await now.get_run("late")).journal if e["name"] == "answer"]
     await now.close()
     sender = _late_app(store_url, 700.0)
     await sender.signal("late", "answer", "too late")
@@ -108,6 +109,10 @@ async def test_a_worker_behind_the_journal_takes_no_signal_sent_after_the_deadli
     try:
         async with later.worker():
             assert await later.handle("late").result(timeout=30) == "timed out"
+        [timed_out] = [e for e in (await later.get_run("late")).journal
+                       if e["name"] == "answer"]
+        # (the timeout's deadline is the one journaled when the wait began)
+        assert timed_out["next_attempt_at"] == waits["next_attempt_at"], (waits, timed_out)
         store = await later._open()  # (the answer waits for a later wait)
         assert await store.signal_pending(run_id="late", name="answer")
     finally:

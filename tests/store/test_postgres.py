@@ -797,7 +797,8 @@ async def test_claim_and_journal_queries_use_indexes(
     """)
     params = {"worker_id": "w", "queues": ["q1", "q2"], "limit": 10, "now": 1e9,
               "lease_expires": 1e9 + 30, "run_id": "r700", "fencing_token": 1, "name": "go",
-              "position": 0, "deadline": None, "sent_by": None, "timeout_error": "{}",
+              "position": 0, "deadline": None, "sent_by": None, "clock_now": 1e9,
+              "timeout_error": "{}",
               "version": None, "workflows": ["wf"], "exclude": ["r7"],
               "takeover_before": 1e9 - 5}
     for name in ("run_claim", "run_claim_journals", "journal_read", "signal_take",

@@ -700,20 +700,22 @@ class Store(ServeQueries, Protocol):
 
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
-                          timeout_error: str,
-                          sent_by: float | None = None) -> JournalEntry | None:
+                          timeout_error: str, sent_by: float | None = None,
+                          clock_now: float | None = None) -> JournalEntry | None:
         """Consume the oldest pending signal ``name`` into the journal at ``position``
-        (an ``ok`` signal entry with its payload); else, if ``deadline`` has passed,
-        record ``timeout_error`` there (an ``error`` entry); else return None. Once
-        ``now`` is past ``deadline``, only a signal sent at or before ``sent_by``
-        (default ``deadline``; its ``now`` at ``signal_send``, on the same clock) is
-        taken: a signal sent after the deadline came after the timeout, whenever a
-        worker gets to the wait, so the entry is the timeout and the signal stays
-        pending for a later wait. ``sent_by`` is the deadline on the clock where
-        ``deadline`` is moved to be compared with a stamp (``RunContext.lift``), and
+        (an ``ok`` signal entry with its payload, completed at ``now``); else, if
+        ``deadline`` has passed, record ``timeout_error`` there (an ``error`` entry
+        whose ``next_attempt_at`` is ``deadline``); else return None. The deadline
+        has passed once ``clock_now`` (default ``now``) is at or past it: ``now`` is
+        a stamp, past the clock where the clock is behind the journal's times
+        (``RunContext.lift``), ``clock_now`` the clock's time. Once it has, only a
+        signal sent at or before ``sent_by`` (default ``deadline``; its ``now`` at
+        ``signal_send``, on the same clock) is taken: a signal sent after the deadline
+        came after the timeout, whenever a worker gets to the wait, so the entry is the
+        timeout and the signal stays pending for a later wait. ``sent_by`` is
         ``math.inf`` at a wait's first take (every signal there was sent before the
-        wait, whatever its sender's clock said). One transaction, so a signal racing
-        a timeout has exactly one winner.
+        wait, whatever its sender's clock said). One transaction, so a signal racing a
+        timeout has exactly one winner.
         Raises: LeaseLost."""
 
     async def child_start(self, *, lease: Lease, child: RunRecord,

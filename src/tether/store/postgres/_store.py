@@ -2022,11 +2022,12 @@ class PostgresStore(PostgresServeQueries):
 
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
-                          timeout_error: str,
-                          sent_by: float | None = None) -> JournalEntry | None:
+                          timeout_error: str, sent_by: float | None = None,
+                          clock_now: float | None = None) -> JournalEntry | None:
         params = {**lease_params(lease), "name": name, "position": position,
                   "deadline": deadline, "now": now, "timeout_error": timeout_error,
-                  "sent_by": deadline if sent_by is None else sent_by}
+                  "sent_by": deadline if sent_by is None else sent_by,
+                  "clock_now": now if clock_now is None else clock_now}
         rows, _ = await self._one("signal_take", params)
         leased, due, status, result, error, next_attempt_at = rows[0]
         if not leased:

@@ -601,9 +601,10 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM w;
 
 -- signal_take --
 -- Consume the oldest pending signal into the journal at a position, else record the
--- timeout there if the deadline passed (past it, only a signal sent by sent_by, the
--- deadline on the App's clock, synced to this server's, by its created_at; infinity at a
--- wait's first take: every signal there was sent before the wait); one
+-- timeout there if the deadline passed by clock_now (the App's clock, synced to this
+-- server's; now, the entry's finished_at, is a stamp that may be past it). Past it, only
+-- a signal sent by sent_by (the deadline; infinity at a wait's first take: every signal
+-- there was sent before the wait) by its created_at, on that clock; one
 -- statement, its own transaction. Returns
 -- whether the lease held, whether there was something to record, and what was recorded.
 -- The run's row is locked (lease_lock's fencing) only when there is something to record:
@@ -611,7 +612,7 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM w;
 -- flushes no WAL, and its lease is checked by a plain read. A signal sent after this
 -- statement's snapshot is run_release's to see.
 WITH want AS MATERIALIZED (
-    SELECT (%(deadline)s::float8 <= %(now)s::float8) IS TRUE
+    SELECT (%(deadline)s::float8 <= %(clock_now)s::float8) IS TRUE
            OR EXISTS (SELECT 1 FROM {schema}.signals
                       WHERE run_id = %(run_id)s AND name = %(name)s
                         AND consumed_position IS NULL) AS record),
@@ -630,7 +631,7 @@ sig AS (
       -- (past the deadline, only a signal sent by then: one sent after it came after
       -- the timeout, and stays pending for a later wait)
       AND (created_at <= %(sent_by)s::float8
-           OR (%(deadline)s::float8 <= %(now)s::float8) IS NOT TRUE)
+           OR (%(deadline)s::float8 <= %(clock_now)s::float8) IS NOT TRUE)
       AND EXISTS (SELECT 1 FROM lease)
     ORDER BY signal_id LIMIT 1
     FOR UPDATE),
@@ -641,7 +642,7 @@ entry AS (
            CASE WHEN sig.signal_id IS NULL THEN %(timeout_error)s::text END AS error,
            CASE WHEN sig.signal_id IS NULL THEN %(deadline)s::float8 END AS next_attempt_at
     FROM lease LEFT JOIN sig ON true
-    WHERE sig.signal_id IS NOT NULL OR %(deadline)s::float8 <= %(now)s::float8),
+    WHERE sig.signal_id IS NOT NULL OR %(deadline)s::float8 <= %(clock_now)s::float8),
 ins AS (
     INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
                                        attempts, finished_at, next_attempt_at, fencing_token)

@@ -1106,11 +1106,10 @@ class SqliteStore(SqliteServeQueries):
 
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
-                          timeout_error: str,
-                          sent_by: float | None = None) -> JournalEntry | None:
-        return await self._write(
-            _signal_take, lease, name, position, deadline, now, timeout_error, sent_by
-        )
+                          timeout_error: str, sent_by: float | None = None,
+                          clock_now: float | None = None) -> JournalEntry | None:
+        return await self._write(_signal_take, lease, name, position, deadline, now,
+                                 timeout_error, sent_by, clock_now)
 
     async def child_start(self, *, lease: Lease, child: RunRecord,
                           entry: JournalEntry) -> RunRecord:
@@ -1873,10 +1872,11 @@ def _signal_pending(conn: apsw.Connection, run_id: str, name: str) -> bool:
 
 def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,
                  deadline: float | None, now: float, timeout_error: str,
-                 sent_by: float | None = None) -> JournalEntry | None:
+                 sent_by: float | None = None,
+                 clock_now: float | None = None) -> JournalEntry | None:
     _check_lease(conn, lease)
     params = {"run_id": lease.run_id, "name": name}
-    late = deadline is not None and now >= deadline
+    late = deadline is not None and (now if clock_now is None else clock_now) >= deadline
     # (Past the deadline, only a signal sent by then answers the wait: one sent after
     # it came after the timeout, and waits for a later wait.)
     by = deadline if sent_by is None else sent_by
