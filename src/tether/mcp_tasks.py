@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -94,6 +95,13 @@ __all__ = [
 EXTENSION_ID = "io.modelcontextprotocol/tasks"
 #: The notification that carries a task's state to subscribers.
 TASK_NOTIFICATION = "notifications/tasks"
+
+#: Set while a ``tools/call`` is served by a backend (``TasksExtension``): sends the
+#: caller a ``notifications/progress`` of that call (``progress``, ``total``,
+#: ``message``) when its request carried ``_meta.progressToken``, else does nothing. A
+#: backend that answers a call synchronously reports with it while it waits.
+CALL_PROGRESS: ContextVar[Callable[[float, float | None, str | None], Awaitable[None]] | None]
+CALL_PROGRESS = ContextVar("tether_mcp_call_progress", default=None)
 
 TaskStatus = Literal["working", "input_required", "completed", "cancelled", "failed"]
 
@@ -312,6 +320,7 @@ class TasksExtension(Extension):
     async def intercept_tool_call(self, params: CallToolRequestParams,
                                   ctx: ServerRequestContext[Any, Any],
                                   call_next: CallNext) -> HandlerResult:
+        token = CALL_PROGRESS.set(ctx.session.report_progress)
         try:
             return await self.backend.call_tool(params, tasks=client_declares_tasks(ctx),
                                                 call_next=lambda: call_next(ctx))
@@ -320,6 +329,8 @@ class TasksExtension(Extension):
             if answer.code == exc.code:
                 raise
             raise answer from None
+        finally:
+            CALL_PROGRESS.reset(token)
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: GetTaskParams
                    ) -> HandlerResult:

@@ -62,6 +62,26 @@ async def test_stdio_server_runs_a_task(tmp_path: Path) -> None:
     assert done.result["content"][0]["text"] == "9"
 
 
+async def test_stdio_synchronous_call_reports_progress(tmp_path: Path) -> None:
+    """Over stdio too, a call without the extension that sends a progressToken is sent
+    notifications/progress naming its run while it waits (it got none)."""
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "tether", "mcp", "tests.mcp_server.apps:app",
+                                      "--db", db],
+        cwd=str(ROOT), env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")})
+    got: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        got.append(message)
+
+    async with Client(params) as client:
+        result = await client.call_tool("slow_sum", {"numbers": [4], "pause": 2.0},
+                                        progress_callback=on_progress)
+    assert not result.is_error
+    assert got and all(m is not None and m.startswith("run ") for m in got), got
+
+
 async def test_stdio_resends_under_a_used_key_are_told(store_url: str) -> None:
     """Over stdio (``tether mcp``), on both stores, as over HTTP
     (tests/mcp_server/test_resends.py): a tools/call under an idempotency key that names

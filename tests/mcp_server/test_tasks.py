@@ -723,6 +723,31 @@ async def test_client_without_the_extension(served: tuple[App, str],
             "another run")
 
 
+async def test_a_synchronous_call_reports_progress_while_it_waits(
+        served: tuple[App, str]) -> None:
+    """A call without the extension that sends a progressToken is sent
+    notifications/progress while it waits for its run (it got none: a client that resets
+    its request timeout on progress, or shows it, saw nothing for up to 50 s): each
+    names the run and says what the task's statusMessage says, ``progress`` counting
+    up, no ``total``."""
+    app, url = served
+    got: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        got.append((progress, total, message))
+
+    async with Client(url) as client:
+        # A durable timer of 2 s: the run cannot end before the first second's check.
+        result = await client.call_tool("slow_sum", {"numbers": [4], "pause": 2.0},
+                                        progress_callback=on_progress)
+    assert not result.is_error and result.content[0].text == "4"  # type: ignore[union-attr]
+    (run,) = await app.store.run_search(workflow="slow_sum", limit=1)
+    assert got, "no progress was sent"
+    assert [p for p, _, _ in got] == [float(i) for i in range(1, len(got) + 1)]
+    assert all(total is None for _, total, _ in got)
+    assert all(m is not None and m.startswith(f"run {run.run_id}: ") for _, _, m in got)
+
+
 async def test_a_task_queued_where_no_live_worker_looks_says_so(store_url: str) -> None:
     """``tether serve`` runs no worker: a task started through its /mcp with none
     running stayed "queued" (its ``statusMessage``), and a call without the extension

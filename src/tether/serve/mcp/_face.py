@@ -68,6 +68,7 @@ from tether.errors import (
     shown,
 )
 from tether.mcp_tasks import (
+    CALL_PROGRESS,
     CancelTaskParams,
     CreateTaskResult,
     TasksExtension,
@@ -355,6 +356,7 @@ class TetherTasks:
         it)."""
         handle = self.app.handle(run_id)
         deadline = asyncio.get_running_loop().time() + self.sync_timeout
+        progress = _Progress(CALL_PROGRESS.get(), run_id)
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
             try:
@@ -383,6 +385,9 @@ class TetherTasks:
                     return _text_result(
                         f"run {run_id} is still going, and this server is shutting down; "
                         f"{_follow(run_id)}", True)
+                if progress.wanted and run is not None and run.status not in ENDED_VALUES:
+                    with contextlib.suppress(StoreUnavailable):  # (its queue unread)
+                        await progress.report(await self._working_message(run))
                 continue
             except RunFailed as exc:
                 return _text_result(_error_text(exc.error) if exc.error else str(exc), True)
@@ -1242,6 +1247,40 @@ def _error_text(error: Any) -> str:
         kind = str(error.get("type", "error")).rsplit(".", 1)[-1]
         return f"{kind}: {error.get('message', '')}"
     return str(error)
+
+
+class _Progress:
+    """The ``notifications/progress`` of a synchronous call whose request carried a
+    ``progressToken``: one once the run has not ended within a second, then one
+    whenever its status message changes and at least every ``EVERY`` seconds (a
+    client that resets its request timeout on progress keeps waiting). ``progress``
+    counts them (it must increase); no ``total`` (a run's length is not known); the
+    message is the task's ``statusMessage`` after the run id."""
+
+    EVERY = 10.0
+
+    def __init__(self, send: Callable[[float, float | None, str | None], Awaitable[None]]
+                 | None, run_id: str) -> None:
+        self.send = send
+        self.run_id = run_id
+        self.count = 0
+        self.said: str | None = None
+        self.at = 0.0
+
+    @property
+    def wanted(self) -> bool:
+        return self.send is not None
+
+    async def report(self, message: str) -> None:
+        now = time.monotonic()
+        if self.send is None or (message == self.said and now - self.at < self.EVERY):
+            return
+        self.count += 1
+        self.said, self.at = message, now
+        try:
+            await self.send(self.count, None, f"run {self.run_id}: {message}")
+        except Exception:  # a client gone meanwhile: its answer is what matters
+            log.debug("progress of run %s not sent", self.run_id, exc_info=True)
 
 
 def _working_message(run: RunRecord) -> str:
