@@ -249,6 +249,26 @@ async def test_fork_past_the_end_names_the_journals_length(api: Api) -> None:
                    "(at most 2)"}
 
 
+@pytest.mark.parametrize(("at", "said"), [
+    ("1", 'not a string: "1"'),
+    (True, "not a boolean: true"),
+    (None, "not null"),
+    (1.5, "not a number: 1.5"),
+    ({"p": None}, 'not an object: {"p": null}'),
+    ("x" * 5000, 'not a string: "' + "x" * 99 + "… (5,002 characters)"),
+])
+async def test_a_fork_position_that_is_no_integer_is_said_in_json(api: Api, at: Any,
+                                                                  said: str) -> None:
+    """A fork's ``at`` that is no integer is echoed in JSON's words, as it was sent
+    (it was Python's repr: True, None, {'p': None}), and cut as every echoed value is
+    (a 5,000-character string came back whole)."""
+    await _finish(api, "steps", [2], "src", "completed")
+    r = await api.http.post("/api/v1/runs/src/fork", json={"at": at})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == {"code": "bad_position",
+                                 "message": f"at must be an integer position, {said}"}
+
+
 async def test_fork_with_a_read_token_is_forbidden(api: Api) -> None:
     await _finish(api, "steps", [2], "src", "completed")
     await _rejected(api, "POST", "/api/v1/runs/src/fork", {"at": 0}, 403, "forbidden",

@@ -175,6 +175,22 @@ async def test_forms_need_csrf_and_an_admin(ui: httpx.AsyncClient) -> None:
     assert r.status_code == 403 and "may read, not change" in r.text
 
 
+async def test_a_fork_forms_long_position_is_echoed_cut(ui: httpx.AsyncClient) -> None:
+    """A fork form's position that is no whole number is echoed cut to its first 100
+    characters and its length, as every echoed value is (4,000 characters came back
+    whole); nothing is forked."""
+    csrf = await login(ui, ADMIN)
+    await ui.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w1"},
+                  headers={"Authorization": f"Bearer {ADMIN}"})
+    r = await ui.post("/ui/runs/w1/fork", data={"csrf": csrf, "at": "x" * 4000})
+    assert r.status_code == 422, r.text
+    assert "the position must be a whole number, not &#39;" + "x" * 100 + \
+        "&#39;… (4,000 characters)" in r.text, r.text[:2000]
+    assert "x" * 101 not in r.text
+    store = ui.app.store  # type: ignore[attr-defined]
+    assert [r.run_id for r in await store.run_search(limit=10)] == ["w1"]
+
+
 async def test_a_lone_surrogate_in_a_forms_json_is_named_by_its_field(
         ui: httpx.AsyncClient) -> None:
     """A signal's data or a fork's input holding a lone surrogate (``"\\ud800"``, valid

@@ -11,6 +11,7 @@ functions.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.requests import Request
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
+from tether._codec import json_kind
 from tether._lifecycle import Cron, fork_past_end, worker_versions, zone_of
 from tether._lifecycle import trigger_schedule as start_manual_run
 from tether._show import (
@@ -90,7 +92,11 @@ async def _warn_unserved(app: App, doc: dict[str, Any]) -> dict[str, Any]:
 def fork_position(value: Any) -> int:
     """``at`` of a fork request: an integer position >= 0 (422 otherwise)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(422, "bad_position", f"at must be an integer position, not {value!r}")
+        # In JSON's words, as sent (true, null, {"a": 1}: not Python's True, None,
+        # {'a': 1}), and cut as every echoed value is (a long string came back whole).
+        sent = shown(json.dumps(value, ensure_ascii=False), quoted=False)
+        what = "null" if value is None else f"{json_kind(value)}: {sent}"
+        raise ApiError(422, "bad_position", f"at must be an integer position, not {what}")
     if value < 0:
         raise ApiError(422, "bad_position", f"at must be a position >= 0, not {value}")
     return value

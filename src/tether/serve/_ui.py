@@ -1795,7 +1795,7 @@ async def fork_action(request: Request) -> Response:
         at = int(text)
     except ValueError:
         raise ApiError(422, "bad_position",
-                       f"the position must be a whole number, not {text!r}") from None
+                       f"the position must be a whole number, not {shown(text)}") from None
     fork_position(at)
     raw = (values.get("input") or "").strip()
     args: list[Any] | None = None
