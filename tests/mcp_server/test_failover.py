@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults.procs import ROOT
-from tests.mcp_server.host import get_task, poll, tasks_client
+from tests.mcp_server.host import get_task, poll, serve_http, tasks_client
+from tether import App
 from tether.mcp_tasks import CreateTaskResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -152,3 +154,64 @@ async def test_another_server_answers_after_the_creator_is_killed(procs: Procs,
     assert done.result is not None
     assert done.result["content"][0]["text"] == "10"
     assert procs.steps() == Counter({"add 0": 1, "add 1": 1, "add 2": 1, "add 3": 1})
+
+
+class _Later:
+    """The serving app's clock, ``ahead`` seconds past the machine's (the worker that
+    heartbeats into the store keeps the machine's): a test reads the store as it will be
+    once a killed worker's heartbeat is old, without waiting a minute for it."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.ahead
+
+
+async def test_a_task_whose_worker_was_killed_says_so(procs: Procs) -> None:
+    """The worker running a task's run is killed (SIGKILL) and none other serves its
+    queue: ``tasks/get`` said "running" for ever (nothing would run it). Once the
+    killed worker's heartbeat is older than a live worker's, the status message names
+    it, says it stopped, and that no live worker serves the queue, with the command;
+    a new worker takes the run over and the task completes."""
+    from tether.store._port import WORKER_STALE
+
+    worker = await procs.worker()
+    clock = _Later()
+    app = App(procs.db, clock=clock)
+
+    @app.workflow(mcp=True)
+    async def held_sum(numbers: list[int]) -> int:  # (run by the worker processes)
+        raise AssertionError("not run here")
+
+    try:
+        async with serve_http(app) as url, tasks_client(url) as client:
+            created = await client.session.call_tool(
+                "held_sum", {"numbers": [1, 2]}, allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            async with asyncio.timeout(60):  # the run is held in its step "hold"
+                while procs.steps()["add 0"] == 0:
+                    await asyncio.sleep(0.05)
+            task = await get_task(client, created.task_id)
+            assert task.status == "working" and task.status_message == "running"
+            worker.send_signal(signal.SIGKILL)
+            await worker.wait()
+            clock.ahead = WORKER_STALE + 30
+            task = await get_task(client, created.task_id)
+            assert task.status == "working"
+            (run,) = await app.store.run_search(workflow="held_sum", limit=1)
+            assert run.owner is not None
+            message = task.status_message or ""
+            assert message.startswith(f"running on worker {run.owner}, which stopped "
+                                      "(no heartbeat for "), message
+            assert message.endswith(" s); no live worker serves queue default to take it "
+                                    "over (tether worker MODULE:APP --queue default)"), message
+            clock.ahead = 0.0
+            procs.release.touch()
+            await procs.worker()
+            done = await poll(client, created.task_id, {"completed", "failed", "cancelled"},
+                              60)
+    finally:
+        await app.close()
+    assert done.status == "completed", done
+    assert done.result is not None and done.result["content"][0]["text"] == "3"

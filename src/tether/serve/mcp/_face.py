@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import math
+import shlex
 import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -474,7 +475,33 @@ class TetherTasks:
             where = await queued_in(self.app, run.queue)
             if where != f"queued in queue {run.queue}":
                 return where
+        if run.status == RunStatus.RUNNING.value and run.owner:
+            stopped = await self._owner_stopped(run)
+            if stopped is not None:
+                return stopped
         return _working_message(run)
+
+    async def _owner_stopped(self, run: RunRecord) -> str | None:
+        """A running run's ``statusMessage`` when the worker holding it is no longer live
+        (killed, its host gone: no heartbeat for ``WORKER_STALE`` s): it said "running"
+        for as long as no worker took the run over, which none does while no live worker
+        serves its queue. None while its worker is live."""
+        from tether.store._port import WORKER_STALE
+
+        now = self.app.clock.now()
+        workers = await self.app.store.worker_list()
+        owner = next((w for w in workers if w.worker_id == run.owner), None)
+        if owner is not None and now - owner.heartbeat_at <= WORKER_STALE:
+            return None
+        since = ("" if owner is None
+                 else f" (no heartbeat for {now - owner.heartbeat_at:,.0f} s)")
+        queue = run.queue
+        live = any(now - w.heartbeat_at <= WORKER_STALE and queue in w.queues.split(",")
+                   for w in workers)
+        then = (f"a live worker of queue {queue} takes it over" if live
+                else f"no live worker serves queue {queue} to take it over (tether worker "
+                     f"MODULE:APP --queue {shlex.quote(queue)})")
+        return f"running on worker {run.owner}, which stopped{since}; {then}"
 
     @staticmethod
     def _erased(task: dict[str, Any], run: RunRecord) -> None:
