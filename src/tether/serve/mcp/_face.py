@@ -489,6 +489,10 @@ class TetherTasks:
         from tether.store._port import WORKER_STALE
 
         now = self.app.clock.now()
+        if now - run.updated_at < WORKER_STALE / 2:
+            # Its worker wrote it since, and heartbeats after that: live (no read of the
+            # worker list for each tasks/get and notification of a run that moves).
+            return None
         workers = await self.app.store.worker_list()
         owner = next((w for w in workers if w.worker_id == run.owner), None)
         if owner is not None and now - owner.heartbeat_at <= WORKER_STALE:
