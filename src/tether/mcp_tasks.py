@@ -320,7 +320,10 @@ class TasksExtension(Extension):
     async def intercept_tool_call(self, params: CallToolRequestParams,
                                   ctx: ServerRequestContext[Any, Any],
                                   call_next: CallNext) -> HandlerResult:
-        token = CALL_PROGRESS.set(ctx.session.report_progress)
+        # (only for a request that asked for progress: a backend reads the run's state
+        # to report it, which a call without a token would pay for nothing)
+        token = CALL_PROGRESS.set(ctx.session.report_progress
+                                  if _asks_progress(ctx.meta, params.meta) else None)
         try:
             return await self.backend.call_tool(params, tasks=client_declares_tasks(ctx),
                                                 call_next=lambda: call_next(ctx))
@@ -359,6 +362,14 @@ class TasksExtension(Extension):
         if not await self.backend.cancel_task(params.task_id):
             raise unknown_task(params.task_id)
         return {"resultType": "complete"}
+
+
+def _asks_progress(*metas: Any) -> bool:
+    """Whether a request's ``_meta`` carries a ``progressToken`` (the SDK validates it
+    into ``progress_token``)."""
+    return any(isinstance(meta, Mapping) and (meta.get("progress_token") is not None
+                                              or meta.get("progressToken") is not None)
+               for meta in metas)
 
 
 def _check_name_header(ctx: ServerRequestContext[Any, Any], task_id: str) -> None:
