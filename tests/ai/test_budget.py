@@ -194,6 +194,22 @@ def test_a_limit_that_is_not_a_number_is_a_config_error() -> None:
     assert (spending.override_usd, spending.override_tokens) == (2.0, 300)
 
 
+def test_a_token_limit_given_as_a_float_is_kept_as_an_int() -> None:
+    """``Budget(tokens=1000.0)`` (a number read from a config file) was kept a float: a
+    child's share of it was a float too, which ``Budget.from_dict`` could not read, so
+    the child ran with no share at all. A whole float is now its int; ``1.5`` is a
+    clear error, as it is in a ``budget`` signal's payload."""
+    budget = Budget(tokens=1000.0)  # type: ignore[arg-type]
+    assert budget.tokens == 1000 and type(budget.tokens) is int
+    assert Budget(tokens=1e5, usd=0.5).to_dict() == {  # type: ignore[arg-type]
+        "usd": 0.5, "tokens": 100_000, "on_exceed": "wait"}
+    with pytest.raises(ConfigError, match=r"tokens= must be a whole number >= 0, got 1.5"):
+        Budget(tokens=1.5)  # type: ignore[arg-type]
+    # A share journaled of a float limit by an earlier Tether reads back.
+    assert Budget.from_dict({"usd": None, "tokens": 790.0, "on_exceed": "fail"}) == Budget(
+        tokens=790, on_exceed="fail")
+
+
 def test_bad_budgets_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match="needs a limit"):
         Budget()

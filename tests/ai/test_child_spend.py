@@ -153,6 +153,27 @@ async def test_the_parent_budget_bounds_what_its_child_spends(
     assert helper.metrics["tokens.input"] + helper.metrics["tokens.output"] == 640
 
 
+async def test_a_float_token_limit_bounds_the_child_as_an_int_does(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """The same tree under ``Budget(tokens=1000.0)``, a limit as a config file's number
+    gives it: the helper's share was 790.0, which its input could not carry, so the
+    helper ran with no share: it made all seven calls (2,240 tokens) and the tree spent
+    2,450 tokens of 1,000. Now it gets 790 tokens, as under ``Budget(tokens=1000)``."""
+    server.set_script(child_loop(6))
+    app = App(sqlite_url)
+    app.add_agent(Agent("lead", model=llm,
+                        budget=Budget(tokens=1000.0, on_exceed="fail"),  # type: ignore[arg-type]
+                        tools=[Agent("helper", model=llm, tools=[note], max_turns=10)]))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*850 tokens spent"):
+            await (await app.start("lead", "Go.", run_id="p3f")).result(timeout=30)
+        [child] = [r for r in await app.list_runs() if r.parent_run_id == "p3f"]
+        helper = await app.get_run(child.run_id)
+    assert len(server.requests) == 3
+    assert helper.input == {"args": ["dig deep"], "ext": {"tether.ai.budget": {
+        "usd": None, "tokens": 790, "on_exceed": "fail"}}}
+
+
 def helpers_model(tasks: list[str], notes: int) -> Any:
     """The lead asks one helper per task in one turn, then answers; each helper notes
     ``notes`` times (320 tokens a turn), then answers (320 tokens)."""

@@ -336,9 +336,13 @@ class Budget:
         on_exceed: ``"wait"`` (for the ``budget`` signal, released meanwhile) or
             ``"fail"`` (raise ``BudgetExceeded``).
 
+    A token limit given as a float that is a whole number (``1000.0``, ``1e5``: a
+    number read from a config file) is kept as that int.
+
     Raises:
         ConfigError: no limit, a limit that is not a finite number >= 0 (negative,
-            infinite, NaN, a bool, a string), an unknown policy.
+            infinite, NaN, a bool, a string), a token limit that is not a whole number
+            (``1.5``), an unknown policy.
     """
 
     usd: float | None = None
@@ -353,6 +357,13 @@ class Budget:
                                       or not isinstance(value, (int, float))
                                       or not _finite(value) or value < 0):
                 raise ConfigError(f"Budget {name}= must be a finite number >= 0, got {value!r}")
+        if isinstance(self.tokens, float):
+            # (A float limit was taken as it was: a child's share of it was a float, which
+            # the child's input could not carry, so the child ran without its share.)
+            if self.tokens != int(self.tokens):
+                raise ConfigError(f"Budget tokens= must be a whole number >= 0, got "
+                                  f"{self.tokens!r}")
+            object.__setattr__(self, "tokens", int(self.tokens))
         if self.on_exceed not in ("wait", "fail"):
             raise ConfigError(f"Budget on_exceed= must be 'wait' or 'fail', got "
                               f"{self.on_exceed!r}")
@@ -362,14 +373,17 @@ class Budget:
 
     @classmethod
     def from_dict(cls, data: Any) -> Budget | None:
-        """The budget ``to_dict`` gave, or ``None`` if ``data`` is no valid one."""
+        """The budget ``to_dict`` gave, or ``None`` if ``data`` is no valid one. A
+        whole-number float token limit (``790.0``: a share an earlier Tether journaled
+        of a float limit) is read as its int."""
         if not isinstance(data, Mapping):
             return None
         usd, tokens = data.get("usd"), data.get("tokens")
+        number = (int, float)
         try:
-            return cls(usd=float(usd) if isinstance(usd, (int, float))
+            return cls(usd=float(usd) if isinstance(usd, number)
                        and not isinstance(usd, bool) else None,
-                       tokens=int(tokens) if isinstance(tokens, int)
+                       tokens=tokens if isinstance(tokens, number)  # type: ignore[arg-type]
                        and not isinstance(tokens, bool) else None,
                        on_exceed=data.get("on_exceed", "wait"))
         except ConfigError:
