@@ -20,9 +20,17 @@ def fmt_tokens(n: float | None) -> str:
 
 
 def fmt_usd(x: float | None) -> str:
+    """A cost as the rows and budget lines say it: "$0" for nothing, cents for a dollar
+    and more, four decimals under a cent, six under a hundredth of a cent (a call of a
+    cheap model: 300 tokens of gpt-4.1-nano is $0.00003, which four decimals said as
+    "$0.0000", a paid call shown as free), and "<$0.000001" below that."""
     x = float(x or 0.0)
     if x == 0:
         return "$0"
+    if x < 0.000001:
+        return "<$0.000001"
+    if x < 0.0001:
+        return f"${x:.6f}"
     if x < 0.01:
         return f"${x:.4f}"
     return f"${x:,.2f}"
