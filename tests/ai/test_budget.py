@@ -98,7 +98,9 @@ async def test_a_run_over_budget_waits_and_resumes_when_raised(
         assert await handle.result(timeout=15) == ["one", "two"]
     info = await app.get_run("b1")
     kinds = [(e["kind"], e["status"]) for e in info.journal]
-    assert kinds == [("step", "ok"), ("step", "error"), ("signal", "ok"), ("step", "ok")]
+    # (the raise, then the run's marker that its raises are each their budget's)
+    assert kinds == [("step", "ok"), ("step", "error"), ("signal", "ok"), ("patch", "ok"),
+                     ("step", "ok")]
     refused = info.journal[1]["error"]
     assert refused["type"] == "tether.ai.BudgetExceeded"
     assert "1010 tokens spent" in refused["message"] and "budget 1500 tokens" in refused["message"]
@@ -192,6 +194,43 @@ def test_a_limit_that_is_not_a_number_is_a_config_error() -> None:
     assert (spending.override_usd, spending.override_tokens) == (None, None)
     spending.apply_signal({"usd": 2, "tokens": 300})
     assert (spending.override_usd, spending.override_tokens) == (2.0, 300)
+
+
+async def test_a_raise_is_the_raise_of_the_budget_that_refused(
+        store_url: str, server: ScriptedLLMServer) -> None:
+    """A run of 10,000 tokens guards one call with ``budget=Budget(tokens=100)``: the
+    guard refuses it (400 spent) and a person raises it to 1,000. That raise was taken
+    for every budget of the run: its next plain calls were refused at 1,200 tokens of
+    "1,000", the run's 10,000 lowered. Now the run keeps its 10,000 (and says so), and
+    the guard of a later call of its own (``fail``) still refuses at its 100."""
+    server.set_script([Reply(f"r{i}", input_tokens=390, output_tokens=10) for i in range(5)])
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url)
+
+    @app.workflow
+    async def wf() -> list[str]:
+        set_budget(tokens=10_000)
+        out = [(await llm.chat([user_message("a")])).text or ""]
+        out.append((await llm.chat([user_message("b")], budget=Budget(tokens=100))).text
+                   or "")
+        for q in "cde":
+            out.append((await llm.chat([user_message(q)])).text or "")
+        try:
+            await llm.chat([user_message("f")], budget=Budget(tokens=100, on_exceed="fail"))
+        except BudgetExceeded as exc:
+            out.append(f"refused under {exc.budget_tokens}")
+        return out
+
+    async with llm, app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(wf, run_id="g1")
+        await wait_for(lambda: status_is(app, "g1", "waiting"), timeout=15)
+        assert (await app.get_run("g1")).status_info["budget_tokens"] == 100
+        await app.signal("g1", "budget", {"tokens": 1000})
+        assert await handle.result(timeout=15) == ["r0", "r1", "r2", "r3", "r4",
+                                                  "refused under 100"]
+        info = await app.get_run("g1")
+    assert info.budget_limits == {"usd": None, "tokens": 10_000}
+    assert len(server.requests) == 5
 
 
 def test_a_token_limit_given_as_a_float_is_kept_as_an_int() -> None:

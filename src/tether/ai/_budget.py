@@ -96,6 +96,13 @@ ONE_RAISE_PATCH = "tether.ai.budget-one-raise"
 #: whose journal predates it computes each share in its workflow code, as it did.
 CHILD_SHARE_PATCH = "tether.ai.child-share"
 
+#: The journal's marker of a run whose ``budget`` raises are each the raise of the
+#: budget the refused call was decided under (a call's own ``budget=``, or the run's),
+#: once per run, at its first raise: a run whose journal predates it takes every
+#: raise for every budget of the run, as it did (a raise of a call's guard of 100
+#: tokens to 1,000 lowered the run's budget of 10,000 to 1,000).
+OWN_RAISE_PATCH = "tether.ai.budget-raise-its-own"
+
 #: The step that decides a child run's share (``child_share``): its result is the
 #: share, or ``BudgetExceeded`` when nothing is left to share.
 CHILD_SHARE_STEP = "tether.ai.child_share"
@@ -467,9 +474,16 @@ class RunSpending:
     #: How many child runs are about to be started together (an agent's turn): what is
     #: left is split evenly between them.
     splitting: int = 1
-    #: Limits set by ``budget`` signals; they replace the budget's own limits.
+    #: Limits set by ``budget`` signals, by the (effective) budget each raised: they
+    #: replace that budget's own limits, and no other's.
+    raises: dict[Budget, tuple[float | None, int | None]] = field(default_factory=dict)
+    #: Limits set by ``budget`` signals in a run whose journal predates
+    #: ``OWN_RAISE_PATCH``: they replace the limits of every budget of the run.
     override_usd: float | None = None
     override_tokens: int | None = None
+    #: Whether this run's raises are each their budget's (``OWN_RAISE_PATCH``), decided
+    #: at its first raise (``None``: none yet).
+    own_raises: bool | None = None
     tokens: int = 0
     usd: float = 0.0
     #: Calls admitted and not tallied yet: in flight, or answered and on their way to
@@ -703,14 +717,25 @@ class RunSpending:
                 waiter.set_result(None)
 
     def limits(self, budget: Budget) -> tuple[float | None, int | None]:
-        usd = self.override_usd if self.override_usd is not None else budget.usd
-        tokens = self.override_tokens if self.override_tokens is not None else budget.tokens
+        """The limits ``budget`` decides calls under: its own, or a raise's."""
+        raised_usd, raised_tokens = self.raises.get(budget, (None, None))
+        usd = (raised_usd if raised_usd is not None else self.override_usd
+               if self.override_usd is not None else budget.usd)
+        tokens = (raised_tokens if raised_tokens is not None else self.override_tokens
+                  if self.override_tokens is not None else budget.tokens)
         return usd, tokens
 
-    def apply_signal(self, payload: Any) -> None:
-        """New limits from a ``budget`` signal (``{"usd": ..., "tokens": ...}``); a
+    def apply_signal(self, payload: Any, budget: Budget | None = None) -> None:
+        """New limits from a ``budget`` signal (``{"usd": ..., "tokens": ...}``) for
+        ``budget`` (the one the refused call was decided under; ``None``: for every
+        budget of the run, as a run recorded before ``OWN_RAISE_PATCH`` took them); a
         malformed payload changes nothing (the run then waits again)."""
         usd, tokens = signal_limits(payload)
+        if budget is not None:
+            before_usd, before_tokens = self.raises.get(budget, (None, None))
+            self.raises[budget] = (usd if usd is not None else before_usd,
+                                   tokens if tokens is not None else before_tokens)
+            return
         if usd is not None:
             self.override_usd = usd
         if tokens is not None:
@@ -906,7 +931,10 @@ async def wait_out_budget(spending: RunSpending, limit: Budget | None,
     if spending.raising is None:  # (else a run recorded before: one signal per call)
         spending.raising = mine
     try:
-        spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
+        payload = await tether.wait_for_signal(BUDGET_SIGNAL)
+        if spending.own_raises is None:
+            spending.own_raises = tether.patched(OWN_RAISE_PATCH)
+        spending.apply_signal(payload, limit if spending.own_raises else None)
         publish_limits(spending)
     finally:
         # (The raise first, then the calls that waited for it: the same order on replay.)
