@@ -32,6 +32,8 @@ async def record(only: list[str] | None = None) -> list[str]:
                           {"name": "long_lookup", "arguments": {"topic": "durable execution"},
                            "id": "call_3"}], input_tokens=50, output_tokens=12),
         Reply("Oslo is sunny; I stopped the lookup.", input_tokens=70, output_tokens=9),
+        # budget_guard: 400 tokens a call; the guarded call waits, then its fourth.
+        *(Reply(f"Answer {i}.", input_tokens=390, output_tokens=10) for i in range(5)),
         # budget_gathered: its outline spends 60 of 100 tokens; the third part's prompt
         # does not fit what is left, the first two do (the code that recorded it sent
         # them together); the third goes after a raise.
@@ -85,6 +87,12 @@ async def record(only: list[str] | None = None) -> list[str]:
                 await asyncio.sleep(0.01)
             await app.signal("golden-agent-interrupted", "interrupt", "skip the lookup")
             await env.result(runs["agent_interrupted"])
+            runs["budget_guard"] = await app.start(w.budget_guard, "tides",
+                                                   run_id="golden-budget-guard")
+            for tokens in (1000, 20_000):  # the guard's raise, then the run's
+                await env.settle()
+                await app.signal("golden-budget-guard", "budget", {"tokens": tokens})
+            await env.result(runs["budget_guard"])
             runs["budget_gathered"] = await _budget_run(env, w, "golden-budget-gathered")
             runs["budget_waiting"] = await _budget_run(env, w, "golden-budget-waiting")
             for name, handle in runs.items():

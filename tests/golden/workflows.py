@@ -18,7 +18,7 @@ from typing import Any
 
 import tether
 from tether import App, RetryPolicy
-from tether.ai import LLM, Agent, function_tool, set_budget
+from tether.ai import LLM, Agent, Budget, function_tool, set_budget
 
 app = App("sqlite:///golden-never-opened.db")
 
@@ -161,3 +161,18 @@ async def budget_gathered(topic: str) -> list[str]:
     parts = await asyncio.gather(*(
         llm.chat([{"role": "user", "content": prompt}], max_tokens=50) for prompt in prompts))
     return [part.text or "" for part in parts]
+
+
+@app.workflow
+async def budget_guard(topic: str) -> list[str]:
+    """A run's budget of 10,000 tokens and one call's own guard of 100:
+    ``budget_guard.json`` was recorded by the code that took a raise for every budget of
+    the run (before ``tether.ai.budget-raise-its-own``): the guard's raise to 1,000
+    lowered the run's budget, its fourth call waited for a second raise."""
+    set_budget(tokens=10_000)
+    out = [(await llm.chat([{"role": "user", "content": f"About {topic}."}])).text or ""]
+    out.append((await llm.chat([{"role": "user", "content": "In short?"}],
+                               budget=Budget(tokens=100))).text or "")
+    for ask in ("More?", "And then?", "The end?"):
+        out.append((await llm.chat([{"role": "user", "content": ask}])).text or "")
+    return out
