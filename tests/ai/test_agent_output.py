@@ -123,6 +123,39 @@ async def test_a_valid_answer_after_an_invalid_one_in_the_same_reply_ends_the_ru
     assert len(server.requests) == 1
 
 
+async def test_the_other_tool_calls_of_the_answering_reply_are_not_run(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A reply that answers (a valid final_result) and also calls a tool, one that needs
+    approval and one that does not: the run ends with the answer; neither tool runs,
+    nobody is asked (docs/agents.md, "Structured answers")."""
+    ran: list[str] = []
+
+    @function_tool
+    def note(text: str) -> str:
+        """Note something."""
+        ran.append(text)
+        return "noted"
+
+    @function_tool(requires_approval=True)
+    def buy(item: str) -> str:
+        """Buy something."""
+        ran.append(item)
+        return "bought"
+
+    server.set_script([Reply(tool_calls=[
+        {"name": "note", "arguments": {"text": "t"}},
+        {"name": "buy", "arguments": {"item": "i"}},
+        {"name": "final_result", "arguments": {"engine": "x", "score": 4}}])])
+    app = App(sqlite_url)
+    app.add_agent(Agent("judge", model=llm, tools=[note, buy], output_type=Verdict))
+    async with app, app.worker():
+        result = await (await app.start("judge", "Judge.", run_id="j7")).result(timeout=20)
+        info = await app.get_run("j7")
+    assert result == Verdict(engine="x", score=4)
+    assert [e["name"] for e in info.journal] == ["llm:openai:gpt-4.1-mini"]
+    assert ran == []
+
+
 async def test_an_mcp_tool_named_final_result_is_a_configuration_error(
         sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
     """An MCP tool named final_result clashes with the output tool: the run fails with
