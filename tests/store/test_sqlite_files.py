@@ -453,3 +453,22 @@ async def test_every_open_of_a_store_in_a_missing_folder_fails(tmp_path: Path) -
         for _ in range(2):
             with pytest.raises(ConfigError, match="no folder"):
                 await store.open()
+
+
+@pytest.mark.parametrize("query", ["read_only=true", "synchronus=normal", "busy_timeout=60",
+                                   "mode=ro&foo"])
+def test_an_option_a_sqlite_url_does_not_take_is_refused(tmp_path: Path, query: str) -> None:
+    # As a PostgreSQL URL's: ``?read_only=true`` was ignored, and ``tether start`` wrote to
+    # the store its user meant to only read; a misspelt option did the default silently.
+    url = f"sqlite:///{tmp_path}/t.db?{query}"
+    with pytest.raises(ConfigError, match="not known: a sqlite URL takes synchronous, "
+                                          "migrate, mode"):
+        open_store(url)
+    done = tether("start", "wf", "--db", url)
+    assert_one_line_error(done, "sqlite URL option", "not known")
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_the_options_a_sqlite_url_takes_are_accepted(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/t.db?synchronous=normal&migrate=false&mode=rw")
+    assert store.synchronous == "NORMAL"  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, parse_qsl, urlparse
 
 import apsw
 
@@ -251,6 +251,10 @@ def _auto_migrate_env() -> bool:
         "0", "false", "no", "off")
 
 
+#: The options a sqlite URL may carry (``?synchronous=normal``); any other is refused.
+URL_OPTIONS = ("synchronous", "migrate", "mode")
+
+
 def _flag(opts: dict[str, list[str]], name: str, default: bool) -> bool:
     if name not in opts:
         return default
@@ -311,6 +315,17 @@ class SqliteStore(SqliteServeQueries):
         if not path or path == "/":
             raise ConfigError(f"sqlite URL names no file: {url!r}")
         opts = parse_qs(parsed.query)
+        unknown = sorted({name for name, _ in parse_qsl(parsed.query, keep_blank_values=True)}
+                         - set(URL_OPTIONS))
+        if unknown:
+            # As a PostgreSQL URL's: a misspelt option (``?synchronus=normal``) or one
+            # that is not a URL option (``?read_only=true``, ``?busy_timeout=60``) is not
+            # ignored while the store does something else than asked.
+            raise ConfigError(
+                f"sqlite URL option{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(repr(name) for name in unknown)} not known: a sqlite URL takes "
+                f"{', '.join(URL_OPTIONS)} (the store's other options are keywords of "
+                f"App() and open_store(): busy_timeout, read_only, create): {url!r}")
         sync = (synchronous or opts.get("synchronous", ["full"])[0]).upper()
         if sync not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(f"synchronous must be full, normal or extra, not {sync!r}")
