@@ -60,6 +60,20 @@ async def test_pages_need_a_session_and_a_wrong_token_does_not_log_in(
     assert (await ui.get("/runs")).status_code == 303
 
 
+async def test_a_token_pasted_with_spaces_around_it_logs_in(ui: httpx.AsyncClient) -> None:
+    """The token file's entries and a bearer header's token are taken stripped; the login
+    form took the pasted text as it was, and a token copied with its line end or a space
+    around it was an "unknown token"."""
+    await ui.get("/login")
+    r = await ui.post("/login", data={"token": f"  {ADMIN}\t\r\n", "csrf":
+                                      ui.cookies["tether_csrf"]})
+    assert r.status_code == 303 and r.headers["location"] == "/runs"
+    assert (await ui.get("/runs")).status_code == 200
+    await ui.get("/login")
+    r = await ui.post("/login", data={"token": " \n ", "csrf": ui.cookies["tether_csrf"]})
+    assert r.status_code == 401 and "unknown token" in r.text
+
+
 async def test_a_login_leads_back_to_the_page_asked_for(ui: httpx.AsyncClient) -> None:
     """A link to a run's page (in a chat message, an alert) followed without a session
     leads to the login form and, once logged in, to that page, its query kept: the

@@ -1909,12 +1909,15 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", status=403, page="login", failed=True,
                       reason="the form is stale: try again", next_page=next_page)
     tokens = request.app.state.tokens
-    who = tokens.by_token(token) if isinstance(token, str) and token else None
+    # Stripped as the token file's entries and a bearer header's token are: a token
+    # pasted with the space or line end around it copied too is that token.
+    token = token.strip() if isinstance(token, str) else ""
+    who = tokens.by_token(token) if token else None
     if who is None:
         return render(request, "login.html", status=401, page="login", failed=True,
                       reason="unknown token", next_page=next_page)
     response = _redirect(request, next_page or "/runs")
-    response.set_cookie(SESSION_COOKIE, digest(str(token)), httponly=True, samesite="strict",
+    response.set_cookie(SESSION_COOKIE, digest(token), httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path=_cookie_path(request),
                         max_age=14 * 86400)
     return response
