@@ -346,9 +346,12 @@ class Redact:
     The patterns apply to the payload's values, not to its JSON text: to each string
     (``sk-\\S+`` stops at the string's end, not past its closing quote) and to each
     number as written (a 16-digit card number stored as a number), which becomes the
-    replacement string when a pattern matches it. Keys are kept. So a redacted payload
-    is still the JSON it was, with some values replaced (a pattern over the JSON text
-    broke it, and the run failed reading its own input)."""
+    replacement string when a pattern matches it, and to each object's keys (a mapping
+    from e-mail addresses or API keys to anything): a key redacted into one the object
+    already has is told apart by `` (2)``, `` (3)`` …, so no value is dropped. So a
+    redacted payload is still the JSON it was, with some values and keys replaced (a
+    pattern over the JSON text broke it, and the run failed reading its own input; until
+    2026-12-08 keys were kept, and a secret or an address used as a key was stored)."""
 
     def __init__(self, patterns: Iterable[str | re.Pattern[str]], *,
                  replacement: str = "[redacted]", inner: PayloadHook | None = None) -> None:
@@ -393,7 +396,15 @@ class Redact:
         if isinstance(value, str):
             return self.redact(value)
         if isinstance(value, dict):
-            return {k: self._values(v) for k, v in value.items()}
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                key = self.redact(k)
+                if key != k and (key in value or key in out):
+                    # (the object's own keys keep their names; a redacted key gets a
+                    # name none of them has, so no value is dropped)
+                    key = self._apart(key, value, out)
+                out[key] = self._values(v)
+            return out
         if isinstance(value, list):
             return [self._values(v) for v in value]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -401,6 +412,15 @@ class Redact:
             if any(p.search(written) for p in self._patterns):
                 return self.replacement
         return value
+
+    @staticmethod
+    def _apart(key: str, value: dict[str, Any], out: dict[str, Any]) -> str:
+        """``key`` (a redacted key another key of the object has, or will have) made
+        unique in ``out``, and not one of the object's own keys: ``key (2)``, ``(3)`` …"""
+        n = 2
+        while f"{key} ({n})" in out or f"{key} ({n})" in value:
+            n += 1
+        return f"{key} ({n})"
 
     def decode(self, text: str, context: PayloadContext | None = None) -> str:
         if self.inner is None:

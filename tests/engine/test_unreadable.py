@@ -5,6 +5,7 @@ with worker processes)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -109,6 +110,36 @@ async def test_a_signal_to_an_encrypted_run_from_an_app_without_the_hook_is_refu
     assert await keyed_app.signal("e", "go", {"pw": "secret"}) is True
     await plain.close()
     await keyed_app.close()
+
+
+async def test_redaction_replaces_keys_too_and_drops_no_value(
+        sqlite_url: str, tmp_path: Path) -> None:
+    """An API key or an e-mail address used as an object's key (a signal's payload, a
+    run's input) was stored as it was: ``Redact`` kept keys. Now a key is redacted as a
+    value is, nothing of the canary is left in the store's files, and two keys redacted
+    alike keep both their values."""
+    from tether import wait_for_signal
+    from tether.encryption import Redact
+
+    app = App(sqlite_url, payload_hook=Redact([r"sk-canary-\w+", r"[\w.]+@example\.com"]))
+    seen: list[object] = []
+
+    @app.workflow
+    async def keyed(users: dict[str, object]) -> object:
+        seen.append(users)
+        return await wait_for_signal("go")
+
+    async with app.worker():
+        handle = await app.start(keyed, {"ada@example.com": 1, "bob@example.com": 2, "n": 3},
+                                 run_id="k")
+        await app.signal("k", "go", {"sk-canary-abc123": {"sk-canary-def456": "x"}})
+        out = await handle.result(timeout=10)
+    await app.close()
+    assert seen == [{"[redacted]": 1, "[redacted] (2)": 2, "n": 3}]
+    assert out == {"[redacted]": {"[redacted]": "x"}}
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    for canary in (b"sk-canary", b"@example.com"):
+        assert canary not in stored
 
 
 async def test_redaction_keeps_the_payload_json_and_the_run_reads_it(sqlite_url: str) -> None:
