@@ -130,3 +130,55 @@ def test_a_transaction_open_elsewhere_on_the_server_holds_back_no_event(
         elsewhere.rollback()
     assert [e.event for e in got] == ["status", "op", "op", "op", "status", "end"]
     assert got[-2].data == {"status": "completed", "waiting_for": None}
+
+
+def test_a_stream_opened_with_a_token_since_removed_ends(tmp_path: Path) -> None:
+    """A token removed from the token file stops working for the requests that come,
+    and now for the event stream opened with it before, which went on sending the run's
+    events (a model's streamed answer included) for as long as its connection stayed
+    open. A real ``tether serve``: the run ends (cancelled) after the token is gone, and
+    the stream says nothing of it."""
+    import threading
+
+    from tests.web.helpers import ADMIN, READ
+
+    db = f"sqlite:///{tmp_path}/t.db"
+    with serving(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n") as served:
+        token_file = next(tmp_path.glob("tokens-*.txt"))
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        read = {"Authorization": f"Bearer {READ}"}
+        r = httpx.post(f"{served.url}/api/v1/runs", headers=admin, timeout=30,
+                       json={"workflow": "greet", "input": ["x"], "run_id": "s1"})
+        assert r.status_code == 201, r.text
+        lines: list[str] = []
+        opened = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream("GET", f"{served.url}/api/v1/runs/s1/events", headers=read,
+                              timeout=httpx.Timeout(60, read=90)) as answer:
+                assert answer.status_code == 200
+                for line in answer.iter_lines():
+                    lines.append(line)
+                    opened.set()
+
+        reader = threading.Thread(target=listen, daemon=True)
+        reader.start()
+        assert opened.wait(30)
+        token_file.write_text(f"admin:{ADMIN}\n")  # READ removed
+        for _ in range(600):
+            if httpx.get(f"{served.url}/api/v1/runs/s1", headers=read,
+                         timeout=30).status_code == 401:
+                break
+            threading.Event().wait(0.05)
+        else:
+            raise AssertionError("the removed token still works")
+        r = httpx.post(f"{served.url}/api/v1/runs/s1/cancel", headers=admin, timeout=30)
+        assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
+        reader.join(60)
+        assert not reader.is_alive(), lines
+    events = list(parse_sse(iter(lines)))
+    assert all(e.event != "end" for e in events), events
+    assert all(not (isinstance(e.data, dict) and e.data.get("status") == "cancelled")
+               for e in events), events
+    assert "event stream ended: the token it was opened with no longer counts" in \
+        served.log.read_text()

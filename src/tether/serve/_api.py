@@ -12,6 +12,7 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -769,7 +770,20 @@ async def run_events(request: Request) -> Response:
             raise ApiError(400, "bad_request",
                            f"{after!r} is not the id of an event of run {run_id!r}")
     return sse_response(app, run_id, after or None, head=request.method == "HEAD",
-                        closing=getattr(request.app.state, "closing", None))
+                        closing=getattr(request.app.state, "closing", None),
+                        allowed=_still_allowed(request))
+
+
+def _still_allowed(request: Request) -> Callable[[], bool] | None:
+    """Whether the token a request was let in with still counts (None: open mode, no
+    token): a long answer (an event stream) asks it as it goes, and ends once the token
+    was removed from the token file (``Tokens`` follows it)."""
+    who = getattr(request.state, "principal", None)
+    tokens = getattr(request.app.state, "tokens", None)
+    known = getattr(who, "digest", "")
+    if not known or tokens is None:
+        return None
+    return lambda: tokens.by_digest(known) is not None
 
 
 async def health(request: Request) -> Response:

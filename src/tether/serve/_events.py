@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
@@ -145,10 +145,13 @@ async def _kind_position(app: App, run_id: str, ev: RunEvent) -> tuple[str, obje
 
 
 async def stream(app: App, run_id: str, after: str | None,
-                 closing: asyncio.Event | None = None) -> AsyncIterator[str]:
+                 closing: asyncio.Event | None = None,
+                 allowed: Callable[[], bool] | None = None) -> AsyncIterator[str]:
     """The run's events after ``after``, then new ones as they come, until it ends, or
     until ``closing`` is set (the server is shutting down: the client reconnects, from
-    the last event it saw, to whichever process answers then)."""
+    the last event it saw, to whichever process answers then), or until ``allowed``
+    says no more (the token the stream was opened with was removed: its reconnection
+    gets the 401)."""
     store = app.store
     wake = asyncio.Event()
 
@@ -167,7 +170,7 @@ async def stream(app: App, run_id: str, after: str | None,
     try:
         yield "retry: 1000\n\n"
         async with contextlib.aclosing(_frames(app, run_id, after, wake,
-                                               closing)) as frames:
+                                               closing, allowed)) as frames:
             async for text in frames:
                 yield text
     except StoreUnavailable as exc:
@@ -183,19 +186,37 @@ async def stream(app: App, run_id: str, after: str | None,
 
 
 async def _frames(app: App, run_id: str, after: str | None, wake: asyncio.Event,
-                  closing: asyncio.Event | None = None) -> AsyncGenerator[str, None]:
+                  closing: asyncio.Event | None = None,
+                  allowed: Callable[[], bool] | None = None) -> AsyncGenerator[str, None]:
     """The frames of ``stream``: the events after ``after``, then, woken by ``wake`` or
     every ``POLL`` seconds, the new ones, until the run has ended or ``closing`` is set
-    (then it ends with no ``end`` frame: the run has not ended)."""
+    (then it ends with no ``end`` frame: the run has not ended), or ``allowed`` answers
+    False (likewise: the token was removed)."""
     store = app.store
     loop = asyncio.get_running_loop()
     quiet_since = loop.time()
     saw_end = False
     idle_polls = 0
+    def revoked() -> bool:
+        # A token removed from the token file stops working for the requests that come,
+        # and for a stream opened with it before: until 2026-12-08 that stream went on
+        # sending the run's events (a model's streamed answer included) for as long as
+        # its connection stayed open. (Asked before each frame: cheap, ``Tokens``
+        # looks at its file at most once a second.)
+        if allowed is None or allowed():
+            return False
+        log.info("run %s: event stream ended: the token it was opened with no longer "
+                 "counts", run_id)
+        return True
+
     while True:
+        if revoked():
+            return
         batch = await store.run_events_read(run_id=run_id, after=after, limit=500)
         for ev in batch:
             data = await _data(app, run_id, ev.kind, ev.data)
+            if revoked():
+                return
             yield frame(ev.kind, data, ev.event_id)
             after = ev.event_id
             if ev.kind == "status" and isinstance(data, dict):
@@ -254,11 +275,12 @@ _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def sse_response(app: App, run_id: str, after: str | None, *,
-                 head: bool = False, closing: asyncio.Event | None = None) -> Response:
+                 head: bool = False, closing: asyncio.Event | None = None,
+                 allowed: Callable[[], bool] | None = None) -> Response:
     """The run's event stream; for a ``HEAD`` request its headers alone (a stream
     started for one would never end while the run goes on, and a client's next request
-    on that connection would wait behind it). ``closing``: see ``stream``."""
+    on that connection would wait behind it). ``closing``, ``allowed``: see ``stream``."""
     if head:
         return Response(media_type="text/event-stream", headers=_HEADERS)
-    return StreamingResponse(stream(app, run_id, after, closing),
+    return StreamingResponse(stream(app, run_id, after, closing, allowed),
                              media_type="text/event-stream", headers=_HEADERS)
