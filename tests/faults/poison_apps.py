@@ -77,6 +77,15 @@ async def body_exits() -> None:
     sys.exit("bye")
 
 
+@app.workflow
+async def body_raises_cancelled() -> None:
+    """Its code raises CancelledError with nobody cancelling it: it was taken for the
+    worker's own stop, and the run, left held, was handed back and executed again every
+    few seconds, for ever."""
+    await fine(1)
+    raise asyncio.CancelledError
+
+
 async def _helper() -> None:
     await asyncio.sleep(0)
     raise SystemExit(4)

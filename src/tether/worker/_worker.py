@@ -1505,7 +1505,16 @@ class Worker:
             raised = exc
         except asyncio.CancelledError as exc:
             raised = exc
-            if ctx.stop is None or not isinstance(ctx.stop, Lost):
+            task = asyncio.current_task()
+            if ctx.stop is None and not self._shutting_down() and task is not None \
+                    and not task.cancelling():
+                # Nobody cancelled this execution: the workflow's code raised it (or let
+                # out one of a task it awaited). A failure of the run, as another
+                # BaseException of user code; until 2026-12-08 it was taken for the
+                # worker's own stop, and the run, left held, was handed back and executed
+                # again every few seconds, for ever.
+                raised = error = exc
+            elif ctx.stop is None or not isinstance(ctx.stop, Lost):
                 _observe.runs_ended(observed, ctx, exc)
                 if observed:
                     await _observe.runs_closing(observed, ctx)
