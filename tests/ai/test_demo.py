@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,10 @@ def test_demo_survives_kill_and_approval_without_repeated_requests() -> None:
     assert killed and resumed and killed.group(1) != resumed.group(1)
     assert "the agent waits (released: no worker holds it) for approval of buy_report" in out
     assert "$ tether approve demo-1" in out and "demo-1: approved buy_report" in out
+    # The command it shows runs as shown when pasted into a shell: the one it ran.
+    shown = re.search(r"^\$ (tether approve .*)$", out, re.M)
+    assert shown and shlex.split(shown.group(1)) == [
+        "tether", "approve", "demo-1", "--note", "within this quarter's budget"]
     assert "MCP server received: 1 call(s) (mcp:define 'durable execution' key=demo-1:2)" in out
     assert re.search(r"provider requests: 4 \(2 before the kill, 2 after\); repeated: none",
                      out)

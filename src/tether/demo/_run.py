@@ -406,9 +406,9 @@ async def _answer_approval(app: App, env: dict[str, str], screen: _Screen) -> bo
                                      columns=screen.width and screen.width - 2)
     print("$ tether approvals\n" + "\n".join("  " + line
                                            for line in listed.stdout.rstrip().splitlines()))
-    done = await asyncio.to_thread(_tether, "approve", RUN_ID, "--note",
-                                   "within this quarter's budget", env=env)
-    print(f"$ tether approve {RUN_ID} --note 'within this quarter's budget'")
+    note = "within this quarter's budget"
+    done = await asyncio.to_thread(_tether, "approve", RUN_ID, "--note", note, env=env)
+    print(f'$ tether approve {RUN_ID} --note "{note}"')  # a command the shell takes as is
     screen.say((done.stdout or done.stderr).strip(), "  ")
     print()
     return done.returncode == 0
