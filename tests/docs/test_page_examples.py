@@ -110,6 +110,53 @@ def test_no_page_holds_a_merge_conflict_marker() -> None:
     assert not marked, "\n".join(marked)
 
 
+def anchors(page: Path) -> set[str]:
+    """The ids mkdocs gives a page's headings (its toc slugs, a repeated one numbered
+    ``_1``, ``_2``), and those of the page's own ``<a id=...>``."""
+    from markdown.extensions.toc import slugify
+
+    found: set[str] = set()
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+    for line in text.splitlines():
+        found.update(re.findall(r"<a (?:id|name)=\"([^\"]+)\"", line))
+        heading = re.match(r"#{1,6} +(.*?)[ #]*$", line)
+        if heading:
+            title = re.sub(r"\[([^]]*)\]\([^)]*\)", r"\1", heading.group(1)).replace("`", "")
+            slug = slug0 = slugify(title, "-")
+            n = 0
+            while slug in found:
+                n += 1
+                slug = f"{slug0}_{n}"
+            found.add(slug)
+    return found
+
+
+def test_every_relative_link_names_a_file_and_heading_that_exist() -> None:
+    """Each ``[text](path#anchor)`` of README.md and docs/*.md outside code names a file
+    of the repository and, in a page, one of its headings; none leaves the repository's
+    own tree for ``../shared/``."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) > 20
+    broken, checked = [], 0
+    for page in pages:
+        text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+        text = re.sub(r"`[^`\n]*`", "", text)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            checked += 1
+            path, _, fragment = target.partition("#")
+            where = (page.parent / path).resolve() if path else page
+            if "shared/" in path or not where.is_relative_to(ROOT):
+                broken.append(f"{page.name}: {target} (outside the repository)")
+            elif not where.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif fragment and where.suffix == ".md" and fragment not in anchors(where):
+                broken.append(f"{page.name}: {target} (no such heading in {where.name})")
+    assert checked > 100
+    assert not broken, "\n".join(broken)
+
+
 def python_blocks() -> Iterator[tuple[str, str]]:
     for page in PAGES:
         for _, lang, text in blocks(page):
