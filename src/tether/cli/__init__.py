@@ -37,7 +37,15 @@ from tether.cli import (
     _worker,
     _workers,
 )
-from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id, db_url_arg, safe
+from tether.cli._common import (
+    DB_HELP,
+    EXIT_USAGE,
+    CliError,
+    bad_run_id,
+    db_url_arg,
+    safe,
+    stdin_taken,
+)
 from tether.cli._parser import Options
 from tether.errors import InvalidName, RunNotFound, TetherError
 
@@ -306,6 +314,7 @@ def _negatives_joined(parser: Options, argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    stdin_taken.clear()  # (standard input is read once per command: this one's)
     argv = _negatives_joined(parser, list(sys.argv[1:] if argv is None else argv))
     try:
         args = _parse(parser, argv)

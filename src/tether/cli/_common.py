@@ -311,26 +311,102 @@ def _quoting_hint(text: str, what: str) -> str:
     return ""
 
 
+#: The help every JSON option (``--data``, ``--input``) ends with: where else its JSON
+#: may come from than the argument itself.
+JSON_FROM_HELP = ("; @FILE reads it from a file, - (or @-) from standard input (an "
+                  "argument is at most ~128 KiB; a text starting with @ is JSON quoted "
+                  "as any text: '\"@ana\"')")
+
+#: The most bytes of JSON read from a file or standard input: far over the largest
+#: payload a store takes (2 MiB by default, encoded), so that a pretty-printed payload
+#: fits, and a mistake (``@/dev/zero``) ends with an error, not all the memory.
+JSON_READ_MAX = 64 * 1024 * 1024
+
+#: The option that read standard input in this process, if one did: it is read once.
+stdin_taken: list[str] = []
+
+
+def _read_json_source(arg: str, what: str) -> tuple[str, str]:
+    """The JSON text ``arg`` names, ``@FILE`` (a file; ``~`` is the home directory) or
+    ``-`` / ``@-`` (standard input, once per command), and how an error names it
+    (``--data @big.json``); a usage error (exit 2) when it cannot be read."""
+    path = "-" if arg == "-" else arg[1:]
+    shown = f"{what} {safe(arg)}"
+    if path == "-":
+        shown += " (standard input)"
+        if stdin_taken:
+            raise CliError(f"{shown}: standard input was read already, by "
+                           f"{stdin_taken[0]}; give this one from a file (@FILE)", 2)
+        stdin_taken.append(f"{what} {safe(arg)}")
+        stream = sys.stdin
+        if stream is None or stream.closed:
+            raise CliError(f"{shown}: standard input is closed", 2)
+        if stream.isatty():
+            print(f"tether: reading {what} from the terminal: type the JSON, then Ctrl-D",
+                  file=sys.stderr)
+        try:
+            data = stream.buffer.read(JSON_READ_MAX + 1)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"{shown}: cannot read standard input: {exc}", 2) from None
+    elif not path:
+        raise CliError(f"{what} @ names no file: @FILE reads a file, - or @- standard "
+                       f"input{_at_text_hint(arg, what)}", 2)
+    else:
+        try:
+            with open(os.path.expanduser(path), "rb") as f:
+                data = f.read(JSON_READ_MAX + 1)
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            hint = _at_text_hint(arg, what) if isinstance(exc, FileNotFoundError) else ""
+            raise CliError(f"{shown}: cannot read {safe(path)}: {why}{hint}", 2) from None
+    if len(data) > JSON_READ_MAX:
+        raise CliError(f"{shown} is over {JSON_READ_MAX // 2**20} MiB; a payload is at "
+                       "most 2 MiB (encoded) unless the app's max_payload allows more", 2)
+    try:
+        text = data.decode("utf-8-sig")  # (a byte-order mark, as some editors write, is no JSON)
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{shown} is not valid JSON: it is not UTF-8 text (byte "
+                       f"{exc.start:,} is not UTF-8)", 2) from None
+    if not text.strip():
+        raise CliError(f"{shown} is not valid JSON: it is empty", 2)
+    return text, shown
+
+
+def _at_text_hint(arg: str, what: str) -> str:
+    """How to send a text starting with @ itself, not a file's content."""
+    value = json.dumps([arg] if what == "--input" else arg)
+    return (f"; to send the text {safe(json.dumps(arg))} itself, quote it in JSON: {what} "
+            f"{shlex.quote(value)}")
+
+
 def parse_json(text: str | None, what: str) -> Any:
-    """``text`` as JSON, or a usage error (exit 2). ``NaN``, ``Infinity`` and numbers
+    """``text`` as JSON, or a usage error (exit 2). ``text`` ``@FILE`` is the JSON in
+    that file, ``-`` or ``@-`` the JSON on standard input (read once: a second option
+    that names it is refused); a JSON text never starts with ``@``, so a text that does
+    is JSON quoted as any (``'"@ana"'``). ``NaN``, ``Infinity`` and numbers
     too large for a float (``1e400``) are refused here: Python's parser accepts them,
     but they are not JSON, and the payload's encoder refused them later with exit 1 and
     a message about a "value of type dict"."""
     if text is None:
         return None
+    shown, hint = what, True
+    if text == "-" or text.startswith("@"):
+        text, shown = _read_json_source(text, what)
+        hint = False  # (the shell quoting hints are about an argument)
     try:
         value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as exc:
-        raise CliError(f"{what} is not valid JSON: {exc}{_quoting_hint(text, what)}", 2) from None
+        more = _quoting_hint(text, what) if hint else ""
+        raise CliError(f"{shown} is not valid JSON: {exc}{more}", 2) from None
     except ValueError as exc:  # _not_json, _finite
-        raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
+        raise CliError(f"{shown} is not valid JSON: {exc}", 2) from None
     except RecursionError:
-        raise CliError(f"{what} is nested too deeply", 2) from None
+        raise CliError(f"{shown} is nested too deeply", 2) from None
     if _has_lone_surrogate(value):
         # An escape like "\ud800" (or an argument's bytes that are not UTF-8) parses, but
         # is no Unicode text: the payload's encoder refused it later, exit 1, as a
         # "value of type dict".
-        raise CliError(f"{what} is not valid JSON: it holds a lone surrogate (an unpaired "
+        raise CliError(f"{shown} is not valid JSON: it holds a lone surrogate (an unpaired "
                        "\\uD800-\\uDFFF escape, or bytes that are not UTF-8), which is "
                        "not valid Unicode", 2)
     return value

@@ -22,6 +22,7 @@ from tether._lifecycle import (
 from tether._show import counted
 from tether._types import ENDED_VALUES, check_name, closest_name
 from tether.cli._common import (
+    JSON_FROM_HELP,
     CliError,
     client,
     dumps,
@@ -72,7 +73,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--input", metavar="JSON",
                    help="new workflow input: JSON array of positional arguments "
                    "(default: the run's own input); what the run's parent handed "
-                   "down with it (a budget's share) is kept")
+                   "down with it (a budget's share) is kept" + JSON_FROM_HELP)
     p.add_argument("--id", dest="new_id", metavar="NEW_ID", help="the new run's id")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose code version the fork runs under (default: none: "

@@ -55,6 +55,7 @@ from tether._types import (
 from tether.cli._budget import budget_line
 from tether.cli._common import (
     EXIT_USAGE,
+    JSON_FROM_HELP,
     CliError,
     bad_statuses,
     bounded_int,
@@ -113,7 +114,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--id", dest="run_id", metavar="RUN_ID",
                    help="run id (idempotent: an existing id is not started again)")
     p.add_argument("--input", metavar="JSON",
-                   help="JSON array of the workflow's positional arguments (default: none)")
+                   help="JSON array of the workflow's positional arguments (default: "
+                   "none)" + JSON_FROM_HELP)
     p.add_argument("--queue", metavar="Q", help="queue (default: the workflow's own)")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="load workflow definitions from code instead of the workers' "
@@ -219,7 +221,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                "optional), 'mcp_input' (the answer to an MCP server's input request).")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--data", metavar="JSON", help="JSON payload (default: null)")
+    p.add_argument("--data", metavar="JSON",
+                   help="JSON payload (default: null)" + JSON_FROM_HELP)
     p.add_argument("--idempotency-key", metavar="KEY",
                    help="a second signal with the same key is delivered once; the key "
                    "is the run's, so a send under a key the run has had is dropped "
