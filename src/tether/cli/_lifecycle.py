@@ -92,7 +92,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        "without one. "
                        "When an old version has no run left unfinished, its workers can "
                        "be stopped. Of several live versions, the one whose workers came "
-                       "up last is marked newest: schedules' ticks run there. Rows: (none) "
+                       "up last is marked newest: schedules' ticks run there (by when its "
+                       "first live worker started, not by the versions' names: of two "
+                       "versions whose workers start together either may be). Rows: (none) "
                        "first, then the versions by name. --json "
                        "prints a list of {version, runs, by_status, live_workers, "
                        "up_since, newest} (version null for none).")
