@@ -605,13 +605,20 @@ def _versions_doc(row: tuple[str, int] | None) -> dict[str, Any]:
             "workers": workers if isinstance(workers, dict) else {}}
 
 
-async def _versions_update(store: Store, change: Callable[[dict[str, Any]], None],
+async def _versions_update(store: Store, change: Callable[[dict[str, Any], set[str]], None],
                            now: float) -> None:
-    """Apply ``change`` to the versions row (compare-and-set, tried again on a race)."""
+    """Apply ``change`` to the versions row (compare-and-set, tried again on a race),
+    given the ids of the workers registered. Those are read after the row, on every
+    try: read once before (as until 2026-12-08), a worker that registered and listed
+    itself between that read and the row's was taken out again as "no longer
+    registered", and its version counted no live worker until it restarted (of two
+    versions whose workers started together, the other one was newest)."""
     for _ in range(20):
         row = await store.kv_get(key=VERSIONS_KEY)
+        # (a worker in this row registered before it listed itself: it is in this list)
+        registered = {w.worker_id for w in await store.worker_list()}
         doc = _versions_doc(row)
-        change(doc)
+        change(doc, registered)
         # (versions no listed worker has are dropped: one that comes back is new again)
         kept = set(doc["workers"].values())
         doc["versions"] = {v: d for v, d in doc["versions"].items() if v in kept}
@@ -627,9 +634,7 @@ async def version_announce(store: Store, *, worker_id: str, version: str,
     """List a starting worker of ``version`` (serving ``workflows``) in the versions
     row; a version none of whose workers was listed is new as of ``now``. Workers no
     longer registered (stopped, reaped) leave the row here."""
-    registered = {w.worker_id for w in await store.worker_list()}
-
-    def change(doc: dict[str, Any]) -> None:
+    def change(doc: dict[str, Any], registered: set[str]) -> None:
         doc["workers"] = {w: v for w, v in doc["workers"].items()
                           if w in registered and w != worker_id}
         listed = set(doc["workers"].values())
@@ -644,7 +649,7 @@ async def version_announce(store: Store, *, worker_id: str, version: str,
 
 async def version_retire(store: Store, *, worker_id: str, now: float) -> None:
     """Take a stopping worker out of the versions row."""
-    def change(doc: dict[str, Any]) -> None:
+    def change(doc: dict[str, Any], registered: set[str]) -> None:
         doc["workers"].pop(worker_id, None)
 
     row = await store.kv_get(key=VERSIONS_KEY)
