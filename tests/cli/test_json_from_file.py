@@ -159,3 +159,22 @@ def test_standard_input_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
             _common.parse_json("@-", "--input")
     assert caught.value.code == 2
     assert "standard input was read already, by --data -" in str(caught.value)
+
+
+def test_an_input_that_does_not_fit_is_shown_cut(tmp_path: Path) -> None:
+    """A 1 MiB --input the workflow's signature refuses (start --app, fork --app):
+    the error is one line of a few hundred characters, not the megabyte read."""
+    (tmp_path / "spec_flow.py").write_text(
+        "from tether import App\napp = App()\n\n"
+        "@app.workflow\nasync def crawl(pages: int) -> int:\n    return pages\n")
+    (tmp_path / "big.json").write_text(json.dumps(["x" * MIB]))
+    db = f"sqlite:///{tmp_path}/tether.db"
+    started = run_cli("start", "crawl", "--app", "spec_flow:app", "--id", "c-1",
+                      "--input", "[3]", db=db, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    for command in (("start", "crawl"), ("fork", "c-1", "--at", "0")):
+        proc = run_cli(*command, "--app", "spec_flow:app", "--input", "@big.json", db=db,
+                       cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[:500]
+        assert_one_line_error(proc, '--input ["xxx', "…", "does not fit crawl(pages: int)")
+        assert len(proc.stderr) < 1000, proc.stderr[:500]

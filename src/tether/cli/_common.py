@@ -317,6 +317,10 @@ JSON_FROM_HELP = ("; @FILE reads it from a file, - (or @-) from standard input (
                   "argument is at most ~128 KiB; a text starting with @ is JSON quoted "
                   "as any text: '\"@ana\"')")
 
+#: The most characters of an ``--input`` an error shows (one read from a file may be
+#: megabytes long: the error line is one line on a terminal).
+INPUT_SHOWN = 200
+
 #: The most bytes of JSON read from a file or standard input: far over the largest
 #: payload a store takes (2 MiB by default, encoded), so that a pretty-printed payload
 #: fits, and a mistake (``@/dev/zero``) ends with an error, not all the memory.

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from typing import Any
 
@@ -22,6 +21,7 @@ from tether._lifecycle import (
 from tether._show import counted
 from tether._types import ENDED_VALUES, check_name, closest_name
 from tether.cli._common import (
+    INPUT_SHOWN,
     JSON_FROM_HELP,
     CliError,
     client,
@@ -31,6 +31,7 @@ from tether.cli._common import (
     parse_json,
     run_id_arg,
     safe,
+    short,
     store_url,
 )
 from tether.errors import ConfigError
@@ -204,7 +205,7 @@ async def fork(args: argparse.Namespace) -> int:
             wdef = app.workflows().get(source.workflow)
             misfit = wdef.misfit(values) if wdef is not None and values is not None else None
             if misfit is not None:  # (--app: the code is at hand, as for start --app)
-                raise CliError(f"--input {safe(json.dumps(values))} does not fit "
+                raise CliError(f"--input {short(values, INPUT_SHOWN)} does not fit "
                                f"{safe(misfit)}", 2)
             # Past the journal's end is bad input, as --at -1 is (exit 2, not App.fork's
             # ConfigError, exit 1). A journal only grows: a position checked here stays.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -55,6 +54,7 @@ from tether._types import (
 from tether.cli._budget import budget_line
 from tether.cli._common import (
     EXIT_USAGE,
+    INPUT_SHOWN,
     JSON_FROM_HELP,
     CliError,
     bad_statuses,
@@ -344,7 +344,7 @@ def _check_arguments(app: App, workflow: str, values: list[Any]) -> None:
     ``TypeError`` on the worker, or to compute with a text where it takes a number."""
     misfit = app.workflows()[workflow].misfit(values)
     if misfit is not None:
-        raise CliError(f"--input {json.dumps(values)} does not fit {safe(misfit)}", 2)
+        raise CliError(f"--input {short(values, INPUT_SHOWN)} does not fit {safe(misfit)}", 2)
 
 
 async def _warn_unserved_queue(app: App, workflow: str, queue: str) -> None:
