@@ -178,3 +178,33 @@ def test_an_input_that_does_not_fit_is_shown_cut(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr[:500]
         assert_one_line_error(proc, '--input ["xxx', "…", "does not fit crawl(pages: int)")
         assert len(proc.stderr) < 1000, proc.stderr[:500]
+
+
+async def test_from_a_terminal_it_says_to_end_with_ctrl_d(served: tuple[App, str]) -> None:
+    """``--data -`` on a terminal (a real pseudo-terminal): a line on stderr says what it
+    waits for, and what is typed up to Ctrl-D is the payload."""
+    import pty
+
+    app, url = served
+    handle = await app.start("approval", run_id="typed")
+    main, sub = pty.openpty()
+    try:
+        env = dict(os.environ)
+        env.pop("TETHER_DATABASE_URL", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", "signal", "typed", "approve", "--data", "-",
+             "--db", url], stdin=sub, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env)
+        os.write(main, b'{"typed": true}\n\x04')
+        try:
+            _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        os.close(sub)
+        os.close(main)
+    assert proc.returncode == 0, err
+    assert b"reading --data from the terminal: type the JSON, then Ctrl-D" in err
+    assert await handle.result(timeout=30) == {"typed": True}
