@@ -135,6 +135,13 @@ async def test_model_tools_and_handoff_are_journaled_with_typed_output(
     assert info.metrics["llm.calls"] == 3 and info.metrics["tokens.input"] == 3300
     shown = await asyncio.to_thread(tether_cli, "show", "t1", db=store_url)
     assert "LLM spent:        3 calls, 3,300 input + 27 output tokens" in shown.stdout
+    # Each model request reads as a tether.ai LLM call's row (then its answer's text),
+    # not the record's JSON.
+    rows = [line.split("ms  ", 1)[1] for line in shown.stdout.splitlines()
+            if f"{MODEL} ok" in line]
+    assert rows[:2] == ["gpt-4.1-mini · 1,000 in / 10 out · $0.0004 → weather",
+                        "gpt-4.1-mini · 1,100 in / 5 out · $0.0004 → transfer_to_geo"]
+    assert rows[2].startswith('gpt-4.1-mini · 1,200 in / 12 out · $0.0005 · {"city": "Paris"')
 
 
 async def test_typed_output_of_the_starting_agent(

@@ -171,6 +171,11 @@ async def test_model_requests_and_tool_calls_are_journaled_with_typed_output(
     shown = await asyncio.to_thread(tether_cli, "show", "geo-1", db=store_url)
     assert shown.returncode == 0, shown.stderr
     assert "LLM spent:        2 calls, 2,200 input + 30 output tokens" in shown.stdout
+    # Each model request reads as a tether.ai LLM call's row, not the record's JSON.
+    rows = [line for line in shown.stdout.splitlines() if "geo__model.request" in line]
+    assert [row.split(" ok ")[1].split("ms  ")[1] for row in rows] == [
+        "gpt-4.1-mini · 1,000 in / 10 out · $0.0004 → weather",
+        "gpt-4.1-mini · 1,200 in / 20 out · $0.0005 → final_result"]
 
 
 async def test_replay_returns_the_typed_output_without_requests(

@@ -42,11 +42,13 @@ def llm_call(e: dict[str, Any]) -> dict[str, Any] | None:
     names as the row lists them) from its entry's result; ``None`` for
     any other entry (or a result this process cannot read). ``usage_reported`` is
     ``False`` for an answer that came without its usage: its tokens are not 0 but
-    unknown."""
+    unknown. A call of ``tether.ai.LLM`` (``llm:MODEL``) and one metered by
+    ``tether.ai.MeteredModel`` (the pydantic-ai and OpenAI Agents SDK integrations'
+    model requests: ``metered_call``) read alike."""
     result = e.get("result")
     if not (str(e.get("name", "")).startswith(LLM_PREFIX) and isinstance(result, dict)
             and isinstance(result.get("reply"), dict)):
-        return None
+        return metered_call(e)
     reply = result["reply"]
     usage = reply.get("usage") or {}
     return {"model": reply.get("model") or e["name"][len(LLM_PREFIX):],
@@ -57,6 +59,62 @@ def llm_call(e: dict[str, Any]) -> dict[str, Any] | None:
             "cost": result.get("cost_usd", 0.0), "tool_calls": reply.get("tool_calls") or [],
             "tools": ", ".join(str(c.get("name", "?")) if isinstance(c, dict) else "?"
                                for c in reply.get("tool_calls") or [])}
+
+
+def is_metered(result: Any) -> bool:
+    """Whether a journaled result is the record of a ``MeteredModel`` call (its
+    ``result``, ``usage``, answering ``model``, ``cost_usd`` and ``priced``)."""
+    return (isinstance(result, dict) and isinstance(result.get("usage"), dict)
+            and isinstance(result.get("model"), str) and "result" in result
+            and isinstance(result.get("cost_usd"), int | float) and "priced" in result)
+
+
+def metered_call(e: dict[str, Any]) -> dict[str, Any] | None:
+    """``llm_call``'s figures of a model request metered by ``tether.ai.MeteredModel``
+    (``pydantic_ai:AGENT__model.request``, ``openai_agents:model:MODEL``): the record's
+    answering model, usage and cost, and the answer's text and tool calls as pydantic-ai
+    (``parts``) or the Responses API (``output``) give them; ``None`` for any other
+    entry. (Until 2026-12-08 their rows showed the record's JSON.)"""
+    record = e.get("result")
+    if not is_metered(record):
+        return None
+    assert isinstance(record, dict)
+    usage = record["usage"]
+    tokens_in, tokens_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    texts, calls = _answer_of(record.get("result"))
+    return {"model": record["model"], "text": "\n".join(texts) if texts else None,
+            "input_tokens": tokens_in, "output_tokens": tokens_out,
+            "usage_reported": bool(tokens_in or tokens_out or record.get("poll")),
+            "cost": record.get("cost_usd", 0.0), "tool_calls": calls,
+            "tools": ", ".join(str(c["name"]) for c in calls)}
+
+
+def _answer_of(answer: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """The texts and tool calls (``{"name", "arguments"}``) of a metered call's answer:
+    pydantic-ai's ``ModelResponse`` (``parts``: ``text`` and ``tool-call``) or a
+    Responses API response (``output``: ``message`` and ``function_call`` items)."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    if not isinstance(answer, dict):
+        return texts, calls
+    for part in answer.get("parts") or []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("part_kind") == "text" and isinstance(part.get("content"), str):
+            texts.append(part["content"])
+        elif part.get("part_kind") == "tool-call":
+            calls.append({"name": str(part.get("tool_name", "?")),
+                          "arguments": part.get("args")})
+    for item in answer.get("output") or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            texts.extend(c["text"] for c in item.get("content") or []
+                         if isinstance(c, dict) and isinstance(c.get("text"), str))
+        elif item.get("type") == "function_call":
+            calls.append({"name": str(item.get("name", "?")),
+                          "arguments": item.get("arguments")})
+    return texts, calls
 
 
 def billed(err: Any) -> str | None:

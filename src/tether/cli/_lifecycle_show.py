@@ -212,8 +212,15 @@ def llm_cell(e: dict[str, Any], outcome: str, width: int) -> str:
 
 def llm_summary(e: dict[str, Any]) -> str | None:
     """The figures ``llm_cell`` puts first in an LLM call's cell (safe for the
-    terminal); ``None`` for any other entry."""
-    if not str(e["name"]).startswith("llm:"):  # (tether.ai imported for LLM calls only)
+    terminal); ``None`` for any other entry. A model request of the pydantic-ai and
+    OpenAI Agents SDK integrations (a ``MeteredModel`` record: its ``usage`` and
+    ``cost_usd``) has them too; until 2026-12-08 its row was the record's JSON."""
+    result, error = e.get("result"), e.get("error")
+    attrs = error.get("attrs") if isinstance(error, dict) else None
+    # (tether.ai imported for LLM calls only)
+    if not (str(e["name"]).startswith("llm:")
+            or (isinstance(result, dict) and "usage" in result and "cost_usd" in result)
+            or (isinstance(attrs, dict) and "failed_attempts" in attrs)):
         return None
     from tether.ai._rows import call_summary
 
