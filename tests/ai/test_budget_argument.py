@@ -75,3 +75,11 @@ async def test_a_run_given_a_bad_budget_fails_at_once_and_sends_nothing(
     finally:
         await llm.aclose()
         await app.close()
+
+
+def test_set_budget_refuses_a_budget_and_keywords_together() -> None:
+    """``set_budget(Budget(...), tokens=5)`` took the Budget and dropped ``tokens=5``
+    without a word; it is refused (before the run is looked for), naming the keyword."""
+    for kwargs in ({"tokens": 5}, {"usd": 0.5}, {"on_exceed": "fail"}):
+        with pytest.raises(ConfigError, match=r"set_budget: give a Budget or .*not both"):
+            set_budget(Budget(usd=1.0), **kwargs)  # type: ignore[arg-type]

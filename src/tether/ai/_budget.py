@@ -1054,8 +1054,16 @@ def set_budget(budget: Budget | None = None, *, usd: float | None = None,
 
     Raises:
         OutsideRun: outside a workflow.
-        ConfigError: a bad limit.
+        ConfigError: a bad limit; a ``Budget`` and ``usd=``/``tokens=``/``on_exceed=``
+            together (the keywords would be ignored: put them in the ``Budget``).
     """
+    if budget is not None and (usd is not None or tokens is not None
+                               or on_exceed != "wait"):
+        given = ", ".join(f"{k}={v!r}" for k, v in (("usd", usd), ("tokens", tokens),
+                                                    ("on_exceed", on_exceed))
+                          if v is not None and not (k == "on_exceed" and v == "wait"))
+        raise ConfigError(f"set_budget: give a Budget or {given}, not both (put them in "
+                          f"the Budget: Budget({given}, ...))")
     if budget is None and (usd is not None or tokens is not None):
         budget = Budget(usd=usd, tokens=tokens, on_exceed=on_exceed)
     spending = current_spending()
