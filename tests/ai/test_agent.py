@@ -23,7 +23,7 @@ from tether.ai import (
     idempotency_headers,
     workflow_tool,
 )
-from tether.ai._tools import ToolArgumentError
+from tether.ai._tools import Tool, ToolArgumentError
 from tether.errors import ConfigError
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
 
@@ -435,6 +435,60 @@ async def test_bad_configuration_is_refused_with_the_reason(llm: LLM) -> None:
     agent.register(app)
     with pytest.raises(ConfigError, match="already registered on another app"):
         App("sqlite:///:memory:").add_agent(agent)
+
+
+async def test_tool_names_a_provider_refuses_are_refused_with_how_to_name_them(
+        llm: LLM) -> None:
+    """An agent used as a tool is called by the agent's name, a workflow tool by the
+    workflow's: one OpenAI and Anthropic refuse (``^[a-zA-Z0-9_-]{1,64}$``) was sent
+    and answered with a 400 on the first paid call. Refused when the agent is defined,
+    saying how to name the tool; ``as_tool(name=)`` gives it one they take. Likewise a
+    ``Tool`` of one's own, and a lambda given as a tool (refused at registration)."""
+    research = Agent("research agent", model=llm)
+    with pytest.raises(ConfigError, match=r"'research agent'.*\^\[a-zA-Z0-9_-\]\{1,64\}\$"
+                       r".*as_tool\(name='research_agent'\)"):
+        Agent("lead", model=llm, tools=[research])
+    with pytest.raises(ConfigError, match=r"as_tool\(name='research_agent'\)"):
+        research.as_tool()
+    lead = Agent("lead", model=llm, tools=[research.as_tool(name="research_agent")])
+    assert lead.tools[0].name == "research_agent"
+
+    class Dotted(Tool):
+        name = "files.read"
+        description = "Read a file."
+        parameters = {"type": "object", "properties": {}}
+
+        async def invoke(self, arguments: dict[str, Any]) -> Any:
+            return None
+
+    with pytest.raises(ConfigError, match=r"'files\.read'"):
+        Agent("reader", model=llm, tools=[Dotted()])
+    app = App("sqlite:///:memory:")
+    with pytest.raises(ConfigError, match=r"'<lambda>'"):
+        Agent("lam", model=llm, tools=[lambda x: x]).register(app)
+
+    @app.workflow(name="billing.charge")
+    async def charge(amount: int) -> int:
+        return amount
+
+    with pytest.raises(ConfigError, match=r"workflow_tool\(wf, name='billing_charge'\)"):
+        workflow_tool(charge)
+    assert workflow_tool(charge, name="charge").name == "charge"
+
+
+async def test_a_single_tool_is_refused_asking_for_a_list(llm: LLM) -> None:
+    """``Agent(tools=one_tool)`` raised ``TypeError: 'FunctionTool' object is not
+    iterable`` (or took a string's letters as tools); it is a ConfigError saying that
+    tools takes a list."""
+    def lookup(city: str) -> str:
+        """Look up a city."""
+        return city
+
+    for single in (function_tool(lookup), lookup, Agent("helper", model=llm), "lookup"):
+        with pytest.raises(ConfigError, match="tools takes a list of tools"):
+            Agent("a", model=llm, tools=single)  # type: ignore[arg-type]
+    assert [t.name for t in Agent("a", model=llm, tools=(function_tool(lookup),)).tools] == [
+        "lookup"]
 
 
 def test_workflow_tool_validates_like_a_function_tool() -> None:

@@ -350,3 +350,18 @@ async def test_idempotency_headers_carry_the_step_key(tmp_path: Path) -> None:
     assert await charge.invoke({"amount": 1}) == {"amount": "1"}
     with pytest.raises(TetherError):
         tether.step_key()
+
+
+def test_tool_names_a_provider_refuses_are_refused_at_definition() -> None:
+    """OpenAI and Anthropic take a tool name matching ``^[a-zA-Z0-9_-]{1,64}$`` and answer
+    any other with a 400 on the first (paid) call; ``function_tool`` took them."""
+    def fine(x: int) -> int:
+        return x
+
+    for bad in ("my tool", "a.b", "x" * 65, "café"):
+        with pytest.raises(ConfigError, match=r"\^\[a-zA-Z0-9_-\]\{1,64\}\$"):
+            function_tool(fine, name=bad)
+    with pytest.raises(ConfigError, match=r"'<lambda>'.*function_tool\(fn, name='lambda'\)"):
+        function_tool(lambda x: x)
+    assert function_tool(fine, name="a-B_9" + "x" * 59).name == "a-B_9" + "x" * 59
+    assert function_tool(fine).name == "fine"

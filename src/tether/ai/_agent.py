@@ -70,8 +70,10 @@ from tether.ai._tools import (
     Tool,
     ToolArgumentError,
     WorkflowTool,
+    check_tool_name,
     model_schema,
     start_tool_child,
+    tool_name_for,
 )
 from tether.ai._types import (
     DEFAULT_MAX_TOKENS,
@@ -239,7 +241,11 @@ class AgentTool(Tool):
     def __init__(self, agent: Agent, *, name: str | None = None,
                  description: str | None = None, requires_approval: bool = False) -> None:
         self.agent = agent
-        self.name = name or agent.name
+        self.name = check_tool_name(
+            name or agent.name, f"agent {agent.name!r} used as a tool",
+            f" (an agent used as a tool is called by the agent's name); name the tool "
+            f"with agent.as_tool(name={tool_name_for(agent.name)!r}), or give the agent "
+            "such a name" if name is None else "")
         self.description = description or agent.description or (
             f"Ask the agent {agent.name!r} to do a task; it answers with text.")
         self.parameters = {
@@ -380,7 +386,10 @@ class Agent:
 
     Raises:
         ConfigError: a bad name, ``max_turns < 1``, a tool that is none of the above, an
-            ``output_type`` that is not a pydantic model.
+            ``output_type`` that is not a pydantic model, ``tools`` that is one tool and
+            not a list, a tool named as OpenAI and Anthropic refuse
+            (``^[a-zA-Z0-9_-]{1,64}$``; an agent used as a tool: the agent's name, give
+            ``as_tool(name=)``).
     """
 
     def __init__(self, name: str, *, model: ChatModel, instructions: str = "",
@@ -403,7 +412,16 @@ class Agent:
         self.name = name
         self.model = model
         self.instructions = instructions
+        if isinstance(tools, Tool | Agent | str | Mapping) or callable(tools) or not isinstance(
+                tools, Iterable):
+            raise ConfigError(f"agent {name!r}: tools takes a list of tools, got "
+                              f"one {type(tools).__name__}: write tools=[...] around it")
         self.tools = list(tools)
+        for item in self.tools:  # (a name a provider refuses: refused here, not at a call)
+            if isinstance(item, Agent):
+                item.as_tool()
+            elif isinstance(item, Tool):
+                check_tool_name(item.name, f"agent {name!r}: tool {item!r}")
         self.max_turns = max_turns
         self.budget = checked_budget(budget, f"agent {name!r}")
         self.queue = queue
@@ -435,7 +453,12 @@ class Agent:
 
     def as_tool(self, *, name: str | None = None, description: str | None = None,
                 requires_approval: bool = False) -> AgentTool:
-        """This agent as another agent's tool (each call a child run)."""
+        """This agent as another agent's tool (each call a child run), called by
+        ``name`` (default: the agent's name).
+
+        Raises:
+            ConfigError: a name OpenAI and Anthropic refuse (``^[a-zA-Z0-9_-]{1,64}$``).
+        """
         return AgentTool(self, name=name, description=description,
                          requires_approval=requires_approval)
 
@@ -461,6 +484,7 @@ class Agent:
             if tool is None:
                 toolsets.append(self._as_toolset(app, item))
                 continue
+            check_tool_name(tool.name, f"agent {self.name!r}: tool {tool!r}")
             if tool.name in static or (self._final is not None
                                        and tool.name == FINAL_RESULT_TOOL):
                 raise ConfigError(f"agent {self.name!r}: two tools are named {tool.name!r}")

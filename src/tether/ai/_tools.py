@@ -72,6 +72,32 @@ class ToolArgumentError(NonRetryable):
         self.errors = errors
 
 
+#: What OpenAI and Anthropic take as a tool's name; they refuse any other (a 400 on the
+#: call that lists it).
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def check_tool_name(name: object, what: str, fix: str = "") -> str:
+    """``name`` if a model provider takes it as a tool's name (``TOOL_NAME``: letters,
+    digits, ``_`` and ``-``, 1 to 64 of them).
+
+    Raises:
+        ConfigError: any other name, naming the rule (and ``fix``, how to name it).
+    """
+    if isinstance(name, str) and TOOL_NAME.fullmatch(name):
+        return name
+    raise ConfigError(
+        f"{what}: the tool name {name!r} is not one OpenAI and Anthropic take: a tool "
+        "name must match ^[a-zA-Z0-9_-]{1,64}$ (letters, digits, _ and -, at most 64), "
+        f"or the first model call listing it fails with a 400{fix}")
+
+
+def tool_name_for(name: str) -> str:
+    """A name a provider takes (``TOOL_NAME``) made of ``name``, to suggest in place
+    of it."""
+    return re.sub(r"[^a-zA-Z0-9_-]+", "_", name).strip("_")[:64] or "my_tool"
+
+
 class Tool(abc.ABC):
     """A tool an agent can call.
 
@@ -158,6 +184,9 @@ class FunctionTool(Tool):
         self.requires_approval = requires_approval
         self._is_async = _is_async_callable(fn)
         self._model, self._params = _arguments_model(fn, self.name, param_docs)
+        check_tool_name(self.name, f"function_tool({getattr(fn, '__name__', self.name)})",
+                        "; name it with function_tool(fn, name="
+                        f"{tool_name_for(self.name)!r})" if name is None else "")
         self.parameters = model_schema(self._model)
         self.__doc__ = getattr(fn, "__doc__", None)
 
@@ -280,6 +309,10 @@ class WorkflowTool(Tool):
                 f"{getattr(workflow, '__name__', type(workflow).__name__)!r}")
         self.workflow_name: str = wdef.name
         self.queue: str = queue or wdef.queue
+        if name is None:  # (the workflow's name, as the model would call the tool)
+            check_tool_name(wdef.name, f"workflow_tool({wdef.name})",
+                            " (a workflow tool is called by the workflow's name); name "
+                            f"it with workflow_tool(wf, name={tool_name_for(wdef.name)!r})")
         self._signature = FunctionTool(wdef.fn, name=name or wdef.name, description=description)
         clash = [p.name for p in self._signature._params
                  if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name in _CHILD_KEYWORDS]
@@ -337,7 +370,9 @@ def workflow_tool(workflow: Callable[..., Any], *, name: str | None = None,
         requires_approval: a human must approve each call.
 
     Raises:
-        ConfigError: not a workflow, or a signature a model cannot be told about.
+        ConfigError: not a workflow, a signature a model cannot be told about, or a
+            tool name OpenAI and Anthropic refuse (``^[a-zA-Z0-9_-]{1,64}$``; the
+            workflow's, by default): give ``name=``.
     """
     return WorkflowTool(workflow, name=name, description=description, queue=queue,
                         requires_approval=requires_approval)
@@ -374,7 +409,9 @@ def function_tool(fn: Callable[..., Any] | None = None, /, *, name: str | None =
         requires_approval: a human must approve each call.
 
     Raises:
-        ConfigError: the signature has ``*args``/``**kwargs`` or unresolvable hints.
+        ConfigError: the signature has ``*args``/``**kwargs`` or unresolvable hints;
+            a name OpenAI and Anthropic refuse (``^[a-zA-Z0-9_-]{1,64}$``: ``<lambda>``,
+            ``"my tool"``): give ``name=``.
     """
 
     def make(f: Callable[..., Any]) -> FunctionTool:
