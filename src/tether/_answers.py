@@ -40,6 +40,26 @@ async def refusal(app: App, run_id: str, approval_id: str | None,
         if entry.get("name") == APPROVAL_SIGNAL and isinstance(result, dict) \
                 and str(result.get("approval_id")) == approval_id:
             return str(error)  # answered already, as it says
+    if _later(approval_id, pending.approval_id):
+        return (f"run {shown(run_id)} has no pending approval {shown(approval_id)}: it has "
+                f"not asked for it yet; it waits for approval {pending.approval_id} "
+                f"({pending.tool}) now, which this answer was not meant for; nothing was "
+                "sent (answer it once the run asks for it)")
     return (f"run {shown(run_id)} has no pending approval {shown(approval_id)}: it never "
             f"asked for one with that id; it waits for approval {pending.approval_id} "
             f"({pending.tool}), which this answer was not meant for; nothing was sent")
+
+
+def _later(approval_id: str, pending: str) -> bool:
+    """Whether ``approval_id`` comes after ``pending`` in a run's progress: both are
+    ``tether.ai.Agent``'s ``TURN.CALL`` ids (numbers compared in order: ``1.1`` after
+    ``1.0``, ``2.0`` after ``1.9``). (Of such an id, answered before the run asked for
+    it, "it never asked for one with that id" was said, as of an id it will never
+    have, until 2026-12-08.)"""
+    def order(text: str) -> tuple[int, ...] | None:
+        parts = text.split(".")
+        return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+    mine, theirs = order(approval_id.strip()), order(pending)
+    return mine is not None and theirs is not None and len(mine) == len(theirs) \
+        and mine > theirs

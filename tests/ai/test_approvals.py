@@ -439,6 +439,18 @@ async def test_cli_lists_and_answers_approvals(tmp_path: Path, server: ScriptedL
             "tether: error: run 'trip-cli' has no pending approval 'other': it never asked "
             f"for one with that id; it waits for approval {second.approval_id} "
             "(book_flight), which this answer was not meant for; nothing was sent")
+        # An id the run has not reached yet (a later call of this turn, a later turn)
+        # was said to be one it "never asked for" (until 2026-12-08).
+        turn, call = (int(n) for n in second.approval_id.split("."))
+        for later in (f"{turn}.{call + 1}", f"{turn + 1}.0"):
+            early = await asyncio.to_thread(tether_cli, "approve", "trip-cli",
+                                            "--approval-id", later, db=db)
+            assert early.returncode == 1, early.stderr
+            assert early.stderr.strip() == (
+                f"tether: error: run 'trip-cli' has no pending approval '{later}': it has "
+                f"not asked for it yet; it waits for approval {second.approval_id} "
+                "(book_flight) now, which this answer was not meant for; nothing was sent "
+                "(answer it once the run asks for it)")
         blank = await asyncio.to_thread(tether_cli, "approve", "trip-cli", "--approval-id",
                                         "", db=db)
         assert blank.returncode == 2 and "--approval-id is empty" in blank.stderr
