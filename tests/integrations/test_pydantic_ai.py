@@ -1485,6 +1485,11 @@ async def test_a_background_request_is_one_call_in_the_ledger(
     assert polled["poll"] is True and polled["usage"]["input_tokens"] == 3_000
     out = tether_cli("show", "b1", db=sqlite_url).stdout
     assert "LLM spent:        1 call, 3,000 input + 400 output tokens" in out, out
+    # The queued request's row tells no usage of its own (the poll's tells the job's),
+    # not "usage not reported"; the poll's reads as an LLM call's.
+    rows = [line for line in out.splitlines() if "bg__model.request" in line]
+    assert " · 0 in / 0 out · $0" in rows[0] and "usage not reported" not in rows[0], out
+    assert " · 3,000 in / 400 out · $0.0018 · Otters, in space." in rows[1], out
 
 
 async def test_a_live_background_request_is_asked_plainly_then_polled(

@@ -81,10 +81,15 @@ def metered_call(e: dict[str, Any]) -> dict[str, Any] | None:
     assert isinstance(record, dict)
     usage = record["usage"]
     tokens_in, tokens_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
-    texts, calls = _answer_of(record.get("result"))
+    answer = record.get("result")
+    texts, calls = _answer_of(answer)
+    # (a job queued in OpenAI's background mode tells its usage when polled, not here)
+    queued = isinstance(answer, dict) and (answer.get("state") == "suspended"
+                                           or answer.get("status") in ("queued",
+                                                                       "in_progress"))
     return {"model": record["model"], "text": "\n".join(texts) if texts else None,
             "input_tokens": tokens_in, "output_tokens": tokens_out,
-            "usage_reported": bool(tokens_in or tokens_out or record.get("poll")),
+            "usage_reported": bool(tokens_in or tokens_out or record.get("poll") or queued),
             "cost": record.get("cost_usd", 0.0), "tool_calls": calls,
             "tools": ", ".join(str(c["name"]) for c in calls)}
 
