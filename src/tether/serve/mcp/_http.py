@@ -11,13 +11,23 @@ protocols (no ``MCP-Protocol-Version`` header, or a 2025 one) it answered JSON t
 no JSON-RPC request with -32602 and pydantic's text, and a request whose id is null
 with 202, as a notification, never answered. Each is answered here with its status and
 a JSON-RPC error saying what to send instead; every other request goes to the SDK.
+
+A request let in with a token (``tether serve --token-file``) is answered only while
+that token counts: one removed from the token file ends the answers still being sent
+(a synchronous ``tools/call`` waiting for its run, its progress notifications, a
+``subscriptions/listen`` stream of task notifications), as it ends the run event
+streams (``tether.serve._api``'s same check), with a JSON-RPC error saying why.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
@@ -27,7 +37,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from tether._tokens import RELOAD_EVERY
+from tether.serve._api import _still_allowed
 from tether.serve.mcp._stdio import bad_line_error
+
+log = logging.getLogger("tether.mcp")
+
+#: What a request whose token was removed while it was answered gets instead of the
+#: rest of its answer.
+TOKEN_REMOVED = ("unauthorized: the token this request was made with was removed from "
+                 "the server's token file, and nothing more is sent for it: send a valid "
+                 "token (Authorization: Bearer TOKEN)")
 
 
 class CheckedHttp:
@@ -39,6 +59,13 @@ class CheckedHttp:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = _still_allowed(Request(scope)) if scope["type"] == "http" else None
+        if allowed is None:  # (open mode: no token to remove)
+            await self._checked(scope, receive, send)
+        else:
+            await _while_allowed(self._checked, allowed, scope, receive, send)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.inner(scope, receive, send)
             return
@@ -89,6 +116,89 @@ class CheckedHttp:
 
     def _too_large(self) -> str:
         return f"Payload Too Large: the request body is over {self.max_body} bytes"
+
+
+async def _while_allowed(answer: Callable[[Scope, Receive, Send], Awaitable[None]],
+                         allowed: Callable[[], bool], scope: Scope, receive: Receive,
+                         send: Send) -> None:
+    """``answer`` the request while ``allowed`` (its token still counts), asked before
+    each part of the answer is sent and every ``RELOAD_EVERY`` seconds meanwhile (the
+    token file is looked at no more often). Once it answers False the answer is
+    cancelled (a synchronous call's wait, a task notification stream) and ends with a
+    JSON-RPC error (``TOKEN_REMOVED``): an event of its stream if one was begun, else a
+    401. Until 2026-12-08 such an answer went on: a listen stream sent the task's
+    notifications (its result included) for as long as the task went on, a
+    synchronous call its progress and its result."""
+    body = bytearray()
+    started: dict[str, Any] = {}
+    revoked = False
+    sent = False  # (the answer's last part)
+    failure: list[Exception] = []
+
+    async def received() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            body.extend(message.get("body", b""))
+        return message
+
+    async with anyio.create_task_group() as group:
+
+        def end() -> None:
+            nonlocal revoked
+            revoked = True
+            group.cancel_scope.cancel()
+
+        async def gated(message: Message) -> None:
+            if message["type"] == "http.response.body" and not allowed():
+                end()
+                await anyio.lowlevel.checkpoint()  # (cancelled here: nothing sent)
+            if message["type"] == "http.response.start":
+                started.update(message)
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                nonlocal sent
+                sent = True
+
+        async def answering() -> None:
+            try:
+                await answer(scope, received, gated)
+            except Exception as exc:  # raised below, as it would be without the gate
+                failure.append(exc)
+            finally:
+                group.cancel_scope.cancel()
+
+        async def watching() -> None:
+            while True:
+                await anyio.sleep(RELOAD_EVERY)
+                if not allowed():
+                    end()
+                    return
+
+        group.start_soon(answering)
+        group.start_soon(watching)
+    if failure:
+        raise failure[0]
+    if not revoked or sent:
+        return
+    log.info("MCP request ended: the token it was made with no longer counts")
+    try:
+        request = json.loads(bytes(body))
+    except (ValueError, RecursionError):
+        request = None
+    error: dict[str, Any] = {"jsonrpc": "2.0", "id": None, "error": {
+        "code": INVALID_REQUEST, "message": TOKEN_REMOVED,
+        "data": {"httpStatus": 401, "error": "unauthorized"}}}
+    if isinstance(request, dict) and isinstance(request.get("id"), (str, int)):
+        error["id"] = request["id"]
+    text = json.dumps(error, separators=(",", ":"))
+    if not started:
+        await Response(text, status_code=401, media_type="application/json",
+                       headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        return
+    sse = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+              for k, v in started.get("headers") or [])
+    last = f"event: message\r\ndata: {text}\r\n\r\n".encode() if sse else b""
+    await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
 def _shown(header: str | None) -> str:
