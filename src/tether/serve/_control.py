@@ -248,8 +248,10 @@ async def list_workers(request: Request) -> Response:
     query_fields(request, {"all"})
     flag = request.query_params.get("all", "false")
     if flag.lower() not in _FLAG:
-        raise ApiError(400, "bad_request",
-                       f"all must be true or false (1 or 0), not {flag[:40]!r}")
+        # In JSON's words, and cut as every echoed value is: it was Python's repr
+        # ('yes'), cut at 40 characters without saying so.
+        sent = shown(json.dumps(flag, ensure_ascii=False), quoted=False)
+        raise ApiError(400, "bad_request", f"all must be true or false (1 or 0), not {sent}")
     app = tether_app(request)
     rows = await workers_document(app, await worker_versions(app.store),
                                   include_stale=_FLAG[flag.lower()])
