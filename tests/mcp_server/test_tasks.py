@@ -1001,6 +1001,34 @@ async def test_an_erased_task_says_so_not_a_result_of_erased_true(
     assert "secret" not in json.dumps(ended.error)
 
 
+async def test_an_erased_completed_task_is_marked_for_programs(
+        served: tuple[App, str]) -> None:
+    """A completed task whose run was erased has an ``isError`` result only its text
+    told from a tool's own error result (an erased failed task's error has
+    ``data.erased``): its ``_meta`` says ``"tether/erased": true``. A completed task
+    not erased has no such mark."""
+    app, url = served
+    async with tasks_client(url) as client:
+        kept = await client.session.call_tool(
+            "quote", {"order": {"item": "pen", "quantity": 1}}, allow_claimed=True)
+        gone = await client.session.call_tool(
+            "quote", {"order": {"item": "ink", "quantity": 2}}, allow_claimed=True)
+        assert isinstance(kept, CreateTaskResult) and isinstance(gone, CreateTaskResult)
+        await poll(client, kept.task_id, {"completed"})
+        await poll(client, gone.task_id, {"completed"})
+        store = await app._open()
+        await store.run_erase(run_id=gone.task_id, now=app.clock.now())
+        erased = await get_task(client, gone.task_id)
+        whole = await get_task(client, kept.task_id)
+    assert erased.status == "completed" and erased.result is not None
+    assert erased.result["isError"] is True
+    assert erased.result["_meta"]["tether/erased"] is True, erased.result
+    assert whole.result is not None and whole.result["isError"] is False
+    assert "tether/erased" not in (whole.result.get("_meta") or {}), whole.result
+    sync = await raw_rpc(url, "tasks/get", {"taskId": gone.task_id})
+    assert sync["result"]["result"]["_meta"] == {"tether/erased": True}, sync
+
+
 async def test_an_unbounded_retention_is_refused(store_url: str) -> None:
     """App(retention=math.inf) was taken, and every tasks/get of an ended task then
     failed on its ttlMs ("OverflowError: cannot convert float infinity to integer", an

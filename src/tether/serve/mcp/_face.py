@@ -91,6 +91,10 @@ log = logging.getLogger("tether.mcp")
 #: (the one ``tether.ai.mcp`` sends): a retried call with it returns the same task.
 IDEMPOTENCY_META_KEY = "idempotency_key"
 
+#: The ``_meta`` key (value ``true``) of a completed task's ``result`` when its run was
+#: erased (``tether erase``): the result is gone, and the ``isError`` result says so.
+ERASED_META_KEY = "tether/erased"
+
 #: The signal and run status conventions of ``tether.ai`` approvals.
 _APPROVAL_SIGNAL = "approval"
 _AWAITING_APPROVAL = "awaiting_approval"
@@ -511,13 +515,16 @@ class TetherTasks:
     def _erased(task: dict[str, Any], run: RunRecord) -> None:
         """A completed or failed task whose run was erased (``tether erase``): it keeps
         its status; a completed one's result is an ``isError`` result saying the result
-        is gone, a failed one's error says the error is gone (``data.erased``)."""
+        is gone (``_meta["tether/erased"]``: true), a failed one's error says the error
+        is gone (``data.erased``). (The completed one's had no mark a program could
+        tell from a tool's own error result until 2026-12-08.)"""
         what = "result" if run.status == RunStatus.COMPLETED.value else "error"
         message = (f"the run's payloads were erased (tether erase) at "
                    f"{iso_time(run.erased_at or 0.0)}: its {what} is gone")
         if what == "result":
             task["status"] = "completed"
-            task["result"] = _complete(_text_result(message, True))
+            task["result"] = {**_complete(_text_result(message, True)),
+                              "_meta": {ERASED_META_KEY: True}}
             return
         task["status"] = "failed"
         task["statusMessage"] = f"RunErased: {message}"
