@@ -123,3 +123,21 @@ async def test_answers_being_sent_end_once_their_token_is_removed(tmp_path: Path
         "data": {"httpStatus": 401, "error": "unauthorized"}}}], got.text
     log = served.log.read_text()
     assert "MCP request ended: the token it was made with no longer counts" in log, log
+
+
+async def test_the_face_served_bare_answers(tmp_path: Path) -> None:
+    """``create_mcp_http(app).asgi`` served by an ASGI server itself (no Starlette app
+    around it: no ``app`` in the request's scope, no tokens) answers as before the check
+    of the request's token was put in front of it."""
+    from tests.mcp_server import apps
+    from tether.serve.mcp import create_mcp_http
+
+    app = apps.build(f"sqlite:///{tmp_path / 'tether.db'}")
+    face = create_mcp_http(app)
+    async with app, face.lifespan(), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=face.asgi),
+            base_url="http://127.0.0.1") as http:
+        request = _request(1, "tools/list", {}, "none")
+        answer = await http.post("/mcp", **request)
+    assert answer.status_code == 200, answer.text
+    assert "slow_sum" in {t["name"] for t in answer.json()["result"]["tools"]}

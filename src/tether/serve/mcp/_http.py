@@ -59,8 +59,11 @@ class CheckedHttp:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        allowed = _still_allowed(Request(scope)) if scope["type"] == "http" else None
-        if allowed is None:  # (open mode: no token to remove)
+        # (Tokens are ``tether serve``'s, in its Starlette app's state: an ASGI server
+        # or an app of the user's that mounts this has none, and no "app" in its scope.)
+        allowed = (_still_allowed(Request(scope))
+                   if scope["type"] == "http" and "app" in scope else None)
+        if allowed is None:  # (open mode, or not behind tether serve: no token to remove)
             await self._checked(scope, receive, send)
         else:
             await _while_allowed(self._checked, allowed, scope, receive, send)
@@ -151,7 +154,8 @@ async def _while_allowed(answer: Callable[[Scope, Receive, Send], Awaitable[None
         async def gated(message: Message) -> None:
             if message["type"] == "http.response.body" and not allowed():
                 end()
-                await anyio.lowlevel.checkpoint()  # (cancelled here: nothing sent)
+                await anyio.lowlevel.checkpoint()  # (cancelled here)
+                return  # (nothing sent, whichever task sends)
             if message["type"] == "http.response.start":
                 started.update(message)
             await send(message)
@@ -176,7 +180,7 @@ async def _while_allowed(answer: Callable[[Scope, Receive, Send], Awaitable[None
 
         group.start_soon(answering)
         group.start_soon(watching)
-    if failure:
+    if failure and not revoked:  # (once revoked, a part torn down may raise: no matter)
         raise failure[0]
     if not revoked or sent:
         return
@@ -188,8 +192,9 @@ async def _while_allowed(answer: Callable[[Scope, Receive, Send], Awaitable[None
     error: dict[str, Any] = {"jsonrpc": "2.0", "id": None, "error": {
         "code": INVALID_REQUEST, "message": TOKEN_REMOVED,
         "data": {"httpStatus": 401, "error": "unauthorized"}}}
-    if isinstance(request, dict) and isinstance(request.get("id"), (str, int)):
-        error["id"] = request["id"]
+    rid = request.get("id") if isinstance(request, dict) else None
+    if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+        error["id"] = rid
     text = json.dumps(error, separators=(",", ":"))
     if not started:
         await Response(text, status_code=401, media_type="application/json",
