@@ -376,10 +376,10 @@ async def test_http_answers_what_its_transport_refused_in_a_jsonrpc_error(
     assert (wrong_type.status_code, wrong_type.json()) == (415, {
         "jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": (
             "Unsupported Media Type: an MCP request's Content-Type is application/json "
-            "(this one's is 'text/plain')")}})
+            "(this one's is \"text/plain\")")}})
     assert (no_sse.status_code, no_sse.json()["error"]) == (406, {
         "code": -32600, "message": "Not Acceptable: an MCP request's Accept header lists "
-        "both application/json and text/event-stream (this one's is 'application/json')"})
+        "both application/json and text/event-stream (this one's is \"application/json\")"})
     assert (too_large.status_code, too_large.json()["error"]["message"]) == (
         413, "Payload Too Large: the request body is over 4194304 bytes")
     assert (batch.status_code, batch.json()) == (400, {
@@ -393,6 +393,22 @@ async def test_http_answers_what_its_transport_refused_in_a_jsonrpc_error(
                                              "data": '"params" must be an object, not '
                                                      'a number'}})
     assert served.status_code == 200 and len(served.json()["result"]["tools"]) == 4
+
+
+async def test_a_refused_header_is_named_in_json_words_and_cut(tmp_path: Path) -> None:
+    """A refused Content-Type or Accept is named as every echoed value is
+    (``tether.errors.shown``): in JSON's words, a long one cut with its length. It was
+    Python's repr cut at 100 characters without saying so (``'text/plain; x=aaa...'``)."""
+    app = apps.build(f"sqlite:///{tmp_path / 'tether.db'}")
+    tools_list = request("tools/list", 1)
+    long_type = "text/plain; x=" + "a" * 300
+    async with serve_http(app) as url, httpx2.AsyncClient(timeout=30) as http:
+        answer = await http.post(url, content=json.dumps(tools_list), headers=dict(
+            _modern(tools_list), **{"Content-Type": long_type}))
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["error"]["message"] == (
+        "Unsupported Media Type: an MCP request's Content-Type is application/json "
+        f"(this one's is \"{long_type[:99]}… (316 characters))")
 
 
 async def test_params_that_do_not_fit_the_method_say_which(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from tether._tokens import RELOAD_EVERY
+from tether.errors import shown
 from tether.serve._api import _still_allowed
 from tether.serve.mcp._stdio import bad_line_error
 
@@ -207,7 +208,11 @@ async def _while_allowed(answer: Callable[[Scope, Receive, Send], Awaitable[None
 
 
 def _shown(header: str | None) -> str:
-    return "missing" if header is None else repr(header[:100])
+    """A header's value as the refusal names it: in JSON's words (``"text/plain"``), cut
+    as every echoed value is (``shown``); it was Python's repr cut at 100 characters
+    without saying so."""
+    return ("missing" if header is None
+            else shown(json.dumps(header, ensure_ascii=False), quoted=False))
 
 
 async def _refuse(status: int, message: str, scope: Scope, receive: Receive,
