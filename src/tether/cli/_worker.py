@@ -124,12 +124,6 @@ async def run(args: argparse.Namespace) -> int:
     # not the clean one the orchestrator asked for (Kubernetes shows the exit as an
     # Error; a grace period or terminationGracePeriodSeconds too short for the steps).
     code = 0 if clean else 1
-    if not clean:
-        log.error("the worker did not stop cleanly: steps in flight were cut off (%s); "
-                  "their runs were handed back, and those steps run again elsewhere",
-                  "a second stop signal" if abandon.is_set()
-                  else f"the grace period of {args.grace:g} s ran out",
-                  extra={"worker_id": worker.worker_id})
     # Steps still running in threads, not the executor's live threads: one whose step
     # had just returned, not yet woken by the executor's shutdown, counted as stuck, and
     # a clean drain said "1 step threads still running after the grace period".
@@ -142,6 +136,13 @@ async def run(args: argparse.Namespace) -> int:
                     counted(stuck, "step thread"), "a second stop signal"
                     if abandon.is_set() else "the grace period",
                     "it" if stuck == 1 else "them", extra={"worker_id": worker.worker_id})
+    if not clean:  # (the last line of an unclean stop: docs/operations.md)
+        log.error("the worker did not stop cleanly: steps in flight were cut off (%s); "
+                  "their runs were handed back, and those steps run again elsewhere",
+                  "a second stop signal" if abandon.is_set()
+                  else f"the grace period of {args.grace:g} s ran out",
+                  extra={"worker_id": worker.worker_id})
+    if stuck:
         logging.shutdown()
         os._exit(code)
     return code
