@@ -380,9 +380,9 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
             # failed attempt like any other, not the worker's end (the worker's own
             # shutdown arrives as CancelledError, handled above; a CancelledError that
-            # the step's code raised itself arrives as _OwnCancel, see ``_invoke``).
-            if isinstance(exc, _OwnCancel) and exc.__cause__ is not None:
-                exc = exc.__cause__
+            # the step's code raised itself arrives as _OwnCancel, see ``_invoke``, and a
+            # plain-def step's GeneratorExit too, see ``_in_thread``).
+            exc = _raised(exc)
             fresh = False
             writer.note(attempt_id, (
                 *head, "postponed" if isinstance(exc, Postpone) else "error", started,
@@ -609,6 +609,12 @@ def _in_thread(ctx: RunContext, fn: Callable[..., Any], *args: Any, **kwargs: An
         _threads_busy += 1
     try:
         return fn(*args, **kwargs)
+    except GeneratorExit as exc:
+        # Set on the future the step's coroutine awaits, it would be thrown into that
+        # coroutine, which Python then closes: the engine's code around it, awaiting as
+        # it records the failure, raised RuntimeError("coroutine ignored GeneratorExit"),
+        # an executor crash. It is the attempt's error, as it is for an async step.
+        raise _OwnCancel() from exc
     finally:
         with _threads_busy_lock:
             _threads_busy -= 1
@@ -787,10 +793,19 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
 
 
 class _OwnCancel(Exception):
-    """A step's code raised ``asyncio.CancelledError`` although nobody cancelled its task
-    (internal; its ``__cause__`` is that error): a failed attempt like any other error.
-    Let through, it ended the run's task as if the worker were stopping, and the run
-    stayed 'running' under the live worker's lease with nothing executing it."""
+    """A step's code raised ``asyncio.CancelledError`` although nobody cancelled its task,
+    or a plain-def step's function raised ``GeneratorExit`` (``_in_thread``) (internal;
+    its ``__cause__`` is that error): a failed attempt like any other error. Let through,
+    the first ended the run's task as if the worker were stopping, and the run stayed
+    'running' under the live worker's lease with nothing executing it; the second crashed
+    the executor."""
+
+
+def _raised(exc: BaseException) -> BaseException:
+    """What a step's code raised: ``exc``, or the error an ``_OwnCancel`` carries."""
+    if isinstance(exc, _OwnCancel) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
 
 
 #: The error type of a step cancelled by the workflow's own code (journaled).
@@ -828,7 +843,8 @@ def _outlived(ctx: RunContext, thread: concurrent.futures.Future[Any],
         if exc is None or isinstance(exc, _NotStarted):  # (not started: see _in_thread)
             row: AttemptRow = (*head, "superseded", started, now, None)
         else:
-            row = (*head, "error", started, now, ctx.codec.encode_error(error_to_dict(exc)))
+            row = (*head, "error", started, now,
+                   ctx.codec.encode_error(error_to_dict(_raised(exc))))
         ctx.attempt_writer.note(head[0], row)
 
     thread.add_done_callback(ended)
@@ -861,6 +877,7 @@ def _ran_on(ctx: RunContext, thread: concurrent.futures.Future[Any],
         exc = thread.exception()
         if isinstance(exc, (_NotStarted, _LeaseRanOut)):  # (not started: _in_thread)
             return
+        exc = None if exc is None else _raised(exc)
         now = ctx.clock.now()
         ran_on = max(now - cancelled_at, 0.0)
         if exc is None:

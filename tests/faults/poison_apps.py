@@ -39,6 +39,18 @@ async def interrupts() -> None:
     raise KeyboardInterrupt
 
 
+@app.step(retry=TWO_FAST)
+async def generator_exits() -> None:
+    side("generator exit")
+    raise GeneratorExit
+
+
+@app.step(retry=TWO_FAST)
+def generator_exits_in_thread() -> None:
+    side("generator exit")
+    raise GeneratorExit
+
+
 @app.step(retry=FOREVER)
 async def custom_forever() -> None:
     side("custom")
@@ -59,6 +71,16 @@ async def step_exits() -> None:
 @app.workflow
 async def step_interrupts() -> None:
     await interrupts()
+
+
+@app.workflow
+async def step_generator_exits() -> None:
+    await generator_exits()
+
+
+@app.workflow
+async def step_generator_exits_in_thread() -> None:
+    await generator_exits_in_thread()
 
 
 @app.workflow

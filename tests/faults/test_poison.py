@@ -66,10 +66,14 @@ def lines(side: Path) -> list[str]:
     # An async step runs in the task that awaits it: its KeyboardInterrupt is the
     # attempt's error, as it is for a sync step.
     ("step_interrupts", "interrupt", "KeyboardInterrupt"),
+    # GeneratorExit too, from an async step or a thread's: it was taken for a crash of
+    # the engine's code (its traceback logged three times, then the run failed).
+    ("step_generator_exits", "generator exit", "GeneratorExit"),
+    ("step_generator_exits_in_thread", "generator exit", "GeneratorExit"),
 ])
 async def test_base_exception_in_a_step_fails_it_under_its_policy_and_the_worker_lives(
     app: App, worker: tuple[subprocess.Popen[bytes], Path], workflow: str, attempts: str,
-    error_type: str,
+    error_type: str, tmp_path: Path,
 ) -> None:
     proc, side = worker
     handle = await app.start(workflow, run_id=workflow)
@@ -78,6 +82,16 @@ async def test_base_exception_in_a_step_fails_it_under_its_policy_and_the_worker
     assert info.error is not None and info.error["type"] == error_type
     assert info.journal[0]["status"] == "error" and info.journal[0]["attempts"] == 2
     assert lines(side).count(attempts) == 2  # the policy's two attempts, no more
+    assert [a["status"] for a in info.attempts] == ["error", "error"]
+    assert all(a["error"]["type"] == error_type for a in info.attempts)
+    # One log line per attempt, the attempt's error: no crash of the engine's code.
+    log = tmp_path / "worker.log"
+    await wait_for(lambda: f"failed for good on attempt 2: {error_type}" in log.read_text(),
+                   timeout=30, what="the attempt's line")
+    told = [line for line in log.read_text().splitlines()
+            if f"run {workflow} position 0: step " in line]
+    assert len(told) == 2 and all(f": {error_type}" in line for line in told), told
+    assert "executor crashed" not in log.read_text() and "Traceback" not in log.read_text()
     assert proc.poll() is None, "the worker process died"
     # The same worker still serves other runs.
     assert await (await app.start("healthy", 7)).result(timeout=30) == 7
