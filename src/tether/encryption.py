@@ -192,20 +192,28 @@ class AesGcm:
             raise ConfigError(
                 "payload encryption needs cryptography: pip install 'tether[crypto]'"
             ) from None
+        if not isinstance(keys, Mapping):
+            raise ConfigError(f"AesGcm takes its keys as a mapping of key id to key bytes, "
+                              f"not {type(keys).__name__}")
         if not keys:
             raise ConfigError("AesGcm needs at least one key")
         self._ciphers = {}
         self._blob_subkeys = {}
         for kid, key in keys.items():
-            if not kid or "." in kid or not kid.isprintable():
+            # (a key id or a key of another type raised a bare TypeError until 2026-12-08)
+            if (not isinstance(kid, str) or not kid or "." in kid
+                    or not kid.isprintable()):
                 raise ConfigError(f"key id {kid!r}: use a short printable name without dots")
+            if not isinstance(key, (bytes, bytearray, memoryview)):
+                raise ConfigError(f"key {kid!r} is {type(key).__name__}, not bytes: AES keys "
+                                  "are 16, 24 or 32 raw bytes")
             if len(key) not in (16, 24, 32):
                 raise ConfigError(f"key {kid!r} is {len(key)} bytes; AES keys are 16, 24 "
                                   "or 32 bytes")
             self._ciphers[kid] = AESGCM(key)
             self._blob_subkeys[kid] = hmac.digest(key, _BLOB_KEY_LABEL, "sha256")
         self.active = active if active is not None else next(iter(keys))
-        if self.active not in self._ciphers:
+        if not isinstance(self.active, str) or self.active not in self._ciphers:
             raise ConfigError(f"active key id {self.active!r} is not among the keys")
         self._blob_order = (self.active, *(k for k in self._ciphers if k != self.active))
         self.allow_plaintext = allow_plaintext

@@ -139,6 +139,21 @@ def test_bad_keys_are_refused_with_a_clear_error(monkeypatch: pytest.MonkeyPatch
         AesGcm({"k1": b"short"})
     with pytest.raises(ConfigError, match="without dots"):
         AesGcm({"a.b": KEY1})
+    # Arguments of another type: a bare TypeError until 2026-12-08 (an int or bytes id,
+    # a key given as text, keys as a list, an unhashable active id).
+    with pytest.raises(ConfigError, match="key id 1: use a short printable name"):
+        AesGcm({1: KEY1})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="key id b'k1': use a short printable name"):
+        AesGcm({b"k1": KEY1})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="key 'k1' is str, not bytes"):
+        AesGcm({"k1": "k" * 32})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="key 'k1' is int, not bytes"):
+        AesGcm({"k1": 32})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="a mapping of key id to key bytes, not list"):
+        AesGcm([("k1", KEY1)])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"active key id \['k1'\] is not among the keys"):
+        AesGcm({"k1": KEY1}, active=["k1"])  # type: ignore[arg-type]
+    assert AesGcm({"k1": bytearray(KEY1)}).active == "k1"
     monkeypatch.setenv("TETHER_PAYLOAD_KEYS", "k1:not base64!")
     with pytest.raises(ConfigError, match="base64"):
         AesGcm.from_env()

@@ -712,7 +712,8 @@ def test_an_agents_sdk_agent_is_answered_by_each_environment_in_turn() -> None:
 async def test_advance_refuses_going_back() -> None:
     app, _ = make_app()
     async with TestEnv(app) as env:
-        with pytest.raises(ValueError, match="forward only"):
+        # (a ConfigError, as for a NaN, since 2026-12-08: a bare ValueError before)
+        with pytest.raises(ConfigError, match="forward only"):
             await env.advance(-1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tether.errors import ConfigError
 from tether.testing import History, HistoryError, Reply, VirtualClock, load_history
 from tether.testing.llm_server._server import _cut_index
 
@@ -16,9 +17,10 @@ async def test_virtual_clock_moves_only_forward_and_only_when_told() -> None:
     clock.set(200.0)
     await clock.sleep(30)
     assert clock.now() == 230.0
-    with pytest.raises(ValueError, match="forward only"):
+    # (a ConfigError, as for a NaN, since 2026-12-08: a bare ValueError before)
+    with pytest.raises(ConfigError, match="forward only"):
         clock.set(10.0)
-    with pytest.raises(ValueError, match="forward only"):
+    with pytest.raises(ConfigError, match="forward only"):
         clock.advance(-1)
 
 

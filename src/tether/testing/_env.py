@@ -222,15 +222,16 @@ class VirtualClock:
         await asyncio.sleep(0)
 
     def advance(self, seconds: float) -> None:
-        """Move forward by ``seconds`` (>= 0)."""
+        """Move forward by ``seconds`` (>= 0). Raises: ConfigError (a ``ValueError``)."""
         if _finite(seconds, "advance()") < 0:
-            raise ValueError(f"time moves forward only: advance({seconds}) is negative")
+            raise ConfigError(f"time moves forward only: advance({seconds}) is negative")
         self._now += seconds
 
     def set(self, at: float) -> None:
-        """Move forward to ``at`` (epoch seconds); earlier times are refused."""
+        """Move forward to ``at`` (epoch seconds); earlier times are refused (ConfigError,
+        a ``ValueError``)."""
         if _finite(at, "set()") < self._now:
-            raise ValueError(f"time moves forward only: {at} is before {self._now}")
+            raise ConfigError(f"time moves forward only: {at} is before {self._now}")
         self._now = float(at)
 
 
@@ -908,12 +909,12 @@ class TestEnv:
         hour. Then the clock is set to the end.
 
         Raises:
-            ValueError: a negative ``seconds``; ``ConfigError`` (a ``ValueError``) for
-                NaN, infinity or a non-number.
+            ConfigError: (a ``ValueError``) a negative ``seconds``, NaN, infinity or a
+                non-number.
             TimeoutError: the runs did not come through in ``timeout`` real seconds.
         """
         if _finite(seconds, "advance()") < 0:
-            raise ValueError(f"time moves forward only: advance({seconds}) is negative")
+            raise ConfigError(f"time moves forward only: advance({seconds}) is negative")
         self._need_open()
         # Until 2026-12-07 the clock jumped to the end at once: a run sleeping an hour
         # three times woke once, at the third hour (tether.now() said so), and a
