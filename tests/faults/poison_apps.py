@@ -122,6 +122,20 @@ async def task_exits() -> int:
     return await fine(2)
 
 
+async def _generator_exits() -> None:
+    await asyncio.sleep(0)
+    raise GeneratorExit
+
+
+@app.workflow
+async def task_generator_exits() -> int:
+    try:
+        await asyncio.gather(_generator_exits())
+    except Exception as exc:  # the contained exit arrives as an ordinary exception
+        side(f"caught {type(exc).__name__}")
+    return await fine(2)
+
+
 @app.workflow
 async def healthy(i: int) -> int:
     return await fine(i)

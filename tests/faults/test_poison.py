@@ -117,13 +117,17 @@ async def test_base_exception_in_the_workflow_body_fails_the_run_once(
     assert lines(side).count("fine 1") == (0 if workflow == "body_exits" else 1)
 
 
+# GeneratorExit too: it crashed the executor (RuntimeError "coroutine ignored
+# GeneratorExit"), and the run failed, until 2026-12-08.
+@pytest.mark.parametrize("workflow", ["task_exits", "task_generator_exits"])
 async def test_system_exit_in_a_task_started_by_the_workflow_does_not_end_the_worker(
-    app: App, worker: tuple[subprocess.Popen[bytes], Path],
+    app: App, worker: tuple[subprocess.Popen[bytes], Path], workflow: str, tmp_path: Path,
 ) -> None:
     proc, side = worker
-    assert await (await app.start("task_exits", run_id="t")).result(timeout=30) == 2
+    assert await (await app.start(workflow, run_id="t")).result(timeout=30) == 2
     assert "caught ExitInTask" in lines(side)
     assert proc.poll() is None
+    assert "executor crashed" not in (tmp_path / "worker.log").read_text()
 
 
 async def test_cancel_of_a_run_whose_step_keeps_raising_ends_it_without_spinning(

@@ -334,9 +334,10 @@ def _engine_store_failure(error: BaseException | None) -> bool:
 
 
 class ExitInTask(TetherError):
-    """A task started by workflow code raised ``SystemExit`` or ``KeyboardInterrupt``;
-    it is raised in that task instead, so it fails the run, not the worker. The workflow
-    may catch it like any error (the original exception is its ``__cause__``)."""
+    """A task started by workflow code raised ``SystemExit``, ``KeyboardInterrupt`` or
+    ``GeneratorExit``; it is raised in that task instead, so it fails the run, not the
+    worker. The workflow may catch it like any error (the original exception is its
+    ``__cause__``)."""
 
     __module__ = "tether.worker"
 
@@ -344,7 +345,11 @@ class ExitInTask(TetherError):
 async def _contained(coro: Any) -> Any:
     try:
         return await coro
-    except (SystemExit, KeyboardInterrupt) as exc:
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        # (GeneratorExit too: set on the task, it was thrown into the coroutine awaiting
+        # it, which Python then closed; the engine's code around it, awaiting as it
+        # unwound, raised RuntimeError("coroutine ignored GeneratorExit"), an executor
+        # crash, until 2026-12-08)
         raise ExitInTask(f"{type(exc).__name__}({exc}) raised in a task of a run") from exc
     except _Stop:
         # The engine stopping the run's code (a release, a block, a lost lease) ends
@@ -364,7 +369,8 @@ def _retrieve_stop(task: asyncio.Task[Any]) -> None:
 def _contain_exits(loop: asyncio.AbstractEventLoop) -> None:
     """Make tasks created inside a run turn ``SystemExit``/``KeyboardInterrupt`` into
     an ordinary exception: asyncio re-raises those two out of the event loop, which would
-    end the worker (and every next worker that claims the run). Tasks created outside
+    end the worker (and every next worker that claims the run); and ``GeneratorExit``,
+    which a task's awaiter cannot take (``_contained``). Tasks created outside
     runs are left alone. Chains any task factory already set."""
     previous = loop.get_task_factory()
     if getattr(previous, "_tether_contains_exits", False):
