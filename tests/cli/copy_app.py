@@ -9,7 +9,7 @@ import asyncio
 import os
 
 import tether
-from tether import App
+from tether import App, RetryPolicy
 from tether.ai import request_approval
 
 app = App()
@@ -33,6 +33,48 @@ async def through(gate: str) -> str:
     while not os.path.exists(gate):
         await asyncio.sleep(0.02)
     return "through"
+
+
+_FAST = RetryPolicy(initial_interval=0.05, backoff=1.0, max_interval=0.05, max_attempts=3)
+
+
+@app.step
+async def slow(i: int) -> int:
+    """A first attempt that outlives the attempt writer's delay: its row is written."""
+    _record()
+    await asyncio.sleep(0.3)
+    return i
+
+
+@app.step(retry=_FAST)
+async def flaky(i: int) -> int:
+    """Fails at its first two attempts, succeeds at its third."""
+    _record()
+    if tether.step_attempt() < 3:
+        raise RuntimeError("not yet")
+    return i
+
+
+@app.step(retry=RetryPolicy(initial_interval=0.05, max_attempts=2))
+async def doomed() -> int:
+    _record()
+    raise RuntimeError("never")
+
+
+@app.workflow
+async def retried(generation: int) -> list[int]:
+    """First-try successes (fresh, and one whose row is written), a step that succeeds
+    at its third attempt, in two generations (a continue-as-new)."""
+    out = [await tick(0), await slow(1), await flaky(2), await tick(3)]
+    if generation == 0:
+        tether.continue_as_new(1)
+    return out
+
+
+@app.workflow
+async def fails() -> int:
+    await tick(0)
+    return await doomed()
 
 
 @app.workflow

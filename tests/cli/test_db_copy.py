@@ -235,6 +235,55 @@ async def test_sqlite_to_a_new_sqlite_file(tmp_path: Path) -> None:
                           f"sqlite:///{tmp_path / 'copy.db'}")
 
 
+async def test_the_attempts_a_user_sees_are_the_same_after_a_copy_either_way(
+        tmp_path: Path, pg_url: str) -> None:
+    """Runs with first-try successes (SQLite writes no row for most of them: its
+    journal and tether_leases give them), retries, a continue-as-new and a step failed
+    for good: `tether show --json` lists the same attempts, ids and times included, on
+    a SQLite copy, a PostgreSQL copy (every attempt a row) and a SQLite copy of that."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    app = App(source)
+    try:
+        await app.start("retried", 0, run_id="retried")
+        await app.start("fails", run_id="fails")
+        worker = _worker(source, tmp_path, "worker-source")
+
+        async def ended() -> bool:
+            return [(await app.get_run(r)).status for r in ("retried", "fails")] == [
+                "completed", "failed"]
+
+        try:
+            await _until("the runs end", ended, worker)
+        finally:
+            stop_process(worker, 60)
+    finally:
+        await app.close()
+
+    def shown(url: str) -> dict[str, Any]:
+        out = {}
+        for run_id in ("retried", "fails"):
+            got = _tether(tmp_path, "show", run_id, "--json", "--db", url)
+            assert got.returncode == 0, got.stderr
+            out[run_id] = json.loads(got.stdout)
+        return out
+
+    before = shown(source)
+    assert [(a["generation"], a["position"], a["attempt"], a["status"])
+            for a in before["retried"]["attempts"]] == [
+        (g, p, n, s) for g in (0, 1) for p, n, s in (
+            (0, 1, "ok"), (1, 1, "ok"), (2, 1, "error"), (2, 2, "error"), (2, 3, "ok"),
+            (3, 1, "ok"))]
+    assert [(a["position"], a["attempt"], a["status"])
+            for a in before["fails"]["attempts"]] == [
+        (0, 1, "ok"), (1, 1, "error"), (1, 2, "error")]
+    copies = [(source, f"sqlite:///{tmp_path / 'copy.db'}"), (source, pg_url),
+              (pg_url, f"sqlite:///{tmp_path / 'back.db'}")]
+    for src, dst in copies:
+        out = _tether(tmp_path, "db", "copy", "--db", src, "--to", dst, "--json")
+        assert out.returncode == 0, out.stderr
+        assert shown(dst) == before, (src, dst)
+
+
 @pytest.fixture
 def other_db_url() -> Iterator[str]:
     """A second empty database of the shared server, dropped after the test."""
