@@ -33,8 +33,8 @@ Exception
 │   ├── SignalTimeout              (name, timeout) catchable in the workflow
 │   ├── StepTimeout                (step, timeout) one attempt ran past the step's timeout
 │   ├── Cancelled                  (run_id) delivered at the run's next operation
-│   ├── worker.ExitInTask          SystemExit/KeyboardInterrupt raised in a task that
-│   │                              workflow code started (the original is __cause__)
+│   ├── worker.ExitInTask          SystemExit/KeyboardInterrupt/GeneratorExit raised in
+│   │                              a task workflow code started (original: __cause__)
 │   ├── Postpone                   (delay, reason) raise from a step: try again later,
 │   │                              no attempt used
 │   ├── NonRetryable               (data) raise from a step: fail now, whatever the policy
