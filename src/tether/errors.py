@@ -88,6 +88,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 #: Characters of an id or name that an error message echoes: a longer one is cut there.
@@ -106,6 +107,13 @@ def shown(value: str, *, quoted: bool = True) -> str:
     return f"{head!r}… ({len(value):,} characters)" if quoted else \
         f"{head}… ({len(value):,} characters)"
 
+
+
+def shown_json(value: Any) -> str:
+    """``value`` as an error message about a JSON request echoes it: in JSON's words
+    (``"yes"``, ``true``, ``null``, not Python's ``'yes'``, ``True``, ``None``), cut as
+    ``shown`` cuts."""
+    return shown(json.dumps(value, ensure_ascii=False), quoted=False)
 
 class TetherError(Exception):
     """Base class of every error Tether raises."""

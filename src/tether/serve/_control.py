@@ -11,7 +11,6 @@ functions.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -37,6 +36,7 @@ from tether.errors import (
     RunStateError,
     WorkflowArgumentError,
     shown,
+    shown_json,
 )
 from tether.serve._api import (
     ApiError,
@@ -92,9 +92,7 @@ async def _warn_unserved(app: App, doc: dict[str, Any]) -> dict[str, Any]:
 def fork_position(value: Any) -> int:
     """``at`` of a fork request: an integer position >= 0 (422 otherwise)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        # In JSON's words, as sent (true, null, {"a": 1}: not Python's True, None,
-        # {'a': 1}), and cut as every echoed value is (a long string came back whole).
-        sent = shown(json.dumps(value, ensure_ascii=False), quoted=False)
+        sent = shown_json(value)
         what = "null" if value is None else f"{json_kind(value)}: {sent}"
         raise ApiError(422, "bad_position", f"at must be an integer position, not {what}")
     if value < 0:
@@ -248,10 +246,8 @@ async def list_workers(request: Request) -> Response:
     query_fields(request, {"all"})
     flag = request.query_params.get("all", "false")
     if flag.lower() not in _FLAG:
-        # In JSON's words, and cut as every echoed value is: it was Python's repr
-        # ('yes'), cut at 40 characters without saying so.
-        sent = shown(json.dumps(flag, ensure_ascii=False), quoted=False)
-        raise ApiError(400, "bad_request", f"all must be true or false (1 or 0), not {sent}")
+        raise ApiError(400, "bad_request",
+                       f"all must be true or false (1 or 0), not {shown_json(flag)}")
     app = tether_app(request)
     rows = await workers_document(app, await worker_versions(app.store),
                                   include_stale=_FLAG[flag.lower()])

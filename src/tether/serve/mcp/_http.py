@@ -38,7 +38,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from tether._tokens import RELOAD_EVERY
-from tether.errors import shown
+from tether.errors import shown_json
 from tether.serve._api import _still_allowed
 from tether.serve.mcp._stdio import bad_line_error
 
@@ -208,11 +208,8 @@ async def _while_allowed(answer: Callable[[Scope, Receive, Send], Awaitable[None
 
 
 def _shown(header: str | None) -> str:
-    """A header's value as the refusal names it: in JSON's words (``"text/plain"``), cut
-    as every echoed value is (``shown``); it was Python's repr cut at 100 characters
-    without saying so."""
-    return ("missing" if header is None
-            else shown(json.dumps(header, ensure_ascii=False), quoted=False))
+    """A header's value as the refusal names it (``shown_json``: ``"text/plain"``)."""
+    return "missing" if header is None else shown_json(header)
 
 
 async def _refuse(status: int, message: str, scope: Scope, receive: Receive,
